@@ -1,0 +1,32 @@
+# make lab   - create .venv, install, open JupyterLab on the quickstart notebook
+# make test  - create .venv, install what the tests need, run the whole suite
+# make bench - run the benchmarks and print their figures
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: lab test bench install clean
+
+$(PY):
+	@test -n "$(PYTHON)" || { echo "error: python3.11 not found (Python 3.11 or newer is required)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e ".[lab,test]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+lab: $(STAMP)
+	cd notebooks && ../$(VENV)/bin/jupyter lab 01_quickstart.ipynb
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

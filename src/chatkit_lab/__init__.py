@@ -1,0 +1,12 @@
+"""chatkit-lab: a real ChatKit chat inside a Jupyter notebook, on an in-kernel server and DuckDB."""
+
+from .context import RequestContext
+from .errors import ChatLabError
+from .lab import ChatLab, Turn
+from .models import MirrorModel
+from .server import LabServer
+from .store.duckdb import DuckDBStore
+
+__version__ = "0.1.0"
+
+__all__ = ["ChatLab", "ChatLabError", "DuckDBStore", "LabServer", "MirrorModel", "RequestContext", "Turn", "__version__"]

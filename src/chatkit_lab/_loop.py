@@ -1,0 +1,74 @@
+"""The lab's own event loop, on a daemon thread.
+
+The server, its store connection and every agent run live here, so a reply keeps streaming
+while the kernel runs other cells, and no caller ever nests or patches another loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from .errors import ChatLabError
+
+T = TypeVar("T")
+
+
+class LoopThread:
+    def __init__(self, name: str = "chatkit-lab") -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive() and not self.loop.is_closed()
+
+    def on_loop(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        if not self.running:
+            coro.close()
+            raise ChatLabError("This lab is closed; create a new ChatLab.")
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    async def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await ``coro`` on the lab's loop from any other loop (a notebook cell's, say)."""
+        if self.on_loop():
+            return await coro
+        return await asyncio.wrap_future(self.submit(coro))
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run ``coro`` on the lab's loop and wait for it (for scripts: the ``_sync`` methods)."""
+        if self.on_loop():
+            coro.close()
+            raise ChatLabError("A _sync method was called from the lab's own loop; use the async one with await.")
+        return self.submit(coro).result(timeout)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if not self.running:
+            return
+
+        async def cancel_all() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.loop.shutdown_asyncgens()
+
+        try:
+            self.submit(cancel_all()).result(timeout)
+        except (concurrent.futures.TimeoutError, ChatLabError):
+            pass
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout)
+        if not self._thread.is_alive():
+            self.loop.close()

@@ -1,0 +1,56 @@
+"""Turn an agent run's exception into a sentence a user can act on."""
+
+from __future__ import annotations
+
+import openai
+from agents.exceptions import (
+    InputGuardrailTripwireTriggered,
+    MaxTurnsExceeded,
+    ModelBehaviorError,
+    OutputGuardrailTripwireTriggered,
+    UserError,
+)
+
+from .models import Backend
+
+
+def describe_failure(exc: BaseException, backend: Backend | None) -> tuple[str, bool]:
+    """(what happened and what to do, whether Retry makes sense)."""
+    where = (backend.base_url if backend else None) or "api.openai.com"
+    match exc:
+        case openai.APITimeoutError():
+            return f"The model provider at {where} did not answer in time. Check the server and press Retry.", True
+        case openai.APIConnectionError():
+            return (
+                f"Could not reach the model provider at {where} ({exc}). "
+                "Check that the server is running and the base URL is right, then press Retry.",
+                True,
+            )
+        case openai.AuthenticationError():
+            return f"The model provider at {where} rejected the API key (HTTP 401). Check OPENAI_API_KEY or api_key=.", False
+        case openai.RateLimitError():
+            return f"The model provider at {where} is rate-limiting requests (HTTP 429). Wait a moment and press Retry.", True
+        case openai.APIStatusError():
+            return f"The model provider at {where} answered HTTP {exc.status_code}: {exc.message}", exc.status_code >= 500
+        case openai.OpenAIError():
+            model = backend.model if backend and isinstance(backend.model, str) else "the OpenAI model"
+            return (
+                f"No API key is set, so {model} could not be called. Set OPENAI_API_KEY (or pass api_key=), "
+                "pass base_url= for an OpenAI-compatible server, or leave model= unset to use the offline mirror model.",
+                False,
+            )
+        case InputGuardrailTripwireTriggered():
+            return f"Your message was blocked by the guardrail `{exc.guardrail_result.guardrail.get_name()}`.", False
+        case OutputGuardrailTripwireTriggered():
+            return f"The reply was blocked by the guardrail `{exc.guardrail_result.guardrail.get_name()}`.", False
+        case MaxTurnsExceeded():
+            return f"The agent stopped: {exc.message}. Raise max_turns or simplify the task.", True
+        case ModelBehaviorError():
+            return f"The model returned something the agent could not use: {exc.message}", True
+        case UserError():
+            return f"The agent is misconfigured: {exc.message}", False
+    return (
+        f"The agent failed with {type(exc).__name__}: {exc}. "
+        "The traceback is in the kernel log (logger 'chatkit_lab').",
+        True,
+    )

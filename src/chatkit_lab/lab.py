@@ -1,0 +1,233 @@
+"""ChatLab: the one object a notebook user touches."""
+
+from __future__ import annotations
+
+import atexit
+import json
+import time
+import uuid
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+from agents import Agent, Tool
+
+from . import tracing
+from ._loop import LoopThread
+from .context import build_context
+from .errors import ChatLabError
+from .models import Backend, resolve_backend
+from .server import LabServer
+from .store.database import Database
+from .store.duckdb import DuckDBStore
+from .transport.requests import handle_request, parse_sse
+
+DEFAULT_INSTRUCTIONS = "You are a helpful assistant inside a Jupyter notebook. Answer concisely in Markdown."
+
+_LABS: weakref.WeakSet[ChatLab] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_labs() -> None:
+    for lab in list(_LABS):
+        lab.close()
+
+
+@dataclass
+class Turn:
+    """What one ``lab.send`` produced: the thread, the reply text and every stream event."""
+
+    thread_id: str
+    text: str
+    events: list[dict[str, Any]] = field(repr=False)
+    error: str | None = None
+
+    @property
+    def item_ids(self) -> list[str]:
+        return [e["item"]["id"] for e in self.events if e["type"] == "thread.item.done"]
+
+    def _repr_markdown_(self) -> str:
+        body = f"**error:** {self.error}" if self.error else self.text
+        return f"{body}\n\n<small>thread `{self.thread_id}` · {len(self.events)} events</small>"
+
+
+class ChatLab:
+    """An in-kernel ChatKit server on a DuckDB file, with its own event loop thread.
+
+    ``model``: None for the offline mirror model (or OpenAI when OPENAI_API_KEY is set), a model
+    name, or any Agents SDK ``Model``. ``base_url``: an OpenAI-compatible server. ``agent``: your
+    own ``Agent`` instead of one built from ``instructions`` and ``tools``.
+    """
+
+    def __init__(
+        self,
+        db: str | Path = "chats.duckdb",
+        *,
+        instructions: str = DEFAULT_INSTRUCTIONS,
+        tools: Sequence[Tool] = (),
+        model: Any = None,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        agent: Agent | None = None,
+        user_id: str = "local",
+        history_limit: int = 50,
+        name: str = "Assistant",
+        trace_to_openai: bool = False,
+    ) -> None:
+        self.user_id = user_id
+        self.backend: Backend = resolve_backend(model, base_url=base_url, api_key=api_key)
+        self.agent = agent or Agent(name=name, instructions=instructions, tools=list(tools), model=self.backend.model)
+        self.db = Database(db)
+        self.store = DuckDBStore(self.db)
+        self._loop = LoopThread()
+        self._key = f"lab_{uuid.uuid4().hex[:8]}"
+        forward = None
+        if trace_to_openai:
+            from agents.tracing.processors import default_processor
+
+            forward = default_processor()
+        self.tracer = tracing.DuckDBTraceProcessor(self.db, self._loop.loop, forward=forward)
+        tracing.register(self._key, self.tracer)
+        self.server = LabServer(
+            self.store, self.agent, backend=self.backend, history_limit=history_limit, trace_metadata={"lab": self._key}
+        )
+        self._http: Any = None
+        self._closed = False
+        _LABS.add(self)
+        self._loop.call(self._warm())
+
+    async def _warm(self) -> None:
+        async with self.db.acursor():
+            pass  # opens the file and applies migrations now, not on the first message
+
+    def __repr__(self) -> str:
+        return f"ChatLab(db={self.db.path!r}, user_id={self.user_id!r}, backend={self.backend.description!r})"
+
+    # -- conversation --------------------------------------------------------------------
+    async def request(self, body: dict[str, Any] | str, *, user_id: str | None = None) -> Any:
+        """Send one raw ChatKit request; returns the JSON reply or the list of stream events."""
+        return await self._loop.run(self._request(body, user_id or self.user_id))
+
+    def request_sync(self, body: dict[str, Any] | str, *, user_id: str | None = None) -> Any:
+        return self._loop.call(self._request(body, user_id or self.user_id))
+
+    async def _request(self, body: dict[str, Any] | str, user_id: str) -> Any:
+        raw = body if isinstance(body, str) else json.dumps(body)
+        reply = await handle_request(self.server, raw, build_context(raw, user_id=user_id))
+        if reply.status != 200:
+            raise ChatLabError(json.loads(reply.body)["error"]["message"])
+        if reply.stream is None:
+            return json.loads(reply.body)
+        return [event async for chunk in reply.stream for event in parse_sse(chunk)]
+
+    async def send(self, text: str, thread_id: str | None = None, *, user_id: str | None = None) -> Turn:
+        """Send a user message (a new thread unless ``thread_id``) and wait for the reply."""
+        return await self._loop.run(self._send(text, thread_id, user_id or self.user_id))
+
+    def send_sync(self, text: str, thread_id: str | None = None, *, user_id: str | None = None) -> Turn:
+        return self._loop.call(self._send(text, thread_id, user_id or self.user_id))
+
+    async def _send(self, text: str, thread_id: str | None, user_id: str) -> Turn:
+        message = {"content": [{"type": "input_text", "text": text}], "attachments": [], "inference_options": {}}
+        if thread_id:
+            body = {"type": "threads.add_user_message", "params": {"thread_id": thread_id, "input": message}}
+        else:
+            body = {"type": "threads.create", "params": {"input": message}}
+        events = await self._request(body, user_id)
+        for event in events:
+            if event["type"] == "thread.created":
+                thread_id = event["thread"]["id"]
+        replies = [
+            "".join(part["text"] for part in e["item"]["content"])
+            for e in events
+            if e["type"] == "thread.item.done" and e["item"]["type"] == "assistant_message"
+        ]
+        error = next((e.get("message", e["code"]) for e in events if e["type"] == "error"), None)
+        return Turn(thread_id=thread_id or "", text="\n\n".join(replies), events=events, error=error)
+
+    # -- data ----------------------------------------------------------------------------
+    def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pd.DataFrame | None:
+        """Run SQL on the lab's DuckDB file (its own cursor; safe while a reply streams)."""
+        with self.db.cursor() as cur:
+            result = cur.execute(query, params) if params is not None else cur.execute(query)
+            return result.df() if result.description else None
+
+    def threads_df(self, *, all_users: bool = False) -> pd.DataFrame:
+        return self.sql(
+            f"""SELECT t.id AS thread_id, t.user_id, t.title, t.status, t.created_at, t.updated_at,
+                       (SELECT count(*) FROM items i WHERE i.thread_id = t.id) AS items
+                FROM threads t WHERE {'true' if all_users else 't.user_id = $user'}
+                ORDER BY t.created_at DESC, t.seq DESC""",
+            {} if all_users else {"user": self.user_id},
+        )
+
+    def items_df(self, thread_id: str | None = None, *, all_users: bool = False) -> pd.DataFrame:
+        where, params = ["true"], {}
+        if not all_users:
+            where.append("user_id = $user")
+            params["user"] = self.user_id
+        if thread_id:
+            where.append("thread_id = $thread")
+            params["thread"] = thread_id
+        return self.sql(
+            f"""SELECT id AS item_id, thread_id, user_id, created_at, type, role, text, data
+                FROM items WHERE {' AND '.join(where)} ORDER BY thread_id, created_at, seq""",
+            params,
+        )
+
+    # -- HTTP ----------------------------------------------------------------------------
+    def serve(self, host: str = "127.0.0.1", port: int = 8000) -> str:
+        """Serve this lab over HTTP (POST /chatkit, GET /health) from its own loop; returns the URL."""
+        import uvicorn
+
+        from .transport.http import create_app
+
+        if self._http is not None:
+            raise ChatLabError("This lab is already serving; call lab.stop_serving() first.")
+        app = create_app(self.server, user_id=self.user_id, backend=self.backend.description)
+        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
+        task = self._loop.submit(server.serve())
+        while not server.started:
+            if task.done():
+                task.result()  # raises the bind error, for instance
+                raise ChatLabError(f"The HTTP server on {host}:{port} stopped at once.")
+            time.sleep(0.01)
+        self._http = (server, task)
+        bound = server.servers[0].sockets[0].getsockname()
+        return f"http://{host}:{bound[1]}"
+
+    def stop_serving(self) -> None:
+        if self._http is not None:
+            server, task = self._http
+            server.should_exit = True
+            try:
+                task.result(10)
+            finally:
+                self._http = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop serving, finish writing traces, stop the loop and close the database."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.stop_serving()
+        except Exception:
+            pass
+        if self._loop.running:
+            try:
+                self._loop.call(self.tracer.aflush(), timeout=5)
+            except Exception:
+                pass
+        self._loop.stop()
+        tracing.unregister(self._key)
+        self.db.close()
+
+    def __enter__(self) -> ChatLab:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

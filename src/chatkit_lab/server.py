@@ -1,0 +1,288 @@
+"""LabServer: a ChatKitServer that answers each turn with an Agents SDK run."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from typing import Any
+
+from agents import Agent, RunConfig, RunHooks, Runner
+from agents.tracing import gen_trace_id
+from chatkit.agents import AgentContext, ThreadItemConverter, stream_agent_response
+from chatkit.errors import CustomStreamError
+from chatkit.server import ChatKitServer
+from chatkit.store import NotFoundError, Store
+from chatkit.types import (
+    AssistantMessageContentPartTextDelta,
+    CustomTask,
+    FeedbackKind,
+    ThreadItemAddedEvent,
+    ThreadItemDoneEvent,
+    ThreadItemRemovedEvent,
+    ThreadItemUpdatedEvent,
+    ThreadMetadata,
+    ThreadStreamEvent,
+    UserMessageItem,
+)
+
+from .context import RequestContext
+from .failures import describe_failure
+from .models import Backend
+from .store.duckdb import user_of
+from .store.items import item_text
+
+log = logging.getLogger("chatkit_lab")
+
+AgentFactory = Callable[[ThreadMetadata, Any], Agent]
+TITLE_LENGTH = 60
+
+
+def title_from(text: str) -> str:
+    """A thread title from the first message: its first line, cut at a word."""
+    line = " ".join(text.strip().splitlines()[0].split()) if text.strip() else "New chat"
+    if len(line) <= TITLE_LENGTH:
+        return line
+    return line[:TITLE_LENGTH].rsplit(" ", 1)[0].rstrip(",.;:") + "…"
+
+
+class PortableConverter(ThreadItemConverter):
+    """History that every provider accepts, attachments and tags included.
+
+    ChatKit replays assistant turns as ``output_text`` parts, which Chat Completions providers
+    reject on turn 2; a plain string works everywhere.
+    """
+
+    def __init__(self, store: Store[Any], context: Any) -> None:
+        self.store, self.context = store, context
+
+    async def assistant_message_to_input(self, item: Any) -> Any:
+        return {"role": "assistant", "content": "".join(part.text for part in item.content)}
+
+    async def tag_to_message_content(self, tag: Any) -> Any:
+        return {"type": "input_text", "text": f"<tag name={tag.text!r}>{json.dumps(tag.data, default=str)}</tag>"}
+
+    async def attachment_to_message_content(self, attachment: Any) -> Any:
+        load = getattr(self.store, "load_attachment_bytes", None)
+        try:
+            data = await load(attachment.id, self.context) if load else None
+        except NotFoundError:
+            data = None
+        if data is None:
+            return {"type": "input_text", "text": f"[attachment {attachment.name!r} ({attachment.mime_type}) was not uploaded]"}
+        if attachment.mime_type.startswith("image/"):
+            url = f"data:{attachment.mime_type};base64,{base64.b64encode(data).decode()}"
+            return {"type": "input_image", "image_url": url, "detail": "auto"}
+        if attachment.mime_type.startswith("text/") or attachment.mime_type in ("application/json", "application/csv"):
+            text = data.decode("utf-8", errors="replace")[:20_000]
+            return {"type": "input_text", "text": f"<file name={attachment.name!r}>\n{text}\n</file>"}
+        return {"type": "input_text", "text": f"[attachment {attachment.name!r}: {attachment.mime_type}, {len(data)} bytes]"}
+
+
+class _ToolProgress(RunHooks[Any]):
+    """Shows server-side tool calls and handoffs as workflow tasks (ChatKit does not)."""
+
+    def __init__(self) -> None:
+        self.task_of_call: dict[str, int] = {}
+        self.tools: list[str] = []
+
+    async def on_tool_start(self, context: Any, agent: Any, tool: Any) -> None:
+        ctx: AgentContext[Any] = context.context
+        self.tools.append(tool.name)
+        args = getattr(context, "tool_arguments", None)
+        await ctx.add_workflow_task(
+            CustomTask(title=f"Calling `{tool.name}`", content=_clip(args), status_indicator="loading")
+        )
+        if ctx.workflow_item is not None:
+            self.task_of_call[getattr(context, "tool_call_id", tool.name)] = len(ctx.workflow_item.workflow.tasks) - 1
+
+    async def on_tool_end(self, context: Any, agent: Any, tool: Any, result: Any) -> None:
+        ctx: AgentContext[Any] = context.context
+        index = self.task_of_call.pop(getattr(context, "tool_call_id", tool.name), None)
+        if index is None or ctx.workflow_item is None:
+            return
+        task = CustomTask(title=f"Called `{tool.name}`", content=_clip(result), status_indicator="complete")
+        await ctx.update_workflow_task(task, index)
+
+    async def on_handoff(self, context: Any, from_agent: Any, to_agent: Any) -> None:
+        await context.context.add_workflow_task(
+            CustomTask(title=f"Handed off from {from_agent.name} to {to_agent.name}", status_indicator="complete")
+        )
+
+
+def _clip(value: Any, limit: int = 500) -> str | None:
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+async def _own_ids(events: AsyncIterator[ThreadStreamEvent], new_id: Callable[[], str]) -> AsyncIterator[ThreadStreamEvent]:
+    """Give every assistant message an id of its own.
+
+    Chat Completions and LiteLLM models report ``__fake_id__`` for every message, scripted models
+    a fixed id; ChatKit uses that id as the item id, so replies would overwrite each other.
+    """
+    ids: dict[str, str] = {}
+    async for event in events:
+        match event:
+            case ThreadItemAddedEvent() if event.item.type == "assistant_message":
+                ids[event.item.id] = event.item.id = new_id()
+            case ThreadItemDoneEvent() if event.item.type == "assistant_message":
+                event.item.id = ids.get(event.item.id) or new_id()
+            case ThreadItemUpdatedEvent() | ThreadItemRemovedEvent() if event.item_id in ids:
+                event.item_id = ids[event.item_id]
+        yield event
+
+
+class LabServer(ChatKitServer[Any]):
+    """Runs ``agent`` (or ``agent(thread, context)``) for each turn and logs the turn.
+
+    ``history_limit`` caps how many stored items are converted into model input.
+    ``trace_metadata`` is added to every run's trace (the lab routes traces by it).
+    """
+
+    def __init__(
+        self,
+        store: Store[Any],
+        agent: Agent | AgentFactory,
+        *,
+        backend: Backend | None = None,
+        history_limit: int = 50,
+        run_config: RunConfig | None = None,
+        trace_metadata: dict[str, Any] | None = None,
+        max_turns: int = 10,
+    ) -> None:
+        super().__init__(store, attachment_store=store if hasattr(store, "create_attachment") else None)
+        self.agent = agent
+        self.backend = backend
+        self.history_limit = history_limit
+        self.run_config = run_config
+        self.trace_metadata = trace_metadata or {}
+        self.max_turns = max_turns
+        self.db = getattr(store, "db", None)  # DuckDBStore: turns and feedback go beside the items
+
+    def agent_for(self, thread: ThreadMetadata, context: Any) -> Agent:
+        return self.agent if isinstance(self.agent, Agent) else self.agent(thread, context)
+
+    async def respond(
+        self, thread: ThreadMetadata, input_user_message: UserMessageItem | None, context: Any
+    ) -> AsyncIterator[ThreadStreamEvent]:
+        if thread.status.type != "active":
+            reason = getattr(thread.status, "reason", None)
+            raise CustomStreamError(f"This thread is {thread.status.type}{': ' + reason if reason else ''}.", allow_retry=False)
+        if thread.title is None and input_user_message is not None:
+            thread.title = title_from(item_text(input_user_message) or "")
+
+        agent = self.agent_for(thread, context)
+        agent_ctx = AgentContext(thread=thread, store=self.store, request_context=context)
+        page = await self.store.load_thread_items(thread.id, None, self.history_limit, "desc", context)
+        agent_input = await PortableConverter(self.store, context).to_agent_input(list(reversed(page.data)))
+
+        turn = _TurnRecord(thread.id, user_of(context), input_user_message, agent.name, self._model_name(agent))
+        hooks = _ToolProgress()
+        result = Runner.run_streamed(
+            agent, agent_input, context=agent_ctx, hooks=hooks, max_turns=self.max_turns,
+            run_config=self._run_config(thread, context, turn.trace_id),
+        )
+        try:
+            events = stream_agent_response(agent_ctx, result)
+            async for event in _own_ids(events, lambda: self.store.generate_item_id("message", thread, context)):
+                if turn.first_token_ms is None and isinstance(event, ThreadItemUpdatedEvent) and isinstance(event.update, AssistantMessageContentPartTextDelta):
+                    turn.first_token_ms = turn.elapsed_ms()
+                yield event
+            turn.status = "completed"
+        except (asyncio.CancelledError, GeneratorExit):
+            turn.status = "cancelled"
+            raise
+        except CustomStreamError as exc:
+            turn.status, turn.error = "error", exc.message
+            raise
+        except Exception as exc:
+            message, retry = describe_failure(exc, self.backend)
+            log.exception("turn failed in thread %s: %s", thread.id, message)
+            turn.status, turn.error = "error", message
+            raise CustomStreamError(message, allow_retry=retry) from exc
+        finally:
+            if not result.is_complete:
+                result.cancel()
+            turn.tools = hooks.tools
+            turn.usage = result.context_wrapper.usage
+            await self._log_turn(turn)
+
+    def _model_name(self, agent: Agent) -> str | None:
+        model = agent.model if agent.model is not None else (self.backend.model if self.backend else None)
+        return model if isinstance(model, str) or model is None else getattr(model, "model", None) or getattr(model, "name", None) or type(model).__name__
+
+    def _run_config(self, thread: ThreadMetadata, context: Any, trace_id: str) -> RunConfig:
+        config = self.run_config or RunConfig()
+        settings = self.backend.settings if self.backend else None
+        metadata = {**self.trace_metadata, **(config.trace_metadata or {}), "thread_id": thread.id, "user_id": user_of(context)}
+        return dataclasses.replace(
+            config,
+            model_settings=config.model_settings or settings,
+            trace_id=trace_id,
+            group_id=thread.id,
+            trace_metadata=metadata,
+            workflow_name=config.workflow_name if config.workflow_name != "Agent workflow" else "chatkit-lab turn",
+        )
+
+    async def _log_turn(self, turn: _TurnRecord) -> None:
+        if self.db is None:
+            return
+        try:
+            async with self.db.acursor() as cur:
+                cur.execute(
+                    "INSERT INTO turns VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    turn.row(),
+                )
+        except Exception:  # the log must never break a chat
+            log.exception("could not record turn %s", turn.turn_id)
+
+    async def add_feedback(self, thread_id: str, item_ids: list[str], feedback: FeedbackKind, context: Any) -> None:
+        await self.store.load_thread(thread_id, context)  # 404 for another user's thread
+        if self.db is None:
+            return
+        async with self.db.acursor() as cur:
+            for item_id in item_ids:
+                cur.execute(
+                    """INSERT OR REPLACE INTO feedback
+                       SELECT thread_id, id, user_id, ?, now()::TIMESTAMP FROM items
+                       WHERE thread_id = ? AND id = ? AND user_id = ?""",
+                    [feedback, thread_id, item_id, user_of(context)],
+                )
+
+
+class _TurnRecord:
+    """One row of the ``turns`` table, filled in as the turn runs."""
+
+    def __init__(self, thread_id: str, user_id: str, message: UserMessageItem | None, agent: str, model: str | None) -> None:
+        self.turn_id = f"turn_{uuid.uuid4().hex[:12]}"
+        self.trace_id = gen_trace_id()
+        self.thread_id, self.user_id, self.agent, self.model = thread_id, user_id, agent, model
+        self.user_item_id = message.id if message else None
+        self.started_at, self._t0 = datetime.now(), time.perf_counter()
+        self.first_token_ms: float | None = None
+        self.status, self.error = "running", None
+        self.tools: list[str] = []
+        self.usage: Any = None
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self._t0) * 1000
+
+    def row(self) -> list[Any]:
+        return [
+            self.turn_id, self.thread_id, self.user_id, self.user_item_id, self.started_at, datetime.now(),
+            self.elapsed_ms(), self.first_token_ms, self.status, self.error, self.agent, self.model,
+            getattr(self.usage, "input_tokens", None), getattr(self.usage, "output_tokens", None),
+            self.tools, self.trace_id,
+        ]
+
+
+__all__ = ["LabServer", "PortableConverter", "RequestContext", "title_from"]

@@ -1,0 +1,173 @@
+"""One DuckDB file, shared by the threads of this process and, by taking turns, other processes.
+
+DuckDB lets only one process open a file for writing. So a ``Database`` holds its connection
+only while it is used and closes it after ``release_after`` idle seconds; a process that finds
+the file locked waits and retries (up to ``lock_timeout``) instead of failing. Each thread gets
+its own cursor, because a DuckDB connection must not be used by two threads at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import re
+import threading
+import time
+import weakref
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+
+import duckdb
+
+from ..errors import DatabaseBusyError
+from .schema import migrate
+
+log = logging.getLogger(__name__)
+
+_LOCK_HELD = re.compile(r"lock", re.IGNORECASE)
+
+
+_OPEN: weakref.WeakSet[Database] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    # A kernel or script exiting leaves the file closed cleanly, not mid-lease.
+    for db in list(_OPEN):
+        db.close()
+
+
+def _is_lock_conflict(exc: Exception) -> bool:
+    return isinstance(exc, duckdb.IOException) and bool(_LOCK_HELD.search(str(exc)))
+
+
+class Database:
+    """A DuckDB file opened on demand. Use ``with db.cursor() as cur`` (or ``async with
+    db.acursor()`` on an event loop, which waits for a lock without blocking the loop)."""
+
+    def __init__(
+        self,
+        path: str | Path = ":memory:",
+        *,
+        release_after: float = 0.5,
+        lock_timeout: float = 30.0,
+    ) -> None:
+        self.path = str(path)
+        self.in_memory = self.path == ":memory:"
+        self.release_after = release_after
+        self.lock_timeout = lock_timeout
+        self._lock = threading.RLock()
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._cursors: dict[int, duckdb.DuckDBPyConnection] = {}
+        self._users = 0
+        self._last_used = 0.0
+        self._timer: threading.Timer | None = None
+        self._migrated = False
+        self._closed = False
+        if not self.in_memory:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        _OPEN.add(self)
+
+    # -- acquiring -------------------------------------------------------------------------
+    def _try_acquire(self) -> duckdb.DuckDBPyConnection | None:
+        """A cursor for this thread, or None when another process holds the file."""
+        with self._lock:
+            if self._closed:
+                raise DatabaseBusyError(f"The database {self.path} is closed; create a new lab.")
+            if self._con is None:
+                try:
+                    con = duckdb.connect(self.path)
+                except duckdb.Error as exc:
+                    if _is_lock_conflict(exc):
+                        return None
+                    raise
+                if not self._migrated:
+                    migrate(con)
+                    self._migrated = True
+                self._con = con
+            tid = threading.get_ident()
+            cur = self._cursors.get(tid)
+            if cur is None:
+                cur = self._cursors[tid] = self._con.cursor()
+            self._users += 1
+            return cur
+
+    def _busy_error(self, waited: float) -> DatabaseBusyError:
+        return DatabaseBusyError(
+            f"The database file {self.path} stayed locked by another process for {waited:.0f} s. "
+            "Close the other lab or kernel using it (lab.close()), or use another db= file."
+        )
+
+    @contextmanager
+    def cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        start, delay = time.monotonic(), 0.005
+        while (cur := self._try_acquire()) is None:
+            if time.monotonic() - start > self.lock_timeout:
+                raise self._busy_error(time.monotonic() - start)
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        try:
+            yield cur
+        finally:
+            self._release()
+
+    @asynccontextmanager
+    async def acursor(self) -> AsyncIterator[duckdb.DuckDBPyConnection]:
+        start, delay = time.monotonic(), 0.005
+        while (cur := self._try_acquire()) is None:
+            if time.monotonic() - start > self.lock_timeout:
+                raise self._busy_error(time.monotonic() - start)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        try:
+            yield cur
+        finally:
+            self._release()
+
+    # -- releasing -------------------------------------------------------------------------
+    def _release(self) -> None:
+        with self._lock:
+            self._users -= 1
+            self._last_used = time.monotonic()
+            if not self.in_memory and self._timer is None and not self._closed:
+                self._schedule(self.release_after)
+
+    def _schedule(self, delay: float) -> None:
+        self._timer = threading.Timer(delay, self._release_if_idle)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _release_if_idle(self) -> None:
+        with self._lock:
+            self._timer = None
+            if self._con is None or self._closed:
+                return
+            idle = time.monotonic() - self._last_used
+            if self._users or idle < self.release_after:
+                self._schedule(max(self.release_after - idle, 0.01))
+                return
+            self._disconnect()
+
+    def _disconnect(self) -> None:
+        for cur in self._cursors.values():
+            cur.close()
+        self._cursors.clear()
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+    @property
+    def is_open(self) -> bool:
+        """Whether this process holds the file right now (other processes must wait)."""
+        return self._con is not None
+
+    def close(self) -> None:
+        """Close the file for good (waits for nothing: callers finish their work first)."""
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._disconnect()
+            self._closed = True

@@ -1,0 +1,317 @@
+"""DuckDBStore: ChatKit's Store and AttachmentStore on one DuckDB file, scoped per user."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from chatkit.store import AttachmentStore, NotFoundError, Store
+from chatkit.types import (
+    Attachment,
+    AttachmentCreateParams,
+    AttachmentUploadDescriptor,
+    FileAttachment,
+    ImageAttachment,
+    Page,
+    ThreadItem,
+    ThreadMetadata,
+)
+from pydantic import TypeAdapter
+
+from ..errors import ChatLabError
+from .database import Database
+from .items import item_adapter, item_role, item_text, naive
+
+_attachment_adapter: TypeAdapter[Any] = TypeAdapter(Attachment)
+
+
+def user_of(context: Any) -> str:
+    user_id = getattr(context, "user_id", None)
+    if not isinstance(user_id, str) or not user_id:
+        raise ChatLabError(
+            "The request context has no user_id; pass a chatkit_lab.RequestContext(user_id=...)."
+        )
+    return user_id
+
+
+def _order(order: str) -> str:
+    if order not in ("asc", "desc"):
+        raise ValueError(f"order must be 'asc' or 'desc', not {order!r}")
+    return order.upper()
+
+
+class DuckDBStore(Store[Any], AttachmentStore[Any]):
+    """Threads, items and attachments in relational tables of one DuckDB file.
+
+    Every method is scoped to ``context.user_id``: another user's ids behave exactly like
+    missing ones. ``upload_url`` is the two-phase upload target, formatted with ``id``.
+    """
+
+    def __init__(
+        self,
+        path: str | Path | Database = ":memory:",
+        *,
+        upload_url: str = "/chatkit/attachments/{id}/upload",
+    ) -> None:
+        self.db = path if isinstance(path, Database) else Database(path)
+        self.upload_url = upload_url
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- threads -------------------------------------------------------------------------
+    async def load_thread(self, thread_id: str, context: Any) -> ThreadMetadata:
+        async with self.db.acursor() as cur:
+            row = cur.execute(
+                "SELECT data FROM threads WHERE id = ? AND user_id = ?",
+                [thread_id, user_of(context)],
+            ).fetchone()
+        if row is None:
+            raise NotFoundError(f"Thread {thread_id} not found")
+        return ThreadMetadata.model_validate_json(row[0])
+
+    async def save_thread(self, thread: ThreadMetadata, context: Any) -> None:
+        # A Thread (with items) arrives here too; keep only its metadata.
+        meta = ThreadMetadata.model_validate(thread.model_dump(exclude={"items"}))
+        user_id = user_of(context)
+        async with self.db.acursor() as cur:
+            row = cur.execute(
+                """
+                INSERT INTO threads (id, user_id, title, status, created_at, updated_at, metadata, data)
+                VALUES ($id, $user, $title, $status, $created, now()::TIMESTAMP, $metadata, $data)
+                ON CONFLICT (id) DO UPDATE SET
+                    title = excluded.title, status = excluded.status,
+                    updated_at = excluded.updated_at, metadata = excluded.metadata, data = excluded.data
+                WHERE threads.user_id = excluded.user_id
+                RETURNING id""",
+                {
+                    "id": meta.id,
+                    "user": user_id,
+                    "title": meta.title,
+                    "status": meta.status.type,
+                    "created": naive(meta.created_at),
+                    "metadata": _json(meta.metadata),
+                    "data": meta.model_dump_json(),
+                },
+            ).fetchone()
+        if row is None:
+            raise NotFoundError(f"Thread {meta.id} not found")
+
+    async def load_threads(
+        self, limit: int, after: str | None, order: str, context: Any
+    ) -> Page[ThreadMetadata]:
+        user_id, direction = user_of(context), _order(order)
+        async with self.db.acursor() as cur:
+            where, params = "user_id = $user", {"user": user_id, "limit": limit + 1}
+            if after:
+                where += _keyset(direction, "threads", "id = $after AND user_id = $user")
+                params["after"] = after
+                if not _exists(cur, "threads", "id = $after AND user_id = $user", params):
+                    raise NotFoundError(f"Thread {after} not found")
+            rows = cur.execute(
+                f"SELECT id, data FROM threads WHERE {where} "
+                f"ORDER BY created_at {direction}, seq {direction} LIMIT $limit",
+                params,
+            ).fetchall()
+        return _page(rows[:limit], len(rows) > limit, ThreadMetadata.model_validate_json)
+
+    async def delete_thread(self, thread_id: str, context: Any) -> None:
+        params = [thread_id, user_of(context)]
+        async with self.db.acursor() as cur:
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                gone = cur.execute(
+                    "DELETE FROM threads WHERE id = ? AND user_id = ? RETURNING id", params
+                ).fetchall()
+                if gone:
+                    for table in ("items", "attachments", "feedback"):
+                        cur.execute(f"DELETE FROM {table} WHERE thread_id = ? AND user_id = ?", params)
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+        if not gone:
+            raise NotFoundError(f"Thread {thread_id} not found")
+
+    # -- items ---------------------------------------------------------------------------
+    async def load_thread_items(
+        self, thread_id: str, after: str | None, limit: int, order: str, context: Any
+    ) -> Page[ThreadItem]:
+        direction = _order(order)
+        params: dict[str, Any] = {"thread": thread_id, "user": user_of(context), "limit": limit + 1}
+        where = "thread_id = $thread AND user_id = $user"
+        async with self.db.acursor() as cur:
+            if not _exists(cur, "threads", "id = $thread AND user_id = $user", params):
+                raise NotFoundError(f"Thread {thread_id} not found")
+            if after:
+                params["after"] = after
+                cursor_row = "thread_id = $thread AND user_id = $user AND id = $after"
+                if not _exists(cur, "items", cursor_row, params):
+                    raise NotFoundError(f"Item {after} not found in thread {thread_id}")
+                where += _keyset(direction, "items", cursor_row)
+            rows = cur.execute(
+                f"SELECT id, data FROM items WHERE {where} "
+                f"ORDER BY created_at {direction}, seq {direction} LIMIT $limit",
+                params,
+            ).fetchall()
+        return _page(rows[:limit], len(rows) > limit, item_adapter.validate_json)
+
+    async def add_thread_item(self, thread_id: str, item: ThreadItem, context: Any) -> None:
+        await self.save_item(thread_id, item, context)
+
+    async def save_item(self, thread_id: str, item: ThreadItem, context: Any) -> None:
+        # An upsert: a re-sent id updates the row and keeps its original position.
+        async with self.db.acursor() as cur:
+            row = cur.execute(
+                """
+                INSERT INTO items (id, thread_id, user_id, created_at, updated_at, type, role, text, data)
+                SELECT $id, id, user_id, $created, now()::TIMESTAMP, $type, $role, $text, $data
+                FROM threads WHERE id = $thread AND user_id = $user
+                ON CONFLICT (thread_id, id) DO UPDATE SET
+                    updated_at = excluded.updated_at, type = excluded.type, role = excluded.role,
+                    text = excluded.text, data = excluded.data
+                RETURNING id""",
+                {
+                    "id": item.id,
+                    "thread": thread_id,
+                    "user": user_of(context),
+                    "created": naive(item.created_at),
+                    "type": item.type,
+                    "role": item_role(item),
+                    "text": item_text(item),
+                    "data": item_adapter.dump_json(item).decode(),
+                },
+            ).fetchone()
+        if row is None:
+            raise NotFoundError(f"Thread {thread_id} not found")
+
+    async def load_item(self, thread_id: str, item_id: str, context: Any) -> ThreadItem:
+        async with self.db.acursor() as cur:
+            row = cur.execute(
+                "SELECT data FROM items WHERE thread_id = ? AND id = ? AND user_id = ?",
+                [thread_id, item_id, user_of(context)],
+            ).fetchone()
+        if row is None:
+            raise NotFoundError(f"Item {item_id} not found in thread {thread_id}")
+        return item_adapter.validate_json(row[0])
+
+    async def delete_thread_item(self, thread_id: str, item_id: str, context: Any) -> None:
+        # Deleting an item that was never saved (a removed pending item) is not an error;
+        # another user's thread is.
+        params = {"thread": thread_id, "item": item_id, "user": user_of(context)}
+        async with self.db.acursor() as cur:
+            if not _exists(cur, "threads", "id = $thread AND user_id = $user", params):
+                raise NotFoundError(f"Thread {thread_id} not found")
+            cur.execute(
+                "DELETE FROM items WHERE thread_id = $thread AND id = $item AND user_id = $user",
+                params,
+            )
+
+    # -- attachments ---------------------------------------------------------------------
+    async def create_attachment(self, input: AttachmentCreateParams, context: Any) -> Attachment:
+        attachment_id = self.generate_attachment_id(input.mime_type, context)
+        upload = AttachmentUploadDescriptor(
+            url=self.upload_url.format(id=attachment_id), method="PUT", headers={}
+        )
+        fields = dict(id=attachment_id, name=input.name, mime_type=input.mime_type, upload_descriptor=upload)
+        if input.mime_type.startswith("image/"):
+            attachment: Attachment = ImageAttachment(**fields, preview_url=upload.url)
+        else:
+            attachment = FileAttachment(**fields)
+        await self._write_attachment(attachment, context, size=input.size)
+        return attachment
+
+    async def save_attachment(self, attachment: Attachment, context: Any) -> None:
+        await self._write_attachment(attachment, context)
+
+    async def _write_attachment(self, attachment: Attachment, context: Any, size: int | None = None) -> None:
+        async with self.db.acursor() as cur:
+            row = cur.execute(
+                """
+                INSERT INTO attachments (id, user_id, thread_id, name, mime_type, size, created_at, data)
+                VALUES ($id, $user, $thread, $name, $mime, $size, now()::TIMESTAMP, $data)
+                ON CONFLICT (id) DO UPDATE SET
+                    thread_id = excluded.thread_id, name = excluded.name,
+                    mime_type = excluded.mime_type, size = coalesce(excluded.size, attachments.size),
+                    data = excluded.data
+                WHERE attachments.user_id = excluded.user_id
+                RETURNING id""",
+                {
+                    "id": attachment.id,
+                    "user": user_of(context),
+                    "thread": attachment.thread_id,
+                    "name": attachment.name,
+                    "mime": attachment.mime_type,
+                    "size": size,
+                    "data": _attachment_adapter.dump_json(attachment).decode(),
+                },
+            ).fetchone()
+        if row is None:
+            raise NotFoundError(f"Attachment {attachment.id} not found")
+
+    async def load_attachment(self, attachment_id: str, context: Any) -> Attachment:
+        async with self.db.acursor() as cur:
+            row = cur.execute(
+                "SELECT data FROM attachments WHERE id = ? AND user_id = ?",
+                [attachment_id, user_of(context)],
+            ).fetchone()
+        if row is None:
+            raise NotFoundError(f"Attachment {attachment_id} not found")
+        return _attachment_adapter.validate_json(row[0])
+
+    async def delete_attachment(self, attachment_id: str, context: Any) -> None:
+        # ChatKit calls this on both the AttachmentStore and the Store: the second is a no-op.
+        async with self.db.acursor() as cur:
+            cur.execute(
+                "DELETE FROM attachments WHERE id = ? AND user_id = ?", [attachment_id, user_of(context)]
+            )
+
+    async def write_attachment_bytes(self, attachment_id: str, data: bytes, context: Any) -> Attachment:
+        """Store an uploaded file's bytes (the second phase of a two-phase upload)."""
+        async with self.db.acursor() as cur:
+            row = cur.execute(
+                "UPDATE attachments SET bytes = ?, size = ? WHERE id = ? AND user_id = ? RETURNING data",
+                [data, len(data), attachment_id, user_of(context)],
+            ).fetchone()
+        if row is None:
+            raise NotFoundError(f"Attachment {attachment_id} not found")
+        attachment = _attachment_adapter.validate_json(row[0])
+        attachment.upload_descriptor = None
+        await self.save_attachment(attachment, context)
+        return attachment
+
+    async def load_attachment_bytes(self, attachment_id: str, context: Any) -> bytes:
+        async with self.db.acursor() as cur:
+            row = cur.execute(
+                "SELECT bytes FROM attachments WHERE id = ? AND user_id = ?",
+                [attachment_id, user_of(context)],
+            ).fetchone()
+        if row is None or row[0] is None:
+            raise NotFoundError(f"Attachment {attachment_id} has no uploaded bytes")
+        return bytes(row[0])
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value, default=str)
+
+
+def _exists(cur: Any, table: str, where: str, params: dict[str, Any]) -> bool:
+    names = {k: v for k, v in params.items() if f"${k}" in where}
+    return cur.execute(f"SELECT 1 FROM {table} WHERE {where}", names).fetchone() is not None
+
+
+def _keyset(direction: str, table: str, cursor_row: str) -> str:
+    """Rows strictly after the cursor row in (created_at, seq) order."""
+    op = ">" if direction == "ASC" else "<"
+    return (
+        f" AND (created_at, seq) {op} "
+        f"(SELECT (created_at, seq) FROM {table} WHERE {cursor_row})"
+    )
+
+
+def _page(rows: list[Any], has_more: bool, parse: Any) -> Page[Any]:
+    data = [parse(data) for _, data in rows]
+    return Page(data=data, has_more=has_more, after=rows[-1][0] if rows else None)

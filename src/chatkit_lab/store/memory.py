@@ -1,0 +1,105 @@
+"""MemoryStore: the same contract as DuckDBStore in plain dicts (for tests and comparisons)."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from chatkit.store import NotFoundError, Store
+from chatkit.types import Attachment, Page, ThreadItem, ThreadMetadata
+
+from .duckdb import user_of
+
+
+class MemoryStore(Store[Any]):
+    def __init__(self) -> None:
+        self._seq = itertools.count()
+        self._threads: dict[str, tuple[str, int, ThreadMetadata]] = {}  # id -> (user, seq, thread)
+        # thread -> item id -> (created_at, seq, item); the first write fixes the position
+        self._items: dict[str, dict[str, tuple[Any, int, ThreadItem]]] = {}
+        self._attachments: dict[str, tuple[str, Attachment]] = {}
+
+    def _thread(self, thread_id: str, context: Any) -> tuple[str, int, ThreadMetadata]:
+        entry = self._threads.get(thread_id)
+        if entry is None or entry[0] != user_of(context):
+            raise NotFoundError(f"Thread {thread_id} not found")
+        return entry
+
+    async def load_thread(self, thread_id: str, context: Any) -> ThreadMetadata:
+        return self._thread(thread_id, context)[2].model_copy(deep=True)
+
+    async def save_thread(self, thread: ThreadMetadata, context: Any) -> None:
+        meta = ThreadMetadata.model_validate(thread.model_dump(exclude={"items"}))
+        if meta.id in self._threads:
+            _, seq, _ = self._thread(meta.id, context)
+        else:
+            seq = next(self._seq)
+            self._items[meta.id] = {}
+        self._threads[meta.id] = (user_of(context), seq, meta)
+
+    async def load_threads(self, limit: int, after: str | None, order: str, context: Any) -> Page[ThreadMetadata]:
+        rows = [(t.created_at, seq, t) for user, seq, t in self._threads.values() if user == user_of(context)]
+        return _paginate(rows, after, limit, order, f"Thread {after} not found")
+
+    async def delete_thread(self, thread_id: str, context: Any) -> None:
+        self._thread(thread_id, context)
+        del self._threads[thread_id]
+        self._items.pop(thread_id, None)
+        for key in [k for k, (_, a) in self._attachments.items() if a.thread_id == thread_id]:
+            del self._attachments[key]
+
+    async def load_thread_items(
+        self, thread_id: str, after: str | None, limit: int, order: str, context: Any
+    ) -> Page[ThreadItem]:
+        self._thread(thread_id, context)
+        rows = list(self._items[thread_id].values())
+        return _paginate(rows, after, limit, order, f"Item {after} not found in thread {thread_id}")
+
+    async def add_thread_item(self, thread_id: str, item: ThreadItem, context: Any) -> None:
+        await self.save_item(thread_id, item, context)
+
+    async def save_item(self, thread_id: str, item: ThreadItem, context: Any) -> None:
+        self._thread(thread_id, context)
+        items = self._items[thread_id]
+        created, seq, _ = items.get(item.id) or (item.created_at, next(self._seq), None)
+        items[item.id] = (created, seq, item.model_copy(deep=True))
+
+    async def load_item(self, thread_id: str, item_id: str, context: Any) -> ThreadItem:
+        self._thread(thread_id, context)
+        entry = self._items[thread_id].get(item_id)
+        if entry is None:
+            raise NotFoundError(f"Item {item_id} not found in thread {thread_id}")
+        return entry[2].model_copy(deep=True)
+
+    async def delete_thread_item(self, thread_id: str, item_id: str, context: Any) -> None:
+        self._thread(thread_id, context)
+        self._items[thread_id].pop(item_id, None)
+
+    async def save_attachment(self, attachment: Attachment, context: Any) -> None:
+        owner = self._attachments.get(attachment.id, (user_of(context),))[0]
+        if owner != user_of(context):
+            raise NotFoundError(f"Attachment {attachment.id} not found")
+        self._attachments[attachment.id] = (owner, attachment.model_copy(deep=True))
+
+    async def load_attachment(self, attachment_id: str, context: Any) -> Attachment:
+        entry = self._attachments.get(attachment_id)
+        if entry is None or entry[0] != user_of(context):
+            raise NotFoundError(f"Attachment {attachment_id} not found")
+        return entry[1].model_copy(deep=True)
+
+    async def delete_attachment(self, attachment_id: str, context: Any) -> None:
+        entry = self._attachments.get(attachment_id)
+        if entry is not None and entry[0] == user_of(context):
+            del self._attachments[attachment_id]
+
+
+def _paginate(rows: list[Any], after: str | None, limit: int, order: str, missing: str) -> Page[Any]:
+    rows.sort(key=lambda r: (r[0], r[1]), reverse=order == "desc")
+    start = 0
+    if after:
+        ids = [r[2].id for r in rows]
+        if after not in ids:
+            raise NotFoundError(missing)
+        start = ids.index(after) + 1
+    chunk = [r[2].model_copy(deep=True) for r in rows[start : start + limit]]
+    return Page(data=chunk, has_more=start + limit < len(rows), after=chunk[-1].id if chunk else None)

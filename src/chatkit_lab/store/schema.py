@@ -1,0 +1,162 @@
+"""The schema, as ordered, named migrations. Never edit one that has shipped: add a new one.
+
+Applied names are recorded in ``_migrations``; ``migrate`` applies the missing ones in order,
+each in its own transaction. The tables are documented in docs/schema.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import duckdb
+
+Migration = Callable[[duckdb.DuckDBPyConnection], None]
+MIGRATIONS: list[Migration] = []
+
+
+def migration(fn: Migration) -> Migration:
+    MIGRATIONS.append(fn)
+    return fn
+
+
+@migration
+def m001_threads_items_attachments(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("CREATE SEQUENCE row_seq")
+    con.execute(
+        """
+        CREATE TABLE threads (
+            id VARCHAR PRIMARY KEY,
+            user_id VARCHAR NOT NULL,
+            seq BIGINT NOT NULL DEFAULT nextval('row_seq'),
+            title VARCHAR,
+            status VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL,
+            updated_at TIMESTAMP NOT NULL,
+            metadata JSON,
+            data JSON NOT NULL
+        )"""
+    )
+    con.execute(
+        """
+        CREATE TABLE items (
+            id VARCHAR NOT NULL,
+            thread_id VARCHAR NOT NULL,
+            user_id VARCHAR NOT NULL,
+            seq BIGINT NOT NULL DEFAULT nextval('row_seq'),
+            created_at TIMESTAMP NOT NULL,
+            updated_at TIMESTAMP NOT NULL,
+            type VARCHAR NOT NULL,
+            role VARCHAR,
+            text VARCHAR,
+            data JSON NOT NULL,
+            PRIMARY KEY (thread_id, id)
+        )"""
+    )
+    con.execute(
+        """
+        CREATE TABLE attachments (
+            id VARCHAR PRIMARY KEY,
+            user_id VARCHAR NOT NULL,
+            thread_id VARCHAR,
+            name VARCHAR NOT NULL,
+            mime_type VARCHAR NOT NULL,
+            size BIGINT,
+            bytes BLOB,
+            created_at TIMESTAMP NOT NULL,
+            data JSON NOT NULL
+        )"""
+    )
+
+
+@migration
+def m002_turns_feedback(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        """
+        CREATE TABLE turns (
+            turn_id VARCHAR PRIMARY KEY,
+            thread_id VARCHAR NOT NULL,
+            user_id VARCHAR NOT NULL,
+            user_item_id VARCHAR,
+            started_at TIMESTAMP NOT NULL,
+            ended_at TIMESTAMP,
+            latency_ms DOUBLE,
+            first_token_ms DOUBLE,
+            status VARCHAR NOT NULL,
+            error VARCHAR,
+            agent VARCHAR,
+            model VARCHAR,
+            input_tokens BIGINT,
+            output_tokens BIGINT,
+            tools VARCHAR[],
+            trace_id VARCHAR
+        )"""
+    )
+    con.execute(
+        """
+        CREATE TABLE feedback (
+            thread_id VARCHAR NOT NULL,
+            item_id VARCHAR NOT NULL,
+            user_id VARCHAR NOT NULL,
+            kind VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (thread_id, item_id, user_id)
+        )"""
+    )
+
+
+@migration
+def m003_traces_spans(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        """
+        CREATE TABLE traces (
+            trace_id VARCHAR PRIMARY KEY,
+            thread_id VARCHAR,
+            user_id VARCHAR,
+            workflow_name VARCHAR,
+            group_id VARCHAR,
+            metadata JSON,
+            started_at TIMESTAMP,
+            ended_at TIMESTAMP
+        )"""
+    )
+    con.execute(
+        """
+        CREATE TABLE spans (
+            span_id VARCHAR PRIMARY KEY,
+            trace_id VARCHAR NOT NULL,
+            parent_id VARCHAR,
+            thread_id VARCHAR,
+            span_type VARCHAR NOT NULL,
+            name VARCHAR,
+            started_at TIMESTAMP,
+            ended_at TIMESTAMP,
+            duration_ms DOUBLE,
+            input_tokens BIGINT,
+            output_tokens BIGINT,
+            error JSON,
+            data JSON
+        )"""
+    )
+
+
+def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Apply the migrations this file lacks, in order; return their names."""
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS _migrations "
+        "(name VARCHAR PRIMARY KEY, applied_at TIMESTAMP DEFAULT current_timestamp)"
+    )
+    done = {name for (name,) in con.execute("SELECT name FROM _migrations").fetchall()}
+    applied = []
+    for fn in MIGRATIONS:
+        if fn.__name__ in done:
+            continue
+        con.execute("BEGIN TRANSACTION")
+        try:
+            fn(con)
+            con.execute("INSERT INTO _migrations (name) VALUES (?)", [fn.__name__])
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        applied.append(fn.__name__)
+    return applied

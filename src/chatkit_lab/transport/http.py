@@ -1,0 +1,70 @@
+"""The HTTP endpoint: POST /chatkit (JSON or SSE, as the official web component expects),
+GET /health, and the upload target of two-phase attachments."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chatkit.server import ChatKitServer
+from chatkit.store import NotFoundError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from ..context import RequestContext, build_context
+from .requests import error_body, handle_request
+
+MAX_BODY = 25 * 1024 * 1024
+
+
+def _error(status: int, code: str, message: str) -> Response:
+    return Response(error_body(code, message), status_code=status, media_type="application/json")
+
+
+def create_app(server: ChatKitServer[Any], *, user_id: str = "local", backend: str = "") -> Starlette:
+    """A Starlette app serving ``server``; every request acts as ``user_id`` (auth comes later)."""
+
+    async def read_body(request: Request) -> bytes | Response:
+        if int(request.headers.get("content-length") or 0) > MAX_BODY:
+            return _error(413, "too_large", f"The request body is larger than {MAX_BODY // 2**20} MiB.")
+        return await request.body()
+
+    async def chatkit(request: Request) -> Response:
+        body = await read_body(request)
+        if isinstance(body, Response):
+            return body
+        reply = await handle_request(server, body, build_context(body, user_id=user_id))
+        if reply.stream is None:
+            return Response(reply.body, status_code=reply.status, media_type=reply.content_type)
+        # No buffering anywhere between the agent and the client.
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        return StreamingResponse(reply.stream, media_type=reply.content_type, headers=headers)
+
+    async def upload(request: Request) -> Response:
+        store = server.store
+        if not hasattr(store, "write_attachment_bytes"):
+            return _error(501, "not_supported", "This server's store does not keep attachment bytes.")
+        body = await read_body(request)
+        if isinstance(body, Response):
+            return body
+        try:
+            attachment = await store.write_attachment_bytes(
+                request.path_params["attachment_id"], body, RequestContext(user_id=user_id)
+            )
+        except NotFoundError as exc:
+            return _error(404, "not_found", str(exc))
+        return Response(attachment.model_dump_json(exclude_none=True, context={"exclude_metadata": True}), media_type="application/json")
+
+    async def health(request: Request) -> Response:
+        from .. import __version__
+
+        return JSONResponse({"status": "ok", "version": __version__, "backend": backend})
+
+    return Starlette(
+        routes=[
+            Route("/chatkit", chatkit, methods=["POST"]),
+            Route("/chatkit/attachments/{attachment_id}/upload", upload, methods=["PUT", "POST"]),
+            Route("/health", health, methods=["GET"]),
+        ]
+    )

@@ -1,0 +1,133 @@
+"""One request path for every transport: validate, process, map errors to HTTP terms.
+
+Whatever carries the request (HTTP, the widget's comm tunnel, ``lab.send``), the reply is a
+``Reply``: a JSON body with a status, or an SSE byte stream. No traceback ever leaves here:
+errors become ``{"error": {"code", "message"}}`` with 400/404/500, and an exception in a
+stream becomes a final ``error`` event instead of a truncated stream.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from chatkit.server import ChatKitServer, StreamingResult
+from chatkit.store import NotFoundError
+from chatkit.types import ChatKitReq
+from pydantic import TypeAdapter, ValidationError
+
+from ..errors import ChatLabError
+
+log = logging.getLogger("chatkit_lab")
+
+_request_adapter: TypeAdapter[Any] = TypeAdapter(ChatKitReq)
+SSE = "text/event-stream"
+JSON = "application/json"
+
+
+@dataclass
+class Reply:
+    status: int
+    content_type: str
+    body: bytes = b""
+    stream: AsyncIterator[bytes] | None = None
+
+
+def error_body(code: str, message: str) -> bytes:
+    return json.dumps({"error": {"code": code, "message": message}}).encode()
+
+
+def error_reply(status: int, code: str, message: str) -> Reply:
+    return Reply(status, JSON, error_body(code, message))
+
+
+def error_event(message: str, allow_retry: bool = False) -> bytes:
+    event = {"type": "error", "code": "custom", "message": message, "allow_retry": allow_retry}
+    return b"data: " + json.dumps(event).encode() + b"\n\n"
+
+
+def describe_invalid(body: bytes | str, exc: ValidationError) -> str:
+    """A sentence naming what is wrong with a request body."""
+    errors = exc.errors(include_url=False)
+    first = errors[0] if errors else {}
+    kind = first.get("type")
+    if kind == "json_invalid":
+        return f"The request body is not valid JSON ({first.get('ctx', {}).get('error', first.get('msg'))})."
+    if kind in ("model_type", "model_attributes_type", "dict_type") and not first.get("loc"):
+        return "The request body must be a JSON object like {\"type\": ..., \"params\": {...}}."
+    if kind == "union_tag_not_found":
+        return "The request has no \"type\" field; expected one of the ChatKit request types."
+    if kind == "union_tag_invalid":
+        ctx = first.get("ctx", {})
+        return f"Unknown request type {ctx.get('tag')!r}. Expected one of: {ctx.get('expected_tags')}."
+    try:
+        op = json.loads(body).get("type")
+    except (ValueError, AttributeError):
+        op = None
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc'][1:]) or '(body)'}: {e['msg']}" for e in errors[:5]
+    )
+    return f"Invalid params for {op}: {problems}."
+
+
+def _classify(exc: Exception) -> tuple[int, str, str]:
+    match exc:
+        case NotFoundError():
+            return 404, "not_found", str(exc) or "Not found."
+        case ChatLabError() | ValueError():
+            return 400, "bad_request", str(exc)
+        case NotImplementedError():
+            return 501, "not_supported", str(exc).split(". See")[0] or "This request type is not supported here."
+        case RuntimeError() if "AttachmentStore is not configured" in str(exc):
+            return 501, "not_supported", "Attachments are not supported by this server."
+    log.error("request failed", exc_info=exc)
+    return 500, "internal_error", f"The server failed with {type(exc).__name__}; the traceback is in the server log."
+
+
+async def handle_request(server: ChatKitServer[Any], body: bytes | str, context: Any) -> Reply:
+    """Run one ChatKit request through ``server`` and return what a client should receive."""
+    try:
+        _request_adapter.validate_json(body)
+    except ValidationError as exc:
+        return error_reply(400, "invalid_request", describe_invalid(body, exc))
+    try:
+        result = await server.process(body, context)
+    except Exception as exc:
+        return error_reply(*_classify(exc))
+    if not isinstance(result, StreamingResult):
+        return Reply(200, JSON, result.json)
+    stream = aiter(result)
+    try:
+        # Errors raised before the first event (unknown thread, no pending tool call) can
+        # still be a proper status instead of a broken 200 stream.
+        first = await anext(stream)
+    except StopAsyncIteration:
+        return Reply(200, SSE, stream=_empty())
+    except Exception as exc:
+        return error_reply(*_classify(exc))
+    return Reply(200, SSE, stream=_guarded(first, stream))
+
+
+async def _empty() -> AsyncIterator[bytes]:
+    return
+    yield b""
+
+
+async def _guarded(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    try:
+        async for chunk in rest:
+            yield chunk
+    except Exception as exc:
+        _, _, message = _classify(exc)
+        yield error_event(message)
+    finally:
+        await rest.aclose()  # type: ignore[attr-defined]
+
+
+def parse_sse(chunk: bytes) -> list[dict[str, Any]]:
+    """The events in one or more ``data: ...\\n\\n`` frames."""
+    return [json.loads(line[6:]) for line in chunk.decode().split("\n") if line.startswith("data: ")]

@@ -195,8 +195,9 @@ class ChatLab:
                 raise ChatLabError(f"The HTTP server on {host}:{port} stopped at once.")
             time.sleep(0.01)
         self._http = (server, task)
-        bound = server.servers[0].sockets[0].getsockname()
-        return f"http://{host}:{bound[1]}"
+        url = f"http://{host}:{server.servers[0].sockets[0].getsockname()[1]}"
+        self.store.upload_url = url + "/chatkit/attachments/{id}/upload"
+        return url
 
     def stop_serving(self) -> None:
         if self._http is not None:

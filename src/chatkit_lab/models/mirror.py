@@ -76,9 +76,8 @@ class MirrorModel(Model):
                 (i.get("name") for i in items if i.get("type") == "function_call" and i.get("call_id") == last.get("call_id")),
                 "tool",
             )
-            if name in {h.tool_name for h in handoffs}:
-                last = _last_user(items)  # after a handoff, the new agent answers the user
-            else:
+            # Only this agent's own tools: after a handoff the new agent answers the user.
+            if name in {t.name for t in tools if hasattr(t, "name")}:
                 return {"text": f"Tool `{name}` returned: {_output_text(last.get('output'))}"}
         said = _text(_last_user(items))
         if (m := _COMMAND.match(said)) and m.group(1) in callables:

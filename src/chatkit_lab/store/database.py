@@ -2,8 +2,10 @@
 
 DuckDB lets only one process open a file for writing. So a ``Database`` holds its connection
 only while it is used and closes it after ``release_after`` idle seconds; a process that finds
-the file locked waits and retries (up to ``lock_timeout``) instead of failing. Each thread gets
-its own cursor, because a DuckDB connection must not be used by two threads at once.
+the file locked waits and retries (up to ``lock_timeout``) instead of failing. A waiting process
+touches ``<file>.wait``; a holder that sees a fresh touch lets go at its next release point and
+stays away briefly, so a busy process cannot starve another. Each thread gets its own cursor,
+because a DuckDB connection must not be used by two threads at once.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import logging
+import os
 import re
 import threading
 import time
@@ -27,6 +30,8 @@ from .schema import migrate
 log = logging.getLogger(__name__)
 
 _LOCK_HELD = re.compile(r"lock", re.IGNORECASE)
+WAITER_FRESH = 0.5  # seconds a waiter's touch counts as "someone is waiting"
+YIELD_FOR = 0.2  # longer than the waiters' longest backoff, so one of them gets the file
 
 
 _OPEN: weakref.WeakSet[Database] = weakref.WeakSet()
@@ -66,6 +71,8 @@ class Database:
         self._timer: threading.Timer | None = None
         self._migrated = False
         self._closed = False
+        self._yield_until = 0.0
+        self._wait_file = self.path + ".wait"
         if not self.in_memory:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         _OPEN.add(self)
@@ -77,10 +84,13 @@ class Database:
             if self._closed:
                 raise DatabaseBusyError(f"The database {self.path} is closed; create a new lab.")
             if self._con is None:
+                if time.monotonic() < self._yield_until:
+                    return None
                 try:
                     con = duckdb.connect(self.path)
                 except duckdb.Error as exc:
                     if _is_lock_conflict(exc):
+                        self._signal_waiting()
                         return None
                     raise
                 if not self._migrated:
@@ -127,11 +137,28 @@ class Database:
             self._release()
 
     # -- releasing -------------------------------------------------------------------------
+    def _signal_waiting(self) -> None:
+        try:
+            Path(self._wait_file).touch()
+        except OSError:
+            pass
+
+    def _someone_waits(self) -> bool:
+        try:
+            return time.time() - os.stat(self._wait_file).st_mtime < WAITER_FRESH
+        except OSError:
+            return False
+
     def _release(self) -> None:
         with self._lock:
             self._users -= 1
             self._last_used = time.monotonic()
-            if not self.in_memory and self._timer is None and not self._closed:
+            if self.in_memory or self._closed:
+                return
+            if self._users == 0 and self._someone_waits():
+                self._disconnect()
+                self._yield_until = time.monotonic() + YIELD_FOR
+            elif self._timer is None:
                 self._schedule(self.release_after)
 
     def _schedule(self, delay: float) -> None:

@@ -45,14 +45,15 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
     """Threads, items and attachments in relational tables of one DuckDB file.
 
     Every method is scoped to ``context.user_id``: another user's ids behave exactly like
-    missing ones. ``upload_url`` is the two-phase upload target, formatted with ``id``.
+    missing ones. ``upload_url`` is the two-phase upload target (an absolute URL, formatted
+    with ``id``); ``ChatLab.serve`` points it at the running server.
     """
 
     def __init__(
         self,
         path: str | Path | Database = ":memory:",
         *,
-        upload_url: str = "/chatkit/attachments/{id}/upload",
+        upload_url: str = "http://localhost/chatkit/attachments/{id}/upload",
     ) -> None:
         self.db = path if isinstance(path, Database) else Database(path)
         self.upload_url = upload_url

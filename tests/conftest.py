@@ -1,0 +1,70 @@
+import asyncio
+import socket
+from datetime import datetime, timedelta
+
+import pytest
+from chatkit.types import AssistantMessageContent, AssistantMessageItem, InferenceOptions, UserMessageItem, UserMessageTextContent
+
+from chatkit_lab import ChatLab, RequestContext
+
+ALICE = RequestContext(user_id="alice")
+BOB = RequestContext(user_id="bob")
+T0 = datetime(2026, 1, 1, 12, 0, 0)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def user_message(item_id: str, thread_id: str, text: str = "hi", at: datetime = T0) -> UserMessageItem:
+    return UserMessageItem(
+        id=item_id, thread_id=thread_id, created_at=at, content=[UserMessageTextContent(text=text)],
+        attachments=[], inference_options=InferenceOptions(),
+    )
+
+
+def assistant_message(item_id: str, thread_id: str, text: str = "hello", at: datetime = T0) -> AssistantMessageItem:
+    return AssistantMessageItem(
+        id=item_id, thread_id=thread_id, created_at=at, content=[AssistantMessageContent(text=text, annotations=[])]
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def db_path(tmp_path):
+    return tmp_path / "lab.duckdb"
+
+
+@pytest.fixture
+def make_lab(db_path):
+    labs = []
+
+    def make(**kwargs):
+        kwargs.setdefault("db", db_path)
+        lab = ChatLab(**kwargs)
+        labs.append(lab)
+        return lab
+
+    yield make
+    for lab in labs:
+        lab.close()
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """No provider configured, whatever the developer's shell has."""
+    for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL"):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _offline_by_default(offline):
+    pass
+
+
+__all__ = ["ALICE", "BOB", "T0", "assistant_message", "free_port", "run", "timedelta", "user_message"]

@@ -1,0 +1,71 @@
+"""Subprocess side of the multi-process tests (run as `python worker.py MODE ...`)."""
+
+import asyncio
+from datetime import datetime
+import json
+import sys
+import time
+
+from chatkit.store import NotFoundError
+from chatkit.types import ThreadMetadata
+
+from chatkit_lab import ChatLab, DuckDBStore, MirrorModel, RequestContext
+from chatkit_lab.store.database import Database
+
+SHARED = RequestContext(user_id="shared")
+
+
+async def ping_pong(path: str, me: str, other: str, first: bool, rounds: int) -> None:
+    """Write my k-th thread only after seeing the other process's previous one."""
+    store = DuckDBStore(Database(path, release_after=0.02))
+
+    async def wait_for(thread_id: str) -> None:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                await store.load_thread(thread_id, SHARED)
+                return
+            except NotFoundError:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"{me} never saw {thread_id}")
+                await asyncio.sleep(0.01)
+
+    for k in range(rounds):
+        if not first or k > 0:
+            await wait_for(f"{other}_{k if not first else k - 1}")
+        await store.save_thread(ThreadMetadata(id=f"{me}_{k}", created_at=datetime.now()), SHARED)
+        page = await store.load_threads(100, None, "asc", SHARED)
+        print(json.dumps({"round": k, "seen": len(page.data)}), flush=True)
+    await wait_for(f"{other}_{rounds - 1}")
+    store.close()
+    print("OK", flush=True)
+
+
+def lab_turns(path: str, name: str, turns: int) -> None:
+    with ChatLab(path, user_id=name) as lab:
+        thread_id = None
+        for k in range(turns):
+            turn = lab.send_sync(f"{name} message {k}", thread_id)
+            assert turn.error is None, turn.error
+            thread_id = turn.thread_id
+    print("OK", flush=True)
+
+
+def crash(path: str) -> None:
+    lab = ChatLab(path, model=MirrorModel(delay=0.01))
+    done = lab.send_sync("finished before the kill")
+    print(json.dumps({"thread_id": done.thread_id, "items": done.item_ids}), flush=True)
+    lab._loop.submit(lab._send("/words 5000", done.thread_id, lab.user_id))  # ~50 s of deltas
+    time.sleep(0.5)
+    print("STREAMING", flush=True)
+    time.sleep(120)
+
+
+if __name__ == "__main__":
+    mode, *args = sys.argv[1:]
+    if mode == "pingpong":
+        asyncio.run(ping_pong(args[0], args[1], args[2], args[3] == "first", int(args[4])))
+    elif mode == "lab":
+        lab_turns(args[0], args[1], int(args[2]))
+    elif mode == "crash":
+        crash(args[0])

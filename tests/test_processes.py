@@ -1,0 +1,69 @@
+"""Real processes: two sharing one DuckDB file, and one killed with SIGKILL mid-reply."""
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from chatkit_lab import DuckDBStore, RequestContext
+
+from .conftest import run
+
+WORKER = str(Path(__file__).parent / "helpers" / "worker.py")
+
+
+def start(*args):
+    return subprocess.Popen([sys.executable, WORKER, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_two_processes_take_turns_writing_and_reading_one_file(db_path):
+    rounds = 5
+    a = start("pingpong", db_path, "a", "b", "first", rounds)
+    b = start("pingpong", db_path, "b", "a", "second", rounds)
+    out_a, err_a = a.communicate(timeout=120)
+    out_b, err_b = b.communicate(timeout=120)
+    assert a.returncode == 0 and b.returncode == 0, err_a + err_b
+    assert "lock" not in (err_a + err_b).lower()
+    seen_a = [json.loads(line)["seen"] for line in out_a.splitlines() if line.startswith("{")]
+    seen_b = [json.loads(line)["seen"] for line in out_b.splitlines() if line.startswith("{")]
+    # Each write waited for the other's previous one, so every listing saw all of those
+    # (and at most the one the other process made since).
+    assert all(2 * k + 1 <= s <= 2 * k + 2 for k, s in enumerate(seen_a))
+    assert all(2 * k + 2 <= s <= 2 * k + 3 for k, s in enumerate(seen_b))
+    assert len(seen_a) == len(seen_b) == rounds
+    store = DuckDBStore(db_path)
+    assert len(run(store.load_threads(100, None, "asc", RequestContext("shared"))).data) == 2 * rounds
+    store.close()
+
+
+def test_two_labs_in_two_processes_both_keep_chatting(db_path):
+    workers = [start("lab", db_path, name, 4) for name in ("ann", "ben")]
+    for w in workers:
+        out, err = w.communicate(timeout=120)
+        assert w.returncode == 0 and out.strip().endswith("OK"), err
+    store = DuckDBStore(db_path)
+    for name in ("ann", "ben"):
+        threads = run(store.load_threads(10, None, "asc", RequestContext(name))).data
+        assert len(threads) == 1
+        items = run(store.load_thread_items(threads[0].id, None, 50, "asc", RequestContext(name))).data
+        assert [i.type for i in items] == ["user_message", "assistant_message"] * 4
+    store.close()
+
+
+def test_sigkill_mid_reply_leaves_a_file_with_every_finished_item(db_path):
+    proc = start("crash", db_path)
+    first = json.loads(proc.stdout.readline())
+    assert proc.stdout.readline().strip() == "STREAMING"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert proc.returncode == -signal.SIGKILL
+    store = DuckDBStore(db_path)
+    ctx = RequestContext("local")
+    items = run(store.load_thread_items(first["thread_id"], None, 50, "asc", ctx)).data
+    store.close()
+    ids = [i.id for i in items]
+    assert ids[: len(first["items"])] == first["items"]
+    # The second user message was done (stored) before the stream began; the reply was not.
+    assert [i.type for i in items] == ["user_message", "assistant_message", "user_message"]
+    assert items[2].content[0].text == "/words 5000"

@@ -1,0 +1,189 @@
+"""LabServer behaviour through ChatLab: the same request path every client uses."""
+
+import asyncio
+import logging
+import threading
+
+from agents import Agent, function_tool, handoff
+from agents.testing import ModelStep, ScriptedModel, assistant_message
+from chatkit.types import LockedStatus
+
+from chatkit_lab import MirrorModel, RequestContext
+from chatkit_lab.transport.requests import handle_request, parse_sse
+from chatkit_lab.context import build_context
+
+from .conftest import free_port, run
+
+LOCAL = RequestContext("local")
+
+
+@function_tool
+def get_weather(city: str) -> str:
+    """The weather in a city."""
+    return f"It is 21C and sunny in {city}."
+
+
+def stored(lab, thread_id):
+    return run(lab.store.load_thread_items(thread_id, None, 100, "asc", LOCAL)).data
+
+
+def test_each_assistant_message_gets_its_own_id_even_when_the_model_repeats_one(make_lab):
+    model = ScriptedModel([
+        [assistant_message("first", item_id="__fake_id__")],
+        [assistant_message("second", item_id="__fake_id__")],
+        [assistant_message("third", item_id="scripted-message")],
+    ])
+    lab = make_lab(model=model)
+    turn = lab.send_sync("one")
+    lab.send_sync("two", turn.thread_id)
+    lab.send_sync("three", turn.thread_id)
+    replies = [i for i in stored(lab, turn.thread_id) if i.type == "assistant_message"]
+    assert [r.content[0].text for r in replies] == ["first", "second", "third"]
+    assert len({r.id for r in replies}) == 3
+    assert not any(r.id in ("__fake_id__", "scripted-message") for r in replies)
+
+
+def test_history_reaches_the_model_on_later_turns_and_is_capped(make_lab):
+    lab = make_lab()
+    t = lab.send_sync("first")
+    assert "history: 0 earlier items" in t.text
+    t2 = lab.send_sync("second", t.thread_id)
+    assert "history: 2 earlier items (assistant 1, user 1)" in t2.text
+    capped = make_lab(db=":memory:", history_limit=3)
+    c = capped.send_sync("a")
+    for text in ("b", "c"):
+        c = capped.send_sync(text, c.thread_id)
+    assert "history: 2 earlier items" in c.text
+
+
+def test_missing_credentials_become_a_readable_error_in_the_chat(make_lab, caplog):
+    lab = make_lab(model="gpt-4.1-mini")
+    with caplog.at_level(logging.ERROR, logger="chatkit_lab"):
+        turn = lab.send_sync("hello")
+    assert turn.error.startswith("No API key is set, so gpt-4.1-mini could not be called.")
+    assert "OPENAI_API_KEY" in turn.error and "offline mirror model" in turn.error
+    error = [e for e in turn.events if e["type"] == "error"][0]
+    assert error == {"type": "error", "code": "custom", "message": turn.error, "allow_retry": False}
+    assert any(r.exc_info for r in caplog.records), "the traceback goes to the log"
+    row = lab.sql("SELECT status, error FROM turns").iloc[0]
+    assert (row.status, row.error) == ("error", turn.error)
+
+
+def test_an_unreachable_provider_becomes_a_readable_error(make_lab):
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    lab = make_lab(base_url=url, model="llama3.2")
+    turn = lab.send_sync("hello")
+    assert turn.error.startswith(f"Could not reach the model provider at {url}")
+    assert "Check that the server is running" in turn.error
+    assert [e for e in turn.events if e["type"] == "error"][0]["allow_retry"] is True
+
+
+def test_a_cancelled_stream_keeps_the_partial_answer(make_lab):
+    lab = make_lab(model=MirrorModel(delay=0.005))
+    first = lab.send_sync("hello")
+    got_text = threading.Event()
+
+    async def stream_then_cancel():
+        body = '{"type":"threads.add_user_message","params":{"thread_id":"%s","input":{"content":[{"type":"input_text","text":"/words 3000"}],"attachments":[],"inference_options":{}}}}' % first.thread_id
+        reply = await handle_request(lab.server, body, build_context(body, user_id="local"))
+        deltas = 0
+
+        async def consume():
+            nonlocal deltas
+            async for chunk in reply.stream:
+                for e in parse_sse(chunk):
+                    if e["type"] == "thread.item.updated" and e["update"]["type"].endswith("text_delta"):
+                        deltas += 1
+                        if deltas == 20:
+                            got_text.set()
+
+        task = asyncio.create_task(consume())
+        while deltas < 20:
+            await asyncio.sleep(0.005)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return deltas
+
+    deltas = lab._loop.call(stream_then_cancel(), timeout=30)
+    items = stored(lab, first.thread_id)
+    partial = items[3]
+    assert partial.type == "assistant_message"
+    text = partial.content[0].text
+    assert text.startswith("w1 w2 w3") and 0 < len(text) < len(" ".join(f"w{i}" for i in range(1, 3001)))
+    assert items[4].type == "sdk_hidden_context"
+    assert lab.sql("SELECT status FROM turns ORDER BY started_at").status.tolist() == ["completed", "cancelled"]
+    assert deltas >= 20
+
+
+def test_threads_get_a_title_from_the_first_message(make_lab):
+    lab = make_lab()
+    turn = lab.send_sync("Explain   the difference between a list and a tuple in Python, with examples please")
+    updated = [e for e in turn.events if e["type"] == "thread.updated"]
+    assert updated[-1]["thread"]["title"] == "Explain the difference between a list and a tuple in…"
+    lab.send_sync("and sets?", turn.thread_id)
+    assert lab.threads_df().title.tolist() == ["Explain the difference between a list and a tuple in…"]
+
+
+def test_server_tool_calls_and_handoffs_show_as_workflow_tasks(make_lab):
+    billing = Agent(name="Billing", instructions="Bills.", model=MirrorModel())
+    triage = Agent(name="Triage", instructions="Route.", tools=[get_weather], handoffs=[handoff(billing)], model=MirrorModel())
+    lab = make_lab(agent=triage)
+    turn = lab.send_sync("call get_weather Oslo")
+    added = [e for e in turn.events if e["type"] == "thread.item.added" and e["item"]["type"] == "workflow"]
+    assert added[0]["item"]["workflow"]["tasks"][0]["title"] == "Calling `get_weather`"
+    done = [e for e in turn.events if e["type"] == "thread.item.done" and e["item"]["type"] == "workflow"][0]
+    task = done["item"]["workflow"]["tasks"][0]
+    assert (task["title"], task["status_indicator"]) == ("Called `get_weather`", "complete")
+    assert "21C and sunny in Oslo" in task["content"]
+    assert turn.text == "Tool `get_weather` returned: It is 21C and sunny in Oslo."
+    routed = lab.send_sync("call transfer_to_billing", turn.thread_id)
+    titles = [t["title"] for e in routed.events if e["type"] == "thread.item.done" and e["item"]["type"] == "workflow" for t in e["item"]["workflow"]["tasks"]]
+    assert "Handed off from Triage to Billing" in titles
+    assert 'instructions: "Bills."' in routed.text
+    assert lab.sql("SELECT tools FROM turns ORDER BY started_at").tools.tolist()[0] == ["get_weather"]
+
+
+def test_the_offline_model_gives_the_same_transcript_every_run(make_lab, tmp_path):
+    transcripts = []
+    for n in range(2):
+        lab = make_lab(db=tmp_path / f"run{n}.duckdb", tools=[get_weather])
+        t = lab.send_sync("hello")
+        texts = [t.text]
+        for message in ("call get_weather Paris", "what do you see now?"):
+            texts.append(lab.send_sync(message, t.thread_id).text)
+        transcripts.append(texts)
+    assert transcripts[0] == transcripts[1]
+    assert "history: 5 earlier items" in transcripts[0][2]
+
+
+def test_the_offline_model_streams_in_many_small_deltas(make_lab):
+    turn = make_lab().send_sync("stream please")
+    deltas = [e for e in turn.events if e["type"] == "thread.item.updated" and e["update"]["type"].endswith("text_delta")]
+    assert len(deltas) > 20 and "".join(d["update"]["delta"] for d in deltas) == turn.text
+
+
+def test_locked_threads_refuse_new_turns(make_lab):
+    lab = make_lab()
+    turn = lab.send_sync("hello")
+    thread = run(lab.store.load_thread(turn.thread_id, LOCAL))
+    thread.status = LockedStatus(reason="graded")
+    run(lab.store.save_thread(thread, LOCAL))
+    refused = lab.send_sync("more", turn.thread_id)
+    assert refused.error == "This thread is locked: graded."
+
+
+def test_feedback_is_stored_and_queryable(make_lab):
+    lab = make_lab()
+    turn = lab.send_sync("hello")
+    reply_id = turn.item_ids[-1]
+    assert lab.request_sync({"type": "items.feedback", "params": {"thread_id": turn.thread_id, "item_ids": [reply_id], "kind": "positive"}}) == {}
+    rows = lab.sql("SELECT item_id, kind, user_id FROM feedback")
+    assert rows.values.tolist() == [[reply_id, "positive", "local"]]
+
+
+def test_a_tool_error_inside_the_stream_ends_with_an_error_event(make_lab):
+    lab = make_lab(model=ScriptedModel([ModelStep.raise_error(RuntimeError("boom"))]))
+    turn = lab.send_sync("hello")
+    types = [e["type"] for e in turn.events]
+    assert "error" in types and not any(t.startswith("thread.item") for t in types[types.index("error"):])
+    assert turn.error.startswith("The agent failed with RuntimeError: boom.")

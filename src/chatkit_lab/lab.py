@@ -148,11 +148,10 @@ class ChatLab:
         return Turn(thread_id=thread_id or "", text="\n\n".join(replies), events=events, error=error)
 
     # -- data ----------------------------------------------------------------------------
-    def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pd.DataFrame | None:
+    def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pd.DataFrame:
         """Run SQL on the lab's DuckDB file (its own cursor; safe while a reply streams)."""
         with self.db.cursor() as cur:
-            result = cur.execute(query, params) if params is not None else cur.execute(query)
-            return result.df() if result.description else None
+            return cur.execute(query, params).df()
 
     def threads_df(self, *, all_users: bool = False) -> pd.DataFrame:
         return self.sql(

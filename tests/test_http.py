@@ -1,0 +1,137 @@
+"""The HTTP endpoint on a real uvicorn server on 127.0.0.1."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+from agents.testing import ModelStep, ScriptedModel
+
+from .conftest import free_port
+
+MESSAGE = {"content": [{"type": "input_text", "text": "hello"}], "attachments": [], "inference_options": {}}
+
+
+@pytest.fixture
+def served(make_lab):
+    lab = make_lab()
+    url = lab.serve(port=0)
+    with httpx.Client(base_url=url, timeout=30) as client:
+        yield lab, client
+
+
+def post(client, body):
+    return client.post("/chatkit", content=body if isinstance(body, (str, bytes)) else json.dumps(body))
+
+
+def events(response):
+    return [json.loads(line[6:]) for line in response.text.split("\n") if line.startswith("data: ")]
+
+
+def test_health_reports_status_and_model(served):
+    _, client = served
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["backend"].startswith("offline mirror model")
+
+
+def test_streaming_requests_get_sse_and_others_json(served):
+    _, client = served
+    created = post(client, {"type": "threads.create", "params": {"input": MESSAGE}})
+    assert created.status_code == 200 and created.headers["content-type"].startswith("text/event-stream")
+    evs = events(created)
+    assert evs[0]["type"] == "thread.created" and evs[-1]["type"] in ("thread.item.done", "thread.updated")
+    assert any(e["type"] == "thread.item.done" and e["item"]["type"] == "assistant_message" for e in evs)
+    thread_id = evs[0]["thread"]["id"]
+    listed = post(client, {"type": "threads.list", "params": {}})
+    assert listed.headers["content-type"] == "application/json"
+    assert [t["id"] for t in listed.json()["data"]] == [thread_id]
+    got = post(client, {"type": "threads.get_by_id", "params": {"thread_id": thread_id}}).json()
+    assert [i["type"] for i in got["items"]["data"]] == ["user_message", "assistant_message"]
+
+
+@pytest.mark.parametrize(
+    "body, status, message",
+    [
+        ("{not json", 400, "The request body is not valid JSON"),
+        ("[1, 2]", 400, "The request body must be a JSON object"),
+        ({"params": {}}, 400, 'The request has no "type" field'),
+        ({"type": "threads.explode", "params": {}}, 400, "Unknown request type 'threads.explode'. Expected one of:"),
+        ({"type": "threads.list"}, 400, "Invalid params for threads.list: params: Field required"),
+        ({"type": "threads.add_user_message", "params": {"input": MESSAGE}}, 400, "Invalid params for threads.add_user_message: params.thread_id: Field required"),
+        ({"type": "threads.list", "params": {"limit": "many"}}, 400, "Invalid params for threads.list: params.limit:"),
+        ({"type": "threads.get_by_id", "params": {"thread_id": "thr_nope"}}, 404, "Thread thr_nope not found"),
+        ({"type": "items.list", "params": {"thread_id": "thr_nope"}}, 404, "Thread thr_nope not found"),
+        ({"type": "threads.delete", "params": {"thread_id": "thr_nope"}}, 404, "Thread thr_nope not found"),
+        ({"type": "threads.add_user_message", "params": {"thread_id": "thr_nope", "input": MESSAGE}}, 404, "Thread thr_nope not found"),
+    ],
+)
+def test_bad_requests_get_a_clear_json_error(served, body, status, message):
+    _, client = served
+    response = post(client, body)
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/json"
+    error = response.json()["error"]
+    assert error["message"].startswith(message), error
+    assert "Traceback" not in response.text
+
+
+def test_a_request_that_fails_before_streaming_gets_a_status_not_a_broken_stream(served):
+    lab, client = served
+    thread_id = lab.send_sync("hi").thread_id
+    # No pending client tool call: ChatKit raises before the first event.
+    response = post(client, {"type": "threads.add_client_tool_output", "params": {"thread_id": thread_id, "result": {}}})
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == f"Last thread item in {thread_id} was not a ClientToolCallItem"
+
+
+def test_a_failure_inside_the_stream_ends_with_an_error_event(make_lab):
+    lab = make_lab(model=ScriptedModel([ModelStep.raise_error(RuntimeError("provider exploded"))]))
+    with httpx.Client(base_url=lab.serve(port=0)) as client:
+        response = post(client, {"type": "threads.create", "params": {"input": MESSAGE}})
+    assert response.status_code == 200
+    errors = [e for e in events(response) if e["type"] == "error"]
+    assert errors and errors[0]["message"].startswith("The agent failed with RuntimeError: provider exploded.")
+    assert "Traceback" not in response.text
+
+
+def test_two_phase_attachment_upload(served):
+    lab, client = served
+    attachment = post(client, {"type": "attachments.create", "params": {"name": "notes.txt", "size": 5, "mime_type": "text/plain"}}).json()
+    upload = attachment["upload_descriptor"]
+    assert upload["url"].startswith(str(client.base_url))
+    done = client.request(upload["method"], upload["url"], content=b"hello")
+    assert done.status_code == 200 and "upload_descriptor" not in done.json()
+    message = dict(MESSAGE, attachments=[attachment["id"]])
+    evs = events(post(client, {"type": "threads.create", "params": {"input": message}}))
+    user = [e for e in evs if e["type"] == "thread.item.done" and e["item"]["type"] == "user_message"][0]
+    assert user["item"]["attachments"][0]["id"] == attachment["id"]
+    assert client.put("/chatkit/attachments/atc_nope/upload", content=b"x").status_code == 404
+
+
+def test_the_cli_serves_until_terminated(tmp_path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "chatkit_lab.cli", "serve", "--db", str(tmp_path / "cli.duckdb"), "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )
+    try:
+        banner = proc.stdout.readline()
+        assert f"http://127.0.0.1:{port}/chatkit" in banner
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                assert httpx.get(f"http://127.0.0.1:{port}/health").json()["status"] == "ok"
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        reply = httpx.post(f"http://127.0.0.1:{port}/chatkit", json={"type": "threads.create", "params": {"input": MESSAGE}}, timeout=30)
+        assert "assistant_message" in reply.text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0

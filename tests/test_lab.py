@@ -1,0 +1,93 @@
+"""ChatLab's own loop thread: where work runs, concurrency with the caller, clean shutdown."""
+
+import asyncio
+import subprocess
+import sys
+import threading
+import time
+
+import duckdb
+import pytest
+from agents import function_tool
+
+from chatkit_lab import ChatLabError, MirrorModel
+
+ran_on = []
+
+
+@function_tool
+async def where_am_i() -> str:
+    """Report the thread the tool runs on (async tools run on the agent's loop)."""
+    ran_on.append(threading.current_thread().name)
+    return threading.current_thread().name
+
+
+def test_agent_runs_happen_on_the_labs_own_thread_when_awaited_from_another_loop(make_lab):
+    lab = make_lab(tools=[where_am_i])
+    ran_on.clear()
+
+    async def cell():  # a notebook cell: another event loop, on another thread
+        return await lab.send("call where_am_i")
+
+    turn = asyncio.run(cell())
+    assert ran_on == ["chatkit-lab"]
+    assert turn.text == "Tool `where_am_i` returned: chatkit-lab"
+
+
+def test_a_reply_keeps_streaming_while_the_caller_blocks(make_lab):
+    lab = make_lab(model=MirrorModel(delay=0.002))
+    future = lab._loop.submit(lab._send("/words 300", None, "local"))
+    started = time.monotonic()
+    time.sleep(1.5)  # a blocking cell: the lab's loop is not the caller's
+    assert future.done(), "the reply finished while the caller was blocked"
+    assert future.result().text.endswith("w300")
+    assert time.monotonic() - started >= 1.5
+
+
+def test_sync_calls_from_the_labs_own_loop_are_refused_with_a_hint(make_lab):
+    lab = make_lab()
+
+    async def inside():
+        with pytest.raises(ChatLabError, match="use the async one with await"):
+            lab.send_sync("hi")
+        return (await lab.send("hi")).text  # awaiting on the lab's loop works
+
+    assert "you said" in lab._loop.call(inside())
+
+
+def test_close_stops_the_loop_and_frees_the_file_for_another_process(make_lab, db_path):
+    lab = make_lab()
+    lab.send_sync("hello")
+    lab.close()
+    assert not lab._loop.running
+    assert not any(t.name == "chatkit-lab" and t.is_alive() and t is lab._loop._thread for t in threading.enumerate())
+    # Another process opens the file at once: no lock left behind.
+    code = f"import duckdb; print(duckdb.connect({str(db_path)!r}).execute('select count(*) from items').fetchone()[0])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert out.stdout.strip() == "2", out.stderr
+    with pytest.raises(ChatLabError, match="closed"):
+        lab.send_sync("again")
+
+
+def test_the_file_is_released_when_idle(make_lab, db_path):
+    lab = make_lab()
+    lab.send_sync("hello")
+    deadline = time.monotonic() + 5
+    while lab.db.is_open and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not lab.db.is_open
+    with duckdb.connect(str(db_path)) as con:  # what a second kernel would do
+        assert con.execute("select count(*) from threads").fetchone()[0] == 1
+    assert lab.send_sync("still works").error is None
+
+
+def test_sql_and_dataframes(make_lab):
+    lab = make_lab()
+    turn = lab.send_sync("hello")
+    assert lab.threads_df().columns.tolist() == ["thread_id", "user_id", "title", "status", "created_at", "updated_at", "items"]
+    items = lab.items_df(turn.thread_id)
+    assert items.item_id.tolist() == turn.item_ids and items.role.tolist() == ["user", "assistant"]
+    assert lab.sql("SELECT count(*) AS n FROM items WHERE text ILIKE ?", ["%hello%"]).n[0] == 2
+    other = lab.send_sync("mine", user_id="someone-else")
+    assert other.thread_id not in lab.threads_df().thread_id.tolist()
+    assert other.thread_id in lab.threads_df(all_users=True).thread_id.tolist()

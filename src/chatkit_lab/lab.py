@@ -91,7 +91,8 @@ class ChatLab:
         self.tracer = tracing.DuckDBTraceProcessor(self.db, self._loop.loop, forward=forward)
         tracing.register(self._key, self.tracer)
         self.server = LabServer(
-            self.store, self.agent, backend=self.backend, history_limit=history_limit, trace_metadata={"lab": self._key}
+            self.store, self.agent, backend=self.backend, history_limit=history_limit,
+            trace_metadata={"lab": self._key}, turn_log=self.tracer.record_turn,
         )
         self._http: Any = None
         self._closed = False
@@ -150,6 +151,8 @@ class ChatLab:
     # -- data ----------------------------------------------------------------------------
     def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pd.DataFrame:
         """Run SQL on the lab's DuckDB file (its own cursor; safe while a reply streams)."""
+        if not self._loop.on_loop() and self._loop.running:
+            self._loop.call(self.tracer.aflush())  # turns and spans are written behind the stream
         with self.db.cursor() as cur:
             return cur.execute(query, params).df()
 

@@ -17,20 +17,24 @@ from agents import Agent, RunConfig, RunHooks, Runner
 from agents.tracing import gen_trace_id
 from chatkit.agents import AgentContext, ThreadItemConverter, stream_agent_response
 from chatkit.errors import CustomStreamError
-from chatkit.server import ChatKitServer
+from chatkit.server import ChatKitServer, NonStreamingResult, StreamingResult
 from chatkit.store import NotFoundError, Store
 from chatkit.types import (
     AssistantMessageContentPartTextDelta,
     CustomTask,
     FeedbackKind,
+    Page,
     ThreadItemAddedEvent,
     ThreadItemDoneEvent,
     ThreadItemRemovedEvent,
     ThreadItemUpdatedEvent,
     ThreadMetadata,
+    ChatKitReq,
     ThreadStreamEvent,
     UserMessageItem,
+    is_streaming_req,
 )
+from pydantic import BaseModel, TypeAdapter
 
 from .context import RequestContext
 from .failures import describe_failure
@@ -42,6 +46,7 @@ log = logging.getLogger("chatkit_lab")
 
 AgentFactory = Callable[[ThreadMetadata, Any], Agent]
 TITLE_LENGTH = 60
+request_adapter: TypeAdapter[Any] = TypeAdapter(ChatKitReq)
 
 
 def title_from(text: str) -> str:
@@ -158,6 +163,7 @@ class LabServer(ChatKitServer[Any]):
         run_config: RunConfig | None = None,
         trace_metadata: dict[str, Any] | None = None,
         max_turns: int = 10,
+        turn_log: Callable[[list[Any]], None] | None = None,
     ) -> None:
         super().__init__(store, attachment_store=store if hasattr(store, "create_attachment") else None)
         self.agent = agent
@@ -166,7 +172,15 @@ class LabServer(ChatKitServer[Any]):
         self.run_config = run_config
         self.trace_metadata = trace_metadata or {}
         self.max_turns = max_turns
-        self.db = getattr(store, "db", None)  # DuckDBStore: turns and feedback go beside the items
+        self.turn_log = turn_log  # receives one `turns` row per turn (the lab writes it behind)
+
+    async def process(self, request: str | bytes | BaseModel, context: Any) -> StreamingResult | NonStreamingResult:  # type: ignore[override]
+        # ChatKit builds a pydantic TypeAdapter on every request (about 60% of a turn with the
+        # offline model); parse with one built once, or take a request already parsed.
+        parsed = request if isinstance(request, BaseModel) else request_adapter.validate_json(request)
+        if is_streaming_req(parsed):
+            return StreamingResult(self._process_streaming(parsed, context))
+        return NonStreamingResult(await self._process_non_streaming(parsed, context))
 
     def agent_for(self, thread: ThreadMetadata, context: Any) -> Agent:
         return self.agent if isinstance(self.agent, Agent) else self.agent(thread, context)
@@ -181,8 +195,8 @@ class LabServer(ChatKitServer[Any]):
             thread.title = title_from(item_text(input_user_message) or "")
 
         agent = self.agent_for(thread, context)
-        agent_ctx = AgentContext(thread=thread, store=self.store, request_context=context)
         page = await self.store.load_thread_items(thread.id, None, self.history_limit, "desc", context)
+        agent_ctx = AgentContext(thread=thread, store=_TurnStore(self.store, thread.id, page), request_context=context)
         agent_input = await PortableConverter(self.store, context).to_agent_input(list(reversed(page.data)))
 
         turn = _TurnRecord(thread.id, user_of(context), input_user_message, agent.name, self._model_name(agent))
@@ -214,7 +228,8 @@ class LabServer(ChatKitServer[Any]):
                 result.cancel()
             turn.tools = hooks.tools
             turn.usage = result.context_wrapper.usage
-            await self._log_turn(turn)
+            if self.turn_log is not None:
+                self.turn_log(turn.row())
 
     def _model_name(self, agent: Agent) -> str | None:
         model = agent.model if agent.model is not None else (self.backend.model if self.backend else None)
@@ -233,30 +248,32 @@ class LabServer(ChatKitServer[Any]):
             workflow_name=config.workflow_name if config.workflow_name != "Agent workflow" else "chatkit-lab turn",
         )
 
-    async def _log_turn(self, turn: _TurnRecord) -> None:
-        if self.db is None:
-            return
-        try:
-            async with self.db.acursor() as cur:
-                cur.execute(
-                    "INSERT INTO turns VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    turn.row(),
-                )
-        except Exception:  # the log must never break a chat
-            log.exception("could not record turn %s", turn.turn_id)
-
     async def add_feedback(self, thread_id: str, item_ids: list[str], feedback: FeedbackKind, context: Any) -> None:
-        await self.store.load_thread(thread_id, context)  # 404 for another user's thread
-        if self.db is None:
-            return
-        async with self.db.acursor() as cur:
-            for item_id in item_ids:
-                cur.execute(
-                    """INSERT OR REPLACE INTO feedback
-                       SELECT thread_id, id, user_id, ?, now()::TIMESTAMP FROM items
-                       WHERE thread_id = ? AND id = ? AND user_id = ?""",
-                    [feedback, thread_id, item_id, user_of(context)],
-                )
+        save = getattr(self.store, "save_feedback", None)
+        if save is not None:
+            await save(thread_id, item_ids, feedback, context)
+
+
+class _TurnStore:
+    """The store as one agent run sees it.
+
+    ChatKit's ``stream_agent_response`` starts by re-reading the thread's newest two items, which
+    ``respond`` has just loaded; that one read is served from memory. Everything else goes to the
+    real store.
+    """
+
+    def __init__(self, store: Store[Any], thread_id: str, newest_first: Page[Any]) -> None:
+        self._store, self._thread_id, self._page = store, thread_id, newest_first
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def load_thread_items(self, thread_id: str, after: str | None, limit: int, order: str, context: Any) -> Page[Any]:
+        page, self._page = self._page, None
+        if page is not None and thread_id == self._thread_id and after is None and order == "desc" and (limit <= len(page.data) or not page.has_more):
+            data = page.data[:limit]
+            return Page(data=data, has_more=page.has_more or len(page.data) > limit, after=data[-1].id if data else None)
+        return await self._store.load_thread_items(thread_id, after, limit, order, context)
 
 
 class _TurnRecord:

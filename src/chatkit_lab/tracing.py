@@ -2,8 +2,9 @@
 
 The SDK's processor list is process-wide, so one ``_Router`` is installed once and sends each
 trace to the lab that started it (``trace_metadata["lab"]``). Runs started outside a lab go to
-the newest lab. Rows are buffered and written when a trace ends, on the lab's own loop, so
-tracing never blocks or breaks a run.
+the newest lab. Rows (and the lab's ``turns`` rows) are buffered and written behind the stream,
+on the lab's own loop, in one transaction with one multi-row INSERT per table: tracing never
+blocks or breaks a run. Readers call ``aflush()`` first.
 """
 
 from __future__ import annotations
@@ -48,7 +49,9 @@ class DuckDBTraceProcessor(TracingProcessor):
         self._lock = threading.Lock()
         self._traces: list[list[Any]] = []
         self._spans: list[list[Any]] = []
+        self._turns: list[list[Any]] = []
         self._thread_of: dict[str, str | None] = {}
+        self._flush_pending = False
 
     def on_trace_start(self, trace: Trace) -> None:
         info = trace.export() or {}
@@ -95,47 +98,67 @@ class DuckDBTraceProcessor(TracingProcessor):
         if self.forward:
             self.forward.on_span_end(span)
 
-    def _take(self) -> tuple[list[list[Any]], list[list[Any]]]:
+    def record_turn(self, row: list[Any]) -> None:
+        """Queue one ``turns`` row (LabServer's turn log)."""
+        with self._lock:
+            self._turns.append(row)
+        self._flush_soon()
+
+    def _take(self) -> dict[str, list[list[Any]]]:
         with self._lock:
             done = [t for t in self._traces if t[7] is not None]
             self._traces = [t for t in self._traces if t[7] is None]
-            spans, self._spans = self._spans, []
             for t in done:
                 self._thread_of.pop(t[0], None)
-        return done, spans
+            rows = {"traces": done, "spans": self._spans, "turns": self._turns}
+            self._spans, self._turns = [], []
+            self._flush_pending = False
+        return rows
 
-    def _write(self, cur: Any, traces: list[list[Any]], spans: list[list[Any]]) -> None:
-        if traces:
-            cur.executemany("INSERT OR REPLACE INTO traces VALUES (?, ?, ?, ?, ?, ?, ?, ?)", traces)
-        if spans:
-            cur.executemany("INSERT OR REPLACE INTO spans VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", spans)
+    @staticmethod
+    def _write(cur: Any, rows: dict[str, list[list[Any]]]) -> None:
+        cur.execute("BEGIN TRANSACTION")
+        try:
+            for table, batch in rows.items():
+                for start in range(0, len(batch), 200):
+                    chunk = batch[start : start + 200]
+                    marks = ", ".join(["(" + ", ".join(["?"] * len(chunk[0])) + ")"] * len(chunk))
+                    cur.execute(f"INSERT INTO {table} VALUES {marks}", [v for row in chunk for v in row])
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
 
     async def aflush(self) -> None:
-        traces, spans = self._take()
-        if not (traces or spans):
+        rows = self._take()
+        if not any(rows.values()):
             return
         try:
             async with self.db.acursor() as cur:
-                self._write(cur, traces, spans)
+                self._write(cur, rows)
         except Exception:
-            log.exception("could not write %d traces / %d spans", len(traces), len(spans))
+            log.exception("could not write logs: %s", {k: len(v) for k, v in rows.items()})
 
     def force_flush(self) -> None:
-        traces, spans = self._take()
-        if traces or spans:
+        rows = self._take()
+        if any(rows.values()):
             with self.db.cursor() as cur:
-                self._write(cur, traces, spans)
+                self._write(cur, rows)
         if self.forward:
             self.forward.force_flush()
 
     def _flush_soon(self) -> None:
+        with self._lock:
+            if self._flush_pending:
+                return
+            self._flush_pending = True
         if self.loop is not None and self.loop.is_running():
-            asyncio.run_coroutine_threadsafe(self.aflush(), self.loop)
+            self.loop.call_soon_threadsafe(lambda: self.loop.create_task(self.aflush()))  # type: ignore[union-attr]
         else:
             try:
                 self.force_flush()
             except Exception:
-                log.exception("could not write traces")
+                log.exception("could not write logs")
 
     def shutdown(self) -> None:
         if self.forward:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import json
 from pathlib import Path
 from typing import Any
 
+import duckdb
 from chatkit.store import AttachmentStore, NotFoundError, Store
 from chatkit.types import (
     Attachment,
@@ -75,46 +76,50 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
     async def save_thread(self, thread: ThreadMetadata, context: Any) -> None:
         # A Thread (with items) arrives here too; keep only its metadata.
         meta = ThreadMetadata.model_validate(thread.model_dump(exclude={"items"}))
-        user_id = user_of(context)
+        row = {
+            "id": meta.id,
+            "user": user_of(context),
+            "title": meta.title,
+            "status": meta.status.type,
+            "created": naive(meta.created_at),
+            "metadata": json.dumps(meta.metadata, default=str),
+            "data": meta.model_dump_json(),
+        }
+        # UPDATE-then-INSERT: DuckDB's ON CONFLICT costs several ms per statement.
         async with self.db.acursor() as cur:
-            row = cur.execute(
-                """
-                INSERT INTO threads (id, user_id, title, status, created_at, updated_at, metadata, data)
-                VALUES ($id, $user, $title, $status, $created, now()::TIMESTAMP, $metadata, $data)
-                ON CONFLICT (id) DO UPDATE SET
-                    title = excluded.title, status = excluded.status,
-                    updated_at = excluded.updated_at, metadata = excluded.metadata, data = excluded.data
-                WHERE threads.user_id = excluded.user_id
-                RETURNING id""",
-                {
-                    "id": meta.id,
-                    "user": user_id,
-                    "title": meta.title,
-                    "status": meta.status.type,
-                    "created": naive(meta.created_at),
-                    "metadata": _json(meta.metadata),
-                    "data": meta.model_dump_json(),
-                },
+            updated = cur.execute(
+                """UPDATE threads SET title = $title, status = $status, updated_at = now()::TIMESTAMP,
+                          metadata = $metadata, data = $data
+                   WHERE id = $id AND user_id = $user RETURNING id""",
+                {k: v for k, v in row.items() if k != "created"},
             ).fetchone()
-        if row is None:
-            raise NotFoundError(f"Thread {meta.id} not found")
+            if updated is None:
+                try:
+                    cur.execute(
+                        """INSERT INTO threads (id, user_id, title, status, created_at, updated_at, metadata, data)
+                           VALUES ($id, $user, $title, $status, $created, now()::TIMESTAMP, $metadata, $data)""",
+                        row,
+                    )
+                except duckdb.ConstraintException:
+                    raise NotFoundError(f"Thread {meta.id} not found") from None  # another user's id
 
     async def load_threads(
         self, limit: int, after: str | None, order: str, context: Any
     ) -> Page[ThreadMetadata]:
-        user_id, direction = user_of(context), _order(order)
+        direction = _order(order)
+        params: dict[str, Any] = {"user": user_of(context), "limit": limit + 1}
+        where = "user_id = $user"
+        if after:
+            params["after"] = after
+            where += _keyset(direction, "threads", "id = $after AND user_id = $user")
         async with self.db.acursor() as cur:
-            where, params = "user_id = $user", {"user": user_id, "limit": limit + 1}
-            if after:
-                where += _keyset(direction, "threads", "id = $after AND user_id = $user")
-                params["after"] = after
-                if not _exists(cur, "threads", "id = $after AND user_id = $user", params):
-                    raise NotFoundError(f"Thread {after} not found")
             rows = cur.execute(
                 f"SELECT id, data FROM threads WHERE {where} "
                 f"ORDER BY created_at {direction}, seq {direction} LIMIT $limit",
                 params,
             ).fetchall()
+            if not rows and after and not _exists(cur, "threads", "id = $after AND user_id = $user", params):
+                raise NotFoundError(f"Thread {after} not found")
         return _page(rows[:limit], len(rows) > limit, ThreadMetadata.model_validate_json)
 
     async def delete_thread(self, thread_id: str, context: Any) -> None:
@@ -142,49 +147,57 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
         direction = _order(order)
         params: dict[str, Any] = {"thread": thread_id, "user": user_of(context), "limit": limit + 1}
         where = "thread_id = $thread AND user_id = $user"
+        cursor_row = where + " AND id = $after"
+        if after:
+            params["after"] = after
+            where += _keyset(direction, "items", cursor_row)
         async with self.db.acursor() as cur:
-            if not _exists(cur, "threads", "id = $thread AND user_id = $user", params):
-                raise NotFoundError(f"Thread {thread_id} not found")
-            if after:
-                params["after"] = after
-                cursor_row = "thread_id = $thread AND user_id = $user AND id = $after"
-                if not _exists(cur, "items", cursor_row, params):
-                    raise NotFoundError(f"Item {after} not found in thread {thread_id}")
-                where += _keyset(direction, "items", cursor_row)
             rows = cur.execute(
                 f"SELECT id, data FROM items WHERE {where} "
                 f"ORDER BY created_at {direction}, seq {direction} LIMIT $limit",
                 params,
             ).fetchall()
+            # Items exist only in the owner's threads, so rows prove ownership; an empty page
+            # must tell "empty" from "not yours / no such thread or cursor".
+            if not rows:
+                if not _exists(cur, "threads", "id = $thread AND user_id = $user", params):
+                    raise NotFoundError(f"Thread {thread_id} not found")
+                if after and not _exists(cur, "items", cursor_row, params):
+                    raise NotFoundError(f"Item {after} not found in thread {thread_id}")
         return _page(rows[:limit], len(rows) > limit, item_adapter.validate_json)
 
     async def add_thread_item(self, thread_id: str, item: ThreadItem, context: Any) -> None:
         await self.save_item(thread_id, item, context)
 
     async def save_item(self, thread_id: str, item: ThreadItem, context: Any) -> None:
-        # An upsert: a re-sent id updates the row and keeps its original position.
+        # An upsert that keeps a re-sent id at its original position. Insert first (the common
+        # case); a key conflict means the item exists, so update it in place.
+        row = {
+            "id": item.id,
+            "thread": thread_id,
+            "user": user_of(context),
+            "created": naive(item.created_at),
+            "type": item.type,
+            "role": item_role(item),
+            "text": item_text(item),
+            "data": item_adapter.dump_json(item).decode(),
+        }
         async with self.db.acursor() as cur:
-            row = cur.execute(
-                """
-                INSERT INTO items (id, thread_id, user_id, created_at, updated_at, type, role, text, data)
-                SELECT $id, id, user_id, $created, now()::TIMESTAMP, $type, $role, $text, $data
-                FROM threads WHERE id = $thread AND user_id = $user
-                ON CONFLICT (thread_id, id) DO UPDATE SET
-                    updated_at = excluded.updated_at, type = excluded.type, role = excluded.role,
-                    text = excluded.text, data = excluded.data
-                RETURNING id""",
-                {
-                    "id": item.id,
-                    "thread": thread_id,
-                    "user": user_of(context),
-                    "created": naive(item.created_at),
-                    "type": item.type,
-                    "role": item_role(item),
-                    "text": item_text(item),
-                    "data": item_adapter.dump_json(item).decode(),
-                },
-            ).fetchone()
-        if row is None:
+            try:
+                done = cur.execute(
+                    """INSERT INTO items (id, thread_id, user_id, created_at, updated_at, type, role, text, data)
+                       SELECT $id, id, user_id, $created, now()::TIMESTAMP, $type, $role, $text, $data
+                       FROM threads WHERE id = $thread AND user_id = $user RETURNING id""",
+                    row,
+                ).fetchone()
+            except duckdb.ConstraintException:
+                done = cur.execute(
+                    """UPDATE items SET updated_at = now()::TIMESTAMP, type = $type, role = $role,
+                              text = $text, data = $data
+                       WHERE thread_id = $thread AND id = $id AND user_id = $user RETURNING id""",
+                    {k: v for k, v in row.items() if k != "created"},
+                ).fetchone()
+        if done is None:
             raise NotFoundError(f"Thread {thread_id} not found")
 
     async def load_item(self, thread_id: str, item_id: str, context: Any) -> ThreadItem:
@@ -208,6 +221,18 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
                 "DELETE FROM items WHERE thread_id = $thread AND id = $item AND user_id = $user",
                 params,
             )
+
+    async def save_feedback(self, thread_id: str, item_ids: list[str], kind: str, context: Any) -> None:
+        """Thumbs up/down on items of the user's own thread (``items.feedback``)."""
+        await self.load_thread(thread_id, context)  # 404 for another user's thread
+        async with self.db.acursor() as cur:
+            for item_id in item_ids:
+                cur.execute(
+                    """INSERT OR REPLACE INTO feedback
+                       SELECT thread_id, id, user_id, ?, now()::TIMESTAMP FROM items
+                       WHERE thread_id = ? AND id = ? AND user_id = ?""",
+                    [kind, thread_id, item_id, user_of(context)],
+                )
 
     # -- attachments ---------------------------------------------------------------------
     async def create_attachment(self, input: AttachmentCreateParams, context: Any) -> Attachment:
@@ -291,12 +316,6 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
         if row is None or row[0] is None:
             raise NotFoundError(f"Attachment {attachment_id} has no uploaded bytes")
         return bytes(row[0])
-
-
-def _json(value: Any) -> str:
-    import json
-
-    return json.dumps(value, default=str)
 
 
 def _exists(cur: Any, table: str, where: str, params: dict[str, Any]) -> bool:

@@ -18,6 +18,7 @@ class MemoryStore(Store[Any]):
         # thread -> item id -> (created_at, seq, item); the first write fixes the position
         self._items: dict[str, dict[str, tuple[Any, int, ThreadItem]]] = {}
         self._attachments: dict[str, tuple[str, Attachment]] = {}
+        self.feedback: dict[tuple[str, str, str], str] = {}  # (thread, item, user) -> kind
 
     def _thread(self, thread_id: str, context: Any) -> tuple[str, int, ThreadMetadata]:
         entry = self._threads.get(thread_id)
@@ -74,6 +75,12 @@ class MemoryStore(Store[Any]):
     async def delete_thread_item(self, thread_id: str, item_id: str, context: Any) -> None:
         self._thread(thread_id, context)
         self._items[thread_id].pop(item_id, None)
+
+    async def save_feedback(self, thread_id: str, item_ids: list[str], kind: str, context: Any) -> None:
+        self._thread(thread_id, context)
+        for item_id in item_ids:
+            if item_id in self._items[thread_id]:
+                self.feedback[(thread_id, item_id, user_of(context))] = kind
 
     async def save_attachment(self, attachment: Attachment, context: Any) -> None:
         owner = self._attachments.get(attachment.id, (user_of(context),))[0]

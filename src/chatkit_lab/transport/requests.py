@@ -16,14 +16,13 @@ from typing import Any
 
 from chatkit.server import ChatKitServer, StreamingResult
 from chatkit.store import NotFoundError
-from chatkit.types import ChatKitReq
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from ..errors import ChatLabError
+from ..server import LabServer, request_adapter
 
 log = logging.getLogger("chatkit_lab")
 
-_request_adapter: TypeAdapter[Any] = TypeAdapter(ChatKitReq)
 SSE = "text/event-stream"
 JSON = "application/json"
 
@@ -90,11 +89,11 @@ def _classify(exc: Exception) -> tuple[int, str, str]:
 async def handle_request(server: ChatKitServer[Any], body: bytes | str, context: Any) -> Reply:
     """Run one ChatKit request through ``server`` and return what a client should receive."""
     try:
-        _request_adapter.validate_json(body)
+        parsed = request_adapter.validate_json(body)
     except ValidationError as exc:
         return error_reply(400, "invalid_request", describe_invalid(body, exc))
     try:
-        result = await server.process(body, context)
+        result = await server.process(parsed if isinstance(server, LabServer) else body, context)
     except Exception as exc:
         return error_reply(*_classify(exc))
     if not isinstance(result, StreamingResult):

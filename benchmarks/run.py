@@ -1,0 +1,258 @@
+"""chatkit-lab benchmarks: `make bench` (or `python benchmarks/run.py [--quick] [--out FILE]`).
+
+Every figure is printed with the comparison it names; ratios come from one run on one machine.
+The full run rewrites benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import httpx
+from agents import Agent, RunConfig
+
+from chatkit_lab import ChatLab, DuckDBStore, LabServer, MirrorModel, RequestContext
+from chatkit_lab._loop import LoopThread
+from chatkit_lab.context import build_context
+from chatkit_lab.store import MemoryStore
+from chatkit_lab.store.items import item_adapter
+from chatkit_lab.transport.requests import handle_request
+
+HERE = Path(__file__).parent
+CTX = RequestContext("bench")
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+def message(text: str, thread_id: str | None) -> str:
+    content = {"content": [{"type": "input_text", "text": text}], "attachments": [], "inference_options": {}}
+    if thread_id is None:
+        return json.dumps({"type": "threads.create", "params": {"input": content}})
+    return json.dumps({"type": "threads.add_user_message", "params": {"thread_id": thread_id, "input": content}})
+
+
+async def timed_turns(server: LabServer, turns: int, per_thread: int = 5) -> list[float]:
+    """Milliseconds from request to last event, for `turns` turns in threads of `per_thread`."""
+    times, thread_id = [], None
+    for n in range(turns):
+        if n % per_thread == 0:
+            thread_id = None
+        body = message(f"turn {n}: how is it going?", thread_id)
+        t0 = time.perf_counter()
+        reply = await handle_request(server, body, build_context(body, user_id=CTX.user_id))
+        async for chunk in reply.stream:
+            if thread_id is None and b'"thread.created"' in chunk:
+                thread_id = json.loads(chunk[6:])["thread"]["id"]
+        times.append((time.perf_counter() - t0) * 1000)
+    return times
+
+
+def bench_turns(turns: int, tmp: Path) -> dict[str, float]:
+    agent = Agent(name="Assistant", instructions="Be brief.", model=MirrorModel())
+    untraced = RunConfig(tracing_disabled=True)
+    loop = LoopThread("bench")
+    results = {}
+    try:
+        memory = LabServer(MemoryStore(), agent, run_config=untraced)
+        store = DuckDBStore(tmp / "turns.duckdb")
+        duck = LabServer(store, agent, run_config=untraced)
+        loop.call(timed_turns(memory, 10))  # warm imports and code paths
+        loop.call(timed_turns(duck, 10))
+        # Interleave the two so machine noise hits both alike.
+        mem_times, duck_times = [], []
+        for _ in range(4):
+            mem_times += loop.call(timed_turns(memory, turns // 4))
+            duck_times += loop.call(timed_turns(duck, turns // 4))
+        store.close()
+    finally:
+        loop.stop()
+    results["memory_p50"], results["memory_p95"] = pct(mem_times, 0.5), pct(mem_times, 0.95)
+    results["duckdb_p50"], results["duckdb_p95"] = pct(duck_times, 0.5), pct(duck_times, 0.95)
+
+    with ChatLab(tmp / "lab.duckdb", instructions="Be brief.", user_id=CTX.user_id) as lab:
+        lab._loop.call(timed_turns(lab.server, 10))
+        lab_times = lab._loop.call(timed_turns(lab.server, turns))
+        url = lab.serve(port=0)
+        http_times, thread_id = [], None
+        with httpx.Client(base_url=url, timeout=30) as client:
+            for n in range(turns + 10):
+                if n % 5 == 0:
+                    thread_id = None
+                t0 = time.perf_counter()
+                with client.stream("POST", "/chatkit", content=message(f"turn {n}: how is it going?", thread_id)) as r:
+                    for line in r.iter_lines():
+                        if thread_id is None and '"thread.created"' in line:
+                            thread_id = json.loads(line[6:])["thread"]["id"]
+                if n >= 10:
+                    http_times.append((time.perf_counter() - t0) * 1000)
+    results["lab_p50"], results["lab_p95"] = pct(lab_times, 0.5), pct(lab_times, 0.95)
+    results["http_p50"], results["http_p95"] = pct(http_times, 0.5), pct(http_times, 0.95)
+    return results
+
+
+def populate(store_db: Path, threads: int, items: int) -> None:
+    """Bulk-load the DuckDB file through SQL (row-at-a-time inserts would take minutes)."""
+    from chatkit.types import AssistantMessageContent, AssistantMessageItem
+
+    store = DuckDBStore(store_db)
+    asyncio.run(store.load_threads(1, None, "desc", CTX))  # create the schema
+    store.close()
+    base = datetime(2026, 1, 1)
+    thread_rows, item_rows = [], []
+    for t in range(threads):
+        tid = f"thr_{t:05d}"
+        created = base + timedelta(minutes=t)
+        meta = json.dumps({"id": tid, "created_at": created.isoformat(), "title": f"t{t}", "status": {"type": "active"}, "metadata": {}})
+        thread_rows.append((tid, CTX.user_id, f"t{t}", "active", created, created, "{}", meta))
+        for i in range(items):
+            item = AssistantMessageItem(id=f"msg_{t:05d}_{i:03d}", thread_id=tid, created_at=created + timedelta(seconds=i),
+                                        content=[AssistantMessageContent(text=f"reply {i} in thread {t}", annotations=[])])
+            item_rows.append((item.id, tid, CTX.user_id, item.created_at, item.created_at, item.type, "assistant",
+                              item.content[0].text, item_adapter.dump_json(item).decode()))
+    con = duckdb.connect(str(store_db))
+    con.executemany("INSERT INTO threads (id, user_id, title, status, created_at, updated_at, metadata, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", thread_rows)
+    con.executemany("INSERT INTO items (id, thread_id, user_id, created_at, updated_at, type, role, text, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", item_rows)
+    con.close()
+
+
+async def store_ops(store, threads: int, items: int, reps: int) -> dict[str, float]:
+    from chatkit.types import AssistantMessageContent, AssistantMessageItem
+
+    rng = random.Random(7)
+    out: dict[str, list[float]] = {"list_threads": [], "load_items": [], "insert": []}
+    first = await store.load_threads(20, None, "desc", CTX)
+    for r in range(reps):
+        t0 = time.perf_counter()
+        page = await store.load_threads(20, first.data[rng.randrange(20)].id if r % 2 else None, "desc", CTX)
+        out["list_threads"].append((time.perf_counter() - t0) * 1000)
+        tid = f"thr_{rng.randrange(threads):05d}"
+        t0 = time.perf_counter()
+        await store.load_thread_items(tid, None, 20, "desc", CTX)
+        out["load_items"].append((time.perf_counter() - t0) * 1000)
+        item = AssistantMessageItem(id=f"new_{r}", thread_id=tid, created_at=datetime(2027, 1, 1),
+                                    content=[AssistantMessageContent(text="new", annotations=[])])
+        t0 = time.perf_counter()
+        await store.add_thread_item(tid, item, CTX)
+        out["insert"].append((time.perf_counter() - t0) * 1000)
+        assert page.data
+    return {k: statistics.median(v) for k, v in out.items()}
+
+
+def bench_store(threads: int, items: int, reps: int, tmp: Path) -> dict[str, dict[str, float]]:
+    from chatkit.types import AssistantMessageContent, AssistantMessageItem, ThreadMetadata
+
+    path = tmp / "scale.duckdb"
+    populate(path, threads, items)
+    duck = DuckDBStore(path)
+    memory = MemoryStore()
+
+    async def fill_memory():
+        base = datetime(2026, 1, 1)
+        for t in range(threads):
+            tid = f"thr_{t:05d}"
+            await memory.save_thread(ThreadMetadata(id=tid, created_at=base + timedelta(minutes=t), title=f"t{t}"), CTX)
+            for i in range(items):
+                await memory.add_thread_item(tid, AssistantMessageItem(
+                    id=f"msg_{t:05d}_{i:03d}", thread_id=tid, created_at=base + timedelta(minutes=t, seconds=i),
+                    content=[AssistantMessageContent(text=f"reply {i} in thread {t}", annotations=[])]), CTX)
+
+    asyncio.run(fill_memory())
+    results = {"duckdb": asyncio.run(store_ops(duck, threads, items, reps)), "memory": asyncio.run(store_ops(memory, threads, items, reps))}
+    duck.close()
+    return results
+
+
+COLD = """
+import time, sys
+t0 = time.perf_counter()
+from chatkit_lab import ChatLab
+t1 = time.perf_counter()
+lab = ChatLab(sys.argv[1])
+t2 = time.perf_counter()
+lab.send_sync("hello")
+t3 = time.perf_counter()
+lab.send_sync("hello again")
+t4 = time.perf_counter()
+lab.close()
+print(t1 - t0, t2 - t1, t3 - t2, t4 - t3)
+"""
+
+
+def bench_cold(runs: int, tmp: Path) -> dict[str, float]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    samples = []
+    for n in range(runs):
+        out = subprocess.run([sys.executable, "-c", COLD, str(tmp / f"cold{n}.duckdb")], capture_output=True, text=True, env=env, check=True)
+        samples.append([float(x) * 1000 for x in out.stdout.split()])
+    keys = ["import_ms", "chatlab_ms", "first_reply_ms", "second_reply_ms"]
+    return {k: statistics.median(s[i] for s in samples) for i, k in enumerate(keys)}
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
+    mem = next((int(line.split()[1]) // 1024 // 1024 for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")), 0)
+    return f"{cpu}, {os.cpu_count()} cores, {mem} GiB RAM, Linux {platform.release()}, Python {platform.python_version()}, DuckDB {duckdb.__version__}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the script runs")
+    parser.add_argument("--out", default=None, help="where to write the results (default: benchmarks/RESULTS.md for a full run)")
+    args = parser.parse_args()
+    turns, threads, items, reps, runs = (20, 20, 10, 10, 1) if args.quick else (200, 1000, 100, 200, 3)
+    lines = [f"# Benchmark results\n", f"Machine: {machine()}  ", f"Date: {datetime.now():%Y-%m-%d %H:%M}; `make bench`{' --quick' if args.quick else ''}.\n"]
+
+    def say(text: str = "") -> None:
+        print(text, flush=True)
+        lines.append(text)
+
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        t = bench_turns(turns, tmp)
+        say(f"## Turn overhead, offline model, request to last event ({turns} turns, threads of 5)\n")
+        say("| path | p50 ms | p95 ms |\n|---|---|---|")
+        for key, label in [("memory", "LabServer + in-memory store"), ("duckdb", "LabServer + DuckDBStore"),
+                           ("lab", "ChatLab (DuckDB + turn log + traces), in-process"), ("http", "the same ChatLab over HTTP on 127.0.0.1")]:
+            say(f"| {label} | {t[key + '_p50']:.2f} | {t[key + '_p95']:.2f} |")
+        say(f"\n- DuckDBStore / in-memory store, p50: **{t['duckdb_p50'] / t['memory_p50']:.2f}x** (goal <= 1.5x); p95: {t['duckdb_p95'] / t['memory_p95']:.2f}x")
+        say(f"- full ChatLab / in-memory store, p50: {t['lab_p50'] / t['memory_p50']:.2f}x")
+        say(f"- HTTP / in-process (same lab), p50: **{t['http_p50'] / t['lab_p50']:.2f}x**\n")
+
+        s = bench_store(threads, items, reps, tmp)
+        say(f"## Store at scale: {threads:,} threads x {items} items, median of {reps}\n")
+        say("| operation | DuckDBStore ms | in-memory ms | ratio |\n|---|---|---|---|")
+        for op, label in [("list_threads", "list a page of 20 threads"), ("load_items", "load a page of 20 items"), ("insert", "insert one item")]:
+            say(f"| {label} | {s['duckdb'][op]:.3f} | {s['memory'][op]:.3f} | {s['duckdb'][op] / s['memory'][op]:.1f}x |")
+
+        c = bench_cold(runs, tmp)
+        say(f"\n## Cold start in a fresh process (median of {runs})\n")
+        say("| step | ms |\n|---|---|")
+        for key, label in [("import_ms", "import chatkit_lab"), ("chatlab_ms", "ChatLab() (opens the file, migrates)"),
+                           ("first_reply_ms", "first reply"), ("second_reply_ms", "second reply, for comparison")]:
+            say(f"| {label} | {c[key]:.0f} |")
+        say(f"\nImport + ChatLab() + first reply: **{c['import_ms'] + c['chatlab_ms'] + c['first_reply_ms']:.0f} ms**")
+
+    out = args.out or (None if args.quick else str(HERE / "RESULTS.md"))
+    if out:
+        Path(out).write_text("\n".join(lines) + "\n")
+        print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,15 @@
+"""The benchmark script keeps working (tiny sizes; figures are not asserted)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_bench_script_runs_and_prints_every_comparison(tmp_path):
+    out = tmp_path / "results.md"
+    script = Path(__file__).parent.parent / "benchmarks" / "run.py"
+    done = subprocess.run([sys.executable, str(script), "--quick", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = out.read_text()
+    for figure in ("DuckDBStore / in-memory store, p50", "HTTP / in-process (same lab), p50", "insert one item", "Import + ChatLab() + first reply"):
+        assert figure in text

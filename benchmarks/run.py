@@ -125,9 +125,13 @@ def populate(store_db: Path, threads: int, items: int) -> None:
                                         content=[AssistantMessageContent(text=f"reply {i} in thread {t}", annotations=[])])
             item_rows.append((item.id, tid, CTX.user_id, item.created_at, item.created_at, item.type, "assistant",
                               item.content[0].text, item_adapter.dump_json(item).decode()))
+    import pandas as pd
+
+    threads_df = pd.DataFrame(thread_rows, columns=["id", "user_id", "title", "status", "created_at", "updated_at", "metadata", "data"])
+    items_df = pd.DataFrame(item_rows, columns=["id", "thread_id", "user_id", "created_at", "updated_at", "type", "role", "text", "data"])
     con = duckdb.connect(str(store_db))
-    con.executemany("INSERT INTO threads (id, user_id, title, status, created_at, updated_at, metadata, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", thread_rows)
-    con.executemany("INSERT INTO items (id, thread_id, user_id, created_at, updated_at, type, role, text, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", item_rows)
+    con.execute("INSERT INTO threads BY NAME SELECT * FROM threads_df")
+    con.execute("INSERT INTO items BY NAME SELECT * FROM items_df")
     con.close()
 
 

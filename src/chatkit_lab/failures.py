@@ -32,7 +32,7 @@ def describe_failure(exc: BaseException, backend: Backend | None) -> tuple[str, 
             return f"The model provider at {where} is rate-limiting requests (HTTP 429). Wait a moment and press Retry.", True
         case openai.APIStatusError():
             return f"The model provider at {where} answered HTTP {exc.status_code}: {exc.message}", exc.status_code >= 500
-        case openai.OpenAIError():
+        case openai.OpenAIError() if type(exc) is openai.OpenAIError:  # how "missing credentials" arrives
             model = backend.model if backend and isinstance(backend.model, str) else "the OpenAI model"
             return (
                 f"No API key is set, so {model} could not be called. Set OPENAI_API_KEY (or pass api_key=), "

@@ -9,9 +9,8 @@ import uuid
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-import pandas as pd
 from agents import Agent, Tool
 
 from . import tracing
@@ -25,6 +24,9 @@ from .store.duckdb import DuckDBStore
 from .transport.requests import handle_request, parse_sse
 
 DEFAULT_INSTRUCTIONS = "You are a helpful assistant inside a Jupyter notebook. Answer concisely in Markdown."
+
+if TYPE_CHECKING:
+    import pandas as pd  # imported by DuckDB when a DataFrame is asked for, not at import time
 
 _LABS: weakref.WeakSet[ChatLab] = weakref.WeakSet()
 
@@ -47,10 +49,6 @@ class Turn:
     @property
     def item_ids(self) -> list[str]:
         return [e["item"]["id"] for e in self.events if e["type"] == "thread.item.done"]
-
-    def _repr_markdown_(self) -> str:
-        body = f"**error:** {self.error}" if self.error else self.text
-        return f"{body}\n\n<small>thread `{self.thread_id}` · {len(self.events)} events</small>"
 
 
 class ChatLab:
@@ -97,7 +95,11 @@ class ChatLab:
         self._http: Any = None
         self._closed = False
         _LABS.add(self)
-        self._loop.call(self._warm())
+        try:
+            self._loop.call(self._warm())
+        except BaseException:
+            self.close()
+            raise
 
     async def _warm(self) -> None:
         async with self.db.acursor():

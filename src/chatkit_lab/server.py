@@ -195,17 +195,17 @@ class LabServer(ChatKitServer[Any]):
             thread.title = title_from(item_text(input_user_message) or "")
 
         agent = self.agent_for(thread, context)
-        page = await self.store.load_thread_items(thread.id, None, self.history_limit, "desc", context)
-        agent_ctx = AgentContext(thread=thread, store=_TurnStore(self.store, thread.id, page), request_context=context)
-        agent_input = await PortableConverter(self.store, context).to_agent_input(list(reversed(page.data)))
-
         turn = _TurnRecord(thread.id, user_of(context), input_user_message, agent.name, self._model_name(agent))
         hooks = _ToolProgress()
-        result = Runner.run_streamed(
-            agent, agent_input, context=agent_ctx, hooks=hooks, max_turns=self.max_turns,
-            run_config=self._run_config(thread, context, turn.trace_id),
-        )
+        result = None
         try:
+            page = await self.store.load_thread_items(thread.id, None, self.history_limit, "desc", context)
+            agent_ctx = AgentContext(thread=thread, store=_TurnStore(self.store, thread.id, page), request_context=context)
+            agent_input = await PortableConverter(self.store, context).to_agent_input(list(reversed(page.data)))
+            result = Runner.run_streamed(
+                agent, agent_input, context=agent_ctx, hooks=hooks, max_turns=self.max_turns,
+                run_config=self._run_config(thread, context, turn.trace_id),
+            )
             events = stream_agent_response(agent_ctx, result)
             async for event in _own_ids(events, lambda: self.store.generate_item_id("message", thread, context)):
                 if turn.first_token_ms is None and isinstance(event, ThreadItemUpdatedEvent) and isinstance(event.update, AssistantMessageContentPartTextDelta):
@@ -224,16 +224,19 @@ class LabServer(ChatKitServer[Any]):
             turn.status, turn.error = "error", message
             raise CustomStreamError(message, allow_retry=retry) from exc
         finally:
-            if not result.is_complete:
-                result.cancel()
+            if result is not None:
+                if not result.is_complete:
+                    result.cancel()
+                turn.usage = result.context_wrapper.usage
             turn.tools = hooks.tools
-            turn.usage = result.context_wrapper.usage
             if self.turn_log is not None:
                 self.turn_log(turn.row())
 
     def _model_name(self, agent: Agent) -> str | None:
-        model = agent.model if agent.model is not None else (self.backend.model if self.backend else None)
-        return model if isinstance(model, str) or model is None else getattr(model, "model", None) or getattr(model, "name", None) or type(model).__name__
+        model = agent.model or (self.backend.model if self.backend else None)
+        if model is None or isinstance(model, str):
+            return model
+        return getattr(model, "model", None) or getattr(model, "name", None) or type(model).__name__
 
     def _run_config(self, thread: ThreadMetadata, context: Any, trace_id: str) -> RunConfig:
         config = self.run_config or RunConfig()

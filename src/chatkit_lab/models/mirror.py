@@ -92,7 +92,8 @@ class MirrorModel(Model):
     def _report(self, instructions: str | None, items: list[dict[str, Any]], tools: list[Any], handoffs: list[Any], said: str) -> str:
         current = _last_user(items)
         hidden = [i for i in items if HIDDEN_CONTEXT in _text(i)]
-        earlier = [i for i in items if i is not current and i not in hidden]
+        skip = {id(current), *map(id, hidden)}
+        earlier = [i for i in items if id(i) not in skip]
         roles = Counter(i.get("role") or i.get("type") for i in earlier)
         names = [t.name for t in tools if hasattr(t, "name")] + [h.tool_name for h in handoffs]
         return "\n".join(

@@ -10,7 +10,11 @@ STAMP := $(VENV)/.installed
 
 $(PY):
 	@test -n "$(PYTHON)" || { echo "error: python3.11 not found (Python 3.11 or newer is required)"; exit 1; }
-	$(PYTHON) -m venv $(VENV)
+	@# Debian's python needs the python3-venv package for `-m venv`; install it when we can.
+	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); \
+	  else echo "error: '$(PYTHON) -m venv' failed; install python3-venv (sudo apt-get install python3-venv)"; exit 1; fi; }
 	$(PY) -m pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(PY)

@@ -66,7 +66,6 @@ def test_streaming_requests_get_sse_and_others_json(served):
         ({"type": "threads.get_by_id", "params": {"thread_id": "thr_nope"}}, 404, "Thread thr_nope not found"),
         ({"type": "items.list", "params": {"thread_id": "thr_nope"}}, 404, "Thread thr_nope not found"),
         ({"type": "threads.delete", "params": {"thread_id": "thr_nope"}}, 404, "Thread thr_nope not found"),
-        ({"type": "threads.add_user_message", "params": {"thread_id": "thr_nope", "input": MESSAGE}}, 404, "Thread thr_nope not found"),
     ],
 )
 def test_bad_requests_get_a_clear_json_error(served, body, status, message):
@@ -79,13 +78,22 @@ def test_bad_requests_get_a_clear_json_error(served, body, status, message):
     assert "Traceback" not in response.text
 
 
-def test_a_request_that_fails_before_streaming_gets_a_status_not_a_broken_stream(served):
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        # ChatKit raises these before the first event: they must not truncate a 200 stream.
+        ({"thread_id": "thr_nope", "input": MESSAGE}, "Thread thr_nope not found"),
+        ({"thread_id": "{thread}", "result": {}}, "Last thread item in {thread} was not a ClientToolCallItem"),
+    ],
+)
+def test_an_error_before_the_stream_starts_becomes_an_error_event(served, params, message):
     lab, client = served
     thread_id = lab.send_sync("hi").thread_id
-    # No pending client tool call: ChatKit raises before the first event.
-    response = post(client, {"type": "threads.add_client_tool_output", "params": {"thread_id": thread_id, "result": {}}})
-    assert response.status_code == 400
-    assert response.json()["error"]["message"] == f"Last thread item in {thread_id} was not a ClientToolCallItem"
+    params = {k: v.replace("{thread}", thread_id) if isinstance(v, str) else v for k, v in params.items()}
+    kind = "threads.add_client_tool_output" if "result" in params else "threads.add_user_message"
+    response = post(client, {"type": kind, "params": params})
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+    assert events(response) == [{"type": "error", "code": "custom", "message": message.replace("{thread}", thread_id), "allow_retry": False}]
 
 
 def test_a_failure_inside_the_stream_ends_with_an_error_event(make_lab):

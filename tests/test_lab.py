@@ -91,3 +91,10 @@ def test_sql_and_dataframes(make_lab):
     other = lab.send_sync("mine", user_id="someone-else")
     assert other.thread_id not in lab.threads_df().thread_id.tolist()
     assert other.thread_id in lab.threads_df(all_users=True).thread_id.tolist()
+
+
+def test_unknown_threads_are_a_sentence_not_a_traceback(make_lab):
+    lab = make_lab()
+    assert lab.send_sync("hello", "thr_nope").error == "Thread thr_nope not found"
+    with pytest.raises(ChatLabError, match="^Thread thr_nope not found$"):
+        lab.request_sync({"type": "threads.get_by_id", "params": {"thread_id": "thr_nope"}})

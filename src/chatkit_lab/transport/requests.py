@@ -1,9 +1,11 @@
 """One request path for every transport: validate, process, map errors to HTTP terms.
 
 Whatever carries the request (HTTP, the widget's comm tunnel, ``lab.send``), the reply is a
-``Reply``: a JSON body with a status, or an SSE byte stream. No traceback ever leaves here:
-errors become ``{"error": {"code", "message"}}`` with 400/404/500, and an exception in a
-stream becomes a final ``error`` event instead of a truncated stream.
+``Reply``: a JSON body with a status, or an SSE byte stream. No traceback ever leaves here.
+Invalid requests and failing JSON requests get ``{"error": {"code", "message"}}`` with
+400/404/500; a streaming request always gets a stream, and an exception before or during it
+(an unknown thread, no pending tool call) becomes a final ``error`` event, never a truncated
+stream.
 """
 
 from __future__ import annotations
@@ -98,33 +100,17 @@ async def handle_request(server: ChatKitServer[Any], body: bytes | str, context:
         return error_reply(*_classify(exc))
     if not isinstance(result, StreamingResult):
         return Reply(200, JSON, result.json)
-    stream = aiter(result)
+    return Reply(200, SSE, stream=_guarded(aiter(result)))
+
+
+async def _guarded(stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     try:
-        # Errors raised before the first event (unknown thread, no pending tool call) can
-        # still be a proper status instead of a broken 200 stream.
-        first = await anext(stream)
-    except StopAsyncIteration:
-        return Reply(200, SSE, stream=_empty())
-    except Exception as exc:
-        return error_reply(*_classify(exc))
-    return Reply(200, SSE, stream=_guarded(first, stream))
-
-
-async def _empty() -> AsyncIterator[bytes]:
-    return
-    yield b""
-
-
-async def _guarded(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    yield first
-    try:
-        async for chunk in rest:
+        async for chunk in stream:
             yield chunk
     except Exception as exc:
-        _, _, message = _classify(exc)
-        yield error_event(message)
+        yield error_event(_classify(exc)[2])
     finally:
-        await rest.aclose()  # type: ignore[attr-defined]
+        await stream.aclose()  # type: ignore[attr-defined]
 
 
 def parse_sse(chunk: bytes) -> list[dict[str, Any]]:

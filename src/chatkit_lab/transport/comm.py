@@ -1,0 +1,150 @@
+"""The widget tunnel, kernel side: ChatKit requests over a widget's comm instead of a port.
+
+The browser sends ``{"kind": "request", "id", "body", "headers"}`` and ``{"kind": "cancel",
+"id"}``. Comm handlers may run on the kernel's main thread or on a subshell thread, so
+``on_message`` only hands the message to the lab's loop. There each request runs as its own
+task and answers with JSON frames ``{"id", "seq", "kind"}``, all sent from the loop's thread so
+their order holds:
+
+* ``ack``: accepted (the browser shows "queued: kernel busy" until it arrives)
+* ``head``: ``status`` and ``content_type``, as an HTTP response would carry
+* ``chunk``: ``data``, the body text; SSE frames are batched (``batch_ms``, ``batch_bytes``) so
+  thousands of deltas a second neither flood the comm nor lose text
+* ``end``: the body is complete (``cancelled: true`` after a cancel)
+* ``error``: the request could not be served at all (``status``, ``message``)
+
+A cancel cancels the request's task, which is ChatKit's path for keeping a partial answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from chatkit.server import ChatKitServer
+
+from ..context import RequestContext, build_context
+from .requests import handle_request
+
+log = logging.getLogger("chatkit_lab")
+
+Frame = dict[str, Any]
+
+
+class CommTunnel:
+    """Serves one widget's requests on ``loop`` through ``server``; ``send`` delivers a frame."""
+
+    def __init__(
+        self,
+        server: ChatKitServer[Any],
+        loop: asyncio.AbstractEventLoop,
+        send: Callable[[Frame], None],
+        *,
+        user_id: Callable[[], str] | str = "local",
+        batch_ms: float = 16.0,
+        batch_bytes: int = 64 * 1024,
+    ) -> None:
+        self.server, self.loop, self.send = server, loop, send
+        self._user_id = user_id
+        self.batch_s, self.batch_bytes = batch_ms / 1000, batch_bytes
+        self._tasks: dict[str, asyncio.Task[None]] = {}  # touched only on the loop's thread
+
+    def context_for(self, body: str) -> RequestContext:
+        user_id = self._user_id() if callable(self._user_id) else self._user_id
+        return build_context(body, user_id=user_id)
+
+    # -- any thread --------------------------------------------------------------------------
+    def on_message(self, content: Any) -> bool:
+        """Hand a tunnel message to the loop; False when it is not one (other custom messages)."""
+        if not isinstance(content, dict) or content.get("kind") not in ("request", "cancel"):
+            return False
+        request_id = content.get("id")
+        if not isinstance(request_id, str) or not request_id:
+            log.warning("tunnel message without an id: %r", content.get("kind"))
+            return True
+        if content["kind"] == "request":
+            self.loop.call_soon_threadsafe(self._start, request_id, content.get("body"))
+        else:
+            self.loop.call_soon_threadsafe(self._cancel, request_id)
+        return True
+
+    # -- the loop's thread -------------------------------------------------------------------
+    def _start(self, request_id: str, body: Any) -> None:
+        if request_id in self._tasks:
+            return  # a re-sent request (the browser retried an unacknowledged send)
+        task = self.loop.create_task(self._serve(request_id, body))
+        self._tasks[request_id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(request_id, None))
+
+    def _cancel(self, request_id: str) -> None:
+        task = self._tasks.get(request_id)
+        if task is not None:
+            task.cancel()
+
+    async def _serve(self, request_id: str, body: Any) -> None:
+        frames = _Frames(self.send, request_id)
+        frames.emit("ack")
+        try:
+            if not isinstance(body, str):
+                frames.emit("head", status=400, content_type="application/json")
+                frames.emit("chunk", data='{"error": {"code": "invalid_request", "message": "The request body must be a JSON string."}}')
+                frames.emit("end")
+                return
+            reply = await handle_request(self.server, body, self.context_for(body))
+            frames.emit("head", status=reply.status, content_type=reply.content_type)
+            if reply.stream is None:
+                frames.emit("chunk", data=reply.body.decode())
+            else:
+                await self._stream(frames, reply.stream)
+            frames.emit("end")
+        except asyncio.CancelledError:
+            frames.emit("end", cancelled=True)
+            raise
+        except Exception as exc:  # handle_request maps errors; this is the transport itself failing
+            log.exception("tunnel request %s failed", request_id)
+            frames.emit("error", status=500, message=f"The kernel could not serve the request ({type(exc).__name__}).")
+
+    async def _stream(self, frames: _Frames, stream: Any) -> None:
+        pending: list[bytes] = []
+        size = 0
+        flush_at: float | None = None
+        timer: asyncio.TimerHandle | None = None
+
+        def flush() -> None:
+            nonlocal size, flush_at, timer
+            if timer is not None:
+                timer.cancel()
+                timer = None
+            if pending:
+                frames.emit("chunk", data=b"".join(pending).decode())
+                pending.clear()
+            size, flush_at = 0, None
+
+        try:
+            async for chunk in stream:
+                pending.append(chunk)
+                size += len(chunk)
+                if size >= self.batch_bytes or self.batch_s <= 0:
+                    flush()
+                elif flush_at is None:
+                    # The first chunk of a batch leaves within batch_ms, even if the stream pauses.
+                    flush_at = self.loop.time() + self.batch_s
+                    timer = self.loop.call_at(flush_at, flush)
+        finally:
+            flush()
+
+
+class _Frames:
+    """Numbered frames of one request."""
+
+    def __init__(self, send: Callable[[Frame], None], request_id: str) -> None:
+        self.send, self.request_id, self.seq = send, request_id, 0
+
+    def emit(self, kind: str, **fields: Any) -> None:
+        try:
+            self.send({"id": self.request_id, "seq": self.seq, "kind": kind, **fields})
+        except Exception:  # a closed comm (kernel shutting down, widget gone) must not crash the loop
+            log.warning("could not send %s frame for request %s", kind, self.request_id, exc_info=True)
+        self.seq += 1

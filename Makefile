@@ -1,12 +1,13 @@
 # make lab   - create .venv, install, open JupyterLab on the quickstart notebook
 # make test  - create .venv, install what the tests need, run the whole suite
 # make bench - run the benchmarks and print their figures
+# make js    - rebuild the widget bundle (src/chatkit_lab/widget/static/widget.js) with esbuild
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: lab test bench install clean
+.PHONY: lab test bench install clean js browser
 
 $(PY):
 	@test -n "$(PYTHON)" || { echo "error: python3.11 not found (Python 3.11 or newer is required)"; exit 1; }
@@ -26,11 +27,26 @@ install: $(STAMP)
 lab: $(STAMP)
 	cd notebooks && ../$(VENV)/bin/jupyter lab 01_quickstart.ipynb
 
-test: $(STAMP)
+# Browser tests need Debian's Chromium: install it when we can; otherwise they are skipped with a
+# loud message (and fail under CI=true).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "!!! apt-get could not install chromium !!!"; \
+	  else echo "!!! chromium is missing and cannot be installed here: browser tests will be skipped !!!"; fi; }
+
+test: $(STAMP) browser
 	$(PY) -m pytest
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
+
+js/node_modules/.installed: js/package.json js/package-lock.json
+	cd js && npm ci --no-audit --no-fund
+	@touch $@
+
+js: js/node_modules/.installed
+	cd js && node build.mjs
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -6,7 +6,8 @@ from .lab import ChatLab, Turn
 from .models import MirrorModel
 from .server import LabServer
 from .store.duckdb import DuckDBStore
+from .widget import ChatWidget
 
 __version__ = "0.1.0"
 
-__all__ = ["ChatLab", "ChatLabError", "DuckDBStore", "LabServer", "MirrorModel", "RequestContext", "Turn", "__version__"]
+__all__ = ["ChatLab", "ChatLabError", "ChatWidget", "DuckDBStore", "LabServer", "MirrorModel", "RequestContext", "Turn", "__version__"]

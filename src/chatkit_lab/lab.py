@@ -93,6 +93,7 @@ class ChatLab:
             trace_metadata={"lab": self._key}, turn_log=self.tracer.record_turn,
         )
         self._http: Any = None
+        self._widgets: weakref.WeakSet[Any] = weakref.WeakSet()
         self._closed = False
         _LABS.add(self)
         try:
@@ -116,14 +117,20 @@ class ChatLab:
     def request_sync(self, body: dict[str, Any] | str, *, user_id: str | None = None) -> Any:
         return self._loop.call(self._request(body, user_id or self.user_id))
 
-    async def _request(self, body: dict[str, Any] | str, user_id: str) -> Any:
+    async def _request(self, body: dict[str, Any] | str, user_id: str, on_events: Any = None) -> Any:
         raw = body if isinstance(body, str) else json.dumps(body)
         reply = await handle_request(self.server, raw, build_context(raw, user_id=user_id))
         if reply.status != 200:
             raise ChatLabError(json.loads(reply.body)["error"]["message"])
         if reply.stream is None:
             return json.loads(reply.body)
-        return [event async for chunk in reply.stream for event in parse_sse(chunk)]
+        events: list[dict[str, Any]] = []
+        async for chunk in reply.stream:
+            batch = parse_sse(chunk)
+            events += batch
+            if on_events is not None:
+                on_events(batch)
+        return events
 
     async def send(self, text: str, thread_id: str | None = None, *, user_id: str | None = None) -> Turn:
         """Send a user message (a new thread unless ``thread_id``) and wait for the reply."""
@@ -138,7 +145,15 @@ class ChatLab:
             body = {"type": "threads.add_user_message", "params": {"thread_id": thread_id, "input": message}}
         else:
             body = {"type": "threads.create", "params": {"input": message}}
-        events = await self._request(body, user_id)
+        shown = thread_id
+
+        def show(batch: list[dict[str, Any]]) -> None:  # open chats follow the turn live
+            nonlocal shown
+            shown = next((e["thread"]["id"] for e in batch if e["type"] == "thread.created"), shown)
+            for widget in list(self._widgets):
+                widget.show_events(shown, batch)
+
+        events = await self._request(body, user_id, show if self._widgets else None)
         for event in events:
             if event["type"] == "thread.created":
                 thread_id = event["thread"]["id"]
@@ -149,6 +164,14 @@ class ChatLab:
         ]
         error = next((e.get("message", e["code"]) for e in events if e["type"] == "error"), None)
         return Turn(thread_id=thread_id or "", text="\n\n".join(replies), events=events, error=error)
+
+    # -- the chat widget -----------------------------------------------------------------
+    def chat(self, **kwargs: Any) -> Any:
+        """A chat widget on this lab (see ``ChatWidget``): ``ui``, ``thread_id``, ``options``,
+        ``client_tools``, ``chatkit_url``, ``domain_key``."""
+        from .widget import ChatWidget
+
+        return ChatWidget(self, **kwargs)
 
     # -- data ----------------------------------------------------------------------------
     def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pd.DataFrame:
@@ -184,13 +207,15 @@ class ChatLab:
     # -- HTTP ----------------------------------------------------------------------------
     def serve(self, host: str = "127.0.0.1", port: int = 8000) -> str:
         """Serve this lab over HTTP (POST /chatkit, GET /health) from its own loop; returns the URL."""
-        import uvicorn
-
         from .transport.http import create_app
+
+        return self._serve_app(create_app(self.server, user_id=self.user_id, backend=self.backend.description), host, port)
+
+    def _serve_app(self, app: Any, host: str, port: int) -> str:
+        import uvicorn
 
         if self._http is not None:
             raise ChatLabError("This lab is already serving; call lab.stop_serving() first.")
-        app = create_app(self.server, user_id=self.user_id, backend=self.backend.description)
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
         task = self._loop.submit(server.serve())
         while not server.started:

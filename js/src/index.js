@@ -1,0 +1,117 @@
+// anywidget entry. initialize does nothing slow (anywidget drops messages if it takes > 2 s);
+// render draws at once, then tries the official component when asked and falls back to the
+// built-in renderer, saying why.
+import { h, render as preactRender } from "preact";
+import { App } from "./app.js";
+import { mountOfficial } from "./official.js";
+import { createTunnel } from "./tunnel.js";
+
+function setTrait(model, name, value) {
+  if (model.get(name) === value) return;
+  model.set(name, value);
+  model.save_changes();
+}
+
+function pythonClientTools(model) {
+  const waiting = new Map();
+  let n = 0;
+  model.on("msg:custom", (msg) => {
+    if (msg?.kind !== "client_tool_result" || !waiting.has(msg.id)) return;
+    const { resolve, reject } = waiting.get(msg.id);
+    waiting.delete(msg.id);
+    msg.error ? reject(new Error(msg.error)) : resolve(msg.result);
+  });
+  return (name, args) => new Promise((resolve, reject) => {
+    const id = `tool-${++n}-${Math.random().toString(36).slice(2, 6)}`;
+    waiting.set(id, { resolve, reject });
+    model.send({ kind: "client_tool", id, name, arguments: args });
+  });
+}
+
+export default {
+  initialize() {},
+
+  async render({ model, el, signal }) {
+    el.classList.add("ckl-root");
+    el.dataset.testid = "chat";
+    const container = document.createElement("div");
+    el.appendChild(container);
+    let props = { kernelStatus: "ready", banner: null };
+    let api = null;
+    let official = null;
+
+    const tunnel = createTunnel(model, { onStatus: (s) => { props = { ...props, kernelStatus: s }; redraw(); } });
+    const askPython = pythonClientTools(model);
+    const clientTool = async (name, args) => {
+      const js = globalThis.chatkitLab?.clientTools?.[name];
+      if (js) return js(args);
+      if ((model.get("python_client_tools") || []).includes(name)) return askPython(name, args);
+      throw new Error(`No client tool named ${name} is registered.`);
+    };
+    let mounted = false;
+    let scheduled = false;
+    // Frames can arrive while Preact is rendering (a synchronous transport): redraw afterwards.
+    const redraw = () => {
+      if (!mounted || scheduled) return;
+      scheduled = true;
+      queueMicrotask(() => { scheduled = false; draw(); });
+    };
+    const draw = () => preactRender(h(App, {
+      fetch: tunnel.fetch, options: model.get("options") || {}, initialThreadId: model.get("thread_id"), clientTool,
+      onThreadChange: (id) => setTrait(model, "thread_id", id), expose: (a) => (api = a), ...props,
+    }), container);
+    const mountBuiltin = (why, banner = null) => {
+      props = { ...props, banner };
+      mounted = true;
+      draw();
+      setTrait(model, "status", `builtin: ${why}`);
+    };
+
+    model.on("change:thread_id", () => {
+      const id = model.get("thread_id");
+      if (api && api.getState().threadId !== id) id ? api.client.loadThread(id) : api.dispatch({ type: "thread.new" });
+      if (official && id) official.setThreadId(id);
+    });
+    model.on("msg:custom", (msg) => {
+      if (msg?.kind !== "thread_events" || !api) return;
+      const state = api.getState();
+      const created = msg.events.find((e) => e.type === "thread.created");
+      if (msg.thread_id === state.threadId || (created && !state.threadId)) for (const event of msg.events) api.dispatch({ type: "event", event });
+      else if (created) api.client.listThreads();
+      if (official) official.fetchUpdates?.();
+    });
+
+    const ui = model.get("ui");
+    if (ui === "builtin") {
+      mountBuiltin("ui='builtin'");
+    } else {
+      container.innerHTML = '<div class="ckl-loading" role="status">Loading ChatKit…</div>';
+      try {
+        official = await mountOfficial(container, {
+          src: model.get("chatkit_url"), fetch: tunnel.fetch, domainKey: model.get("domain_key"),
+          options: model.get("options") || {}, threadId: model.get("thread_id"),
+          onThreadChange: (id) => setTrait(model, "thread_id", id), timeoutMs: model.get("load_timeout") * 1000,
+        });
+        container.querySelector(".ckl-loading")?.remove();
+        setTrait(model, "status", "chatkit: the official web component");
+      } catch (err) {
+        container.innerHTML = "";
+        if (ui === "chatkit") {
+          container.innerHTML = '<div class="ckl-banner ckl-danger" role="alert"></div>';
+          container.firstChild.textContent = `ChatKit could not start: ${err.message}.`;
+          setTrait(model, "status", `error: ${err.message}`);
+        } else {
+          mountBuiltin(`fallback (${err.message})`, `Built-in chat: ${err.message}.`);
+        }
+      }
+    }
+
+    const cleanup = () => {
+      tunnel.dispose();
+      preactRender(null, container);
+      container.remove();
+    };
+    signal?.addEventListener("abort", cleanup, { once: true });
+    return cleanup;
+  },
+};

@@ -1,0 +1,40 @@
+// Model output -> safe HTML: markdown-it with raw HTML off, highlight.js for code, then DOMPurify.
+import MarkdownIt from "markdown-it";
+import DOMPurify from "dompurify";
+import hljs from "highlight.js/lib/core";
+import bash from "highlight.js/lib/languages/bash";
+import javascript from "highlight.js/lib/languages/javascript";
+import json from "highlight.js/lib/languages/json";
+import python from "highlight.js/lib/languages/python";
+import sql from "highlight.js/lib/languages/sql";
+
+for (const [name, lang] of Object.entries({ bash, javascript, json, python, sql })) hljs.registerLanguage(name, lang);
+
+const md = new MarkdownIt({
+  html: false, // model output never becomes markup: "<script>" stays text
+  linkify: true,
+  highlight(code, lang) {
+    if (lang && hljs.getLanguage(lang)) {
+      try {
+        return `<pre class="hljs"><code>${hljs.highlight(code, { language: lang, ignoreIllegals: true }).value}</code></pre>`;
+      } catch {
+        /* fall back to plain */
+      }
+    }
+    return "";
+  },
+});
+
+// Links open in a new tab and cannot reach back into the notebook page.
+DOMPurify.addHook("afterSanitizeAttributes", (node) => {
+  if (node.tagName === "A") {
+    node.setAttribute("target", "_blank");
+    node.setAttribute("rel", "noopener noreferrer");
+  }
+});
+
+const ALLOWED = { USE_PROFILES: { html: true }, FORBID_TAGS: ["style", "form", "input", "textarea", "button", "iframe"], FORBID_ATTR: ["style"] };
+
+export function renderMarkdown(text) {
+  return DOMPurify.sanitize(md.render(text || ""), ALLOWED);
+}

@@ -1,0 +1,85 @@
+"""ChatWidget: a ChatKit chat in a notebook cell, tunnelled to the lab's in-kernel server."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import pathlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import anywidget
+import traitlets
+
+from ..transport.comm import CommTunnel
+
+if TYPE_CHECKING:
+    from ..lab import ChatLab
+
+log = logging.getLogger("chatkit_lab")
+STATIC = pathlib.Path(__file__).parent / "static"
+CHATKIT_CDN = "https://cdn.platform.openai.com/deployments/chatkit/chatkit.js"
+
+
+class ChatWidget(anywidget.AnyWidget):
+    """The chat UI: the official ``<openai-chatkit>`` component when it loads (``ui="chatkit"``),
+    the built-in renderer otherwise (``ui="builtin"``); ``ui="auto"`` tries the first and falls
+    back at once, saying why in ``status``.
+
+    ``options`` go to the component (``title``, ``greeting``, ``placeholder``, and for the
+    official one any ChatKit option such as ``theme``, ``startScreen``, ``composer``).
+    ``client_tools`` maps tool names to Python callables answering ``client_tool_call`` items.
+    """
+
+    _esm = STATIC / "widget.js"
+    _css = STATIC / "widget.css"
+
+    ui = traitlets.Enum(("auto", "chatkit", "builtin"), default_value="auto").tag(sync=True)
+    status = traitlets.Unicode("loading").tag(sync=True)
+    thread_id = traitlets.Unicode(None, allow_none=True).tag(sync=True)
+    chatkit_url = traitlets.Unicode(CHATKIT_CDN).tag(sync=True)
+    domain_key = traitlets.Unicode("domain_pk_localhost_dev").tag(sync=True)
+    load_timeout = traitlets.Float(5.0).tag(sync=True)
+    options = traitlets.Dict().tag(sync=True)
+    python_client_tools = traitlets.List(traitlets.Unicode()).tag(sync=True)
+
+    def __init__(self, lab: ChatLab, *, client_tools: dict[str, Callable[..., Any]] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._lab = lab
+        self._client_tools = dict(client_tools or {})
+        self.python_client_tools = sorted(self._client_tools)
+        self._tunnel = CommTunnel(lab.server, lab._loop.loop, self.send, user_id=lambda: lab.user_id)
+        self.on_msg(self._on_custom)
+        lab._widgets.add(self)
+
+    def _on_custom(self, _widget: Any, content: Any, _buffers: Any) -> None:
+        # Runs on the kernel's main thread or a subshell thread: only hand over, never wait.
+        try:
+            if self._tunnel.on_message(content):
+                return
+            if isinstance(content, dict) and content.get("kind") == "client_tool":
+                asyncio.run_coroutine_threadsafe(self._client_tool(content), self._lab._loop.loop)
+        except Exception:
+            log.exception("widget message could not be handled")
+
+    async def _client_tool(self, msg: dict[str, Any]) -> None:
+        reply: dict[str, Any] = {"kind": "client_tool_result", "id": msg.get("id")}
+        handler = self._client_tools.get(msg.get("name", ""))
+        try:
+            if handler is None:
+                raise LookupError(f"No Python client tool named {msg.get('name')!r}.")
+            args = msg.get("arguments") or {}
+            result = handler(**args) if inspect.iscoroutinefunction(handler) else await asyncio.to_thread(handler, **args)
+            reply["result"] = await result if inspect.isawaitable(result) else result
+        except Exception as exc:
+            log.exception("client tool %s failed", msg.get("name"))
+            reply["error"] = f"{type(exc).__name__}: {exc}"
+        self.send(reply)
+
+    def show_events(self, thread_id: str | None, events: list[dict[str, Any]]) -> None:
+        """Show events of a turn made elsewhere (``lab.send``) in this chat, live."""
+        try:
+            self.send({"kind": "thread_events", "thread_id": thread_id, "events": events})
+        except Exception:
+            log.debug("widget is closed", exc_info=True)

@@ -1,0 +1,207 @@
+"""The widget bundle on a plain page (no JupyterLab): tunnel, reducer and built-in renderer
+against a real lab over HTTP, in Debian's Chromium."""
+
+import re
+import time
+
+from agents import Agent
+from agents.testing import ModelStep, ScriptedModel, assistant_message
+
+from chatkit_lab import MirrorModel
+
+CHAT = "[data-testid='chat']"
+
+
+def open_chat(page, url, query=""):
+    page.goto(f"{url}/{query}")
+    page.locator(f"{CHAT} .ckl-input").wait_for()
+
+
+def send(page, text):
+    box = page.locator(f"{CHAT} .ckl-input")
+    box.fill(text)
+    box.press("Enter")
+
+
+def wait_idle(page):
+    page.wait_for_function("() => !document.querySelector('.ckl-stop') && !!document.querySelector('.ckl-send')")
+
+
+def test_a_message_streams_a_reply_and_enter_sends_shift_enter_does_not(page, make_lab, harness):
+    lab = make_lab(model=MirrorModel(delay=0.01))
+    open_chat(page, harness(lab))
+    box = page.locator(f"{CHAT} .ckl-input")
+    box.fill("hello")
+    box.press("Shift+Enter")
+    box.type("world")
+    assert box.input_value() == "hello\nworld"
+    box.press("Enter")
+    page.locator(".ckl-stop").wait_for()  # streaming: the Stop button replaces Send
+    assert page.locator(".ckl-input").input_value() == ""
+    page.wait_for_function("() => document.querySelector('.ckl-assistant')?.textContent.includes('you said')")
+    wait_idle(page)
+    assert page.locator(".ckl-user .ckl-bubble").inner_text() == "hello\nworld"
+    assert page.locator(".ckl-title").inner_text() == "hello"  # the title is the first line
+    assert 'you said: "hello world"' in page.locator(".ckl-assistant").inner_text()
+    assert page.errors == []
+
+
+HOSTILE = """# Report
+- one
+- two
+
+```python
+print("hi")
+```
+
+| a | b |
+|---|---|
+| 1 | 2 |
+
+<img src=x onerror="window.pwned=1"> <script>window.pwned=2</script>
+[click](javascript:window.pwned=3) [docs](https://example.com)
+"""
+
+
+def test_model_output_renders_as_markdown_and_never_as_html(page, make_lab, harness):
+    lab = make_lab(model=ScriptedModel([[assistant_message(HOSTILE, item_id="m1")]]))
+    open_chat(page, harness(lab))
+    send(page, "report")
+    page.locator(".ckl-assistant h1").wait_for()
+    reply = page.locator(".ckl-assistant .ckl-md")
+    assert reply.locator("li").count() == 2 and reply.locator("table td").count() == 2
+    assert reply.locator("pre code").inner_text().strip() == 'print("hi")'
+    assert reply.locator("img").count() == 0 and reply.locator("script").count() == 0
+    assert "<img src=x" in reply.inner_text()  # shown as text
+    hrefs = reply.locator("a").evaluate_all("els => els.map(a => [a.getAttribute('href'), a.target, a.rel])")
+    assert ["https://example.com", "_blank", "noopener noreferrer"] in hrefs
+    assert not any((h or "").startswith("javascript:") for h, *_ in hrefs)
+    assert page.evaluate("window.pwned") is None
+
+
+def test_stop_keeps_the_partial_answer(page, make_lab, harness):
+    lab = make_lab(model=MirrorModel(delay=0.01))
+    open_chat(page, harness(lab))
+    send(page, "/words 3000")
+    page.wait_for_function("() => (document.querySelector('.ckl-assistant')?.textContent || '').includes('w40')")
+    page.locator(".ckl-stop").click()
+    wait_idle(page)
+    shown = page.locator(".ckl-assistant").inner_text()
+    assert "w40" in shown and "w3000" not in shown
+    deadline = time.monotonic() + 10
+    while True:
+        rows = lab.sql("SELECT type, text FROM items ORDER BY created_at, seq")
+        if "sdk_hidden_context" in rows.type.tolist() or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert rows.type.tolist() == ["user_message", "assistant_message", "sdk_hidden_context"]
+    assert rows.text[1].startswith("w1 w2") and "w3000" not in rows.text[1]
+    assert lab.sql("SELECT status FROM turns").status.tolist() == ["cancelled"]
+
+
+def test_threads_new_switch_rename_and_reload_from_the_database(page, make_lab, harness):
+    lab = make_lab()
+    url = harness(lab)
+    open_chat(page, url)
+    send(page, "first thread")
+    page.locator(".ckl-assistant").wait_for()
+    wait_idle(page)
+    page.get_by_role("button", name="New chat").click()
+    assert page.locator(".ckl-assistant").count() == 0
+    send(page, "second thread")
+    page.wait_for_function("() => document.querySelector('.ckl-title').textContent === 'second thread'")
+    wait_idle(page)
+    page.get_by_role("button", name="Threads").click()
+    page.locator(".ckl-threads li").nth(1).wait_for()
+    assert page.locator(".ckl-thread-open").all_inner_texts() == ["second thread", "first thread"]
+    page.locator(".ckl-thread-open", has_text="first thread").click()
+    page.wait_for_function("() => document.querySelector('.ckl-title').textContent === 'first thread'")
+    assert page.locator(".ckl-user").inner_text() == "first thread"
+    page.on("dialog", lambda d: d.accept("Renamed"))
+    page.get_by_role("button", name="Threads").click()
+    page.get_by_role("button", name="Rename first thread").click()
+    page.wait_for_function("() => document.querySelector('.ckl-title').textContent === 'Renamed'")
+    assert sorted(lab.threads_df().title) == ["Renamed", "second thread"]
+    # A new page (a reload) gets the history back from DuckDB.
+    open_chat(page, url)
+    page.get_by_role("button", name="Threads").click()
+    page.locator(".ckl-thread-open", has_text="Renamed").click()
+    page.wait_for_function("() => document.querySelectorAll('.ckl-assistant').length === 1")
+    assert page.locator(".ckl-user").inner_text() == "first thread"
+
+
+def test_errors_show_a_sentence_and_retry_answers(page, make_lab, harness):
+    model = ScriptedModel([ModelStep.raise_error(ConnectionError("provider down")), [assistant_message("recovered", item_id="r")]])
+    lab = make_lab(model=model)
+    open_chat(page, harness(lab))
+    send(page, "hello")
+    page.locator(".ckl-error").wait_for()
+    assert "The agent failed with ConnectionError: provider down." in page.locator(".ckl-error").inner_text()
+    page.get_by_role("button", name="Retry").click()
+    page.wait_for_function("() => document.querySelector('.ckl-assistant')?.textContent.includes('recovered')")
+    assert page.locator(".ckl-error").count() == 0 and page.locator(".ckl-user").count() == 1
+
+
+def test_feedback_and_tool_steps(page, make_lab, harness):
+    from tests.test_server import get_weather
+
+    lab = make_lab(tools=[get_weather])
+    open_chat(page, harness(lab))
+    send(page, "call get_weather Oslo")
+    page.wait_for_function("() => document.querySelector('.ckl-assistant')?.textContent.includes('sunny in Oslo')")
+    wait_idle(page)
+    workflow = page.locator(".ckl-workflow")
+    workflow.locator("summary").click()
+    assert "Called `get_weather`" in workflow.inner_text()
+    page.get_by_role("button", name="Good answer").click()
+    deadline = time.monotonic() + 5
+    while lab.sql("SELECT kind FROM feedback").empty and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert lab.sql("SELECT kind FROM feedback").kind.tolist() == ["positive"]
+
+
+def test_a_client_tool_is_answered_in_the_browser_and_the_turn_continues(page, make_lab, harness):
+    from agents import RunContextWrapper, StopAtTools, function_tool
+    from chatkit.agents import ClientToolCall
+
+    @function_tool
+    async def get_selection(ctx: RunContextWrapper, cell: int) -> str:
+        """Ask the browser for the selection."""
+        ctx.context.client_tool_call = ClientToolCall(name="get_selection", arguments={"cell": cell})
+        return "asked the browser"
+
+    agent = Agent(name="A", tools=[get_selection], tool_use_behavior=StopAtTools(stop_at_tool_names=["get_selection"]), model=MirrorModel())
+    lab = make_lab(agent=agent)
+    open_chat(page, harness(lab))
+    send(page, 'call get_selection {"cell": 3}')
+    page.wait_for_function("() => window.sent.filter(m => m.kind === 'request' && m.body.includes('add_client_tool_output')).length === 1")
+    wait_idle(page)
+    items = lab.sql("SELECT type, data FROM items ORDER BY created_at, seq")
+    call = items[items.type == "client_tool_call"].data.iloc[0]
+    assert '"status":"completed"' in call and '"selection":"cell 3"' in call
+
+
+def test_the_official_component_path_completes_a_turn_through_the_tunnel(page, make_lab, harness):
+    lab = make_lab()
+    url = harness(lab)
+    open_chat_official = f"?ui=chatkit&chatkit_url={url}/standin-chatkit.js"
+    page.goto(f"{url}/{open_chat_official}")
+    page.wait_for_function("() => window.modelState.status.startsWith('chatkit')")
+    page.evaluate("() => document.querySelector('openai-chatkit').sendUserMessage({text: 'through the official element'})")
+    page.wait_for_function("() => (document.querySelector('.standin-reply')?.textContent || '').includes('you said')")
+    assert page.evaluate("() => window.modelState.thread_id") == lab.threads_df().thread_id[0]
+    options = page.evaluate("() => { const o = document.querySelector('openai-chatkit').options; return {domainKey: o.api.domainKey, fetch: typeof o.api.fetch} }")
+    assert options == {"domainKey": "domain_pk_localhost_dev", "fetch": "function"}
+
+
+def test_auto_falls_back_to_the_builtin_renderer_quickly_and_says_why(page, make_lab, harness):
+    lab = make_lab()
+    url = harness(lab)
+    started = time.monotonic()
+    page.goto(f"{url}/?ui=auto&chatkit_url=http://127.0.0.1:9/chatkit.js")
+    page.locator(f"{CHAT} .ckl-input").wait_for()
+    assert time.monotonic() - started < 3  # the failed load is detected, not waited out
+    assert re.match(r"builtin: fallback \(the ChatKit script could not be loaded from http://127.0.0.1:9/chatkit.js\)", page.evaluate("window.modelState.status"))
+    assert "could not be loaded" in page.locator(".ckl-banner").inner_text()
+    send(page, "still works")
+    page.locator(".ckl-assistant").wait_for()

@@ -1,0 +1,96 @@
+"""The chat in a real JupyterLab (and Notebook 7), in Debian's Chromium: no port, no internet."""
+
+import pytest
+
+from .jupyter import EXECUTE, KERNEL_IDLE, RUN_ALL, JupyterServer, write_notebook
+
+CHAT = ".jp-OutputArea-output [data-testid='chat']"
+
+
+@pytest.fixture(scope="module")
+def jupyter_lab(tmp_path_factory, browser):
+    root = tmp_path_factory.mktemp("lab-root")
+    write_notebook(root / "chat.ipynb")
+    server = JupyterServer(root, "lab")
+    yield server
+    server.stop()
+
+
+def open_and_run(page, url):
+    page.goto(url)
+    page.wait_for_function(KERNEL_IDLE, timeout=60_000)
+    page.evaluate(RUN_ALL)
+    page.locator(f"{CHAT} .ckl-input").wait_for(timeout=60_000)
+
+
+def send(page, text):
+    box = page.locator(f"{CHAT} .ckl-input")
+    box.fill(text)
+    box.press("Enter")
+
+
+def idle(page):
+    page.wait_for_function("() => !document.querySelector('.ckl-stop') && !!document.querySelector('.ckl-send')", timeout=30_000)
+
+
+def test_chat_in_jupyterlab_streams_stops_switches_threads_and_survives_a_reload(page, jupyter_lab):
+    open_and_run(page, jupyter_lab.url("chat.ipynb"))
+    # Offline, the official component cannot load: the built-in renderer takes over and says why.
+    assert "could not be loaded" in page.locator(f"{CHAT} .ckl-banner").first.inner_text()
+    send(page, "hello from the browser")
+    page.wait_for_function("() => (document.querySelector('.ckl-assistant')?.textContent || '').includes('you said')", timeout=30_000)
+    idle(page)
+    assert page.evaluate(EXECUTE, "print(chat.status.split(':')[0], chat.thread_id == lab.threads_df().thread_id[0])") == "builtin True\n"
+
+    send(page, "/words 3000")  # long: stop it part way
+    page.wait_for_function("() => (document.querySelectorAll('.ckl-assistant')[1]?.textContent || '').includes('w30')", timeout=30_000)
+    page.locator(".ckl-stop").click()
+    idle(page)
+    partial = page.locator(".ckl-assistant").nth(1).inner_text()
+    assert "w30" in partial and "w3000" not in partial
+
+    page.get_by_role("button", name="New chat").click()
+    send(page, "second thread")
+    page.wait_for_function("() => document.querySelector('.ckl-title').textContent === 'second thread'", timeout=30_000)
+    idle(page)
+    page.get_by_role("button", name="Threads").click()
+    page.locator(".ckl-thread-open", has_text="hello from the browser").click()
+    page.wait_for_function("() => document.querySelectorAll('.ckl-assistant').length === 2", timeout=30_000)
+
+    rows = page.evaluate(EXECUTE, "print(lab.sql(\"SELECT count(*) FILTER (type = 'assistant_message') AS a, count(DISTINCT thread_id) AS t FROM items\").values.tolist())")
+    assert rows.strip() == "[[3, 2]]"
+
+    # Reload the page and run the notebook again: the history comes back from DuckDB.
+    page.evaluate(EXECUTE, "lab.close()")
+    open_and_run(page, jupyter_lab.url("chat.ipynb"))
+    page.get_by_role("button", name="Threads").click()
+    page.locator(".ckl-thread-open").nth(1).wait_for()
+    assert sorted(page.locator(".ckl-thread-open").all_inner_texts()) == ["hello from the browser", "second thread"]
+    page.locator(".ckl-thread-open", has_text="hello from the browser").click()
+    page.wait_for_function("() => document.querySelectorAll('.ckl-assistant').length === 2", timeout=30_000)
+    assert "w3000" not in page.locator(".ckl-assistant").nth(1).inner_text()
+    page.evaluate(EXECUTE, "lab.close()")
+
+
+def test_a_cell_can_send_while_the_chat_is_open_and_the_chat_follows(page, jupyter_lab):
+    open_and_run(page, jupyter_lab.url("chat.ipynb"))
+    page.evaluate(EXECUTE, "turn = await lab.send('sent from a cell')")
+    page.wait_for_function("() => [...document.querySelectorAll('.ckl-user')].some(e => e.textContent === 'sent from a cell')", timeout=30_000)
+    page.wait_for_function("() => (document.querySelector('.ckl-assistant')?.textContent || '').includes('sent from a cell')", timeout=30_000)
+    assert page.evaluate(EXECUTE, "print(chat.thread_id == turn.thread_id)") == "True\n"
+    page.evaluate(EXECUTE, "lab.close()")
+
+
+def test_the_same_smoke_turn_in_notebook_7(page, tmp_path_factory, browser):
+    root = tmp_path_factory.mktemp("nb7-root")
+    write_notebook(root / "chat.ipynb")
+    server = JupyterServer(root, "notebook")
+    try:
+        open_and_run(page, server.url("chat.ipynb", app="notebook"))
+        send(page, "hello notebook 7")
+        page.wait_for_function("() => (document.querySelector('.ckl-assistant')?.textContent || '').includes('you said')", timeout=30_000)
+        idle(page)
+        assert page.evaluate(EXECUTE, "print(len(lab.items_df()))") == "2\n"
+        page.evaluate(EXECUTE, "lab.close()")
+    finally:
+        server.stop()

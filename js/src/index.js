@@ -40,7 +40,10 @@ export default {
     let api = null;
     let official = null;
 
-    const tunnel = createTunnel(model, { onStatus: (s) => { props = { ...props, kernelStatus: s }; redraw(); } });
+    const tunnel = createTunnel(model, {
+      onStatus: (s) => { props = { ...props, kernelStatus: s }; redraw(); },
+      deadAfterMs: (model.get("ack_timeout") || 30) * 1000,
+    });
     const askPython = pythonClientTools(model);
     const clientTool = async (name, args) => {
       const js = globalThis.chatkitLab?.clientTools?.[name];

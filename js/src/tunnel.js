@@ -5,7 +5,7 @@
 const QUEUED_AFTER_MS = 400; // no ack by then: the kernel is busy running a cell
 const DEAD_AFTER_MS = 30000; // no ack at all: the kernel restarted or went away
 
-export function createTunnel(model, { onStatus: report = () => {}, now = () => Date.now() } = {}) {
+export function createTunnel(model, { onStatus: report = () => {}, now = () => Date.now(), deadAfterMs = DEAD_AFTER_MS } = {}) {
   const pending = new Map();
   let counter = 0;
   let status = "ready";
@@ -22,7 +22,8 @@ export function createTunnel(model, { onStatus: report = () => {}, now = () => D
     clearTimeout(entry.queuedTimer);
     clearTimeout(entry.deadTimer);
     pending.delete(id);
-    if (![...pending.values()].some((e) => !e.acked)) onStatus("ready");
+    // "dead" stays until an ack proves the kernel is back.
+    if (status === "queued" && ![...pending.values()].some((e) => !e.acked)) onStatus("ready");
   }
 
   function onFrame(frame) {
@@ -76,7 +77,7 @@ export function createTunnel(model, { onStatus: report = () => {}, now = () => D
         else if (!entry.closed) entry.controller.error(err);
         entry.closed = true;
         finish(id);
-      }, DEAD_AFTER_MS);
+      }, deadAfterMs);
       const signal = init.signal;
       if (signal) {
         const abort = () => {

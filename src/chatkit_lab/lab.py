@@ -165,6 +165,16 @@ class ChatLab:
         error = next((e.get("message", e["code"]) for e in events if e["type"] == "error"), None)
         return Turn(thread_id=thread_id or "", text="\n\n".join(replies), events=events, error=error)
 
+    def on_action(self, action_type: str) -> Any:
+        """Register a widget action handler: ``@lab.on_action("approve")`` over an async generator
+        ``(thread, action, sender, context)`` yielding ChatKit events."""
+
+        def register(handler: Any) -> Any:
+            self.server.actions[action_type] = handler
+            return handler
+
+        return register
+
     # -- the chat widget -----------------------------------------------------------------
     def chat(self, **kwargs: Any) -> Any:
         """A chat widget on this lab (see ``ChatWidget``): ``ui``, ``thread_id``, ``options``,

@@ -23,6 +23,7 @@ from chatkit.types import (
     AssistantMessageContentPartTextDelta,
     CustomTask,
     FeedbackKind,
+    HiddenContextItem,
     Page,
     ThreadItemAddedEvent,
     ThreadItemDoneEvent,
@@ -45,6 +46,8 @@ from .store.items import item_text
 log = logging.getLogger("chatkit_lab")
 
 AgentFactory = Callable[[ThreadMetadata, Any], Agent]
+# (thread, action, sender widget item or None, context) -> stream events
+ActionHandler = Callable[[ThreadMetadata, Any, Any, Any], AsyncIterator[ThreadStreamEvent]]
 TITLE_LENGTH = 60
 request_adapter: TypeAdapter[Any] = TypeAdapter(ChatKitReq)
 
@@ -164,6 +167,7 @@ class LabServer(ChatKitServer[Any]):
         trace_metadata: dict[str, Any] | None = None,
         max_turns: int = 10,
         turn_log: Callable[[list[Any]], None] | None = None,
+        actions: dict[str, ActionHandler] | None = None,
     ) -> None:
         super().__init__(store, attachment_store=store if hasattr(store, "create_attachment") else None)
         self.agent = agent
@@ -173,6 +177,7 @@ class LabServer(ChatKitServer[Any]):
         self.trace_metadata = trace_metadata or {}
         self.max_turns = max_turns
         self.turn_log = turn_log  # receives one `turns` row per turn (the lab writes it behind)
+        self.actions = dict(actions or {})  # widget action type -> handler
 
     async def process(self, request: str | bytes | BaseModel, context: Any) -> StreamingResult | NonStreamingResult:  # type: ignore[override]
         # ChatKit builds a pydantic TypeAdapter on every request (about 60% of a turn with the
@@ -181,6 +186,23 @@ class LabServer(ChatKitServer[Any]):
         if is_streaming_req(parsed):
             return StreamingResult(self._process_streaming(parsed, context))
         return NonStreamingResult(await self._process_non_streaming(parsed, context))
+
+    async def action(self, thread: ThreadMetadata, action: Any, sender: Any, context: Any) -> AsyncIterator[ThreadStreamEvent]:  # type: ignore[override]
+        """A widget button (``threads.custom_action``): its registered handler answers; without
+        one, the click becomes hidden context and the agent answers it."""
+        handler = self.actions.get(action.type)
+        if handler is not None:
+            async for event in handler(thread, action, sender, context):
+                yield event
+            return
+        where = f" on widget {sender.id}" if sender is not None else ""
+        note = HiddenContextItem(
+            id=self.store.generate_item_id("message", thread, context), thread_id=thread.id, created_at=datetime.now(),
+            content=f"The user clicked the action {action.type!r}{where} with payload {json.dumps(action.payload, default=str)}.",
+        )
+        yield ThreadItemDoneEvent(item=note)  # stored for the model, never shown
+        async for event in self.respond(thread, None, context):
+            yield event
 
     def agent_for(self, thread: ThreadMetadata, context: Any) -> Agent:
         return self.agent if isinstance(self.agent, Agent) else self.agent(thread, context)

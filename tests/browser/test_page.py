@@ -14,7 +14,7 @@ CHAT = "[data-testid='chat']"
 
 def open_chat(page, url, query=""):
     page.goto(f"{url}/{query}")
-    page.locator(f"{CHAT} .ckl-input").wait_for()
+    page.locator(f"{CHAT} .ckl-input").first.wait_for()
 
 
 def send(page, text):
@@ -199,9 +199,128 @@ def test_auto_falls_back_to_the_builtin_renderer_quickly_and_says_why(page, make
     url = harness(lab)
     started = time.monotonic()
     page.goto(f"{url}/?ui=auto&chatkit_url=http://127.0.0.1:9/chatkit.js")
-    page.locator(f"{CHAT} .ckl-input").wait_for()
+    page.locator(f"{CHAT} .ckl-input").first.wait_for()
     assert time.monotonic() - started < 3  # the failed load is detected, not waited out
     assert re.match(r"builtin: fallback \(the ChatKit script could not be loaded from http://127.0.0.1:9/chatkit.js\)", page.evaluate("window.modelState.status"))
     assert "could not be loaded" in page.locator(".ckl-banner").inner_text()
     send(page, "still works")
     page.locator(".ckl-assistant").wait_for()
+
+
+def test_widgets_render_and_their_buttons_reach_the_server(page, make_lab, harness):
+    from agents import RunContextWrapper, function_tool
+    from chatkit.actions import ActionConfig
+    from chatkit.types import AssistantMessageContent, AssistantMessageItem, ThreadItemDoneEvent
+    from chatkit.widgets import Badge, Button, Caption, Card, Col, Divider, Image, ListView, ListViewItem, Markdown, Row, Text, Title
+
+    @function_tool
+    async def show_card(ctx: RunContextWrapper, title: str) -> str:
+        """Show a card."""
+        await ctx.context.stream_widget(Card(children=[
+            Title(value=title), Caption(value="a caption"), Markdown(value="**bold** <b onmouseover=x>raw</b>"),
+            Row(children=[Badge(label="new"), Button(label="Approve", onClickAction=ActionConfig(type="approve", payload={"id": 7}))]),
+            Divider(), Col(children=[Text(value="<i>plain text</i>")]),
+            Image(src="data:image/gif;base64,R0lGODlhAQABAAAAACw=", alt="dot"),
+        ]))
+        await ctx.context.stream_widget(ListView(children=[ListViewItem(children=[Text(value="item a")]), ListViewItem(children=[Text(value="item b")])]))
+        return "shown"
+
+    lab = make_lab(tools=[show_card])
+
+    @lab.on_action("approve")
+    async def approve(thread, action, sender, context):
+        yield ThreadItemDoneEvent(item=AssistantMessageItem(
+            id=lab.store.generate_item_id("message", thread, context), thread_id=thread.id, created_at=__import__("datetime").datetime.now(),
+            content=[AssistantMessageContent(text=f"Approved {action.payload['id']} from {sender.type}", annotations=[])]))
+
+    open_chat(page, harness(lab))
+    send(page, "call show_card Budget")
+    card = page.locator(".ckl-w-card")
+    card.wait_for()
+    assert card.locator(".ckl-w-title").inner_text() == "Budget" and card.locator(".ckl-w-caption").inner_text() == "a caption"
+    assert card.locator(".ckl-w-badge").inner_text() == "new" and card.locator("img.ckl-w-image").count() == 1
+    assert card.locator(".ckl-md strong").inner_text() == "bold" and card.locator(".ckl-md b").count() == 0
+    assert card.locator(".ckl-w-text", has_text="<i>plain text</i>").count() == 1 and card.locator("i").count() == 0
+    assert page.locator(".ckl-w-list [role='listitem']").count() == 2 and card.locator("hr").count() == 1
+    wait_idle(page)
+    card.get_by_role("button", name="Approve").click()
+    page.wait_for_function("() => [...document.querySelectorAll('.ckl-assistant')].some(e => e.textContent.includes('Approved 7 from widget'))")
+
+
+def test_a_locked_thread_replaces_the_composer_with_its_reason(page, make_lab, harness):
+    from chatkit.types import LockedStatus
+
+    from tests.test_server import LOCAL
+
+    lab = make_lab()
+    turn = lab.send_sync("hello")
+    thread = lab._loop.call(lab.store.load_thread(turn.thread_id, LOCAL))  # Playwright owns this thread's loop
+    thread.status = LockedStatus(reason="graded")
+    lab._loop.call(lab.store.save_thread(thread, LOCAL))
+    page.goto(f"{harness(lab)}/?thread={turn.thread_id}")
+    page.locator(".ckl-closed").wait_for()
+    assert page.locator(".ckl-closed").inner_text() == "This thread is locked: graded."
+    assert page.locator(".ckl-input").count() == 0
+
+
+def test_long_threads_page_back_through_items_list(page, make_lab, harness):
+    lab = make_lab()
+    thread_id = lab.send_sync("m0").thread_id
+    for n in range(1, 60):
+        lab.send_sync(f"m{n}", thread_id)
+    page.goto(f"{harness(lab)}/?thread={thread_id}")
+    page.wait_for_function("() => document.querySelectorAll('.ckl-user').length === 25")
+    assert page.locator(".ckl-user").first.inner_text() == "m35"
+    page.get_by_role("button", name="Show earlier messages").click()
+    page.wait_for_function("() => document.querySelectorAll('.ckl-user').length === 50")
+    page.get_by_role("button", name="Show earlier messages").click()
+    page.wait_for_function("() => document.querySelectorAll('.ckl-user').length === 60")
+    assert page.locator(".ckl-user").first.inner_text() == "m0"
+    assert page.get_by_role("button", name="Show earlier messages").count() == 0
+
+
+def test_two_views_of_one_widget_share_the_thread_and_keep_their_streams_apart(page, make_lab, harness):
+    lab = make_lab()
+    page.goto(f"{harness(lab)}/?views=2")
+    first, second = page.locator("[data-testid='chat']").nth(0), page.locator("[data-testid='chat']").nth(1)
+    second.locator(".ckl-input").wait_for()
+    first.locator(".ckl-input").fill("from the first view")
+    first.locator(".ckl-input").press("Enter")
+    first.locator(".ckl-assistant").wait_for()
+    # thread_id is the model's: the other view follows the thread (loaded from the server).
+    second.locator(".ckl-user", has_text="from the first view").wait_for()
+    page.wait_for_function("() => !document.querySelector('.ckl-stop')")
+    second.locator(".ckl-input").fill("from the second view")
+    second.locator(".ckl-input").press("Enter")
+    page.wait_for_function("() => [...document.querySelectorAll('#host2 .ckl-assistant')].some(e => e.textContent.includes('from the second view'))")
+    # Each view handled only the frames of its own requests.
+    assert first.locator(".ckl-user").all_inner_texts() == ["from the first view"]
+    assert second.locator(".ckl-user").all_inner_texts() == ["from the first view", "from the second view"]
+    assert lab.items_df().text.str.startswith("from the").sum() == 2
+
+
+def test_a_busy_kernel_shows_queued_and_loses_nothing(page, make_lab, harness):
+    lab = make_lab()
+    open_chat(page, harness(lab), "?ack_delay=1500")
+    send(page, "while a cell runs")
+    page.get_by_text("queued: kernel busy").wait_for()
+    page.wait_for_function("() => (document.querySelector('.ckl-assistant')?.textContent || '').includes('while a cell runs')")
+    assert page.get_by_text("queued: kernel busy").count() == 0
+
+
+def test_a_restarted_kernel_says_so(page, make_lab, harness):
+    lab = make_lab()
+    page.goto(f"{harness(lab)}/?no_kernel=1&ack_timeout=1")
+    page.get_by_text("kernel restarted — re-run the cell").wait_for()
+
+
+def test_setting_thread_id_from_python_switches_the_chat(page, make_lab, harness):
+    lab = make_lab()
+    first = lab.send_sync("first")
+    second = lab.send_sync("second")
+    open_chat(page, harness(lab), f"?thread={first.thread_id}")
+    page.wait_for_function("() => document.querySelector('.ckl-user')?.textContent === 'first'")
+    page.evaluate("id => window.model.set('thread_id', id)", second.thread_id)  # what a trait sync does
+    page.wait_for_function("() => document.querySelector('.ckl-user')?.textContent === 'second'")
+    page.get_by_role("button", name="New chat").click()
+    assert page.evaluate("window.modelState.thread_id") is None

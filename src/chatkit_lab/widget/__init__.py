@@ -40,7 +40,8 @@ class ChatWidget(anywidget.AnyWidget):
     thread_id = traitlets.Unicode(None, allow_none=True).tag(sync=True)
     chatkit_url = traitlets.Unicode(CHATKIT_CDN).tag(sync=True)
     domain_key = traitlets.Unicode("domain_pk_localhost_dev").tag(sync=True)
-    load_timeout = traitlets.Float(5.0).tag(sync=True)
+    load_timeout = traitlets.Float(5.0).tag(sync=True)  # seconds to wait for the official component
+    ack_timeout = traitlets.Float(30.0).tag(sync=True)  # seconds without an ack: "kernel restarted"
     options = traitlets.Dict().tag(sync=True)
     python_client_tools = traitlets.List(traitlets.Unicode()).tag(sync=True)
 

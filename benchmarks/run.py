@@ -252,6 +252,15 @@ def main() -> None:
             say(f"| {label} | {c[key]:.0f} |")
         say(f"\nImport + ChatLab() + first reply: **{c['import_ms'] + c['chatlab_ms'] + c['first_reply_ms']:.0f} ms**")
 
+    if args.quick:
+        say("\n## Browser\n\nNot run with --quick.")
+    else:
+        import browser
+
+        say("")
+        for line in browser.run():
+            say(line)
+
     out = args.out or (None if args.quick else str(HERE / "RESULTS.md"))
     if out:
         Path(out).write_text("\n".join(lines) + "\n")

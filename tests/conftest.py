@@ -1,4 +1,5 @@
 import asyncio
+import concurrent.futures
 import socket
 from datetime import datetime, timedelta
 
@@ -13,7 +14,10 @@ T0 = datetime(2026, 1, 1, 12, 0, 0)
 
 
 def run(coro):
-    return asyncio.run(coro)
+    """Run a coroutine to completion on a fresh loop in its own thread (safe even when the calling
+    thread already runs a loop, as Playwright's sync API does)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def user_message(item_id: str, thread_id: str, text: str = "hi", at: datetime = T0) -> UserMessageItem:

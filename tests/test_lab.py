@@ -12,6 +12,8 @@ from agents import function_tool
 
 from chatkit_lab import ChatLabError, MirrorModel
 
+from .conftest import run
+
 ran_on = []
 
 
@@ -29,7 +31,7 @@ def test_agent_runs_happen_on_the_labs_own_thread_when_awaited_from_another_loop
     async def cell():  # a notebook cell: another event loop, on another thread
         return await lab.send("call where_am_i")
 
-    turn = asyncio.run(cell())
+    turn = run(cell())
     assert ran_on == ["chatkit-lab"]
     assert turn.text == "Tool `where_am_i` returned: chatkit-lab"
 

@@ -26,7 +26,7 @@ def _missing() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # Playwright's sync API runs a loop on this thread while open
 def browser():
     problem = _missing()
     if problem:

@@ -74,6 +74,10 @@ def test_chat_in_jupyterlab_streams_stops_switches_threads_and_survives_a_reload
 
 def test_a_cell_can_send_while_the_chat_is_open_and_the_chat_follows(page, jupyter_lab):
     open_and_run(page, jupyter_lab.url("chat.ipynb"))
+    background = "() => getComputedStyle(document.querySelector('.ckl-app')).backgroundColor"
+    light = page.evaluate(background)
+    page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})")
+    page.wait_for_function(f"() => ({background})() !== {light!r}")  # the chat follows the theme
     page.evaluate(EXECUTE, "turn = await lab.send('sent from a cell')")
     page.wait_for_function("() => [...document.querySelectorAll('.ckl-user')].some(e => e.textContent === 'sent from a cell')", timeout=30_000)
     page.wait_for_function("() => (document.querySelector('.ckl-assistant')?.textContent || '').includes('sent from a cell')", timeout=30_000)

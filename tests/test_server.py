@@ -187,3 +187,17 @@ def test_a_tool_error_inside_the_stream_ends_with_an_error_event(make_lab):
     types = [e["type"] for e in turn.events]
     assert "error" in types and not any(t.startswith("thread.item") for t in types[types.index("error"):])
     assert turn.error.startswith("The agent failed with RuntimeError: boom.")
+
+
+def test_a_reply_with_citations_keeps_them_as_chatkit_annotations(make_lab):
+    from openai.types.responses import ResponseOutputMessage, ResponseOutputText
+    from openai.types.responses.response_output_text import AnnotationURLCitation
+
+    text = ResponseOutputText(type="output_text", text="See the docs.", annotations=[
+        AnnotationURLCitation(type="url_citation", url="https://docs.example.org/a", title="Doc A", start_index=4, end_index=12)])
+    message = ResponseOutputMessage(type="message", id="m1", role="assistant", status="completed", content=[text])
+    turn = make_lab(model=ScriptedModel([[message]])).send_sync("cite something")
+    assert turn.error is None and turn.text == "See the docs."
+    reply = [e for e in turn.events if e["type"] == "thread.item.done" and e["item"]["type"] == "assistant_message"][0]
+    source = reply["item"]["content"][0]["annotations"][0]["source"]
+    assert (source["type"], source["url"], source["title"]) == ("url", "https://docs.example.org/a", "Doc A")

@@ -149,6 +149,27 @@ async def _own_ids(events: AsyncIterator[ThreadStreamEvent], new_id: Callable[[]
         yield event
 
 
+class _PlainAnnotations:
+    """The run result as ``stream_agent_response`` reads it, with citation annotations as dicts.
+
+    openai 3.x emits annotation objects of classes ChatKit's annotation union does not accept,
+    so a reply with a citation (web or file search) would fail the whole turn.
+    """
+
+    def __init__(self, result: Any) -> None:
+        self._result = result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._result, name)
+
+    async def stream_events(self) -> AsyncIterator[Any]:
+        async for event in self._result.stream_events():
+            data = getattr(event, "data", None)
+            if getattr(data, "type", None) == "response.output_text.annotation.added" and isinstance(data.annotation, BaseModel):
+                data.annotation = data.annotation.model_dump()
+            yield event
+
+
 class LabServer(ChatKitServer[Any]):
     """Runs ``agent`` (or ``agent(thread, context)``) for each turn and logs the turn.
 
@@ -228,7 +249,7 @@ class LabServer(ChatKitServer[Any]):
                 agent, agent_input, context=agent_ctx, hooks=hooks, max_turns=self.max_turns,
                 run_config=self._run_config(thread, context, turn.trace_id),
             )
-            events = stream_agent_response(agent_ctx, result)
+            events = stream_agent_response(agent_ctx, _PlainAnnotations(result))
             async for event in _own_ids(events, lambda: self.store.generate_item_id("message", thread, context)):
                 if turn.first_token_ms is None and isinstance(event, ThreadItemUpdatedEvent) and isinstance(event.update, AssistantMessageContentPartTextDelta):
                     turn.first_token_ms = turn.elapsed_ms()

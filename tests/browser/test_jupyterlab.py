@@ -82,6 +82,22 @@ def test_a_cell_can_send_while_the_chat_is_open_and_the_chat_follows(page, jupyt
     page.wait_for_function("() => [...document.querySelectorAll('.ckl-user')].some(e => e.textContent === 'sent from a cell')", timeout=30_000)
     page.wait_for_function("() => (document.querySelector('.ckl-assistant')?.textContent || '').includes('sent from a cell')", timeout=30_000)
     assert page.evaluate(EXECUTE, "print(chat.thread_id == turn.thread_id)") == "True\n"
+
+    # Python sets the thread: the chat switches (a trait synced to the browser).
+    page.evaluate(EXECUTE, "other = await lab.send('another thread'); chat.thread_id = turn.thread_id; chat.thread_id = other.thread_id")
+    page.wait_for_function("() => document.querySelector('.ckl-title').textContent === 'another thread'", timeout=30_000)
+
+    # A reply keeps streaming while a blocking cell runs in the kernel.
+    page.get_by_role("button", name="New chat").click()
+    send(page, "/words 900")
+    page.wait_for_function("() => (document.querySelector('.ckl-assistant')?.textContent || '').length > 50", timeout=30_000)
+    page.evaluate("() => { window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.requestExecute({ code: 'import time; time.sleep(3)' }); }")
+    page.wait_for_function("() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'busy'", timeout=10_000)
+    before = len(page.locator(".ckl-assistant").inner_text())
+    page.wait_for_function(f"() => document.querySelector('.ckl-assistant').textContent.length > {before + 200}", timeout=10_000)
+    assert page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status") == "busy"
+    idle(page)
+    assert "w900" in page.locator(".ckl-assistant").inner_text()
     page.evaluate(EXECUTE, "lab.close()")
 
 

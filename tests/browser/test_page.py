@@ -64,7 +64,13 @@ print("hi")
 
 
 def test_model_output_renders_as_markdown_and_never_as_html(page, make_lab, harness):
-    lab = make_lab(model=ScriptedModel([[assistant_message(HOSTILE, item_id="m1")]]))
+    from openai.types.responses import ResponseOutputMessage, ResponseOutputText
+    from openai.types.responses.response_output_text import AnnotationURLCitation
+
+    cited = ResponseOutputText(type="output_text", text=HOSTILE, annotations=[
+        AnnotationURLCitation(type="url_citation", url="https://docs.example.org/a", title="Doc A", start_index=0, end_index=8)])
+    message = ResponseOutputMessage(type="message", id="m1", role="assistant", status="completed", content=[cited])
+    lab = make_lab(model=ScriptedModel([[message]]))
     open_chat(page, harness(lab))
     send(page, "report")
     page.locator(".ckl-assistant h1").wait_for()
@@ -77,6 +83,9 @@ def test_model_output_renders_as_markdown_and_never_as_html(page, make_lab, harn
     assert ["https://example.com", "_blank", "noopener noreferrer"] in hrefs
     assert not any((h or "").startswith("javascript:") for h, *_ in hrefs)
     assert page.evaluate("window.pwned") is None
+    sources = page.locator(".ckl-assistant .ckl-sources a")
+    sources.first.wait_for()
+    assert sources.evaluate_all("els => els.map(a => [a.textContent, a.getAttribute('href')])") == [["Doc A", "https://docs.example.org/a"]]
 
 
 def test_stop_keeps_the_partial_answer(page, make_lab, harness):
@@ -118,10 +127,14 @@ def test_threads_new_switch_rename_and_reload_from_the_database(page, make_lab, 
     page.wait_for_function("() => document.querySelector('.ckl-title').textContent === 'first thread'")
     assert page.locator(".ckl-user").inner_text() == "first thread"
     page.on("dialog", lambda d: d.accept("Renamed"))
-    page.get_by_role("button", name="Threads").click()
+    page.get_by_role("button", name="Threads", exact=True).click()
     page.get_by_role("button", name="Rename first thread").click()
     page.wait_for_function("() => document.querySelector('.ckl-title').textContent === 'Renamed'")
     assert sorted(lab.threads_df().title) == ["Renamed", "second thread"]
+    page.get_by_role("button", name="Delete second thread").click()  # the list is still open
+    page.wait_for_function("() => document.querySelectorAll('.ckl-thread-open').length === 1")
+    assert lab.threads_df().title.tolist() == ["Renamed"]
+    page.get_by_role("button", name="Close threads").click()
     # A new page (a reload) gets the history back from DuckDB.
     open_chat(page, url)
     page.get_by_role("button", name="Threads").click()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).parent.parent
@@ -63,7 +62,7 @@ def run(turns: int = 20, long_words: int = 1100, thread_items: int = 1000) -> li
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
 
-    from chatkit_lab import ChatLab, MirrorModel, RequestContext
+    from chatkit_lab import ChatLab, RequestContext
     from chatkit_lab.transport.http import create_app
     from chatkit_lab.widget import STATIC
 

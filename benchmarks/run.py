@@ -127,8 +127,9 @@ def populate(store_db: Path, threads: int, items: int) -> None:
                               item.content[0].text, item_adapter.dump_json(item).decode()))
     import pandas as pd
 
-    threads_df = pd.DataFrame(thread_rows, columns=["id", "user_id", "title", "status", "created_at", "updated_at", "metadata", "data"])
-    items_df = pd.DataFrame(item_rows, columns=["id", "thread_id", "user_id", "created_at", "updated_at", "type", "role", "text", "data"])
+    # DuckDB reads these DataFrames by their variable names in the INSERTs below.
+    threads_df = pd.DataFrame(thread_rows, columns=["id", "user_id", "title", "status", "created_at", "updated_at", "metadata", "data"])  # noqa: F841
+    items_df = pd.DataFrame(item_rows, columns=["id", "thread_id", "user_id", "created_at", "updated_at", "type", "role", "text", "data"])  # noqa: F841
     con = duckdb.connect(str(store_db))
     con.execute("INSERT INTO threads BY NAME SELECT * FROM threads_df")
     con.execute("INSERT INTO items BY NAME SELECT * FROM items_df")
@@ -220,7 +221,7 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="where to write the results (default: benchmarks/RESULTS.md for a full run)")
     args = parser.parse_args()
     turns, threads, items, reps, runs = (20, 20, 10, 10, 1) if args.quick else (200, 1000, 100, 200, 3)
-    lines = [f"# Benchmark results\n", f"Machine: {machine()}  ", f"Date: {datetime.now():%Y-%m-%d %H:%M}; `make bench`{' --quick' if args.quick else ''}.\n"]
+    lines = ["# Benchmark results\n", f"Machine: {machine()}  ", f"Date: {datetime.now():%Y-%m-%d %H:%M}; `make bench`{' --quick' if args.quick else ''}.\n"]
 
     def say(text: str = "") -> None:
         print(text, flush=True)

@@ -4,7 +4,6 @@ import json
 import threading
 import time
 
-import pytest
 
 from chatkit_lab import MirrorModel
 from chatkit_lab.transport.comm import CommTunnel

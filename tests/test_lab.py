@@ -1,6 +1,5 @@
 """ChatLab's own loop thread: where work runs, concurrency with the caller, clean shutdown."""
 
-import asyncio
 import subprocess
 import sys
 import threading

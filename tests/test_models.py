@@ -1,6 +1,5 @@
 """The offline mirror model, backend selection, and a real OpenAI-compatible endpoint."""
 
-import json
 from typing import Literal
 
 import pytest

@@ -67,3 +67,27 @@ def test_sigkill_mid_reply_leaves_a_file_with_every_finished_item(db_path):
     # The second user message was done (stored) before the stream began; the reply was not.
     assert [i.type for i in items] == ["user_message", "assistant_message", "user_message"]
     assert items[2].content[0].text == "/words 5000"
+
+
+def test_a_file_locked_too_long_by_another_process_gives_a_sentence_not_a_duckdb_error(db_path):
+    import pytest
+
+    from chatkit_lab import ChatLab, ChatLabError
+    from chatkit_lab.store.database import Database
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import duckdb, sys, time; c = duckdb.connect({str(db_path)!r}); print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ChatLabError) as busy:
+            with Database(db_path, lock_timeout=0.5).cursor():
+                pass
+        assert str(busy.value).startswith(f"The database file {db_path} stayed locked by another process")
+        assert "lab.close()" in str(busy.value)
+    finally:
+        holder.kill()
+        holder.wait()
+    with ChatLab(db_path) as lab:  # once the other process is gone, the file works
+        assert lab.send_sync("hello").error is None

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import comm
 import pytest
+import traitlets
 from comm.base_comm import BaseComm
 
 from chatkit_lab import ChatWidget
@@ -78,7 +79,7 @@ def test_widget_assets_traits_and_display(make_lab, recording):
     assert widget._esm.startswith("/* chatkit-lab widget") and ".ckl-root" in widget._css
     assert (widget.ui, widget.status, widget.thread_id, widget.domain_key) == ("builtin", "loading", None, "domain_pk_localhost_dev")
     assert "application/vnd.jupyter.widget-view+json" in widget._repr_mimebundle_()[0]
-    with pytest.raises(Exception):
+    with pytest.raises(traitlets.TraitError):
         widget.ui = "fancy"
 
 

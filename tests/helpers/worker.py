@@ -27,7 +27,7 @@ async def ping_pong(path: str, me: str, other: str, first: bool, rounds: int) ->
                 return
             except NotFoundError:
                 if time.monotonic() > deadline:
-                    raise SystemExit(f"{me} never saw {thread_id}")
+                    raise SystemExit(f"{me} never saw {thread_id}") from None
                 await asyncio.sleep(0.01)
 
     for k in range(rounds):

@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
-from agents import ModelResponse, ModelSettings, ModelTracing, Usage
+from agents import ModelResponse, ModelTracing, Usage
 from agents.models.interface import Model
 from agents.tracing import generation_span
 from openai.types.responses import (

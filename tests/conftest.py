@@ -72,3 +72,16 @@ def _offline_by_default(offline):
 
 
 __all__ = ["ALICE", "BOB", "T0", "assistant_message", "free_port", "run", "timedelta", "user_message"]
+
+
+def found_in_database(path, needle: str) -> list[str]:
+    """Tables of the DuckDB file at ``path`` with ``needle`` anywhere in a row, plus "file bytes"
+    when it appears in the raw file (DuckDB may compress strings, so both are searched)."""
+    import duckdb
+
+    hits = ["file bytes"] if needle.encode() in path.read_bytes() else []
+    with duckdb.connect(str(path), read_only=True) as con:
+        for (table,) in con.execute("SELECT table_name FROM duckdb_tables()").fetchall():
+            if con.execute(f"SELECT count(*) FROM {table} t WHERE t::VARCHAR LIKE ?", [f"%{needle}%"]).fetchone()[0]:
+                hits.append(table)
+    return hits

@@ -14,7 +14,7 @@ class Frontend:
 
     def __init__(self, lab, **kwargs):
         self.frames, self._lock = [], threading.Lock()
-        self.tunnel = CommTunnel(lab.server, lab._loop.loop, self._receive, user_id=lab.user_id, **kwargs)
+        self.tunnel = CommTunnel(lab.server, lab._loop.loop, self._receive, auth=lab.auth, **kwargs)
         self.sender_threads = set()
         self._n = 0
 
@@ -23,10 +23,11 @@ class Frontend:
             self.frames.append(frame)
             self.sender_threads.add(threading.current_thread().name)
 
-    def request(self, body) -> str:
+    def request(self, body, headers=None) -> str:
         self._n += 1
         rid = f"r{self._n}"
-        assert self.tunnel.on_message({"kind": "request", "id": rid, "body": body if isinstance(body, str) else json.dumps(body), "headers": {}})
+        body = body if isinstance(body, str) else json.dumps(body)
+        assert self.tunnel.on_message({"kind": "request", "id": rid, "body": body, "headers": headers or {}})
         return rid
 
     def cancel(self, rid):
@@ -158,10 +159,26 @@ def test_a_failing_send_does_not_break_the_loop(make_lab):
         calls.append(frame)
         raise RuntimeError("comm closed")
 
-    tunnel = CommTunnel(lab.server, lab._loop.loop, flaky, user_id="local")
+    tunnel = CommTunnel(lab.server, lab._loop.loop, flaky)
     tunnel.on_message({"kind": "request", "id": "z", "body": json.dumps(create("hi"))})
     deadline = time.monotonic() + 10
     while not any(f["kind"] == "end" for f in calls):
         assert time.monotonic() < deadline
         time.sleep(0.01)
     assert lab.send_sync("the lab still works").error is None
+
+
+def test_after_login_the_tunnel_verifies_the_bearer_token_and_acts_as_its_subject(make_lab):
+    lab = make_lab()
+    front = Frontend(lab)
+    lab.login("alice")
+    refused = front.wait_end(front.request(create("no token")))
+    assert refused[1]["status"] == 401
+    assert "Missing Authorization header" in json.loads(front.body(refused[0]["id"]))["error"]["message"]
+    expired = front.request(create("old"), {"authorization": f"Bearer {lab.issuer.issue('alice', ttl=-120)}"})
+    front.wait_end(expired)
+    assert "expired" in front.body(expired)
+    ok = front.request(create("hi"), {"Authorization": f"Bearer {lab._token}"})
+    front.wait_end(ok)
+    assert front.events(ok)[0]["type"] == "thread.created"
+    assert lab.sql("SELECT user_id FROM threads").user_id.tolist() == ["alice"]  # nothing written by the refused ones

@@ -62,7 +62,7 @@ def test_the_report_names_what_the_model_received():
     assert out.splitlines()[1:] == [
         '- instructions: "Be brief."',
         "- history: 2 earlier items (assistant 1, user 1)",
-        "- context: 1 hidden context item",
+        "- context: a hidden context item (page)",
         "- tools: get_weather",
         '- you said: "now"',
     ]

@@ -214,11 +214,11 @@ function Composer({ state, client, placeholder }) {
   </form>`;
 }
 
-export function App({ fetch, options = {}, banner = null, kernelStatus = "ready", initialThreadId = null, onThreadChange = () => {}, clientTool = null, expose = () => {} }) {
+export function App({ fetch, url = "/chatkit", options = {}, banner = null, kernelStatus = "ready", initialThreadId = null, onThreadChange = () => {}, clientTool = null, expose = () => {} }) {
   const [state, dispatch] = useReducer(reduce, initialState);
   const stateRef = useRef(state);
   stateRef.current = state;
-  const client = useMemo(() => createClient(fetch, dispatch, () => stateRef.current, { clientTool }), [fetch]);
+  const client = useMemo(() => createClient(fetch, dispatch, () => stateRef.current, { clientTool, url }), [fetch, url]);
   const [showThreads, setShowThreads] = useState(false);
   const log = useRef(null);
 

@@ -3,8 +3,21 @@
 // built-in renderer, saying why.
 import { h, render as preactRender } from "preact";
 import { App } from "./app.js";
+import { notebookPage, withContext } from "./context.js";
 import { mountOfficial } from "./official.js";
 import { createTunnel } from "./tunnel.js";
+
+const HELLO_TIMEOUT_MS = 1500; // a busy kernel answers later; the chat then reloads as the user
+
+// The built-in renderer outside Jupyter (the cookie proxy's page): plain fetch to `url`, with
+// cookies, so the server side of the page adds the credentials.
+export function mountStandalone(el, { url = "/api/chatkit", options = {} } = {}) {
+  el.classList.add("ckl-root");
+  const fetchFn = withContext((u, init) => fetch(u, { ...init, credentials: "same-origin" }), {
+    page: () => ({ url: location.href, title: document.title }),
+  });
+  preactRender(h(App, { fetch: fetchFn, url, options }), el);
+}
 
 function setTrait(model, name, value) {
   if (model.get(name) === value) return;
@@ -44,6 +57,26 @@ export default {
       onStatus: (s) => { props = { ...props, kernelStatus: s }; redraw(); },
       deadAfterMs: (model.get("ack_timeout") || 30) * 1000,
     });
+    // The kernel hands the token over in a message (lab.login); switching users reloads the chat.
+    let token = null;
+    let greeted;
+    const hello = new Promise((resolve) => { greeted = resolve; setTimeout(resolve, HELLO_TIMEOUT_MS); });
+    const onAuth = (msg) => {
+      if (msg?.kind !== "auth") return;
+      const changed = msg.token !== token;
+      token = msg.token || null;
+      greeted();
+      if (!changed) return;
+      if (api) { api.dispatch({ type: "thread.new" }); api.client.listThreads(); }
+      if (official) official.setThreadId(null);
+      setTrait(model, "thread_id", null);
+    };
+    model.on("msg:custom", onAuth);
+    model.send({ kind: "hello" });
+    const chatFetch = withContext(tunnel.fetch, {
+      token: () => token,
+      page: () => (model.get("share_page") === false ? null : notebookPage(el, { activeCell: !!model.get("share_active_cell") })),
+    });
     const askPython = pythonClientTools(model);
     const clientTool = async (name, args) => {
       const js = globalThis.chatkitLab?.clientTools?.[name];
@@ -60,7 +93,7 @@ export default {
       queueMicrotask(() => { scheduled = false; draw(); });
     };
     const draw = () => preactRender(h(App, {
-      fetch: tunnel.fetch, options: model.get("options") || {}, initialThreadId: model.get("thread_id"), clientTool,
+      fetch: chatFetch, options: model.get("options") || {}, initialThreadId: model.get("thread_id"), clientTool,
       onThreadChange: (id) => setTrait(model, "thread_id", id), expose: (a) => (api = a), ...props,
     }), container);
     const mountBuiltin = (why, banner = null) => {
@@ -84,6 +117,9 @@ export default {
       if (official) official.fetchUpdates?.();
     });
 
+    container.innerHTML = '<div class="ckl-loading" role="status">Loading…</div>';
+    await hello;
+    container.innerHTML = "";
     const ui = model.get("ui");
     if (ui === "builtin") {
       mountBuiltin("ui='builtin'");
@@ -91,7 +127,7 @@ export default {
       container.innerHTML = '<div class="ckl-loading" role="status">Loading ChatKit…</div>';
       try {
         official = await mountOfficial(container, {
-          src: model.get("chatkit_url"), fetch: tunnel.fetch, domainKey: model.get("domain_key"),
+          src: model.get("chatkit_url"), fetch: chatFetch, domainKey: model.get("domain_key"),
           options: model.get("options") || {}, threadId: model.get("thread_id"),
           onThreadChange: (id) => setTrait(model, "thread_id", id), timeoutMs: model.get("load_timeout") * 1000,
         });
@@ -110,6 +146,7 @@ export default {
     }
 
     const cleanup = () => {
+      model.off("msg:custom", onAuth);
       tunnel.dispose();
       preactRender(null, container);
       container.remove();

@@ -15,7 +15,9 @@ from agents import Agent, Tool
 
 from . import tracing
 from ._loop import LoopThread
-from .context import build_context
+from .auth.jwt import Authenticator, JWKSVerifier, LocalIssuer
+from .auth.secrets import Secrets, install_log_filter
+from .context import LabContext, build_context
 from .errors import ChatLabError
 from .models import Backend, resolve_backend
 from .server import LabServer
@@ -57,6 +59,11 @@ class ChatLab:
     ``model``: None for the offline mirror model (or OpenAI when OPENAI_API_KEY is set), a model
     name, or any Agents SDK ``Model``. ``base_url``: an OpenAI-compatible server. ``agent``: your
     own ``Agent`` instead of one built from ``instructions`` and ``tools``.
+
+    ``instructions`` may use ``{user.name}``, ``{page.title}`` or any context key;
+    ``context_strategy`` says how the context reaches the model (see ``chatkit_lab.context``).
+    ``verifier``: require a Bearer JWT on every widget and HTTP request (``lab.login`` sets one up
+    locally). ``mcp_servers``: Agents SDK MCP servers, connected now and closed with the lab.
     """
 
     def __init__(
@@ -73,12 +80,24 @@ class ChatLab:
         history_limit: int = 50,
         name: str = "Assistant",
         trace_to_openai: bool = False,
+        context_strategy: str = "instructions",
+        verifier: JWKSVerifier | None = None,
+        mcp_servers: Sequence[Any] = (),
     ) -> None:
-        self.user_id = user_id
+        self.auth = Authenticator(verifier, user_id)
+        self.issuer: LocalIssuer | None = None
+        self._token: str | None = None  # the widgets' Bearer token; never in a trait or the notebook
+        self.secrets = Secrets()
+        if api_key:
+            self.secrets.watch(api_key, "api_key")
+        install_log_filter()
+        self.context = LabContext(context_strategy)
         self.backend: Backend = resolve_backend(model, base_url=base_url, api_key=api_key)
-        self.agent = agent or Agent(name=name, instructions=instructions, tools=list(tools), model=self.backend.model)
+        self.agent = agent or Agent(
+            name=name, instructions=instructions, tools=list(tools), model=self.backend.model, mcp_servers=list(mcp_servers)
+        )
         self.db = Database(db)
-        self.store = DuckDBStore(self.db)
+        self.store = DuckDBStore(self.db, redact=self.secrets.redact)
         self._loop = LoopThread()
         self._key = f"lab_{uuid.uuid4().hex[:8]}"
         forward = None
@@ -86,18 +105,21 @@ class ChatLab:
             from agents.tracing.processors import default_processor
 
             forward = default_processor()
-        self.tracer = tracing.DuckDBTraceProcessor(self.db, self._loop.loop, forward=forward)
+        self.tracer = tracing.DuckDBTraceProcessor(self.db, self._loop.loop, forward=forward, redact=self.secrets.redact)
         tracing.register(self._key, self.tracer)
         self.server = LabServer(
             self.store, self.agent, backend=self.backend, history_limit=history_limit,
             trace_metadata={"lab": self._key}, turn_log=self.tracer.record_turn,
+            context=self.context, secrets=self.secrets, input_log=self.tracer.record_input,
         )
+        self._mcp = _MCPConnections(self.agent.mcp_servers, self._loop)
         self._http: Any = None
         self._widgets: weakref.WeakSet[Any] = weakref.WeakSet()
         self._closed = False
         _LABS.add(self)
         try:
             self._loop.call(self._warm())
+            self._mcp.connect()
         except BaseException:
             self.close()
             raise
@@ -106,20 +128,37 @@ class ChatLab:
         async with self.db.acursor():
             pass  # opens the file and applies migrations now, not on the first message
 
+    @property
+    def user_id(self) -> str:
+        """Who ``lab.send`` and the data frames act as (and the widgets, unless auth is on)."""
+        return self.auth.user_id
+
+    @user_id.setter
+    def user_id(self, value: str) -> None:
+        self.auth.user_id = value
+
     def __repr__(self) -> str:
         return f"ChatLab(db={self.db.path!r}, user_id={self.user_id!r}, backend={self.backend.description!r})"
 
     # -- conversation --------------------------------------------------------------------
-    async def request(self, body: dict[str, Any] | str, *, user_id: str | None = None) -> Any:
-        """Send one raw ChatKit request; returns the JSON reply or the list of stream events."""
-        return await self._loop.run(self._request(body, user_id or self.user_id))
+    async def request(self, body: dict[str, Any] | str, *, user_id: str | None = None, headers: dict[str, str] | None = None) -> Any:
+        """Send one raw ChatKit request; returns the JSON reply or the list of stream events.
 
-    def request_sync(self, body: dict[str, Any] | str, *, user_id: str | None = None) -> Any:
-        return self._loop.call(self._request(body, user_id or self.user_id))
+        With ``headers``, the request is authenticated exactly as a widget's or an HTTP client's
+        would be (``{"Authorization": "Bearer ..."}``); a bad token raises ``AuthError``.
+        """
+        return await self._loop.run(self._request(body, user_id or self.user_id, headers=headers))
 
-    async def _request(self, body: dict[str, Any] | str, user_id: str, on_events: Any = None) -> Any:
+    def request_sync(self, body: dict[str, Any] | str, *, user_id: str | None = None, headers: dict[str, str] | None = None) -> Any:
+        return self._loop.call(self._request(body, user_id or self.user_id, headers=headers))
+
+    async def _request(self, body: dict[str, Any] | str, user_id: str, on_events: Any = None, headers: dict[str, str] | None = None) -> Any:
         raw = body if isinstance(body, str) else json.dumps(body)
-        reply = await handle_request(self.server, raw, build_context(raw, user_id=user_id))
+        claims: dict[str, Any] = {}
+        if headers is not None:
+            identity = await self.auth.identify(headers)
+            user_id, claims = identity.user_id, identity.claims
+        reply = await handle_request(self.server, raw, build_context(raw, user_id=user_id, claims=claims, headers=headers))
         if reply.status != 200:
             raise ChatLabError(json.loads(reply.body)["error"]["message"])
         if reply.stream is None:
@@ -175,6 +214,29 @@ class ChatLab:
 
         return register
 
+    # -- auth ------------------------------------------------------------------------------
+    def login(self, user_id: str, *, ttl: float = 3600, **claims: Any) -> None:
+        """Act as ``user_id`` with a real token: a local RSA issuer signs a JWT, every request
+        from the widgets carries it as ``Authorization: Bearer`` and is verified, and the open
+        chats switch to that user's threads. ``claims`` (``name``, ``email``...) reach the context.
+        """
+        if self.issuer is None:
+            self.issuer = LocalIssuer()
+        if self.auth.verifier is None:
+            self.auth.verifier = self.issuer.verifier()
+        self._token = self.issuer.issue(user_id, ttl=ttl, **claims)
+        self.user_id = user_id
+        self._announce_token()
+
+    def logout(self) -> None:
+        """Forget the widgets' token: their requests are refused until the next ``login``."""
+        self._token = None
+        self._announce_token()
+
+    def _announce_token(self) -> None:
+        for widget in list(self._widgets):
+            widget.send_token(self._token)
+
     # -- the chat widget -----------------------------------------------------------------
     def chat(self, **kwargs: Any) -> Any:
         """A chat widget on this lab (see ``ChatWidget``): ``ui``, ``thread_id``, ``options``,
@@ -191,6 +253,34 @@ class ChatLab:
         with self.db.cursor() as cur:
             return cur.execute(query, params).df()
 
+    def turns_df(self, thread_id: str | None = None, *, all_users: bool = False) -> pd.DataFrame:
+        """One row per turn: timing, tokens, tools, status and error."""
+        where, params = self._scope(all_users, thread_id)
+        return self.sql(f"SELECT * FROM turns WHERE {where} ORDER BY started_at", params)
+
+    def model_inputs_df(self, thread_id: str | None = None, *, all_users: bool = False) -> pd.DataFrame:
+        """The context inspector's table: what every model call received (secrets redacted)."""
+        where, params = self._scope(all_users, thread_id)
+        return self.sql(f"SELECT * FROM model_inputs WHERE {where} ORDER BY created_at, call_index", params)
+
+    def inspect(self, turn: Turn | str | None = None) -> Any:
+        """What the model received in a turn: a ``Turn`` from ``send``, a turn_id, a thread_id
+        (its newest turn) or None (the newest turn of all). Shows as a table in a notebook."""
+        from .inspector import Inspection
+
+        self.sql("SELECT 1")  # flush the rows written behind the stream
+        return Inspection.load(self.db, turn)
+
+    def _scope(self, all_users: bool, thread_id: str | None) -> tuple[str, dict[str, Any]]:
+        where, params = ["true"], {}
+        if not all_users:
+            where.append("user_id = $user")
+            params["user"] = self.user_id
+        if thread_id:
+            where.append("thread_id = $thread")
+            params["thread"] = thread_id
+        return " AND ".join(where), params
+
     def threads_df(self, *, all_users: bool = False) -> pd.DataFrame:
         return self.sql(
             f"""SELECT t.id AS thread_id, t.user_id, t.title, t.status, t.created_at, t.updated_at,
@@ -201,25 +291,21 @@ class ChatLab:
         )
 
     def items_df(self, thread_id: str | None = None, *, all_users: bool = False) -> pd.DataFrame:
-        where, params = ["true"], {}
-        if not all_users:
-            where.append("user_id = $user")
-            params["user"] = self.user_id
-        if thread_id:
-            where.append("thread_id = $thread")
-            params["thread"] = thread_id
+        where, params = self._scope(all_users, thread_id)
         return self.sql(
             f"""SELECT id AS item_id, thread_id, user_id, created_at, type, role, text, data
-                FROM items WHERE {' AND '.join(where)} ORDER BY thread_id, created_at, seq""",
+                FROM items WHERE {where} ORDER BY thread_id, created_at, seq""",
             params,
         )
 
     # -- HTTP ----------------------------------------------------------------------------
     def serve(self, host: str = "127.0.0.1", port: int = 8000) -> str:
-        """Serve this lab over HTTP (POST /chatkit, GET /health) from its own loop; returns the URL."""
+        """Serve this lab over HTTP (POST /chatkit, GET /health) from its own loop; returns the URL.
+        Requests are authenticated like the widget's: with ``verifier`` or after ``login``, a
+        valid Bearer token is required."""
         from .transport.http import create_app
 
-        return self._serve_app(create_app(self.server, user_id=self.user_id, backend=self.backend.description), host, port)
+        return self._serve_app(create_app(self.server, auth=self.auth, backend=self.backend.description), host, port)
 
     def _serve_app(self, app: Any, host: str, port: int) -> str:
         import uvicorn
@@ -257,12 +343,15 @@ class ChatLab:
             self.stop_serving()
         except Exception:
             pass
+        self._mcp.close()
         if self._loop.running:
             try:
                 self._loop.call(self.tracer.aflush(), timeout=5)
             except Exception:
                 pass
         self._loop.stop()
+        if self.issuer is not None:
+            self.issuer.stop_serving()
         tracing.unregister(self._key)
         self.db.close()
 
@@ -271,3 +360,56 @@ class ChatLab:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+class _MCPConnections:
+    """Keeps the agent's MCP servers connected on the lab's loop.
+
+    anyio requires a connection to be closed by the task that opened it, so one task per server
+    connects, waits for the lab to close, and cleans up.
+    """
+
+    def __init__(self, servers: Sequence[Any], loop: LoopThread) -> None:
+        self.servers, self.loop = list(servers), loop
+        self._stop: Any = None
+        self._tasks: list[Any] = []
+
+    def connect(self, timeout: float = 30) -> None:
+        if not self.servers:
+            return
+        import asyncio
+
+        async def event() -> asyncio.Event:
+            return asyncio.Event()
+
+        self._stop = self.loop.call(event())
+        for server in self.servers:
+            ready = self.loop.call(event())
+            task = self.loop.submit(self._hold(server, ready))
+            self._tasks.append(task)
+            self.loop.call(asyncio.wait_for(ready.wait(), timeout))
+            if task.done():
+                task.result()
+
+    async def _hold(self, server: Any, ready: Any) -> None:
+        try:
+            await server.connect()
+        except Exception as exc:
+            ready.set()
+            raise ChatLabError(f"Could not connect to the MCP server {server.name!r}: {type(exc).__name__}: {exc}") from None
+        ready.set()
+        try:
+            await self._stop.wait()
+        finally:
+            await server.cleanup()
+
+    def close(self) -> None:
+        if self._stop is None or not self.loop.running:
+            return
+        self.loop.loop.call_soon_threadsafe(self._stop.set)
+        for task in self._tasks:
+            try:
+                task.result(10)
+            except Exception:
+                pass
+        self._stop = None

@@ -7,6 +7,7 @@ import base64
 import dataclasses
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -14,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from agents import Agent, RunConfig, RunHooks, Runner
+from agents.run_config import CallModelData, ModelInputData
 from agents.tracing import gen_trace_id
 from chatkit.agents import AgentContext, ThreadItemConverter, stream_agent_response
 from chatkit.errors import CustomStreamError
@@ -37,7 +39,9 @@ from chatkit.types import (
 )
 from pydantic import BaseModel, TypeAdapter
 
-from .context import RequestContext
+from .auth.mcp import current_secrets
+from .auth.secrets import Secrets
+from .context import LabContext, RequestContext, context_tool, inject
 from .failures import describe_failure
 from .models import Backend
 from .store.duckdb import user_of
@@ -189,6 +193,9 @@ class LabServer(ChatKitServer[Any]):
         max_turns: int = 10,
         turn_log: Callable[[list[Any]], None] | None = None,
         actions: dict[str, ActionHandler] | None = None,
+        context: LabContext | None = None,
+        secrets: Secrets | None = None,
+        input_log: Callable[[list[Any]], None] | None = None,
     ) -> None:
         super().__init__(store, attachment_store=store if hasattr(store, "create_attachment") else None)
         self.agent = agent
@@ -199,6 +206,9 @@ class LabServer(ChatKitServer[Any]):
         self.max_turns = max_turns
         self.turn_log = turn_log  # receives one `turns` row per turn (the lab writes it behind)
         self.actions = dict(actions or {})  # widget action type -> handler
+        self.context = context  # the lab's context values, providers and injection strategy
+        self.secrets = secrets  # handed to tools as context.secrets; never shown to the model
+        self.input_log = input_log  # receives one `model_inputs` row per model call
 
     async def process(self, request: str | bytes | BaseModel, context: Any) -> StreamingResult | NonStreamingResult:  # type: ignore[override]
         # ChatKit builds a pydantic TypeAdapter on every request (about 60% of a turn with the
@@ -242,12 +252,17 @@ class LabServer(ChatKitServer[Any]):
         hooks = _ToolProgress()
         result = None
         try:
+            strategy, snapshot = await self._context_of(context)
+            if strategy == "tool":
+                agent = agent.clone(tools=[*agent.tools, context_tool(snapshot)])
+            if isinstance(context, RequestContext):
+                current_secrets.set(context.secrets)  # for MCP servers authenticating per request
             page = await self.store.load_thread_items(thread.id, None, self.history_limit, "desc", context)
             agent_ctx = AgentContext(thread=thread, store=_TurnStore(self.store, thread.id, page), request_context=context)
             agent_input = await PortableConverter(self.store, context).to_agent_input(list(reversed(page.data)))
             result = Runner.run_streamed(
                 agent, agent_input, context=agent_ctx, hooks=hooks, max_turns=self.max_turns,
-                run_config=self._run_config(thread, context, turn.trace_id),
+                run_config=self._run_config(thread, context, turn, strategy, snapshot),
             )
             events = stream_agent_response(agent_ctx, _PlainAnnotations(result))
             async for event in _own_ids(events, lambda: self.store.generate_item_id("message", thread, context)):
@@ -281,15 +296,44 @@ class LabServer(ChatKitServer[Any]):
             return model
         return getattr(model, "model", None) or getattr(model, "name", None) or type(model).__name__
 
-    def _run_config(self, thread: ThreadMetadata, context: Any, trace_id: str) -> RunConfig:
+    async def _context_of(self, context: Any) -> tuple[str, dict[str, Any]]:
+        """This turn's strategy and context; fills ``context.secrets`` for the user's tools."""
+        if not isinstance(context, RequestContext):
+            return "none", {}
+        if self.secrets is not None:
+            context.secrets = self.secrets.for_user(context.user_id)
+        if self.context is None:
+            return "none", {"user": context.user, "page": context.page}
+        return self.context.strategy, await self.context.snapshot(context)
+
+    def _input_filter(self, turn: _TurnRecord, strategy: str, snapshot: dict[str, Any], inner: Any) -> Any:
+        """Injects the context into every model call of the turn and records what the model got."""
+        calls = iter(range(1_000_000))
+
+        async def apply(data: CallModelData[Any]) -> ModelInputData:
+            model_data = data.model_data
+            if inner is not None:
+                model_data = inner(data)
+                model_data = await model_data if asyncio.iscoroutine(model_data) else model_data
+            instructions, items = model_data.instructions, list(model_data.input)
+            if snapshot:
+                instructions, items = inject(strategy, instructions, items, snapshot)
+            if self.input_log is not None:
+                self.input_log(turn.input_row(next(calls), data.agent, strategy, instructions, items, snapshot))
+            return ModelInputData(input=items, instructions=instructions)
+
+        return apply
+
+    def _run_config(self, thread: ThreadMetadata, context: Any, turn: _TurnRecord, strategy: str, snapshot: dict[str, Any]) -> RunConfig:
         config = self.run_config or RunConfig()
         settings = self.backend.settings if self.backend else None
         metadata = {**self.trace_metadata, **(config.trace_metadata or {}), "thread_id": thread.id, "user_id": user_of(context)}
         return dataclasses.replace(
             config,
             model_settings=config.model_settings or settings,
-            trace_id=trace_id,
+            trace_id=turn.trace_id,
             group_id=thread.id,
+            call_model_input_filter=self._input_filter(turn, strategy, snapshot, config.call_model_input_filter),
             trace_metadata=metadata,
             workflow_name=config.workflow_name if config.workflow_name != "Agent workflow" else "chatkit-lab turn",
         )
@@ -339,6 +383,14 @@ class _TurnRecord:
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self._t0) * 1000
 
+    def input_row(self, call: int, agent: Agent, strategy: str, instructions: str | None, items: list[Any], context: dict[str, Any]) -> list[Any]:
+        tools = [t.name for t in agent.tools if hasattr(t, "name")]
+        tools += [f"mcp:{s.name}" for s in agent.mcp_servers] + [getattr(h, "tool_name", None) or getattr(h, "name", "?") for h in agent.handoffs]
+        return [
+            self.turn_id, call, self.thread_id, self.user_id, datetime.now(), agent.name, strategy, instructions,
+            _INLINE_DATA.sub(_shorten, json.dumps(items, default=_plain, ensure_ascii=False)), tools, json.dumps(context, default=str, ensure_ascii=False),
+        ]
+
     def row(self) -> list[Any]:
         return [
             self.turn_id, self.thread_id, self.user_id, self.user_item_id, self.started_at, datetime.now(),
@@ -346,6 +398,20 @@ class _TurnRecord:
             getattr(self.usage, "input_tokens", None), getattr(self.usage, "output_tokens", None),
             self.tools, self.trace_id,
         ]
+
+
+_INLINE_DATA = re.compile(r"data:([\w/+.-]+);base64,[A-Za-z0-9+/=]{200,}")
+
+
+def _shorten(match: re.Match[str]) -> str:
+    # The inspector needs what the model was shown, not the bytes of every image.
+    return f"data:{match.group(1)};base64,…({len(match.group(0))} chars)"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(exclude_unset=True)
+    return str(value)
 
 
 __all__ = ["LabServer", "PortableConverter", "RequestContext", "title_from"]

@@ -14,6 +14,7 @@ import json
 import logging
 import threading
 from datetime import datetime
+from collections.abc import Callable
 from typing import Any
 
 from agents.tracing import Span, Trace, TracingProcessor, set_trace_processors
@@ -42,14 +43,19 @@ def _span_name(data: dict[str, Any]) -> str | None:
 class DuckDBTraceProcessor(TracingProcessor):
     """Buffers one lab's traces and spans and writes them to ``traces`` / ``spans``."""
 
-    def __init__(self, db: Database, loop: asyncio.AbstractEventLoop | None = None, forward: TracingProcessor | None = None) -> None:
+    def __init__(
+        self, db: Database, loop: asyncio.AbstractEventLoop | None = None, forward: TracingProcessor | None = None,
+        redact: Callable[[str], str] | None = None,
+    ) -> None:
         self.db = db
         self.loop = loop
         self.forward = forward  # the OpenAI exporter, only when the user opts in
+        self.redact = redact  # applied to every text value of every row before it is written
         self._lock = threading.Lock()
         self._traces: list[list[Any]] = []
         self._spans: list[list[Any]] = []
         self._turns: list[list[Any]] = []
+        self._inputs: list[list[Any]] = []
         self._thread_of: dict[str, str | None] = {}
         self._flush_pending = False
 
@@ -104,22 +110,29 @@ class DuckDBTraceProcessor(TracingProcessor):
             self._turns.append(row)
         self._flush_soon()
 
+    def record_input(self, row: list[Any]) -> None:
+        """Queue one ``model_inputs`` row (what one model call received)."""
+        with self._lock:
+            self._inputs.append(row)
+        self._flush_soon()
+
     def _take(self) -> dict[str, list[list[Any]]]:
         with self._lock:
             done = [t for t in self._traces if t[7] is not None]
             self._traces = [t for t in self._traces if t[7] is None]
             for t in done:
                 self._thread_of.pop(t[0], None)
-            rows = {"traces": done, "spans": self._spans, "turns": self._turns}
-            self._spans, self._turns = [], []
+            rows = {"traces": done, "spans": self._spans, "turns": self._turns, "model_inputs": self._inputs}
+            self._spans, self._turns, self._inputs = [], [], []
             self._flush_pending = False
         return rows
 
-    @staticmethod
-    def _write(cur: Any, rows: dict[str, list[list[Any]]]) -> None:
+    def _write(self, cur: Any, rows: dict[str, list[list[Any]]]) -> None:
         cur.execute("BEGIN TRANSACTION")
         try:
             for table, batch in rows.items():
+                if self.redact is not None:
+                    batch = [[self.redact(v) if isinstance(v, str) else v for v in row] for row in batch]
                 for start in range(0, len(batch), 200):
                     chunk = batch[start : start + 200]
                     marks = ", ".join(["(" + ", ".join(["?"] * len(chunk[0])) + ")"] * len(chunk))

@@ -78,7 +78,7 @@ def harness(make_lab):
             Route("/", lambda r: FileResponse(HERE / "harness.html")),
             Route("/standin-chatkit.js", lambda r: FileResponse(HERE / "standin-chatkit.js", media_type="text/javascript")),
             Mount("/static", StaticFiles(directory=STATIC)),
-            Mount("/", create_app(lab.server, user_id=lab.user_id)),
+            Mount("/", create_app(lab.server, auth=lab.auth)),
         ])
         return lab._serve_app(app, "127.0.0.1", 0)
 

@@ -337,3 +337,33 @@ def test_setting_thread_id_from_python_switches_the_chat(page, make_lab, harness
     page.wait_for_function("() => document.querySelector('.ckl-user')?.textContent === 'second'")
     page.get_by_role("button", name="New chat").click()
     assert page.evaluate("window.modelState.thread_id") is None
+
+
+def test_the_token_rides_every_request_and_switching_users_switches_threads(page, make_lab, harness):
+    lab = make_lab()
+    lab.login("alice", name="Alice")
+    alice, bob = lab.issuer.issue("alice", name="Alice"), lab.issuer.issue("bob")
+    url = harness(lab)
+    open_chat(page, url, "?token=" + alice)
+    send(page, "alice's question")
+    page.locator(".ckl-assistant").wait_for()
+    wait_idle(page)
+    requests = page.evaluate("window.sent.filter((m) => m.kind === 'request')")
+    assert all(r["headers"]["authorization"] == f"Bearer {alice}" for r in requests)
+    created = next(r for r in requests if '"threads.create"' in r["body"])
+    assert '"pageContext"' in created["body"] and "chatkit-lab harness" in created["body"]
+    assert lab.inspect().context["user"] == {"name": "Alice", "id": "alice"}
+    assert alice not in page.content() and "token" not in page.evaluate("JSON.stringify(window.modelState)")
+    page.evaluate(f"window.auth({bob!r})")  # lab.login("bob")
+    page.wait_for_function("() => document.querySelectorAll('.ckl-assistant').length === 0")
+    page.get_by_role("button", name="Threads").click()
+    page.wait_for_function("() => document.querySelector('.ckl-threads') && !document.querySelector('.ckl-thread-open')")
+    page.get_by_role("button", name="Close threads").click()
+    page.evaluate(f"window.auth({alice!r})")
+    page.get_by_role("button", name="Threads").click()
+    page.locator(".ckl-thread-open", has_text="alice's question").wait_for()
+    page.get_by_role("button", name="Close threads").click()
+    page.evaluate("window.auth(null)")  # lab.logout(): refused, with a sentence
+    send(page, "anyone there?")
+    page.locator(".ckl-error", has_text="Missing Authorization header").wait_for()
+    assert lab.threads_df(all_users=True).user_id.tolist() == ["alice"]

@@ -6,6 +6,7 @@ Its reply is a pure function of what it receives, streamed in small deltas:
 * ``call <tool> [JSON or text]`` or ``/<tool> [JSON or text]`` for one of the agent's tools or
   handoffs -> a function call (arguments: the JSON, or the text put in the first string field)
 * ``/words N`` -> N numbered words (a long reply, for streaming and Stop)
+* a ``get_context`` tool (the "tool" context strategy) -> it is called first, once per message
 * an agent with a structured ``output_type`` -> JSON shaped by the schema; an enum field takes the
   value that appears in the user's text (so a classifier is deterministic)
 * anything else -> a report of what the model received: instructions, history, injected
@@ -46,6 +47,9 @@ from openai.types.responses.response_usage import InputTokensDetails, OutputToke
 _COMMAND = re.compile(r"^\s*(?:call\s+|/)([A-Za-z_][\w-]*)\s*(.*)$", re.DOTALL)
 _WORDS = re.compile(r"^\s*/words\s+(\d+)\s*$")
 HIDDEN_CONTEXT = "<HiddenContext>"
+CONTEXT_TOOL = "get_context"
+_BLOCK = re.compile(r"\s*<context>.*?</context>", re.DOTALL)
+_KEY = re.compile(r"^([A-Za-z_]\w*): ", re.MULTILINE)
 
 
 class MirrorModel(Model):
@@ -77,9 +81,11 @@ class MirrorModel(Model):
                 "tool",
             )
             # Only this agent's own tools: after a handoff the new agent answers the user.
-            if name in {t.name for t in tools if hasattr(t, "name")}:
+            if name != CONTEXT_TOOL and name in {t.name for t in tools if hasattr(t, "name")}:
                 return {"text": f"Tool `{name}` returned: {_output_text(last.get('output'))}"}
         said = _text(_last_user(items))
+        if CONTEXT_TOOL in callables and not _COMMAND.match(said) and not _called_since_user(items, CONTEXT_TOOL):
+            return {"call": CONTEXT_TOOL, "arguments": "{}"}
         if (m := _COMMAND.match(said)) and m.group(1) in callables:
             return {"call": m.group(1), "arguments": _arguments(m.group(2), callables[m.group(1)])}
         if m := _WORDS.match(said):
@@ -91,17 +97,17 @@ class MirrorModel(Model):
 
     def _report(self, instructions: str | None, items: list[dict[str, Any]], tools: list[Any], handoffs: list[Any], said: str) -> str:
         current = _last_user(items)
-        hidden = [i for i in items if HIDDEN_CONTEXT in _text(i)]
-        skip = {id(current), *map(id, hidden)}
+        found, context_items = _context_found(instructions, items)
+        skip = {id(current), *map(id, context_items)}
         earlier = [i for i in items if id(i) not in skip]
         roles = Counter(i.get("role") or i.get("type") for i in earlier)
         names = [t.name for t in tools if hasattr(t, "name")] + [h.tool_name for h in handoffs]
         return "\n".join(
             [
                 f"**[{self.name}]** offline model. I received:",
-                f"- instructions: {_quote(instructions or '')}",
+                f"- instructions: {_quote(_BLOCK.sub('', instructions or ''))}",
                 f"- history: {len(earlier)} earlier items ({', '.join(f'{k} {v}' for k, v in sorted(roles.items())) or 'none'})",
-                f"- context: {len(hidden)} hidden context item{'s' * (len(hidden) != 1)}",
+                f"- context: {'; '.join(found) or 'none'}",
                 f"- tools: {', '.join(names) or 'none'}",
                 f"- you said: {_quote(said)}",
             ]
@@ -193,6 +199,41 @@ def _response_usage(usage: Usage) -> ResponseUsage:
         input_tokens_details=InputTokensDetails.model_validate({"cached_tokens": 0, "cache_write_tokens": 0}),
         output_tokens_details=OutputTokensDetails(reasoning_tokens=0),
     )
+
+
+def _keys(text: str) -> str:
+    keys = _KEY.findall(text)
+    return f" ({', '.join(dict.fromkeys(keys))})" if keys else ""
+
+
+def _context_found(instructions: str | None, items: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
+    """Where context reached the model (with its keys), and the input items that carried it."""
+    found: list[str] = []
+    carriers: list[dict[str, Any]] = []
+    if instructions and (m := _BLOCK.search(instructions)):
+        found.append("in the instructions" + _keys(m.group(0)))
+    calls = {i.get("call_id") for i in items if i.get("type") == "function_call" and i.get("name") == CONTEXT_TOOL}
+    for item in items:
+        text = _text(item) or (_output_text(item.get("output")) if item.get("type") == "function_call_output" else "")
+        if HIDDEN_CONTEXT in text:
+            found.append("a hidden context item" + _keys(text))
+        elif item.get("role") in ("developer", "system") and text.startswith("App context:"):
+            found.append("an app-context item" + _keys(text))
+        elif item.get("call_id") in calls and item.get("type") == "function_call_output":
+            found.append(f"the {CONTEXT_TOOL} tool" + _keys(text))
+        elif item.get("call_id") not in calls:
+            continue
+        carriers.append(item)
+    return found, carriers
+
+
+def _called_since_user(items: list[dict[str, Any]], name: str) -> bool:
+    for item in reversed(items):
+        if item.get("type") == "function_call" and item.get("name") == name:
+            return True
+        if item.get("role") == "user" and HIDDEN_CONTEXT not in _text(item):
+            return False
+    return False
 
 
 def _normalise(input: Any) -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +56,14 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
         path: str | Path | Database = ":memory:",
         *,
         upload_url: str = "http://localhost/chatkit/attachments/{id}/upload",
+        redact: Callable[[str], str] | None = None,
     ) -> None:
         self.db = path if isinstance(path, Database) else Database(path)
         self.upload_url = upload_url
+        self._redact = redact  # applied to titles, text and item JSON before they are written
+
+    def redact(self, text: str | None) -> str | None:
+        return self._redact(text) if self._redact is not None and text else text
 
     def close(self) -> None:
         self.db.close()
@@ -79,11 +85,11 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
         row = {
             "id": meta.id,
             "user": user_of(context),
-            "title": meta.title,
+            "title": self.redact(meta.title),
             "status": meta.status.type,
             "created": naive(meta.created_at),
-            "metadata": json.dumps(meta.metadata, default=str),
-            "data": meta.model_dump_json(),
+            "metadata": self.redact(json.dumps(meta.metadata, default=str)),
+            "data": self.redact(meta.model_dump_json()),
         }
         # UPDATE-then-INSERT: DuckDB's ON CONFLICT costs several ms per statement.
         async with self.db.acursor() as cur:
@@ -179,8 +185,8 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
             "created": naive(item.created_at),
             "type": item.type,
             "role": item_role(item),
-            "text": item_text(item),
-            "data": item_adapter.dump_json(item).decode(),
+            "text": self.redact(item_text(item)),
+            "data": self.redact(item_adapter.dump_json(item).decode()),
         }
         async with self.db.acursor() as cur:
             try:

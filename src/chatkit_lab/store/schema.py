@@ -139,6 +139,28 @@ def m003_traces_spans(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+@migration
+def m004_model_inputs(con: duckdb.DuckDBPyConnection) -> None:
+    # The context inspector: exactly what each model call of a turn received, secrets redacted.
+    con.execute(
+        """
+        CREATE TABLE model_inputs (
+            turn_id VARCHAR NOT NULL,
+            call_index INTEGER NOT NULL,
+            thread_id VARCHAR NOT NULL,
+            user_id VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL,
+            agent VARCHAR,
+            strategy VARCHAR,
+            instructions VARCHAR,
+            input JSON,
+            tools VARCHAR[],
+            context JSON,
+            PRIMARY KEY (turn_id, call_index)
+        )"""
+    )
+
+
 def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Apply the migrations this file lacks, in order; return their names."""
     con.execute(

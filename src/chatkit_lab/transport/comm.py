@@ -25,8 +25,9 @@ from typing import Any
 
 from chatkit.server import ChatKitServer
 
-from ..context import RequestContext, build_context
-from .requests import handle_request
+from ..auth.jwt import Authenticator, AuthError
+from ..context import build_context
+from .requests import error_body, handle_request
 
 log = logging.getLogger("chatkit_lab")
 
@@ -42,18 +43,14 @@ class CommTunnel:
         loop: asyncio.AbstractEventLoop,
         send: Callable[[Frame], None],
         *,
-        user_id: Callable[[], str] | str = "local",
+        auth: Authenticator | None = None,
         batch_ms: float = 16.0,
         batch_bytes: int = 64 * 1024,
     ) -> None:
         self.server, self.loop, self.send = server, loop, send
-        self._user_id = user_id
+        self.auth = auth or Authenticator()
         self.batch_s, self.batch_bytes = batch_ms / 1000, batch_bytes
         self._tasks: dict[str, asyncio.Task[None]] = {}  # touched only on the loop's thread
-
-    def context_for(self, body: str) -> RequestContext:
-        user_id = self._user_id() if callable(self._user_id) else self._user_id
-        return build_context(body, user_id=user_id)
 
     # -- any thread --------------------------------------------------------------------------
     def on_message(self, content: Any) -> bool:
@@ -65,16 +62,17 @@ class CommTunnel:
             log.warning("tunnel message without an id: %r", content.get("kind"))
             return True
         if content["kind"] == "request":
-            self.loop.call_soon_threadsafe(self._start, request_id, content.get("body"))
+            headers = content.get("headers") if isinstance(content.get("headers"), dict) else {}
+            self.loop.call_soon_threadsafe(self._start, request_id, content.get("body"), headers)
         else:
             self.loop.call_soon_threadsafe(self._cancel, request_id)
         return True
 
     # -- the loop's thread -------------------------------------------------------------------
-    def _start(self, request_id: str, body: Any) -> None:
+    def _start(self, request_id: str, body: Any, headers: dict[str, str]) -> None:
         if request_id in self._tasks:
             return  # a re-sent request (the browser retried an unacknowledged send)
-        task = self.loop.create_task(self._serve(request_id, body))
+        task = self.loop.create_task(self._serve(request_id, body, headers))
         self._tasks[request_id] = task
         task.add_done_callback(lambda _: self._tasks.pop(request_id, None))
 
@@ -83,16 +81,18 @@ class CommTunnel:
         if task is not None:
             task.cancel()
 
-    async def _serve(self, request_id: str, body: Any) -> None:
+    async def _serve(self, request_id: str, body: Any, headers: dict[str, str]) -> None:
         frames = _Frames(self.send, request_id)
         frames.emit("ack")
         try:
+            try:
+                identity = await self.auth.identify(headers)
+            except AuthError as exc:
+                return frames.refuse(401, "unauthorized", str(exc))
             if not isinstance(body, str):
-                frames.emit("head", status=400, content_type="application/json")
-                frames.emit("chunk", data='{"error": {"code": "invalid_request", "message": "The request body must be a JSON string."}}')
-                frames.emit("end")
-                return
-            reply = await handle_request(self.server, body, self.context_for(body))
+                return frames.refuse(400, "invalid_request", "The request body must be a JSON string.")
+            context = build_context(body, user_id=identity.user_id, claims=identity.claims, headers=headers)
+            reply = await handle_request(self.server, body, context)
             frames.emit("head", status=reply.status, content_type=reply.content_type)
             if reply.stream is None:
                 frames.emit("chunk", data=reply.body.decode())
@@ -148,3 +148,8 @@ class _Frames:
         except Exception:  # a closed comm (kernel shutting down, widget gone) must not crash the loop
             log.warning("could not send %s frame for request %s", kind, self.request_id, exc_info=True)
         self.seq += 1
+
+    def refuse(self, status: int, code: str, message: str) -> None:
+        self.emit("head", status=status, content_type="application/json")
+        self.emit("chunk", data=error_body(code, message).decode())
+        self.emit("end")

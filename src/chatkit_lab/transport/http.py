@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from ..auth.jwt import Authenticator, AuthError, Identity
 from ..context import RequestContext, build_context
 from .requests import error_body, handle_request
 
@@ -22,8 +23,23 @@ def _error(status: int, code: str, message: str) -> Response:
     return Response(error_body(code, message), status_code=status, media_type="application/json")
 
 
-def create_app(server: ChatKitServer[Any], *, user_id: str = "local", backend: str = "") -> Starlette:
-    """A Starlette app serving ``server``; every request acts as ``user_id`` (auth comes later)."""
+def unauthorized(exc: AuthError) -> Response:
+    response = _error(401, "unauthorized", str(exc))
+    response.headers["WWW-Authenticate"] = 'Bearer realm="chatkit-lab"'
+    return response
+
+
+def create_app(server: ChatKitServer[Any], *, auth: Authenticator | None = None, user_id: str = "local", backend: str = "") -> Starlette:
+    """A Starlette app serving ``server``. With ``auth`` requiring tokens, a request without a
+    valid ``Authorization: Bearer`` JWT gets a 401 and nothing is read or written; otherwise
+    every request acts as ``user_id``."""
+    auth = auth or Authenticator(user_id=user_id)
+
+    async def identify(request: Request) -> Identity | Response:
+        try:
+            return await auth.identify(request.headers)
+        except AuthError as exc:
+            return unauthorized(exc)
 
     async def read_body(request: Request) -> bytes | Response:
         if int(request.headers.get("content-length") or 0) > MAX_BODY:
@@ -31,10 +47,16 @@ def create_app(server: ChatKitServer[Any], *, user_id: str = "local", backend: s
         return await request.body()
 
     async def chatkit(request: Request) -> Response:
+        identity = await identify(request)
+        if isinstance(identity, Response):
+            return identity
         body = await read_body(request)
         if isinstance(body, Response):
             return body
-        reply = await handle_request(server, body, build_context(body, user_id=user_id))
+        context = build_context(
+            body, user_id=identity.user_id, claims=identity.claims, headers=request.headers, cookies=request.cookies
+        )
+        reply = await handle_request(server, body, context)
         if reply.stream is None:
             return Response(reply.body, status_code=reply.status, media_type=reply.content_type)
         # No buffering anywhere between the agent and the client.
@@ -45,12 +67,15 @@ def create_app(server: ChatKitServer[Any], *, user_id: str = "local", backend: s
         store = server.store
         if not hasattr(store, "write_attachment_bytes"):
             return _error(501, "not_supported", "This server's store does not keep attachment bytes.")
+        identity = await identify(request)
+        if isinstance(identity, Response):
+            return identity
         body = await read_body(request)
         if isinstance(body, Response):
             return body
         try:
             attachment = await store.write_attachment_bytes(
-                request.path_params["attachment_id"], body, RequestContext(user_id=user_id)
+                request.path_params["attachment_id"], body, RequestContext(user_id=identity.user_id)
             )
         except NotFoundError as exc:
             return _error(404, "not_found", str(exc))

@@ -30,6 +30,9 @@ class ChatWidget(anywidget.AnyWidget):
     ``options`` go to the component (``title``, ``greeting``, ``placeholder``, and for the
     official one any ChatKit option such as ``theme``, ``startScreen``, ``composer``).
     ``client_tools`` maps tool names to Python callables answering ``client_tool_call`` items.
+    Each request carries the page context (``share_page``: the notebook's path, title and first
+    headings; ``share_active_cell``: the active cell's source, off by default) and, after
+    ``lab.login``, the Bearer token, which is sent as a message and never stored in a trait.
     """
 
     _esm = STATIC / "widget.js"
@@ -44,13 +47,15 @@ class ChatWidget(anywidget.AnyWidget):
     ack_timeout = traitlets.Float(30.0).tag(sync=True)  # seconds without an ack: "kernel restarted"
     options = traitlets.Dict().tag(sync=True)
     python_client_tools = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    share_page = traitlets.Bool(True).tag(sync=True)  # notebook path, title and headings -> page context
+    share_active_cell = traitlets.Bool(False).tag(sync=True)  # the active cell's source too
 
     def __init__(self, lab: ChatLab, *, client_tools: dict[str, Callable[..., Any]] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._lab = lab
         self._client_tools = dict(client_tools or {})
         self.python_client_tools = sorted(self._client_tools)
-        self._tunnel = CommTunnel(lab.server, lab._loop.loop, self.send, user_id=lambda: lab.user_id)
+        self._tunnel = CommTunnel(lab.server, lab._loop.loop, self.send, auth=lab.auth)
         self.on_msg(self._on_custom)
         lab._widgets.add(self)
 
@@ -59,7 +64,9 @@ class ChatWidget(anywidget.AnyWidget):
         try:
             if self._tunnel.on_message(content):
                 return
-            if isinstance(content, dict) and content.get("kind") == "client_tool":
+            if isinstance(content, dict) and content.get("kind") == "hello":  # a view rendered: it needs the token
+                self.send_token(self._lab._token)
+            elif isinstance(content, dict) and content.get("kind") == "client_tool":
                 asyncio.run_coroutine_threadsafe(self._client_tool(content), self._lab._loop.loop)
         except Exception:
             log.exception("widget message could not be handled")
@@ -77,6 +84,13 @@ class ChatWidget(anywidget.AnyWidget):
             log.exception("client tool %s failed", msg.get("name"))
             reply["error"] = f"{type(exc).__name__}: {exc}"
         self.send(reply)
+
+    def send_token(self, token: str | None) -> None:
+        """Hand the views the Bearer token (a message, never a trait: traits are saved in the notebook)."""
+        try:
+            self.send({"kind": "auth", "token": token})
+        except Exception:
+            log.debug("widget is closed", exc_info=True)
 
     def show_events(self, thread_id: str | None, events: list[dict[str, Any]]) -> None:
         """Show events of a turn made elsewhere (``lab.send``) in this chat, live."""

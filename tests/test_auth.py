@@ -1,0 +1,216 @@
+"""JWT auth on a real HTTP server, with the JWKS served from another real HTTP server on 127.0.0.1.
+
+Every attack is refused with a 401 (or, for another user's ids, a 404) and reads or writes nothing.
+"""
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from chatkit_lab import ChatLabError
+from chatkit_lab.auth import AuthError, JWKSVerifier, LocalIssuer
+
+from .conftest import free_port
+
+MESSAGE = {"content": [{"type": "input_text", "text": "hello"}], "attachments": [], "inference_options": {}}
+CREATE = {"type": "threads.create", "params": {"input": MESSAGE}}
+LIST = {"type": "threads.list", "params": {}}
+
+
+def b64(data) -> str:
+    raw = data if isinstance(data, bytes) else json.dumps(data).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+@pytest.fixture
+def issuer():
+    issuer = LocalIssuer()
+    issuer.url = issuer.serve()
+    yield issuer
+    issuer.stop_serving()
+
+
+@pytest.fixture
+def secured(make_lab, issuer):
+    verifier = JWKSVerifier(issuer.url, issuer=issuer.issuer, audience=issuer.audience, refetch_after=0)
+    lab = make_lab(verifier=verifier)
+    url = lab.serve(port=0)
+    with httpx.Client(base_url=url, timeout=30) as client:
+        yield lab, client
+
+
+def call(client, body, token=None, header=None):
+    headers = {"Authorization": header if header is not None else f"Bearer {token}"} if (token or header is not None) else {}
+    return client.post("/chatkit", content=json.dumps(body), headers=headers)
+
+
+def everything(lab):
+    return {t: lab.sql(f"SELECT * FROM {t} ORDER BY ALL").to_json(date_format="iso") for t in ("threads", "items", "attachments", "feedback", "turns")}
+
+
+def forged_tokens(issuer):
+    """name -> (Authorization header value, the sentence the server must answer with)."""
+    good = issuer.issue("alice")
+    head, payload, sig = good.split(".")
+    kid = issuer.keys[0].kid
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    public_pem = issuer.keys[0].as_pem(private=False)
+    hs_head = b64({"alg": "HS256", "kid": kid, "typ": "JWT"})
+    hs_sig = b64(hmac.new(public_pem, f"{hs_head}.{payload}".encode(), hashlib.sha256).digest())
+    stranger = LocalIssuer(issuer=issuer.issuer, audience=issuer.audience)
+    now = int(time.time())
+    return {
+        "alg none": (f"Bearer {b64({'alg': 'none', 'kid': kid})}.{payload}.", "algorithm is not allowed"),
+        "HS256 with the public key": (f"Bearer {hs_head}.{payload}.{hs_sig}", "algorithm is not allowed"),
+        "expired": (f"Bearer {issuer.issue('alice', ttl=-120)}", "expired"),
+        "not yet valid": (f"Bearer {issuer.issue('alice', nbf=now + 3600)}", "not valid yet"),
+        "wrong issuer": (f"Bearer {issuer.issue('alice', iss='https://evil.example')}", "wrong iss"),
+        "wrong audience": (f"Bearer {issuer.issue('alice', aud='another-app')}", "wrong aud"),
+        "unknown kid": (f"Bearer {stranger.issue('alice')}", "unknown key"),
+        "tampered payload": (f"Bearer {head}.{b64({**claims, 'sub': 'bob'})}.{sig}", "signature does not match"),
+        "missing header": (None, "Missing Authorization header"),
+        "empty bearer": ("Bearer", "Malformed Authorization header"),
+        "basic scheme": ("Basic YWxpY2U6c2VjcmV0", "Malformed Authorization header"),
+        "not a jwt": ("Bearer not-a-jwt", "Malformed Authorization header"),
+        "garbage jwt": ("Bearer aaa.bbb.ccc", "could not be read"),
+    }
+
+
+def test_a_valid_token_is_served_as_its_subject(secured, issuer):
+    lab, client = secured
+    token = issuer.issue("alice", name="Alice")
+    created = call(client, CREATE, token)
+    assert created.status_code == 200 and "assistant_message" in created.text
+    assert lab.sql("SELECT DISTINCT user_id FROM threads").user_id.tolist() == ["alice"]
+    assert lab.inspect().context["user"] == {"name": "Alice", "id": "alice"}
+
+
+def test_every_forged_or_broken_token_is_refused_with_nothing_read_or_written(secured, issuer):
+    lab, client = secured
+    call(client, CREATE, issuer.issue("bob"))  # something there to read
+    before = everything(lab)
+    for name, (header, sentence) in forged_tokens(issuer).items():
+        for body in (CREATE, LIST):
+            response = client.post("/chatkit", content=json.dumps(body), headers={"Authorization": header} if header is not None else {})
+            assert response.status_code == 401, name
+            assert response.headers["www-authenticate"].startswith("Bearer"), name
+            error = response.json()["error"]
+            assert error["code"] == "unauthorized" and sentence in error["message"], (name, error)
+            assert "eyJ" not in error["message"]  # the token is never echoed
+    assert everything(lab) == before
+
+
+def test_alice_cannot_touch_bobs_threads_with_any_request_type(secured, issuer):
+    lab, client = secured
+    bob, alice = issuer.issue("bob"), issuer.issue("alice")
+    events = [json.loads(line[6:]) for line in call(client, CREATE, bob).text.split("\n") if line.startswith("data: ")]
+    thread_id = events[0]["thread"]["id"]
+    item_ids = [e["item"]["id"] for e in events if e["type"] == "thread.item.done"]
+    attachment = call(client, {"type": "attachments.create", "params": {"name": "b.txt", "size": 3, "mime_type": "text/plain"}}, bob).json()
+    before = everything(lab)
+    action = {"type": "approve", "payload": {}}
+    attempts = [
+        {"type": "threads.get_by_id", "params": {"thread_id": thread_id}},
+        {"type": "items.list", "params": {"thread_id": thread_id}},
+        {"type": "threads.update", "params": {"thread_id": thread_id, "title": "mine now"}},
+        {"type": "threads.delete", "params": {"thread_id": thread_id}},
+        {"type": "items.feedback", "params": {"thread_id": thread_id, "item_ids": item_ids, "kind": "negative"}},
+        {"type": "attachments.delete", "params": {"attachment_id": attachment["id"]}},
+        {"type": "threads.add_user_message", "params": {"thread_id": thread_id, "input": MESSAGE}},
+        {"type": "threads.add_client_tool_output", "params": {"thread_id": thread_id, "result": {}}},
+        {"type": "threads.retry_after_item", "params": {"thread_id": thread_id, "item_id": item_ids[0]}},
+        {"type": "threads.custom_action", "params": {"thread_id": thread_id, "item_id": item_ids[-1], "action": action}},
+        {"type": "threads.sync_custom_action", "params": {"thread_id": thread_id, "item_id": item_ids[-1], "action": action}},
+        {"type": "threads.add_structured_input", "params": {"thread_id": thread_id, "item_id": item_ids[-1], "input": {}}},
+    ]
+    for body in attempts:
+        response = call(client, body, alice)
+        if response.headers["content-type"].startswith("text/event-stream"):
+            last = json.loads(response.text.strip().split("\n")[-1][6:])
+            assert last["type"] == "error" and response.text.count("data: ") == 1, body["type"]
+        elif body["type"] == "attachments.delete":  # idempotent: a foreign id deletes nothing
+            assert (response.status_code, response.text) == (200, "{}")
+        else:
+            assert response.status_code in (404, 501), (body["type"], response.status_code, response.text)
+        assert "hello" not in response.text, body["type"]  # none of bob's content leaks
+    upload = client.put(f"/chatkit/attachments/{attachment['id']}/upload", content=b"xyz", headers={"Authorization": f"Bearer {alice}"})
+    assert upload.status_code == 404
+    assert call(client, LIST, alice).json()["data"] == []
+    assert everything(lab) == before
+    assert [t["id"] for t in call(client, LIST, bob).json()["data"]] == [thread_id]
+
+
+def test_key_rotation_is_picked_up_and_a_down_key_server_keeps_cached_keys_working(secured, issuer):
+    lab, client = secured
+    old = issuer.issue("alice")
+    assert call(client, LIST, old).status_code == 200
+    issuer.rotate()  # a new kid: the verifier has never seen it
+    new = issuer.issue("alice")
+    assert call(client, LIST, new).status_code == 200
+    assert call(client, LIST, old).status_code == 200  # the old key is still published
+    issuer.rotate(keep_old=False)
+    issuer.stop_serving()  # the key server goes down
+    assert call(client, LIST, new).status_code == 200  # cached
+    newest = issuer.issue("alice")
+    refused = call(client, LIST, newest)
+    assert refused.status_code == 401
+    assert "could not be fetched" in refused.json()["error"]["message"]
+
+
+def test_jwks_verifier_rejects_symmetric_keys_even_when_the_jwks_offers_one():
+    # A JWKS that (wrongly) publishes an "oct" key must not turn HS256 into a way in.
+    secret = b"0123456789abcdef0123456789abcdef"
+    doc = {"keys": [{"kty": "oct", "k": b64(secret), "kid": "hmac", "alg": "HS256"}]}
+    head, payload = b64({"alg": "HS256", "kid": "hmac"}), b64({"sub": "alice", "exp": int(time.time()) + 60})
+    sig = b64(hmac.new(secret, f"{head}.{payload}".encode(), hashlib.sha256).digest())
+    with pytest.raises(AuthError, match="not allowed"):
+        JWKSVerifier(doc).verify(f"Bearer {head}.{payload}.{sig}")
+
+
+def test_lab_login_makes_python_requests_verify_like_the_widget(make_lab):
+    lab = make_lab()
+    lab.login("alice", name="Alice")
+    assert lab.user_id == "alice" and "eyJ" not in repr(lab)
+    token = lab.issuer.issue("alice")
+    assert lab.request_sync(LIST, headers={"Authorization": f"Bearer {token}"}) == {"data": [], "has_more": False}
+    with pytest.raises(ChatLabError, match="expired"):
+        lab.request_sync(LIST, headers={"Authorization": f"Bearer {lab.issuer.issue('alice', ttl=-120)}"})
+    with pytest.raises(AuthError, match="Missing"):
+        lab.request_sync(LIST, headers={})
+
+
+def test_the_cli_with_jwks_url_refuses_requests_without_a_token(tmp_path, issuer):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "chatkit_lab.cli", "serve", "--db", str(tmp_path / "cli.duckdb"), "--port", str(port),
+         "--jwks-url", issuer.url, "--issuer", issuer.issuer, "--audience", issuer.audience],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )
+    try:
+        assert "/chatkit" in proc.stdout.readline()
+        proc.stdout.readline()
+        assert issuer.url in proc.stdout.readline()
+        url = f"http://127.0.0.1:{port}/chatkit"
+        refused = httpx.post(url, json=LIST, timeout=30)
+        assert refused.status_code == 401 and refused.json()["error"]["code"] == "unauthorized"
+        allowed = httpx.post(url, json=LIST, headers={"Authorization": f"Bearer {issuer.issue('carol')}"}, timeout=30)
+        assert allowed.status_code == 200 and allowed.json()["data"] == []
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+
+
+def test_the_cli_says_issuer_needs_a_jwks_url(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "chatkit_lab.cli", "serve", "--db", str(tmp_path / "x.duckdb"), "--issuer", "me"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--jwks-url" in done.stderr

@@ -214,3 +214,13 @@ def test_the_cli_says_issuer_needs_a_jwks_url(tmp_path):
     done = subprocess.run([sys.executable, "-m", "chatkit_lab.cli", "serve", "--db", str(tmp_path / "x.duckdb"), "--issuer", "me"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "--jwks-url" in done.stderr
+
+
+def test_login_with_a_token_from_the_labs_own_identity_provider(make_lab, issuer):
+    lab = make_lab(verifier=JWKSVerifier(issuer.url, issuer=issuer.issuer, audience=issuer.audience))
+    with pytest.raises(ChatLabError, match="login\\(token=...\\)"):
+        lab.login("alice")  # this lab trusts the provider's keys, not a local issuer
+    lab.login(token=issuer.issue("dora"))
+    assert lab.user_id == "dora"
+    with pytest.raises(AuthError, match="expired"):
+        lab.login(token=issuer.issue("dora", ttl=-120))

@@ -99,3 +99,11 @@ def test_unknown_threads_are_a_sentence_not_a_traceback(make_lab):
     assert lab.send_sync("hello", "thr_nope").error == "Thread thr_nope not found"
     with pytest.raises(ChatLabError, match="^Thread thr_nope not found$"):
         lab.request_sync({"type": "threads.get_by_id", "params": {"thread_id": "thr_nope"}})
+
+
+def test_the_warm_up_rehearses_offline_and_writes_nothing(make_lab):
+    lab = make_lab()
+    lab.warmed.result(30)
+    counts = lab.sql("SELECT (SELECT count(*) FROM threads) + (SELECT count(*) FROM items) + (SELECT count(*) FROM turns) + (SELECT count(*) FROM spans) AS n")
+    assert counts.n[0] == 0
+    assert make_lab(db=":memory:", warm=False).warmed is None

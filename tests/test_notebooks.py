@@ -19,6 +19,28 @@ EXPECTED = {
         "Could not reach the model provider at http://127.0.0.1:9/v1",
         "'ok'",
     ],
+    "02_context_injection.ipynb": [
+        "user={'name': 'Ada Lovelace', 'id': 'ada'}",
+        "- context: in the instructions (project, df)",
+        "count  4.00000",
+        "a hidden context item (project, df)",
+        "the get_context tool (project, df)",
+        "You help Ada with the notebook Churn analysis.",
+        "The context provider broken_provider failed: NameError",
+    ],
+    "03_auth_patterns.ipynb": [
+        "HS256 signed with the public key     401",
+        "tampered payload (sub: bob)     401",
+        "threads.get_by_id     404",
+        "AuthError - The token could not be read",
+        "HttpOnly; Max-Age=28800; Path=/; SameSite=lax",
+        "with the cookie: 200",
+        "server down, cached key: 200",
+        "The CRM token is [REDACTED:crm_token].",
+        '{"customer":"acme","token":"[REDACTED:crm_token]"}',
+        "(False, False)",
+        "{'leaky.duckdb': False, 'safe.duckdb': False, 'leaky_items.csv': False}",
+    ],
 }
 
 
@@ -33,7 +55,8 @@ def text_of(nb) -> str:
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_notebook_runs_top_to_bottom(path, tmp_path):
-    shutil.copy(path, tmp_path / path.name)
+    for helper in [path, *path.parent.glob("*.py")]:  # notebooks may start helper servers beside them
+        shutil.copy(helper, tmp_path / helper.name)
     nb = nbformat.read(tmp_path / path.name, as_version=4)
     NotebookClient(nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     errors = [o for c in nb.cells for o in c.get("outputs", []) if o["output_type"] == "error"]

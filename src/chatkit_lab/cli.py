@@ -36,6 +36,21 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _proxy(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .auth.jwt import LocalIssuer
+    from .auth.proxy import create_proxy_app
+
+    issuer = LocalIssuer(issuer=args.issuer, audience=args.audience)
+    app = create_proxy_app(args.upstream, issuer=issuer)
+    base = f"http://{args.host}:{args.port}"
+    print(f"chatkit-lab proxy at {base} -> {args.upstream}", flush=True)
+    print(f"run the chat server with: chatkit-lab serve --jwks-url {base}/.well-known/jwks.json --issuer {args.issuer} --audience {args.audience}", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="chatkit-lab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -51,6 +66,13 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--audience", default=None, help="the token's required aud claim")
     serve.add_argument("--instructions", default=None)
     serve.set_defaults(run=_serve)
+    proxy = sub.add_parser("proxy", help="a web page with the chat; the token lives in an httpOnly cookie")
+    proxy.add_argument("--upstream", required=True, help="the ChatKit endpoint, e.g. http://127.0.0.1:8000/chatkit")
+    proxy.add_argument("--host", default="127.0.0.1")
+    proxy.add_argument("--port", type=int, default=8080)
+    proxy.add_argument("--issuer", default="chatkit-lab-proxy", help="the iss claim of the tokens it issues")
+    proxy.add_argument("--audience", default="chatkit-lab", help="the aud claim of the tokens it issues")
+    proxy.set_defaults(run=_proxy)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     return args.run(args)

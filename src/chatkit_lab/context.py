@@ -138,7 +138,8 @@ class LabContext:
                 provided = provider(request) if wants_request else provider()
                 values.update(provided or {})
             except Exception as exc:
-                log.warning("context provider %s failed", name, exc_info=True)
+                log.warning("context provider %s failed: %s: %s", name, type(exc).__name__, exc)
+                log.debug("context provider %s traceback", name, exc_info=True)
                 values[f"{name}_error"] = f"The context provider {name} failed: {type(exc).__name__}: {exc}"
         return values
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import logging
 import time
 import uuid
 import weakref
@@ -30,6 +31,7 @@ DEFAULT_INSTRUCTIONS = "You are a helpful assistant inside a Jupyter notebook. A
 if TYPE_CHECKING:
     import pandas as pd  # imported by DuckDB when a DataFrame is asked for, not at import time
 
+log = logging.getLogger("chatkit_lab")
 _LABS: weakref.WeakSet[ChatLab] = weakref.WeakSet()
 
 
@@ -64,6 +66,7 @@ class ChatLab:
     ``context_strategy`` says how the context reaches the model (see ``chatkit_lab.context``).
     ``verifier``: require a Bearer JWT on every widget and HTTP request (``lab.login`` sets one up
     locally). ``mcp_servers``: Agents SDK MCP servers, connected now and closed with the lab.
+    ``warm``: rehearse one offline turn in the background so the first reply comes fast.
     """
 
     def __init__(
@@ -83,6 +86,7 @@ class ChatLab:
         context_strategy: str = "instructions",
         verifier: JWKSVerifier | None = None,
         mcp_servers: Sequence[Any] = (),
+        warm: bool = True,
     ) -> None:
         self.auth = Authenticator(verifier, user_id)
         self.issuer: LocalIssuer | None = None
@@ -118,15 +122,35 @@ class ChatLab:
         self._closed = False
         _LABS.add(self)
         try:
-            self._loop.call(self._warm())
+            self._loop.call(self._open())
             self._mcp.connect()
         except BaseException:
             self.close()
             raise
+        self.warmed = self._loop.submit(self._rehearse()) if warm else None
 
-    async def _warm(self) -> None:
+    async def _open(self) -> None:
         async with self.db.acursor():
             pass  # opens the file and applies migrations now, not on the first message
+
+    async def _rehearse(self) -> None:
+        """One offline turn on a throwaway in-memory store, in the background: the first real
+        turn then does not pay for the SDK's lazy imports and first-use setup (about 250 ms)."""
+        from agents import RunConfig
+
+        from .context import RequestContext
+        from .models import MirrorModel
+        from .store.memory import MemoryStore
+
+        try:
+            rehearsal = LabServer(MemoryStore(), Agent(name="warm-up", model=MirrorModel()), run_config=RunConfig(tracing_disabled=True))
+            body = json.dumps({"type": "threads.create", "params": {"input": {"content": [{"type": "input_text", "text": "warm up"}], "attachments": [], "inference_options": {}}}})
+            reply = await handle_request(rehearsal, body, RequestContext(user_id="warm-up"))
+            async for _ in reply.stream or ():
+                pass
+            await self.store.load_threads(1, None, "desc", RequestContext(user_id="warm-up"))
+        except Exception:
+            log.debug("warm-up turn failed", exc_info=True)  # only an optimisation
 
     @property
     def user_id(self) -> str:
@@ -215,16 +239,27 @@ class ChatLab:
         return register
 
     # -- auth ------------------------------------------------------------------------------
-    def login(self, user_id: str, *, ttl: float = 3600, **claims: Any) -> None:
+    def login(self, user_id: str | None = None, *, token: str | None = None, ttl: float = 3600, **claims: Any) -> None:
         """Act as ``user_id`` with a real token: a local RSA issuer signs a JWT, every request
         from the widgets carries it as ``Authorization: Bearer`` and is verified, and the open
         chats switch to that user's threads. ``claims`` (``name``, ``email``...) reach the context.
+        ``token``: use a token from your own identity provider instead (checked by ``verifier``).
         """
-        if self.issuer is None:
-            self.issuer = LocalIssuer()
-        if self.auth.verifier is None:
-            self.auth.verifier = self.issuer.verifier()
-        self._token = self.issuer.issue(user_id, ttl=ttl, **claims)
+        if token is not None:
+            identity = self.auth.verifier.verify(f"Bearer {token}") if self.auth.verifier else None
+            if identity is None:
+                raise ChatLabError("lab.login(token=...) needs a lab created with verifier=JWKSVerifier(...).")
+            user_id = identity.user_id
+        elif user_id is None:
+            raise ChatLabError("Say who logs in: lab.login('alice'), or lab.login(token=...).")
+        else:
+            if self.auth.verifier is None:
+                self.issuer = LocalIssuer()
+                self.auth.verifier = self.issuer.verifier()
+            elif self.issuer is None:
+                raise ChatLabError("This lab verifies tokens from your identity provider: use lab.login(token=...) with one of its tokens.")
+            token = self.issuer.issue(user_id, ttl=ttl, **claims)
+        self._token = token
         self.user_id = user_id
         self._announce_token()
 

@@ -283,8 +283,7 @@ class ChatLab:
     # -- data ----------------------------------------------------------------------------
     def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pd.DataFrame:
         """Run SQL on the lab's DuckDB file (its own cursor; safe while a reply streams)."""
-        if not self._loop.on_loop() and self._loop.running:
-            self._loop.call(self.tracer.aflush())  # turns and spans are written behind the stream
+        self._flush()
         with self.db.cursor() as cur:
             return cur.execute(query, params).df()
 
@@ -303,8 +302,12 @@ class ChatLab:
         (its newest turn) or None (the newest turn of all). Shows as a table in a notebook."""
         from .inspector import Inspection
 
-        self.sql("SELECT 1")  # flush the rows written behind the stream
+        self._flush()
         return Inspection.load(self.db, turn)
+
+    def _flush(self) -> None:
+        if not self._loop.on_loop() and self._loop.running:
+            self._loop.call(self.tracer.aflush())  # turns, spans and model inputs are written behind the stream
 
     def _scope(self, all_users: bool, thread_id: str | None) -> tuple[str, dict[str, Any]]:
         where, params = ["true"], {}

@@ -114,3 +114,29 @@ def test_the_same_smoke_turn_in_notebook_7(page, tmp_path_factory, browser):
         page.evaluate(EXECUTE, "lab.close()")
     finally:
         server.stop()
+
+
+def test_login_switches_the_chats_user_and_the_page_context_reaches_the_model(page, jupyter_lab):
+    import nbformat
+
+    from .jupyter import CHAT_CELL
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Churn study\n\n## Load the data"), nbformat.v4.new_code_cell(CHAT_CELL.replace("lab.duckdb", "auth.duckdb"))])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, jupyter_lab.root / "auth.ipynb")
+    open_and_run(page, jupyter_lab.url("auth.ipynb"))
+    page.evaluate(EXECUTE, "lab.login('alice', name='Alice')")
+    send(page, "hello from alice")
+    page.wait_for_function("() => (document.querySelector('.ckl-assistant')?.textContent || '').includes('hello from alice')", timeout=30_000)
+    idle(page)
+    seen = page.evaluate(EXECUTE, "c = lab.inspect().context; print(c['user']['name'], c['page']['path'], c['page']['title'], c['page']['headings'])")
+    assert seen == "Alice auth.ipynb Churn study ['Churn study', 'Load the data']\n"
+    assert "eyJ" not in page.evaluate(EXECUTE, "print(chat.get_state())")  # the token is in no trait
+    page.evaluate(EXECUTE, "lab.login('bob')")
+    page.wait_for_function("() => document.querySelectorAll('.ckl-assistant').length === 0", timeout=30_000)
+    send(page, "hello from bob")
+    page.wait_for_function("() => (document.querySelector('.ckl-assistant')?.textContent || '').includes('hello from bob')", timeout=30_000)
+    idle(page)
+    owners = page.evaluate(EXECUTE, "print(sorted(lab.threads_df(all_users=True).user_id))")
+    assert owners == "['alice', 'bob']\n"
+    page.evaluate(EXECUTE, "lab.close()")

@@ -71,6 +71,7 @@ def test_no_cookie_cross_site_posts_and_a_down_upstream_get_sentences_and_stream
         assert refused.status_code == 401 and "Not signed in" in refused.json()["error"]["message"]
         assert client.post("/login", data={"user": "eve"}, headers={"Origin": "https://evil.example"}).status_code == 403
         assert client.post("/login", data={"user": ""}).status_code == 400
+        assert client.post("/login", content="{oops", headers={"content-type": "application/json"}).status_code == 400
         signed_in = client.post("/login", data={"user": "bob"})
         assert signed_in.status_code == 303 and COOKIE in client.cookies
         assert "httponly" in signed_in.headers["set-cookie"].lower() and "samesite=lax" in signed_in.headers["set-cookie"].lower()

@@ -68,10 +68,13 @@ def create_proxy_app(upstream: str, *, issuer: LocalIssuer | None = None, ttl: i
         if not same_origin(request):
             return _error(403, "cross_site", "Sign-in from another site was refused.")
         raw = (await request.body()).decode("utf-8", "replace")
-        form = json.loads(raw) if request.headers.get("content-type", "").startswith("application/json") else {
-            k: v[0] for k, v in parse_qs(raw).items()
-        }
-        user = str(form.get("user", "")).strip()
+        try:
+            form = json.loads(raw) if request.headers.get("content-type", "").startswith("application/json") else {
+                k: v[0] for k, v in parse_qs(raw).items()
+            }
+        except ValueError:
+            form = None
+        user = str(form.get("user", "")).strip() if isinstance(form, dict) else ""
         if not user or len(user) > 64:
             return _error(400, "bad_request", "Sign in with a user name of 1 to 64 characters.")
         response = RedirectResponse("/", status_code=303)

@@ -88,7 +88,10 @@ class RedactingFilter(logging.Filter):
     """Rewrites a log record's message (and traceback) with secrets redacted."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record: logging reports it; keep the raw message redacted
+            message = str(record.msg)
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         record.msg, record.args = redact(message), None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import json
 import logging
@@ -409,27 +410,24 @@ class _MCPConnections:
 
     def __init__(self, servers: Sequence[Any], loop: LoopThread) -> None:
         self.servers, self.loop = list(servers), loop
-        self._stop: Any = None
-        self._tasks: list[Any] = []
+        self._stop: asyncio.Event | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     def connect(self, timeout: float = 30) -> None:
-        if not self.servers:
-            return
-        import asyncio
+        if self.servers:
+            self.loop.call(self._start(timeout))
 
-        async def event() -> asyncio.Event:
-            return asyncio.Event()
-
-        self._stop = self.loop.call(event())
+    async def _start(self, timeout: float) -> None:
+        self._stop = asyncio.Event()
         for server in self.servers:
-            ready = self.loop.call(event())
-            task = self.loop.submit(self._hold(server, ready))
+            ready = asyncio.Event()
+            task = asyncio.create_task(self._hold(server, ready))
             self._tasks.append(task)
-            self.loop.call(asyncio.wait_for(ready.wait(), timeout))
+            await asyncio.wait_for(ready.wait(), timeout)
             if task.done():
-                task.result()
+                task.result()  # the connection failed: raise its sentence
 
-    async def _hold(self, server: Any, ready: Any) -> None:
+    async def _hold(self, server: Any, ready: asyncio.Event) -> None:
         try:
             await server.connect()
         except Exception as exc:
@@ -437,17 +435,18 @@ class _MCPConnections:
             raise ChatLabError(f"Could not connect to the MCP server {server.name!r}: {type(exc).__name__}: {exc}") from None
         ready.set()
         try:
-            await self._stop.wait()
+            await self._stop.wait()  # type: ignore[union-attr]
         finally:
             await server.cleanup()
 
     def close(self) -> None:
-        if self._stop is None or not self.loop.running:
-            return
-        self.loop.loop.call_soon_threadsafe(self._stop.set)
-        for task in self._tasks:
+        if self._stop is not None and self.loop.running:
             try:
-                task.result(10)
-            except Exception:
-                pass
+                self.loop.call(self._close(), timeout=15)
+            except Exception:  # closing the lab must not fail on a stuck MCP server
+                log.warning("an MCP connection did not close cleanly", exc_info=True)
         self._stop = None
+
+    async def _close(self) -> None:
+        self._stop.set()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

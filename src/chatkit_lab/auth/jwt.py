@@ -181,10 +181,6 @@ class Authenticator:
     def __init__(self, verifier: JWKSVerifier | None = None, user_id: str = "local") -> None:
         self.verifier, self.user_id = verifier, user_id
 
-    @property
-    def required(self) -> bool:
-        return self.verifier is not None
-
     async def identify(self, headers: Mapping[str, str] | None) -> Identity:
         if self.verifier is None:
             return Identity(self.user_id)

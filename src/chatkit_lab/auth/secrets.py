@@ -14,7 +14,6 @@ import logging
 import os
 import re
 import weakref
-from collections.abc import Mapping
 
 MIN_LENGTH = 8  # shorter values would redact ordinary words
 PATTERNS = [
@@ -67,9 +66,6 @@ class Secrets:
             text = pattern.sub(replacement, text)
         return text
 
-    def redact_row(self, row: list[object]) -> list[object]:
-        return [self.redact(v) if isinstance(v, str) else v for v in row]
-
 
 _ALL: weakref.WeakSet[Secrets] = weakref.WeakSet()
 
@@ -106,7 +102,3 @@ def install_log_filter(names: tuple[str, ...] = ("chatkit_lab", "chatkit_lab.tra
         if not any(isinstance(f, RedactingFilter) for f in logger.filters):
             logger.addFilter(RedactingFilter())
 
-
-def redact_mapping(values: Mapping[str, object], secrets: Secrets) -> dict[str, object]:
-    """A JSON-safe copy of ``values`` with secrets redacted (for the inspector)."""
-    return json.loads(secrets.redact(json.dumps(values, default=str)))

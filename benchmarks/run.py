@@ -217,6 +217,92 @@ def bench_cold(runs: int, tmp: Path) -> dict[str, dict[str, float]]:
     return results
 
 
+def replay_source(path: Path, threads: int, turns: int) -> None:
+    """Threads of recorded user messages (and replies), bulk-loaded through SQL."""
+    from chatkit.types import InferenceOptions, UserMessageItem, UserMessageTextContent
+
+    lab = ChatLab(path, warm=False, user_id=CTX.user_id)
+    lab.close()
+    base, rows, thread_rows = datetime(2026, 1, 1), [], []
+    for t in range(threads):
+        tid = f"thr_{t:05d}"
+        meta = json.dumps({"id": tid, "created_at": (base + timedelta(minutes=t)).isoformat(), "title": f"t{t}", "status": {"type": "active"}, "metadata": {}})
+        thread_rows.append((tid, CTX.user_id, f"t{t}", "active", base, base, "{}", meta))
+        for n in range(turns):
+            at = base + timedelta(minutes=t, seconds=n)
+            item = UserMessageItem(id=f"msg_{t:05d}_{n}", thread_id=tid, created_at=at, inference_options=InferenceOptions(),
+                                   content=[UserMessageTextContent(text=f"question {n} of thread {t}")])
+            rows.append((item.id, tid, CTX.user_id, at, at, "user_message", "user", item.content[0].text, item_adapter.dump_json(item).decode()))
+    import pandas as pd
+
+    threads_df = pd.DataFrame(thread_rows, columns=["id", "user_id", "title", "status", "created_at", "updated_at", "metadata", "data"])  # noqa: F841
+    items_df = pd.DataFrame(rows, columns=["id", "thread_id", "user_id", "created_at", "updated_at", "type", "role", "text", "data"])  # noqa: F841
+    with duckdb.connect(str(path)) as con:
+        con.execute("INSERT INTO threads BY NAME SELECT * FROM threads_df")
+        con.execute("INSERT INTO items BY NAME SELECT * FROM items_df")
+
+
+def bench_replay(threads: int, turns: int, tmp: Path) -> dict[str, float]:
+    path = tmp / "replay.duckdb"
+    replay_source(path, threads, turns)
+    lab = ChatLab(path, warm=False, user_id=CTX.user_id)
+    sources = lab.threads_df().thread_id.tolist()
+    lab.replay_many_sync(sources[:2], concurrency=1, progress=False)  # warm up
+    results = {}
+    for concurrency in (1, 8):
+        t0 = time.perf_counter()
+        replays = lab.replay_many_sync(sources, concurrency=concurrency, progress=False)
+        elapsed = time.perf_counter() - t0
+        assert sum(len(r.steps) for r in replays) == threads * turns and not any(s.error for r in replays for s in r.steps)
+        results[f"c{concurrency}"] = threads * turns / elapsed
+    lab.close()
+    return results
+
+
+EXPORT = """
+import sys, time
+def rss_mb(field="VmRSS"):  # VmHWM: the peak (ru_maxrss would count the parent's, kept across exec)
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(field)) / 1024
+mode, db, out = sys.argv[1:4]
+if mode == "lab":
+    from chatkit_lab import ChatLab
+    lab = ChatLab(db, warm=False, user_id="bench")
+    lab.sql("SELECT 1")  # the file is open
+    before = rss_mb()
+    t0 = time.perf_counter()
+    lab.export(out)
+else:
+    import duckdb
+    con = duckdb.connect(db)
+    before = rss_mb()
+    t0 = time.perf_counter()
+    con.execute(f"COPY items TO '{out}' (FORMAT parquet)")
+elapsed = time.perf_counter() - t0
+print(elapsed, before, rss_mb("VmHWM"))
+"""
+
+
+def bench_export(items: int, tmp: Path) -> dict[str, dict[str, float]]:
+    path = tmp / "export.duckdb"
+    ChatLab(path, warm=False).close()
+    item = '{"type":"assistant_message","id":"msg_x","thread_id":"thr_x","created_at":"2026-01-01T00:00:00","content":[{"type":"output_text","text":"a reply of some length, as an assistant writes it","annotations":[]}]}'
+    with duckdb.connect(str(path)) as con:
+        con.execute(
+            f"""INSERT INTO items (id, thread_id, user_id, seq, created_at, updated_at, type, role, text, data)
+                SELECT 'msg_' || i, 'thr_' || (i // 100), 'bench', i, TIMESTAMP '2026-01-01' + to_microseconds(i),
+                       TIMESTAMP '2026-01-01' + to_microseconds(i), 'assistant_message', 'assistant',
+                       'a reply of some length, as an assistant writes it, number ' || i, replace(?, 'msg_x', 'msg_' || i)
+                FROM range({items}) t(i)""",
+            [item],
+        )
+    results = {}
+    for mode in ("copy", "lab", "copy", "lab"):  # each twice, interleaved; the second run counts
+        out = subprocess.run([sys.executable, "-c", EXPORT, mode, str(path), str(tmp / f"{mode}.parquet")], capture_output=True, text=True, check=True)
+        elapsed, before, peak = map(float, out.stdout.split())
+        results[mode] = {"s": elapsed, "before_mb": before, "peak_mb": peak, "size_mb": (tmp / f"{mode}.parquet").stat().st_size / 2**20}
+    return results
+
+
 def machine() -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
     mem = next((int(line.split()[1]) // 1024 // 1024 for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")), 0)
@@ -229,6 +315,7 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="where to write the results (default: benchmarks/RESULTS.md for a full run)")
     args = parser.parse_args()
     turns, threads, items, reps, runs = (20, 20, 10, 10, 1) if args.quick else (200, 1000, 100, 200, 3)
+    replayed, exported = ((4, 2), 10_000) if args.quick else ((200, 5), 1_000_000)
     lines = ["# Benchmark results\n", f"Machine: {machine()}  ", f"Date: {datetime.now():%Y-%m-%d %H:%M}; `make bench`{' --quick' if args.quick else ''}.\n"]
 
     def say(text: str = "") -> None:
@@ -264,6 +351,22 @@ def main() -> None:
             f"({cold['first_reply_ms'] / warmed['first_reply_ms']:.1f}x faster)**; sent at once: {c['at_once']['first_reply_ms']:.0f} ms")
         say(f"- import + ChatLab() + first reply, without warm-up: **{cold['import_ms'] + cold['chatlab_ms'] + cold['first_reply_ms']:.0f} ms** "
             "(the import is the Agents SDK and openai types)\n")
+
+        r = bench_replay(*replayed, tmp)
+        say(f"## Replay: {replayed[0]} threads x {replayed[1]} turns, offline model\n")
+        say(f"- replay, one thread at a time: **{r['c1']:.1f} turns/s**; 8 at a time: **{r['c8']:.1f} turns/s** "
+            f"(8 at a time / one at a time: {r['c8'] / r['c1']:.2f}x; the offline model is CPU-bound on one loop, "
+            "so concurrency pays off with a real provider's network waits)\n")
+
+        e = bench_export(exported, tmp)
+        lab_e, copy_e = e["lab"], e["copy"]
+        say(f"## Export of {exported:,} items to Parquet\n")
+        say("| export | seconds | RSS before MB | peak RSS MB | file MB |\n|---|---|---|---|---|")
+        say(f"| lab.export('items.parquet') | {lab_e['s']:.2f} | {lab_e['before_mb']:.0f} | {lab_e['peak_mb']:.0f} | {lab_e['size_mb']:.1f} |")
+        say(f"| DuckDB `COPY items TO ... (FORMAT parquet)` | {copy_e['s']:.2f} | {copy_e['before_mb']:.0f} | {copy_e['peak_mb']:.0f} | {copy_e['size_mb']:.1f} |")
+        say(f"\n- lab.export / DuckDB's COPY of the same table: **{lab_e['s'] / copy_e['s']:.2f}x** (goal <= 1.5x)")
+        say(f"- memory the export added to the process: lab {lab_e['peak_mb'] - lab_e['before_mb']:.0f} MB, "
+            f"plain DuckDB {copy_e['peak_mb'] - copy_e['before_mb']:.0f} MB (the rows never pass through Python)\n")
 
     if args.quick:
         say("\n## Browser\n\nNot run with --quick.")

@@ -11,5 +11,6 @@ def test_bench_script_runs_and_prints_every_comparison(tmp_path):
     done = subprocess.run([sys.executable, str(script), "--quick", "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     text = out.read_text()
-    for figure in ("DuckDBStore / in-memory store, p50", "HTTP / in-process (same lab), p50", "insert one item", "first reply after the warm-up / without it", "import + ChatLab() + first reply"):
+    for figure in ("DuckDBStore / in-memory store, p50", "HTTP / in-process (same lab), p50", "insert one item", "first reply after the warm-up / without it", "import + ChatLab() + first reply",
+                   "replay, one thread at a time", "lab.export / DuckDB's COPY of the same table", "memory the export added"):
         assert figure in text

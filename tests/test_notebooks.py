@@ -41,6 +41,19 @@ EXPECTED = {
         "(False, False)",
         "{'leaky.duckdb': False, 'safe.duckdb': False, 'leaky_items.csv': False}",
     ],
+    "04_replay_and_export.ipynb": [
+        "0 of 3 turns",
+        '- instructions: "You are Acme support. Reply in at most ten words."',
+        "3 turns, 2 replies differ",
+        "<ins>",
+        "5 turns replayed in 2 threads",
+        "- history: 5 earlier items",
+        "{'items': 36}",
+        "assistant  16",
+        "True",
+        "ada Hello from ada!",
+        "<Chart size 700x300 with 1 Axes>",
+    ],
 }
 
 

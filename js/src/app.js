@@ -8,7 +8,7 @@ import { WidgetNode } from "./widgets.js";
 
 const PAGE = 50;
 
-export function createClient(fetchFn, dispatch, getState, { url = "/chatkit", clientTool = null } = {}) {
+export function createClient(fetchFn, dispatch, getState, { url = "/chatkit", clientTool = null, onFork = null } = {}) {
   let controller = null;
   const headers = { "Content-Type": "application/json" };
 
@@ -96,6 +96,8 @@ export function createClient(fetchFn, dispatch, getState, { url = "/chatkit", cl
       dispatch({ type: "retry", itemId: last.id });
       return stream({ type: "threads.retry_after_item", params: { thread_id: threadId, item_id: last.id } });
     },
+    // "Fork from here" needs the host (the notebook kernel): ChatKit's protocol has no fork.
+    fork: onFork && ((itemId) => onFork(getState().threadId, itemId)),
     action(itemId, action) {
       return stream({ type: "threads.custom_action", params: { thread_id: getState().threadId, item_id: itemId, action: { type: action.type, payload: action.payload } } });
     },
@@ -138,6 +140,7 @@ function AssistantMessage({ item, done, client }) {
     ${done && html`<div class="ckl-feedback">
       <button type="button" class="ckl-icon-button" aria-label="Good answer" aria-pressed=${rated === "positive"} onClick=${() => rate("positive")}>👍</button>
       <button type="button" class="ckl-icon-button" aria-label="Bad answer" aria-pressed=${rated === "negative"} onClick=${() => rate("negative")}>👎</button>
+      ${client.fork && html`<button type="button" class="ckl-icon-button" aria-label="Fork from here" title="Fork from here: a new thread with the conversation up to this reply" onClick=${() => client.fork(item.id)}>⑂</button>`}
     </div>`}
   </div>`;
 }
@@ -214,11 +217,11 @@ function Composer({ state, client, placeholder }) {
   </form>`;
 }
 
-export function App({ fetch, url = "/chatkit", options = {}, banner = null, kernelStatus = "ready", initialThreadId = null, onThreadChange = () => {}, clientTool = null, expose = () => {} }) {
+export function App({ fetch, url = "/chatkit", options = {}, banner = null, kernelStatus = "ready", initialThreadId = null, onThreadChange = () => {}, clientTool = null, onFork = null, expose = () => {} }) {
   const [state, dispatch] = useReducer(reduce, initialState);
   const stateRef = useRef(state);
   stateRef.current = state;
-  const client = useMemo(() => createClient(fetch, dispatch, () => stateRef.current, { clientTool, url }), [fetch, url]);
+  const client = useMemo(() => createClient(fetch, dispatch, () => stateRef.current, { clientTool, url, onFork }), [fetch, url]);
   const [showThreads, setShowThreads] = useState(false);
   const log = useRef(null);
 

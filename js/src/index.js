@@ -92,8 +92,9 @@ export default {
       scheduled = true;
       queueMicrotask(() => { scheduled = false; draw(); });
     };
+    const onFork = (threadId, itemId) => model.send({ kind: "fork", thread_id: threadId, item_id: itemId, token });
     const draw = () => preactRender(h(App, {
-      fetch: chatFetch, options: model.get("options") || {}, initialThreadId: model.get("thread_id"), clientTool,
+      fetch: chatFetch, options: model.get("options") || {}, initialThreadId: model.get("thread_id"), clientTool, onFork,
       onThreadChange: (id) => setTrait(model, "thread_id", id), expose: (a) => (api = a), ...props,
     }), container);
     const mountBuiltin = (why, banner = null) => {
@@ -115,6 +116,12 @@ export default {
       if (msg.thread_id === state.threadId || (created && !state.threadId)) for (const event of msg.events) api.dispatch({ type: "event", event });
       else if (created) api.client.listThreads();
       if (official) official.fetchUpdates?.();
+    });
+    model.on("msg:custom", (msg) => {
+      if (msg?.kind !== "forked" || !api) return;
+      if (msg.error) return api.dispatch({ type: "error", message: msg.error });
+      api.client.loadThread(msg.thread_id);
+      api.client.listThreads();
     });
 
     container.innerHTML = '<div class="ckl-loading" role="status">Loading…</div>';

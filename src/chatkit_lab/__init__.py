@@ -3,6 +3,7 @@
 from .context import RequestContext
 from .errors import ChatLabError
 from .lab import ChatLab, Turn
+from .logs import merge
 from .models import MirrorModel
 from .server import LabServer
 from .store.duckdb import DuckDBStore
@@ -10,4 +11,4 @@ from .widget import ChatWidget
 
 __version__ = "0.1.0"
 
-__all__ = ["ChatLab", "ChatLabError", "ChatWidget", "DuckDBStore", "LabServer", "MirrorModel", "RequestContext", "Turn", "__version__"]
+__all__ = ["ChatLab", "ChatLabError", "ChatWidget", "DuckDBStore", "LabServer", "MirrorModel", "RequestContext", "Turn", "__version__", "merge"]

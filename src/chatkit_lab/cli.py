@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import sys
 import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -51,6 +55,49 @@ def _proxy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from . import logs
+
+    with _database(args.db) as cur:
+        counts = logs.export(cur, args.out, table=args.table, user_id=args.user_id)
+    print(f"wrote {args.out}: " + ", ".join(f"{n} {t}" for t, n in counts.items()))
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from . import logs
+
+    with _database(args.db, create=True) as cur:
+        counts = logs.import_jsonl(cur, args.file)
+    print(f"imported {args.file} into {args.db}: " + (", ".join(f"{n} {t}" for t, n in counts.items() if n) or "nothing new"))
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from . import logs
+
+    summary = logs.merge(args.out, args.sources, names=args.name)
+    for origin, counts in summary.items():
+        print(f"{origin}: " + (", ".join(f"{n} {t}" for t, n in counts.items() if n) or "nothing new"))
+    print(f"merged {len(summary)} files into {args.out}")
+    return 0
+
+
+@contextlib.contextmanager
+def _database(path: str, create: bool = False) -> Iterator[Any]:
+    from .errors import ChatLabError
+    from .store.database import Database
+
+    if not create and not Path(path).is_file():
+        raise ChatLabError(f"There is no database file {path!r}.")
+    db = Database(path)
+    try:
+        with db.cursor() as cur:
+            yield cur
+    finally:
+        db.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="chatkit-lab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -73,9 +120,30 @@ def main(argv: list[str] | None = None) -> int:
     proxy.add_argument("--issuer", default="chatkit-lab-proxy", help="the iss claim of the tokens it issues")
     proxy.add_argument("--audience", default="chatkit-lab", help="the aud claim of the tokens it issues")
     proxy.set_defaults(run=_proxy)
+    export = sub.add_parser("export", help="write a database's logs to Parquet, CSV or JSONL (by the extension)")
+    export.add_argument("--db", default="chats.duckdb", help="DuckDB file (default: chats.duckdb)")
+    export.add_argument("out", help="out.jsonl (every table), or out.parquet / out.csv (one table)")
+    export.add_argument("--table", default=None, help="the table to write (Parquet and CSV default: items)")
+    export.add_argument("--user-id", default=None, help="only this user's rows (default: everyone's)")
+    export.set_defaults(run=_export)
+    load = sub.add_parser("import", help="load a JSONL export into a database (created if missing)")
+    load.add_argument("--db", default="chats.duckdb", help="DuckDB file (default: chats.duckdb)")
+    load.add_argument("file", help="a .jsonl file written by export")
+    load.set_defaults(run=_import)
+    merge = sub.add_parser("merge", help="combine several database files into one, recording each thread's origin")
+    merge.add_argument("out", help="the merged DuckDB file (created if missing)")
+    merge.add_argument("sources", nargs="+", help="the database files to merge (only read)")
+    merge.add_argument("--name", action="append", help="origin name per source, in order (default: file names)")
+    merge.set_defaults(run=_merge)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    return args.run(args)
+    from .errors import ChatLabError
+
+    try:
+        return args.run(args)
+    except ChatLabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from agents import Agent, Tool
 
-from . import tracing
+from . import logs, tracing
 from ._loop import LoopThread
 from .auth.jwt import Authenticator, JWKSVerifier, LocalIssuer
 from .auth.secrets import Secrets, install_log_filter
@@ -27,10 +27,10 @@ from .store.database import Database
 from .store.duckdb import DuckDBStore
 from .transport.requests import handle_request, parse_sse
 
-DEFAULT_INSTRUCTIONS = "You are a helpful assistant inside a Jupyter notebook. Answer concisely in Markdown."
-
 if TYPE_CHECKING:
-    import pandas as pd  # imported by DuckDB when a DataFrame is asked for, not at import time
+    from .replay import Replay, ThreadDiff
+
+DEFAULT_INSTRUCTIONS = "You are a helpful assistant inside a Jupyter notebook. Answer concisely in Markdown."
 
 log = logging.getLogger("chatkit_lab")
 _LABS: weakref.WeakSet[ChatLab] = weakref.WeakSet()
@@ -54,6 +54,20 @@ class Turn:
     @property
     def item_ids(self) -> list[str]:
         return [e["item"]["id"] for e in self.events if e["type"] == "thread.item.done"]
+
+    @classmethod
+    def of(cls, thread_id: str | None, events: list[dict[str, Any]]) -> Turn:
+        """The turn a list of stream events describes."""
+        for event in events:
+            if event["type"] == "thread.created":
+                thread_id = event["thread"]["id"]
+        replies = [
+            "".join(part["text"] for part in e["item"]["content"])
+            for e in events
+            if e["type"] == "thread.item.done" and e["item"]["type"] == "assistant_message"
+        ]
+        error = next((e.get("message", e["code"]) for e in events if e["type"] == "error"), None)
+        return cls(thread_id=thread_id or "", text="\n\n".join(replies), events=events, error=error)
 
 
 class ChatLab:
@@ -177,13 +191,16 @@ class ChatLab:
     def request_sync(self, body: dict[str, Any] | str, *, user_id: str | None = None, headers: dict[str, str] | None = None) -> Any:
         return self._loop.call(self._request(body, user_id or self.user_id, headers=headers))
 
-    async def _request(self, body: dict[str, Any] | str, user_id: str, on_events: Any = None, headers: dict[str, str] | None = None) -> Any:
+    async def _request(
+        self, body: dict[str, Any] | str, user_id: str, on_events: Any = None, headers: dict[str, str] | None = None,
+        server: LabServer | None = None,
+    ) -> Any:
         raw = body if isinstance(body, str) else json.dumps(body)
         claims: dict[str, Any] = {}
         if headers is not None:
             identity = await self.auth.identify(headers)
             user_id, claims = identity.user_id, identity.claims
-        reply = await handle_request(self.server, raw, build_context(raw, user_id=user_id, claims=claims, headers=headers))
+        reply = await handle_request(server or self.server, raw, build_context(raw, user_id=user_id, claims=claims, headers=headers))
         if reply.status != 200:
             raise ChatLabError(json.loads(reply.body)["error"]["message"])
         if reply.stream is None:
@@ -217,17 +234,7 @@ class ChatLab:
             for widget in list(self._widgets):
                 widget.show_events(shown, batch)
 
-        events = await self._request(body, user_id, show if self._widgets else None)
-        for event in events:
-            if event["type"] == "thread.created":
-                thread_id = event["thread"]["id"]
-        replies = [
-            "".join(part["text"] for part in e["item"]["content"])
-            for e in events
-            if e["type"] == "thread.item.done" and e["item"]["type"] == "assistant_message"
-        ]
-        error = next((e.get("message", e["code"]) for e in events if e["type"] == "error"), None)
-        return Turn(thread_id=thread_id or "", text="\n\n".join(replies), events=events, error=error)
+        return Turn.of(thread_id, await self._request(body, user_id, show if self._widgets else None))
 
     def on_action(self, action_type: str) -> Any:
         """Register a widget action handler: ``@lab.on_action("approve")`` over an async generator
@@ -282,21 +289,66 @@ class ChatLab:
         return ChatWidget(self, **kwargs)
 
     # -- data ----------------------------------------------------------------------------
-    def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pd.DataFrame:
-        """Run SQL on the lab's DuckDB file (its own cursor; safe while a reply streams)."""
+    def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None, *, polars: bool = False) -> Any:
+        """Run SQL on the lab's DuckDB file (its own cursor; safe while a reply streams). A pandas
+        DataFrame, or a polars one with ``polars=True``."""
         self._flush()
+        if polars:
+            try:
+                import polars as _  # noqa: F401
+            except ModuleNotFoundError:
+                raise ChatLabError("polars=True needs polars: pip install 'chatkit-lab[polars]'.") from None
         with self.db.cursor() as cur:
+            if polars:
+                return cur.sql(query, params=params).pl()
             return cur.execute(query, params).df()
 
-    def turns_df(self, thread_id: str | None = None, *, all_users: bool = False) -> pd.DataFrame:
-        """One row per turn: timing, tokens, tools, status and error."""
-        where, params = self._scope(all_users, thread_id)
-        return self.sql(f"SELECT * FROM turns WHERE {where} ORDER BY started_at", params)
+    def _flush(self) -> None:
+        if not self._loop.on_loop() and self._loop.running:
+            self._loop.call(self.tracer.aflush())  # turns, spans and model inputs are written behind the stream
 
-    def model_inputs_df(self, thread_id: str | None = None, *, all_users: bool = False) -> pd.DataFrame:
+    def _user(self, all_users: bool) -> str | None:
+        return None if all_users else self.user_id
+
+    def threads_df(self, *, all_users: bool = False, polars: bool = False) -> Any:
+        """One row per thread, with its item count and where it came from (replay, fork, merge)."""
+        return self.sql(*logs.threads_sql(self._user(all_users)), polars=polars)
+
+    def items_df(self, thread_id: str | None = None, *, all_users: bool = False, polars: bool = False) -> Any:
+        where, params = logs.scope(self._user(all_users), thread_id)
+        return self.sql(
+            f"""SELECT id AS item_id, thread_id, user_id, created_at, type, role, text, data
+                FROM items WHERE {where} ORDER BY thread_id, created_at, seq""",
+            params, polars=polars,
+        )
+
+    def turns_df(self, thread_id: str | None = None, *, all_users: bool = False, polars: bool = False) -> Any:
+        """One row per turn: what was said, the reply, latency, tokens, tools, model, user and the
+        thread's lineage (``parent_thread_id``, ``lineage``: replay or fork; ``origin``: merged from)."""
+        return self.sql(*logs.turns_sql(self._user(all_users), thread_id), polars=polars)
+
+    def spans_df(self, thread_id: str | None = None, *, all_users: bool = False, polars: bool = False) -> Any:
+        """The Agents SDK spans of the turns: agent, generation, function, handoff, guardrail..."""
+        where, params = logs.scope(None, thread_id, "s.")
+        if not all_users:
+            where += " AND s.trace_id IN (SELECT trace_id FROM traces WHERE user_id = $user)"
+            params["user"] = self.user_id
+        return self.sql(f"SELECT s.* FROM spans s WHERE {where} ORDER BY s.started_at", params, polars=polars)
+
+    def feedback_df(self, thread_id: str | None = None, *, all_users: bool = False, polars: bool = False) -> Any:
+        """Thumbs up and down, with the rated reply's text."""
+        where, params = logs.scope(self._user(all_users), thread_id, "f.")
+        return self.sql(
+            f"""SELECT f.thread_id, f.item_id, f.user_id, f.kind, f.created_at, i.text
+                FROM feedback f LEFT JOIN items i ON i.thread_id = f.thread_id AND i.id = f.item_id
+                WHERE {where} ORDER BY f.created_at""",
+            params, polars=polars,
+        )
+
+    def model_inputs_df(self, thread_id: str | None = None, *, all_users: bool = False, polars: bool = False) -> Any:
         """The context inspector's table: what every model call received (secrets redacted)."""
-        where, params = self._scope(all_users, thread_id)
-        return self.sql(f"SELECT * FROM model_inputs WHERE {where} ORDER BY created_at, call_index", params)
+        where, params = logs.scope(self._user(all_users), thread_id)
+        return self.sql(f"SELECT * FROM model_inputs WHERE {where} ORDER BY created_at, call_index", params, polars=polars)
 
     def inspect(self, turn: Turn | str | None = None) -> Any:
         """What the model received in a turn: a ``Turn`` from ``send``, a turn_id, a thread_id
@@ -306,36 +358,89 @@ class ChatLab:
         self._flush()
         return Inspection.load(self.db, turn)
 
-    def _flush(self) -> None:
-        if not self._loop.on_loop() and self._loop.running:
-            self._loop.call(self.tracer.aflush())  # turns, spans and model inputs are written behind the stream
+    def plot(self, kind: str, thread_id: str | None = None, *, all_users: bool = False) -> Any:
+        """A chart of the logs, shown inline: ``"latency"`` or ``"tokens"`` per turn, ``"tools"``
+        (calls per tool) or ``"feedback"`` (per thread). Returns a matplotlib Figure."""
+        turns = self.turns_df(thread_id, all_users=all_users)
+        return logs.plot(kind, turns, self.feedback_df(thread_id, all_users=all_users) if kind == "feedback" else None)
 
-    def _scope(self, all_users: bool, thread_id: str | None) -> tuple[str, dict[str, Any]]:
-        where, params = ["true"], {}
-        if not all_users:
-            where.append("user_id = $user")
-            params["user"] = self.user_id
-        if thread_id:
-            where.append("thread_id = $thread")
-            params["thread"] = thread_id
-        return " AND ".join(where), params
+    def export(self, path: str | Path, table: str | None = None, *, all_users: bool = False) -> dict[str, int]:
+        """Write the logs to ``path``; the format follows the extension. ``.jsonl``: every table,
+        one row per line tagged with its table (``lab.import_jsonl`` loads it back exactly);
+        ``.parquet`` or ``.csv``: one table, ``items`` unless ``table`` names another. Streams
+        through DuckDB, so any size fits. Returns the rows written per table."""
+        self._flush()
+        with self.db.cursor() as cur:
+            return logs.export(cur, path, table=table, user_id=self._user(all_users))
 
-    def threads_df(self, *, all_users: bool = False) -> pd.DataFrame:
-        return self.sql(
-            f"""SELECT t.id AS thread_id, t.user_id, t.title, t.status, t.created_at, t.updated_at,
-                       (SELECT count(*) FROM items i WHERE i.thread_id = t.id) AS items
-                FROM threads t WHERE {'true' if all_users else 't.user_id = $user'}
-                ORDER BY t.created_at DESC, t.seq DESC""",
-            {} if all_users else {"user": self.user_id},
-        )
+    def import_jsonl(self, path: str | Path) -> dict[str, int]:
+        """Load a JSONL export (``lab.export("x.jsonl")``) into this lab's file, all or nothing.
+        Rows already here are kept; returns the rows added per table."""
+        self._flush()
+        with self.db.cursor() as cur:
+            return logs.import_jsonl(cur, path)
 
-    def items_df(self, thread_id: str | None = None, *, all_users: bool = False) -> pd.DataFrame:
-        where, params = self._scope(all_users, thread_id)
-        return self.sql(
-            f"""SELECT id AS item_id, thread_id, user_id, created_at, type, role, text, data
-                FROM items WHERE {where} ORDER BY thread_id, created_at, seq""",
-            params,
-        )
+    # -- replay, fork, diff ---------------------------------------------------------------
+    def replay(
+        self, thread_id: str, *, instructions: str | None = None, model: Any = None, tools: Sequence[Tool] | None = None,
+        context: dict[str, Any] | None = None, user_id: str | None = None, strategy: str | None = None,
+        agent: Agent | None = None,
+    ) -> Replay:
+        """Re-run a thread's user messages under changed settings into a new thread, which
+        records what it was replayed from and with which overrides. Returns a ``Replay``: run it
+        cell by cell with ``await r.step()``, or ``await r.run()``; compare with ``r.diff()``.
+
+        Each turn gets the context its original turn had, updated with ``context``; ``user_id``
+        replays as another user (the new thread is theirs); ``strategy`` changes the injection.
+        """
+        from .replay import start_replay
+
+        self._flush()  # the original turns' recorded context is read from model_inputs
+        return self._loop.call(start_replay(
+            self, thread_id, instructions=instructions, model=model, tools=tools, context=context,
+            user_id=user_id, strategy=strategy, agent=agent,
+        ))
+
+    async def replay_many(self, thread_ids: Sequence[str], *, concurrency: int = 4, progress: bool = True, **overrides: Any) -> list[Replay]:
+        """Replay many threads with the same overrides, ``concurrency`` at a time, with one
+        progress bar; returns the ``Replay`` of each, in order."""
+        from .replay import _awaiting
+
+        replays, job = self._replay_batch(thread_ids, concurrency, overrides)
+        await _awaiting(*job, progress)
+        return replays
+
+    def replay_many_sync(self, thread_ids: Sequence[str], *, concurrency: int = 4, progress: bool = True, **overrides: Any) -> list[Replay]:
+        from .replay import _waiting
+
+        replays, job = self._replay_batch(thread_ids, concurrency, overrides)
+        _waiting(*job, progress)
+        return replays
+
+    def _replay_batch(self, thread_ids: Sequence[str], concurrency: int, overrides: dict[str, Any]) -> tuple[list[Replay], tuple[Any, ...]]:
+        from .replay import _Job, replay_many
+
+        replays = [self.replay(t, **overrides) for t in thread_ids]
+        running = _Job(self._loop, replay_many(replays, concurrency))
+        return replays, (running, lambda: sum(len(r.steps) for r in replays), sum(r.total for r in replays), "replay")
+
+    def fork(self, thread_id: str, at_item: str | None = None) -> str:
+        """Copy a thread up to and including the item ``at_item`` (all of it by default) into a
+        new thread, recording its lineage; returns the new thread's id, to continue with
+        ``lab.send(..., thread_id=...)`` or open with ``lab.chat(thread_id=...)``."""
+        from .replay import fork
+
+        return self._loop.call(fork(self, thread_id, at_item))
+
+    def diff(self, thread_a: str, thread_b: str) -> ThreadDiff:
+        """Compare two threads turn by turn: reply text (with an inline word diff), tools,
+        handoffs, guardrail verdicts, latency and tokens. ``.df`` is the DataFrame; a notebook
+        shows it as a readable table."""
+        from .replay import ThreadDiff
+
+        self._flush()
+        with self.db.cursor() as cur:
+            return ThreadDiff.load(cur, thread_a, thread_b)
 
     # -- HTTP ----------------------------------------------------------------------------
     def serve(self, host: str = "127.0.0.1", port: int = 8000) -> str:

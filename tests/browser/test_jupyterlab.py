@@ -2,7 +2,7 @@
 
 import pytest
 
-from .jupyter import EXECUTE, KERNEL_IDLE, RUN_ALL, JupyterServer, write_notebook
+from .jupyter import CHAT_CELL, EXECUTE, KERNEL_IDLE, RUN_ALL, JupyterServer, write_notebook
 
 CHAT = ".jp-OutputArea-output [data-testid='chat']"
 
@@ -119,8 +119,6 @@ def test_the_same_smoke_turn_in_notebook_7(page, tmp_path_factory, browser):
 def test_login_switches_the_chats_user_and_the_page_context_reaches_the_model(page, jupyter_lab):
     import nbformat
 
-    from .jupyter import CHAT_CELL
-
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Churn study\n\n## Load the data"), nbformat.v4.new_code_cell(CHAT_CELL.replace("lab.duckdb", "auth.duckdb"))])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, jupyter_lab.root / "auth.ipynb")
@@ -139,4 +137,27 @@ def test_login_switches_the_chats_user_and_the_page_context_reaches_the_model(pa
     idle(page)
     owners = page.evaluate(EXECUTE, "print(sorted(lab.threads_df(all_users=True).user_id))")
     assert owners == "['alice', 'bob']\n"
+    page.evaluate(EXECUTE, "lab.close()")
+
+
+def test_fork_from_a_reply_in_the_chat_and_open_a_replay_from_a_cell(page, jupyter_lab):
+    write_notebook(jupyter_lab.root / "fork.ipynb", CHAT_CELL.replace("lab.duckdb", "fork.duckdb"))
+    open_and_run(page, jupyter_lab.url("fork.ipynb"))
+    for text in ("plan the trip", "add a museum"):
+        send(page, text)
+        page.wait_for_function(f"() => [...document.querySelectorAll('.ckl-assistant')].some(e => e.textContent.includes({text!r}))", timeout=30_000)
+        idle(page)
+    page.get_by_role("button", name="Fork from here").first.click()
+    page.wait_for_function("() => document.querySelector('.ckl-title').textContent === 'plan the trip (fork)'", timeout=30_000)
+    assert page.locator(".ckl-assistant").count() == 1
+    send(page, "go to the beach instead")
+    page.wait_for_function("() => (document.querySelectorAll('.ckl-assistant')[1]?.textContent || '').includes('2 earlier items')", timeout=30_000)
+    idle(page)
+    seen = page.evaluate(EXECUTE, "t = lab.threads_df().set_index('title'); print(t.loc['plan the trip (fork)', 'lineage'], t.loc['plan the trip (fork)', 'parent_thread_id'] == t.loc['plan the trip', 'thread_id'], chat.thread_id == t.loc['plan the trip (fork)', 'thread_id'])")
+    assert seen == "fork True True\n"
+
+    # A replay is an ordinary thread: a cell opens it in the chat.
+    page.evaluate(EXECUTE, "r = lab.replay(lab.threads_df().set_index('title').loc['plan the trip', 'thread_id'], instructions='Be a pirate.'); await r.run(progress=False); chat.thread_id = r.thread_id")
+    page.wait_for_function("() => document.querySelector('.ckl-title').textContent === 'plan the trip (replay)'", timeout=30_000)
+    page.wait_for_function("() => document.querySelectorAll('.ckl-assistant').length === 2 && document.querySelector('.ckl-assistant').textContent.includes('Be a pirate.')", timeout=30_000)
     page.evaluate(EXECUTE, "lab.close()")

@@ -336,7 +336,7 @@ def test_setting_thread_id_from_python_switches_the_chat(page, make_lab, harness
     page.evaluate("id => window.model.set('thread_id', id)", second.thread_id)  # what a trait sync does
     page.wait_for_function("() => document.querySelector('.ckl-user')?.textContent === 'second'")
     page.get_by_role("button", name="New chat").click()
-    assert page.evaluate("window.modelState.thread_id") is None
+    page.wait_for_function("() => window.modelState.thread_id === null")  # synced after Preact's effects run
 
 
 def test_the_token_rides_every_request_and_switching_users_switches_threads(page, make_lab, harness):

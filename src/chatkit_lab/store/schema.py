@@ -161,6 +161,32 @@ def m004_model_inputs(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+@migration
+def m005_lineage_origins(con: duckdb.DuckDBPyConnection) -> None:
+    # Where a thread came from: replayed or forked from another thread (lineage), or merged in
+    # from another database file (origins).
+    con.execute(
+        """
+        CREATE TABLE lineage (
+            thread_id VARCHAR PRIMARY KEY,
+            parent_thread_id VARCHAR NOT NULL,
+            kind VARCHAR NOT NULL,
+            at_item_id VARCHAR,
+            overrides JSON,
+            created_at TIMESTAMP NOT NULL
+        )"""
+    )
+    con.execute(
+        """
+        CREATE TABLE origins (
+            thread_id VARCHAR PRIMARY KEY,
+            origin VARCHAR NOT NULL,
+            source_path VARCHAR,
+            merged_at TIMESTAMP NOT NULL
+        )"""
+    )
+
+
 def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Apply the migrations this file lacks, in order; return their names."""
     con.execute(

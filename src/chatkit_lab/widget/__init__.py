@@ -68,6 +68,8 @@ class ChatWidget(anywidget.AnyWidget):
                 self.send_token(self._lab._token)
             elif isinstance(content, dict) and content.get("kind") == "client_tool":
                 asyncio.run_coroutine_threadsafe(self._client_tool(content), self._lab._loop.loop)
+            elif isinstance(content, dict) and content.get("kind") == "fork":
+                asyncio.run_coroutine_threadsafe(self._fork(content), self._lab._loop.loop)
         except Exception:
             log.exception("widget message could not be handled")
 
@@ -84,6 +86,19 @@ class ChatWidget(anywidget.AnyWidget):
             log.exception("client tool %s failed", msg.get("name"))
             reply["error"] = f"{type(exc).__name__}: {exc}"
         self.send(reply)
+
+    async def _fork(self, msg: dict[str, Any]) -> None:
+        """"Fork from here": copy the open thread up to an item, as the view's user, and open it."""
+        from ..replay import fork
+
+        try:
+            token = msg.get("token")
+            identity = await self._lab.auth.identify({"authorization": f"Bearer {token}"} if token else {})
+            thread_id = await fork(self._lab, str(msg.get("thread_id")), str(msg.get("item_id")), identity.user_id)
+            self.send({"kind": "forked", "thread_id": thread_id})
+        except Exception as exc:  # a sentence in the chat, never a traceback
+            log.info("fork refused: %s", exc)
+            self.send({"kind": "forked", "error": f"Could not fork this thread: {exc}"})
 
     def send_token(self, token: str | None) -> None:
         """Hand the views the Bearer token (a message, never a trait: traits are saved in the notebook)."""

@@ -1,0 +1,351 @@
+"""Conversations as data: the analysis queries, export and import, merging files, plots.
+
+Exports are DuckDB ``COPY`` statements: rows stream from the database file to the output file and
+never pass through Python, so exporting millions of items costs what DuckDB's own COPY costs.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tempfile
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from .errors import ChatLabError
+from .store.database import Database
+from .store.schema import MIGRATIONS, migrate
+
+TABLES = ("threads", "items", "attachments", "turns", "feedback", "traces", "spans", "model_inputs", "lineage", "origins")
+FORMATS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "json", ".ndjson": "json"}
+TAG = "_table"  # the JSONL field naming each row's table
+# JSONL rows come in key order, so exporting an import gives the same file byte for byte.
+ORDER = {
+    "threads": "created_at, seq, id", "items": "thread_id, created_at, seq, id", "attachments": "created_at, id",
+    "turns": "started_at, turn_id", "feedback": "created_at, thread_id, item_id, user_id", "traces": "started_at, trace_id",
+    "spans": "started_at, span_id", "model_inputs": "turn_id, call_index", "lineage": "created_at, thread_id",
+    "origins": "thread_id",
+}
+
+
+def scope(user_id: str | None, thread_id: str | None = None, alias: str = "") -> tuple[str, dict[str, Any]]:
+    """A WHERE condition (and its parameters) for one user's rows, and one thread's."""
+    where, params = ["true"], {}
+    if user_id is not None:
+        where.append(f"{alias}user_id = $user")
+        params["user"] = user_id
+    if thread_id is not None:
+        where.append(f"{alias}thread_id = $thread")
+        params["thread"] = thread_id
+    return " AND ".join(where), params
+
+
+def user_scope(table: str) -> str:
+    """The WHERE condition keeping one user's (``$user``) rows of ``table``."""
+    if table == "spans":
+        return "trace_id IN (SELECT trace_id FROM traces WHERE user_id = $user)"
+    if table in ("lineage", "origins"):
+        return "thread_id IN (SELECT id FROM threads WHERE user_id = $user)"
+    return "user_id = $user"
+
+
+def exchanges_sql(where: str) -> str:
+    """One row per user message of the matching items: the message and the assistant's reply
+    (every assistant message until the next user message), numbered per thread from 1."""
+    return f"""
+        WITH ordered AS (
+            SELECT thread_id, id, type, text, created_at, seq,
+                   sum(CASE WHEN type = 'user_message' THEN 1 ELSE 0 END)
+                       OVER (PARTITION BY thread_id ORDER BY created_at, seq)::INTEGER AS exchange
+            FROM items WHERE ({where}) AND type IN ('user_message', 'assistant_message')
+        )
+        SELECT thread_id, exchange,
+               any_value(id) FILTER (WHERE type = 'user_message') AS user_item_id,
+               any_value(text) FILTER (WHERE type = 'user_message') AS user_text,
+               string_agg(text, chr(10) || chr(10) ORDER BY created_at, seq)
+                   FILTER (WHERE type = 'assistant_message') AS reply_text
+        FROM ordered WHERE exchange > 0 GROUP BY thread_id, exchange"""
+
+
+def turns_sql(user_id: str | None, thread_id: str | None) -> tuple[str, dict[str, Any]]:
+    """``turns`` with what was said, the reply, total tokens, and where the thread came from."""
+    where, params = scope(user_id, thread_id, "t.")
+    return f"""
+        WITH ex AS ({exchanges_sql(scope(user_id, thread_id)[0])})
+        SELECT t.turn_id, t.thread_id, t.user_id, ex.exchange, ex.user_text, ex.reply_text,
+               t.started_at, t.latency_ms, t.first_token_ms, t.input_tokens, t.output_tokens,
+               t.input_tokens + t.output_tokens AS tokens, t.tools, t.agent, t.model, t.status, t.error,
+               l.parent_thread_id, l.kind AS lineage, o.origin, t.trace_id
+        FROM turns t
+        LEFT JOIN ex ON ex.thread_id = t.thread_id AND ex.user_item_id = t.user_item_id
+        LEFT JOIN lineage l ON l.thread_id = t.thread_id
+        LEFT JOIN origins o ON o.thread_id = t.thread_id
+        WHERE {where} ORDER BY t.started_at""", params
+
+
+def threads_sql(user_id: str | None) -> tuple[str, dict[str, Any]]:
+    where, params = scope(user_id, alias="t.")
+    return f"""
+        SELECT t.id AS thread_id, t.user_id, t.title, t.status, t.created_at, t.updated_at,
+               (SELECT count(*) FROM items i WHERE i.thread_id = t.id) AS items,
+               l.parent_thread_id, l.kind AS lineage, l.overrides, o.origin
+        FROM threads t
+        LEFT JOIN lineage l ON l.thread_id = t.id
+        LEFT JOIN origins o ON o.thread_id = t.id
+        WHERE {where} ORDER BY t.created_at DESC, t.seq DESC""", params
+
+
+# -- export and import ----------------------------------------------------------------------
+def format_of(path: str | Path) -> str:
+    fmt = FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise ChatLabError(f"Cannot tell the format of {str(path)!r}: name it .parquet, .csv or .jsonl.")
+    return fmt
+
+
+def _columns(cur: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, str]]:
+    return cur.execute(
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_catalog = current_database() "
+        "AND table_schema = 'main' AND table_name = ? ORDER BY ordinal_position",
+        [table],
+    ).fetchall()
+
+
+def _as_text(name: str, kind: str) -> str:
+    # JSONL keeps JSON columns as their exact text and bytes as base64, so an import is exact.
+    if kind == "JSON":
+        return f'"{name}"::VARCHAR AS "{name}"'
+    if kind == "BLOB":
+        return f'to_base64("{name}") AS "{name}"'
+    return f'"{name}"'
+
+
+def _from_text(name: str, kind: str) -> str:
+    if kind == "BLOB":
+        return f'from_base64("{name}")'
+    return f'"{name}"'
+
+
+def _quote(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def export(
+    cur: duckdb.DuckDBPyConnection, path: str | Path, *, table: str | None = None, user_id: str | None = None
+) -> dict[str, int]:
+    """Write ``table`` (Parquet and CSV: ``items`` by default) or, to JSONL, every table; only
+    ``user_id``'s rows unless it is None. Returns the rows written per table."""
+    path = Path(path)
+    fmt = format_of(path)
+    if table is not None and table not in TABLES:
+        raise ChatLabError(f"There is no table {table!r} to export; choose one of {', '.join(TABLES)}.")
+    tables = [table] if table else (list(TABLES) if fmt == "json" else ["items"])
+    params = {"user": user_id} if user_id is not None else {}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    counts: dict[str, int] = {}
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as tmp:
+        parts = []
+        for name in tables:
+            select, order = "*", ""  # Parquet and CSV: the table as it is, at COPY's speed
+            if fmt == "json":
+                select = ", ".join([f"'{name}' AS {TAG}", *(_as_text(c, k) for c, k in _columns(cur, name))])
+                order = f" ORDER BY {ORDER[name]}"
+            where = user_scope(name) if user_id is not None else "true"
+            part = Path(tmp) / f"{name}.{fmt}"
+            options = "FORMAT json" if fmt == "json" else f"FORMAT {fmt}"
+            (counts[name],) = cur.execute(f"COPY (SELECT {select} FROM {name} WHERE {where}{order}) TO {_quote(part)} ({options})", params).fetchone()
+            parts.append(part)
+        if len(parts) == 1:
+            shutil.move(parts[0], path)
+        else:
+            with open(path, "wb") as out:
+                for part in parts:
+                    with open(part, "rb") as src:
+                        shutil.copyfileobj(src, out, 1 << 20)
+    return counts
+
+
+def import_jsonl(cur: duckdb.DuckDBPyConnection, path: str | Path) -> dict[str, int]:
+    """Load a JSONL export into the database, in one transaction. Rows whose key is already
+    there are kept as they are (importing twice adds nothing). Returns rows added per table."""
+    path = Path(path)
+    if not path.is_file():
+        raise ChatLabError(f"There is no file {str(path)!r} to import.")
+    source = f"read_json({_quote(path)}, format = 'newline_delimited', columns = {{%s}})"
+    try:
+        found = {t for (t,) in cur.execute(f"SELECT DISTINCT {TAG} FROM " + source % f"'{TAG}': 'VARCHAR'").fetchall()}
+    except duckdb.Error as exc:
+        raise ChatLabError(f"{path.name} is not a chatkit-lab JSONL export: {str(exc).splitlines()[0]}") from None
+    unknown = found - set(TABLES)
+    if unknown or not found:
+        what = f"rows for unknown tables ({', '.join(sorted(map(str, unknown)))})" if unknown else "no rows"
+        raise ChatLabError(f"{path.name} is not a chatkit-lab JSONL export: it has {what}.")
+    counts: dict[str, int] = {}
+    cur.execute("BEGIN TRANSACTION")
+    try:
+        for table in TABLES:
+            if table not in found:
+                continue
+            columns = _columns(cur, table)
+            read = ", ".join([f"'{TAG}': 'VARCHAR'", *(f"'{c}': '{'VARCHAR' if k in ('JSON', 'BLOB') else k}'" for c, k in columns)])
+            names = ", ".join(f'"{c}"' for c, _ in columns)
+            values = ", ".join(_from_text(c, k) for c, k in columns)
+            (counts[table],) = cur.execute(
+                f"INSERT OR IGNORE INTO {table} ({names}) SELECT {values} FROM {source % read} WHERE {TAG} = '{table}'"
+            ).fetchone()
+        cur.execute("COMMIT")
+    except duckdb.Error as exc:
+        cur.execute("ROLLBACK")
+        raise ChatLabError(f"Nothing was imported from {path.name}: {str(exc).splitlines()[0]}") from None
+    return counts
+
+
+# -- merging database files -----------------------------------------------------------------
+def merge(target: str | Path, sources: Sequence[str | Path], *, names: Sequence[str] | None = None) -> dict[str, dict[str, int]]:
+    """Copy every row of each source database into ``target`` (created if missing), recording
+    each thread's origin (the source file's name, or ``names``). Sources are only read.
+
+    Rows already in ``target`` (the same key) are kept once, so merging a file again adds
+    nothing. Returns the rows added per source and table.
+    """
+    if names is not None and len(names) != len(sources):
+        raise ChatLabError("Give one name per source file (or none: the file names are used).")
+    db = Database(target)
+    summary: dict[str, dict[str, int]] = {}
+    try:
+        for i, source in enumerate(sources):
+            source = Path(source)
+            origin = names[i] if names else source.stem
+            if source.resolve() == Path(target).resolve():
+                raise ChatLabError(f"{source} is the target file itself.")
+            with db.cursor() as cur, _readable(source) as readable:
+                summary[origin] = _merge_one(cur, readable, origin, str(source))
+    finally:
+        db.close()
+    return summary
+
+
+class _readable:
+    """The source file, or a migrated temporary copy when it lacks newer migrations."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.tmp = path, None
+
+    def __enter__(self) -> Path:
+        if not self.path.is_file():
+            raise ChatLabError(f"There is no database file {str(self.path)!r}.")
+        try:
+            con = duckdb.connect(str(self.path), read_only=True)
+        except duckdb.Error as exc:
+            if "lock" in str(exc).lower():
+                raise ChatLabError(f"{self.path} is open for writing in another process (a running lab?); close it and merge again.") from None
+            raise ChatLabError(f"{self.path} is not a DuckDB database: {str(exc).splitlines()[0]}") from None
+        try:
+            try:
+                applied = {n for (n,) in con.execute("SELECT name FROM _migrations").fetchall()}
+            except duckdb.Error:
+                raise ChatLabError(f"{self.path} is not a chatkit-lab database (it has no _migrations table).") from None
+        finally:
+            con.close()
+        ours = {m.__name__ for m in MIGRATIONS}
+        if applied - ours:
+            raise ChatLabError(f"{self.path} was written by a newer chatkit-lab ({', '.join(sorted(applied - ours))}); upgrade to merge it.")
+        if applied == ours:
+            return self.path
+        self.tmp = tempfile.TemporaryDirectory(prefix="chatkit-merge-")
+        copy = Path(self.tmp.name) / self.path.name
+        shutil.copyfile(self.path, copy)
+        with duckdb.connect(str(copy)) as con:
+            migrate(con)
+        return copy
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.tmp is not None:
+            self.tmp.cleanup()
+
+
+def _merge_one(cur: duckdb.DuckDBPyConnection, source: Path, origin: str, shown: str) -> dict[str, int]:
+    cur.execute(f"ATTACH {_quote(source)} AS src (READ_ONLY)")
+    counts: dict[str, int] = {}
+    try:
+        cur.execute("BEGIN TRANSACTION")
+        try:
+            # A source that is itself a merge keeps its threads' origins.
+            (counts["origins"],) = cur.execute("INSERT OR IGNORE INTO origins SELECT * FROM src.origins").fetchone()
+            (added,) = cur.execute(
+                "INSERT OR IGNORE INTO origins SELECT id, ?, ?, ? FROM src.threads", [origin, shown, datetime.now()]
+            ).fetchone()
+            counts["origins"] += added
+            for table in TABLES:
+                if table == "origins":
+                    continue
+                names = ", ".join(f'"{c}"' for c, _ in _columns(cur, table))
+                (counts[table],) = cur.execute(f"INSERT OR IGNORE INTO {table} ({names}) SELECT {names} FROM src.{table}").fetchone()
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+    finally:
+        cur.execute("DETACH src")
+    return counts
+
+
+# -- plots ----------------------------------------------------------------------------------
+PLOTS = ("latency", "tokens", "tools", "feedback")
+
+
+def _chart() -> type:
+    # A Figure (not pyplot's: no global state) that a notebook shows as a PNG without
+    # %matplotlib inline.
+    from matplotlib.figure import Figure
+
+    class Chart(Figure):
+        def _repr_png_(self) -> bytes:
+            buffer = io.BytesIO()
+            self.savefig(buffer, format="png", dpi=100)
+            return buffer.getvalue()
+
+    return Chart
+
+
+def plot(kind: str, turns: Any, feedback: Any) -> Any:
+    """A matplotlib ``Figure`` of ``turns_df``/``feedback_df`` data: ``latency`` or ``tokens``
+    per turn, ``tools`` (calls per tool), ``feedback`` (positive and negative per thread)."""
+    if kind not in PLOTS:
+        raise ChatLabError(f"Unknown plot {kind!r}; choose one of {', '.join(PLOTS)}.")
+    fig = _chart()(figsize=(7, 3), layout="constrained")
+    ax = fig.subplots()
+    n = list(range(1, len(turns) + 1))
+    if kind == "latency":
+        ax.bar(n, turns["latency_ms"].fillna(0), color="#4c78a8", label="whole turn")
+        ax.plot(n, turns["first_token_ms"], "o", color="#f58518", label="first token")
+        ax.set(xlabel="turn", ylabel="ms", title="Latency per turn")
+        ax.legend()
+    elif kind == "tokens":
+        inp, out = turns["input_tokens"].fillna(0), turns["output_tokens"].fillna(0)
+        ax.bar(n, inp, color="#4c78a8", label="input")
+        ax.bar(n, out, bottom=inp, color="#72b7b2", label="output")
+        ax.set(xlabel="turn", ylabel="tokens", title="Tokens per turn")
+        ax.legend()
+    elif kind == "tools":
+        counts = turns["tools"].explode().dropna().value_counts()
+        ax.barh(list(counts.index)[::-1], list(counts.values)[::-1], color="#54a24b")
+        ax.set(xlabel="calls", title="Tool usage" if len(counts) else "Tool usage (no tool calls)")
+    else:
+        table = feedback.pivot_table(index="thread_id", columns="kind", values="item_id", aggfunc="count", fill_value=0)
+        labels = [str(t) for t in table.index]
+        pos = table["positive"] if "positive" in table else [0] * len(table)
+        neg = table["negative"] if "negative" in table else [0] * len(table)
+        ax.bar(labels, pos, color="#54a24b", label="positive")
+        ax.bar(labels, [-v for v in neg], color="#e45756", label="negative")
+        ax.axhline(0, color="#888", linewidth=0.8)
+        ax.set(ylabel="ratings", title="Feedback per thread" if len(table) else "Feedback (none yet)")
+        ax.tick_params(axis="x", labelrotation=30)
+        ax.legend()
+    if kind in ("latency", "tokens") and not len(turns):
+        ax.set_title(ax.get_title() + " (no turns yet)")
+    return fig

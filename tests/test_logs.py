@@ -1,0 +1,241 @@
+"""Conversations as data: frames, exports, a JSONL round trip, merging students' files, plots."""
+
+import json
+import subprocess
+import sys
+import time
+
+import duckdb
+import pandas as pd
+import polars as pl
+import pytest
+
+from chatkit_lab import ChatLab, ChatLabError
+from chatkit_lab.logs import TABLES, merge
+
+from .test_replay import lookup, record
+
+CLI = [sys.executable, "-m", "chatkit_lab.cli"]
+
+
+def cli(*args, cwd=None):
+    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=120, cwd=cwd)
+
+
+def tables_of(path):
+    with duckdb.connect(str(path), read_only=True) as con:
+        return {t: con.execute(f"SELECT * FROM {t}").df() for t in TABLES}
+
+
+def same_rows(a, b):
+    with duckdb.connect() as con:
+        con.execute(f"ATTACH '{a}' AS a (READ_ONLY)")
+        con.execute(f"ATTACH '{b}' AS b (READ_ONLY)")
+        return all(
+            con.execute(f"SELECT count(*) FROM (FROM a.{t} EXCEPT ALL FROM b.{t}) UNION ALL SELECT count(*) FROM (FROM b.{t} EXCEPT ALL FROM a.{t})").fetchall() == [(0,), (0,)]
+            for t in TABLES
+        )
+
+
+@pytest.fixture
+def recorded(make_lab):
+    lab = make_lab(tools=[lookup])
+    first = record(lab, "/lookup acme", "thanks")
+    record(lab, "second thread")
+    record(lab, "someone else's", user_id="bob")
+    items = lab.items_df(first)
+    reply = items[items.type == "assistant_message"].item_id.iloc[0]
+    lab.request_sync({"type": "items.feedback", "params": {"thread_id": first, "item_ids": [reply], "kind": "positive"}})
+    lab.replay(first, instructions="Be brief.").run_sync(progress=False)
+    return lab, first
+
+
+def test_turns_df_has_one_row_per_turn_with_text_reply_tokens_tools_and_lineage(recorded):
+    lab, first = recorded
+    turns = lab.turns_df()
+    assert turns.user_text.tolist() == ["/lookup acme", "thanks", "second thread", "/lookup acme", "thanks"]
+    assert turns.reply_text[0] == "Tool `lookup` returned: acme is a gold customer."
+    assert [list(t) for t in turns.tools] == [["lookup"], [], [], ["lookup"], []]
+    assert (turns.tokens == turns.input_tokens + turns.output_tokens).all() and (turns.latency_ms > 0).all()
+    assert turns.lineage.fillna("-").tolist() == ["-", "-", "-", "replay", "replay"]
+    assert turns.parent_thread_id.tolist()[3:] == [first, first] and set(turns.model) == {"mirror"}
+    assert "someone else's" in lab.turns_df(all_users=True).user_text.tolist()
+    assert len(lab.turns_df(first)) == 2
+
+    frame = lab.turns_df(polars=True)
+    assert isinstance(frame, pl.DataFrame) and frame.columns == turns.columns.tolist() and frame.height == 5
+    spans = lab.spans_df(first)
+    assert {"agent", "generation", "function"} <= set(spans.span_type) and set(spans.thread_id) == {first}
+    assert len(lab.spans_df(all_users=True)) > len(lab.spans_df())
+    feedback = lab.feedback_df()
+    assert feedback[["thread_id", "kind", "text"]].values.tolist() == [[first, "positive", "Tool `lookup` returned: acme is a gold customer."]]
+    threads = lab.threads_df()
+    assert threads.columns.tolist() == ["thread_id", "user_id", "title", "status", "created_at", "updated_at", "items", "parent_thread_id", "lineage", "overrides", "origin"]
+
+
+def test_exports_by_extension_stream_only_the_users_rows(recorded, tmp_path):
+    lab, first = recorded
+    counts = lab.export(tmp_path / "items.parquet")
+    assert counts == {"items": 12}
+    items = pd.read_parquet(tmp_path / "items.parquet")
+    assert len(items) == 12 and set(items.user_id) == {"local"} and "someone else's" not in items.text.tolist()
+    assert lab.export(tmp_path / "turns.csv", "turns") == {"turns": 5}
+    assert len(pd.read_csv(tmp_path / "turns.csv")) == 5
+    everyone = lab.export(tmp_path / "all.jsonl", all_users=True)
+    assert set(everyone) == set(TABLES) and everyone["threads"] == 4 and everyone["feedback"] == 1 and everyone["lineage"] == 1
+    lines = [json.loads(line) for line in open(tmp_path / "all.jsonl")]
+    assert len(lines) == sum(everyone.values()) and {line["_table"] for line in lines} == {t for t, n in everyone.items() if n}
+    assert lab.export(tmp_path / "mine.jsonl")["threads"] == 3
+    assert not list(tmp_path.glob(".export-*"))  # no temporary files left behind
+
+    with pytest.raises(ChatLabError, match=r"Cannot tell the format of '.*out\.xlsx': name it \.parquet, \.csv or \.jsonl\."):
+        lab.export(tmp_path / "out.xlsx")
+    with pytest.raises(ChatLabError, match="There is no table 'messages' to export; choose one of threads, items"):
+        lab.export(tmp_path / "x.csv", "messages")
+
+
+def test_a_jsonl_export_imports_back_exactly_and_only_once(recorded, tmp_path):
+    lab, _ = recorded
+    lab.export(tmp_path / "a.jsonl", all_users=True)
+    lab.close()
+    copy = ChatLab(tmp_path / "copy.duckdb", warm=False)
+    added = copy.import_jsonl(tmp_path / "a.jsonl")
+    assert added["threads"] == 4 and added["items"] == 14 and added["feedback"] == 1
+    assert copy.import_jsonl(tmp_path / "a.jsonl") == {t: 0 for t in added}  # nothing twice
+    copy.export(tmp_path / "b.jsonl", all_users=True)
+    copy.close()
+    assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+    assert same_rows(lab.db.path, tmp_path / "copy.duckdb")
+    reopened = ChatLab(tmp_path / "copy.duckdb", warm=False)
+    assert "you said" in reopened.send_sync("still works", reopened.threads_df().thread_id[0]).text
+    reopened.close()
+
+
+def test_a_bad_import_is_a_sentence_and_changes_nothing(make_lab, tmp_path):
+    lab = make_lab()
+    record(lab, "keep me")
+    lab.export(tmp_path / "good.jsonl")
+    good = (tmp_path / "good.jsonl").read_text().splitlines()
+    (tmp_path / "broken.jsonl").write_text(good[0].replace('"thr_', '"thr_other_') + "\n" + '{"_table":"items","id":"x","thread_id":"t","created_at":"not a time"}\n')
+    before = lab.threads_df(all_users=True)
+    with pytest.raises(ChatLabError, match="^Nothing was imported from broken.jsonl: "):
+        lab.import_jsonl(tmp_path / "broken.jsonl")
+    assert len(lab.threads_df(all_users=True)) == len(before)
+    (tmp_path / "other.jsonl").write_text('{"_table":"users","name":"x"}\n')
+    with pytest.raises(ChatLabError, match=r"other.jsonl is not a chatkit-lab JSONL export: it has rows for unknown tables \(users\)\."):
+        lab.import_jsonl(tmp_path / "other.jsonl")
+    (tmp_path / "text.jsonl").write_text("hello\n")
+    with pytest.raises(ChatLabError, match="text.jsonl is not a chatkit-lab JSONL export: "):
+        lab.import_jsonl(tmp_path / "text.jsonl")
+    with pytest.raises(ChatLabError, match="There is no file '.*missing.jsonl' to import."):
+        lab.import_jsonl(tmp_path / "missing.jsonl")
+
+
+def students(tmp_path, *names):
+    paths = []
+    for name in names:
+        lab = ChatLab(tmp_path / f"{name}.duckdb", warm=False)
+        record(lab, f"{name}'s question", f"{name}'s follow-up")
+        lab.close()
+        paths.append(tmp_path / f"{name}.duckdb")
+    return paths
+
+
+def test_merge_combines_students_files_with_their_origin_and_is_idempotent(tmp_path):
+    ada, bo, cy = students(tmp_path, "ada", "bo", "cy")
+    before = ada.read_bytes()
+    run = cli("merge", tmp_path / "class.duckdb", ada, bo)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[0] == "ada: 1 origins, 1 threads, 4 items, 2 turns, 2 traces, 8 spans, 2 model_inputs"
+    assert ada.read_bytes() == before  # sources are only read
+    again = merge(tmp_path / "class.duckdb", [ada, cy], names=["ada", "cy"])
+    assert sum(again["ada"].values()) == 0 and again["cy"]["threads"] == 1
+
+    lab = ChatLab(tmp_path / "class.duckdb", warm=False)
+    threads = lab.threads_df(all_users=True).sort_values("origin")
+    assert threads.origin.tolist() == ["ada", "bo", "cy"] and threads.title.tolist() == ["ada's question", "bo's question", "cy's question"]
+    turns = lab.turns_df(all_users=True)
+    assert turns.groupby("origin").size().to_dict() == {"ada": 2, "bo": 2, "cy": 2}
+    assert (turns.reply_text.str.contains("you said")).all()
+    lab.close()
+
+    # A merged file merges again with its students' names kept.
+    assert merge(tmp_path / "school.duckdb", [tmp_path / "class.duckdb"])["class"]["threads"] == 3
+    with duckdb.connect(str(tmp_path / "school.duckdb"), read_only=True) as con:
+        assert sorted(o for (o,) in con.execute("SELECT origin FROM origins").fetchall()) == ["ada", "bo", "cy"]
+
+
+def test_merge_upgrades_an_older_file_in_a_copy_and_refuses_what_it_cannot_read(tmp_path):
+    from chatkit_lab.store.schema import MIGRATIONS
+
+    (old,) = students(tmp_path, "old")
+    with duckdb.connect(str(old)) as con:  # as an earlier chatkit-lab left it
+        con.execute("DROP TABLE lineage; DROP TABLE origins; DELETE FROM _migrations WHERE name = 'm005_lineage_origins'")
+    assert merge(tmp_path / "out.duckdb", [old])["old"]["threads"] == 1
+    with duckdb.connect(str(old), read_only=True) as con:
+        assert len(con.execute("SELECT * FROM _migrations").fetchall()) == len(MIGRATIONS) - 1  # untouched
+
+    duckdb.connect(str(tmp_path / "plain.duckdb")).close()
+    (tmp_path / "notes.txt").write_text("not a database")
+    for source, sentence in [
+        (tmp_path / "plain.duckdb", "is not a chatkit-lab database (it has no _migrations table)."),
+        (tmp_path / "notes.txt", "is not a DuckDB database"),
+        (tmp_path / "missing.duckdb", "There is no database file"),
+    ]:
+        run = cli("merge", tmp_path / "out.duckdb", source)
+        assert run.returncode == 1 and sentence in run.stderr and "Traceback" not in run.stderr
+
+    holder = subprocess.Popen([sys.executable, "-c", f"import duckdb, time; con = duckdb.connect({str(old)!r}); print('open', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        run = cli("merge", tmp_path / "out.duckdb", old)
+        assert run.returncode == 1 and "is open for writing in another process (a running lab?); close it and merge again." in run.stderr
+    finally:
+        holder.kill()
+
+
+def test_cli_export_and_import(recorded, tmp_path):
+    lab, _ = recorded
+    lab.close()
+    run = cli("export", "--db", lab.db.path, tmp_path / "items.parquet")
+    assert run.returncode == 0 and run.stdout.strip() == f"wrote {tmp_path / 'items.parquet'}: 14 items"
+    assert len(pd.read_parquet(tmp_path / "items.parquet")) == 14
+    run = cli("export", "--db", lab.db.path, "--user-id", "bob", "--table", "turns", tmp_path / "bob.csv")
+    assert run.returncode == 0 and pd.read_csv(tmp_path / "bob.csv").user_id.tolist() == ["bob"]
+    assert cli("export", "--db", lab.db.path, tmp_path / "all.jsonl").returncode == 0
+    run = cli("import", "--db", tmp_path / "restored.duckdb", tmp_path / "all.jsonl")
+    assert run.returncode == 0 and run.stdout.startswith(f"imported {tmp_path / 'all.jsonl'} into {tmp_path / 'restored.duckdb'}: 4 threads, 14 items")
+    assert same_rows(lab.db.path, tmp_path / "restored.duckdb")
+    run = cli("export", "--db", tmp_path / "nope.duckdb", tmp_path / "x.csv")
+    assert (run.returncode, run.stderr.strip()) == (1, f"error: There is no database file '{tmp_path / 'nope.duckdb'}'.")
+
+
+def test_export_waits_for_a_lab_in_another_process_to_let_go(recorded, tmp_path):
+    lab, _ = recorded
+    path = lab.db.path
+    lab.close()
+    writer = subprocess.Popen([sys.executable, "-c", (
+        "from chatkit_lab import ChatLab; import time\n"
+        f"lab = ChatLab({path!r}, warm=False)\n"
+        "for i in range(20): lab.send_sync(f'busy {i}'); time.sleep(0.05)\n"
+        "lab.close(); print('done', flush=True)"
+    )], stdout=subprocess.PIPE, text=True)
+    time.sleep(1.5)  # the other lab is mid-conversation
+    run = cli("export", "--db", path, tmp_path / "live.parquet")
+    assert writer.wait(60) == 0 and run.returncode == 0, run.stderr
+    assert len(pd.read_parquet(tmp_path / "live.parquet")) >= 14
+
+
+def test_plots_show_latency_tokens_tools_and_feedback(recorded):
+    lab, _ = recorded
+    figures = {kind: lab.plot(kind) for kind in ("latency", "tokens", "tools", "feedback")}
+    titles = {kind: fig.axes[0].get_title() for kind, fig in figures.items()}
+    assert titles == {"latency": "Latency per turn", "tokens": "Tokens per turn", "tools": "Tool usage", "feedback": "Feedback per thread"}
+    assert len(figures["latency"].axes[0].patches) == 5  # one bar per turn
+    assert [t.get_text() for t in figures["tools"].axes[0].get_yticklabels()] == ["lookup"]
+    assert hasattr(figures["latency"], "savefig")
+    empty = ChatLab(":memory:", warm=False)
+    assert empty.plot("latency").axes[0].get_title() == "Latency per turn (no turns yet)"
+    empty.close()
+    with pytest.raises(ChatLabError, match="Unknown plot 'pie'; choose one of latency, tokens, tools, feedback."):
+        lab.plot("pie")

@@ -235,3 +235,18 @@ def test_an_interrupted_replay_stops_and_a_rerun_goes_on_without_repeating_a_tur
     users = lab.items_df(r.thread_id).query("type == 'user_message'").text.tolist()
     assert users == ["/words 300", "/words 5", "/words 5"]
     assert lab.turns_df(r.thread_id).status.tolist() == ["cancelled", "completed", "completed"]
+
+
+def test_a_secret_in_the_overrides_is_written_nowhere(make_lab, db_path):
+    from .conftest import found_in_database
+
+    lab = make_lab()
+    lab.secrets.set("crm_token", "crm-abc-123456")
+    source = record(lab, "hello")
+    r = lab.replay(source, context={"token": "crm-abc-123456"}, instructions="Use crm-abc-123456 with care.")
+    r.run_sync(progress=False)
+    assert "crm-abc-123456" in r.steps[0].reply  # the model saw it; nothing written keeps it
+    assert json.loads(lineage(lab, r.thread_id)["overrides"]) == {"instructions": "Use [REDACTED:crm_token] with care.", "context": {"token": "[REDACTED:crm_token]"}}
+    lab.export(db_path.parent / "all.jsonl")
+    lab.close()
+    assert found_in_database(db_path, "crm-abc-123456") == [] and "crm-abc-123456" not in (db_path.parent / "all.jsonl").read_text()

@@ -79,7 +79,7 @@ def _merge(args: argparse.Namespace) -> int:
     summary = logs.merge(args.out, args.sources, names=args.name)
     for origin, counts in summary.items():
         print(f"{origin}: " + (", ".join(f"{n} {t}" for t, n in counts.items() if n) or "nothing new"))
-    print(f"merged {len(summary)} files into {args.out}")
+    print(f"merged {len(summary)} file{'' if len(summary) == 1 else 's'} into {args.out}")
     return 0
 
 

@@ -29,7 +29,7 @@ from .lab import Turn
 from .logs import exchanges_sql
 from .models import resolve_backend
 from .server import LabServer
-from .store.items import item_adapter
+from .store.items import item_adapter, item_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -90,14 +90,10 @@ def _copy_attachments(cur: Any, store: Any, ids: Sequence[str], owner: str, thre
     return mapping
 
 
-def _new_thread(store: Any, cur: Any, owner: str, title: str) -> str:
-    thread_id = store.generate_thread_id(RequestContext(user_id=owner))
-    meta = ThreadMetadata(id=thread_id, title=title, created_at=datetime.now())
-    cur.execute(
-        """INSERT INTO threads (id, user_id, title, status, created_at, updated_at, metadata, data)
-           VALUES (?, ?, ?, 'active', ?, ?, '{}', ?)""",
-        [thread_id, owner, store.redact(title), meta.created_at, meta.created_at, store.redact(meta.model_dump_json())],
-    )
+async def _new_thread(store: Any, owner: str, title: str) -> str:
+    context = RequestContext(user_id=owner)
+    thread_id = store.generate_thread_id(context)
+    await store.save_thread(ThreadMetadata(id=thread_id, title=title, created_at=datetime.now()), context)
     return thread_id
 
 
@@ -112,7 +108,7 @@ async def fork(lab: ChatLab, thread_id: str, at_item: str | None, user_id: str |
         upto = "AND (created_at, seq) <= (SELECT (created_at, seq) FROM items WHERE thread_id = $old AND id = $at)" if at_item else ""
         cur.execute("BEGIN TRANSACTION")
         try:
-            new = _new_thread(lab.store, cur, owner, f"{title or 'Untitled'} (fork)")
+            new = await _new_thread(lab.store, owner, f"{title or 'Untitled'} (fork)")  # same cursor, same transaction
             cur.execute(
                 f"""INSERT INTO items (id, thread_id, user_id, seq, created_at, updated_at, type, role, text, data)
                    SELECT id, $new, user_id, seq, created_at, now()::TIMESTAMP, type, role, text,
@@ -236,9 +232,9 @@ class Replay:
         try:
             turn = Turn.of(self.thread_id, await self.lab._request(body, self.user_id, server=self.server))
         except asyncio.CancelledError:  # an interrupted cell: this turn counts as done, so a rerun goes on
-            self.steps.append(ReplayStep(planned.exchange, _user_text(message), planned.original, "", "cancelled", (time.perf_counter() - started) * 1000))
+            self.steps.append(ReplayStep(planned.exchange, item_text(message) or "", planned.original, "", "cancelled", (time.perf_counter() - started) * 1000))
             raise
-        step = ReplayStep(planned.exchange, _user_text(message), planned.original, turn.text, turn.error, (time.perf_counter() - started) * 1000)
+        step = ReplayStep(planned.exchange, item_text(message) or "", planned.original, turn.text, turn.error, (time.perf_counter() - started) * 1000)
         self.steps.append(step)
         return step
 
@@ -295,7 +291,7 @@ async def start_replay(
         new_owner = user_id or owner
         cur.execute("BEGIN TRANSACTION")
         try:
-            thread_id = _new_thread(lab.store, cur, new_owner, f"{title or 'Untitled'} (replay)")
+            thread_id = await _new_thread(lab.store, new_owner, f"{title or 'Untitled'} (replay)")
             attachments = _copy_attachments(cur, lab.store, [a.id for p in plan for a in p.message.attachments], new_owner, thread_id)
             cur.execute(
                 "INSERT INTO lineage VALUES (?, ?, 'replay', NULL, ?, now()::TIMESTAMP)",
@@ -479,10 +475,6 @@ _STYLE = """<style>
 .ckl-diff td{vertical-align:top;text-align:left}.ckl-diff del{background:#fdd;color:#900}
 .ckl-diff ins{background:#dfd;color:#060;text-decoration:none}.ckl-diff-changed{font-weight:bold}
 </style>"""
-
-
-def _user_text(message: UserMessageItem) -> str:
-    return "".join(p.text if p.type == "input_text" else f"@{p.text}" for p in message.content)
 
 
 def _table(steps: Sequence[ReplayStep]) -> str:

@@ -88,7 +88,7 @@ class ChatWidget(anywidget.AnyWidget):
         self.send(reply)
 
     async def _fork(self, msg: dict[str, Any]) -> None:
-        """"Fork from here": copy the open thread up to an item, as the view's user, and open it."""
+        """The ⑂ button: copy the open thread up to an item, as the view's user, and open the copy."""
         from ..replay import fork
 
         try:

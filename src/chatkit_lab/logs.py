@@ -156,8 +156,7 @@ def export(
                 order = f" ORDER BY {ORDER[name]}"
             where = user_scope(name) if user_id is not None else "true"
             part = Path(tmp) / f"{name}.{fmt}"
-            options = "FORMAT json" if fmt == "json" else f"FORMAT {fmt}"
-            (counts[name],) = cur.execute(f"COPY (SELECT {select} FROM {name} WHERE {where}{order}) TO {_quote(part)} ({options})", params).fetchone()
+            (counts[name],) = cur.execute(f"COPY (SELECT {select} FROM {name} WHERE {where}{order}) TO {_quote(part)} (FORMAT {fmt})", params).fetchone()
             parts.append(part)
         if len(parts) == 1:
             shutil.move(parts[0], path)

@@ -1,5 +1,6 @@
 # make lab   - create .venv, install, open JupyterLab on the quickstart notebook
 # make test  - create .venv, install what the tests need, run the whole suite
+# make lint  - ruff and mypy (make test runs them first)
 # make bench - run the benchmarks and print their figures
 # make js    - rebuild the widget bundle (src/chatkit_lab/widget/static/widget.js) with esbuild
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -7,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: lab test bench install clean js browser
+.PHONY: lab test lint bench install clean js browser
 
 $(PY):
 	@test -n "$(PYTHON)" || { echo "error: python3.11 not found (Python 3.11 or newer is required)"; exit 1; }
@@ -24,8 +25,12 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP)
 
+# JupyterLab refuses to start as root (containers, CI images, cloud notebooks) without --allow-root.
+ALLOW_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
+LAB_ARGS ?=
+
 lab: $(STAMP)
-	cd notebooks && ../$(VENV)/bin/jupyter lab 01_quickstart.ipynb
+	cd notebooks && ../$(VENV)/bin/jupyter lab $(ALLOW_ROOT) $(LAB_ARGS) 01_quickstart.ipynb
 
 # Browser tests need Debian's Chromium: install it when we can; otherwise they are skipped with a
 # loud message (and fail under CI=true).
@@ -35,7 +40,11 @@ browser:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "!!! apt-get could not install chromium !!!"; \
 	  else echo "!!! chromium is missing and cannot be installed here: browser tests will be skipped !!!"; fi; }
 
-test: $(STAMP) browser
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/mypy
+
+test: $(STAMP) browser lint
 	$(PY) -m pytest
 
 bench: $(STAMP)

@@ -77,8 +77,9 @@ def run(turns: int = 20, long_words: int = 1100, thread_items: int = 1000) -> li
         with ChatLab(root / "lab.duckdb") as seed:
             ctx = RequestContext("local")
             big = seed.send_sync("the long thread").thread_id
-            from chatkit.types import AssistantMessageContent, AssistantMessageItem
             from datetime import datetime, timedelta
+
+            from chatkit.types import AssistantMessageContent, AssistantMessageItem
 
             for i in range(thread_items - 2):
                 item = AssistantMessageItem(id=f"msg_big_{i}", thread_id=big, created_at=datetime.now() + timedelta(seconds=i),
@@ -124,7 +125,7 @@ def run(turns: int = 20, long_words: int = 1100, thread_items: int = 1000) -> li
                 Mount("/static", StaticFiles(directory=STATIC)),
                 Mount("/", create_app(lab.server, user_id=lab.user_id)),
             ])
-            url = lab._serve_app(app, "127.0.0.1", 0)
+            url = lab.runtime.serve_app(app, "127.0.0.1", 0)
             page.goto(url + "/")
             page.locator("[data-testid='chat'] .ckl-input").wait_for()
             http_first, http_end = _turns(page, turns)

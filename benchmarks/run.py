@@ -37,7 +37,7 @@ CTX = RequestContext("bench")
 
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
-    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
 def message(text: str, thread_id: str | None) -> str:
@@ -86,8 +86,8 @@ def bench_turns(turns: int, tmp: Path) -> dict[str, float]:
     results["duckdb_p50"], results["duckdb_p95"] = pct(duck_times, 0.5), pct(duck_times, 0.95)
 
     with ChatLab(tmp / "lab.duckdb", instructions="Be brief.", user_id=CTX.user_id) as lab:
-        lab._loop.call(timed_turns(lab.server, 10))
-        lab_times = lab._loop.call(timed_turns(lab.server, turns))
+        lab.runtime.loop.call(timed_turns(lab.server, 10))
+        lab_times = lab.runtime.loop.call(timed_turns(lab.server, turns))
         url = lab.serve(port=0)
         http_times, thread_id = [], None
         with httpx.Client(base_url=url, timeout=30) as client:

@@ -4,7 +4,13 @@ import socket
 from datetime import datetime, timedelta
 
 import pytest
-from chatkit.types import AssistantMessageContent, AssistantMessageItem, InferenceOptions, UserMessageItem, UserMessageTextContent
+from chatkit.types import (
+    AssistantMessageContent,
+    AssistantMessageItem,
+    InferenceOptions,
+    UserMessageItem,
+    UserMessageTextContent,
+)
 
 from chatkit_lab import ChatLab, RequestContext
 
@@ -18,6 +24,21 @@ def run(coro):
     thread already runs a loop, as Playwright's sync API does)."""
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, coro).result()
+
+
+def serve_once(server, body, context=ALICE):
+    """One request through ``handle_request``: (status, JSON body) or (status, stream events)."""
+    import json
+
+    from chatkit_lab.transport.requests import handle_request, parse_sse
+
+    async def go():
+        reply = await handle_request(server, json.dumps(body), context)
+        if reply.stream is None:
+            return reply.status, json.loads(reply.body)
+        return reply.status, [e for chunk in [c async for c in reply.stream] for e in parse_sse(chunk)]
+
+    return run(go())
 
 
 def user_message(item_id: str, thread_id: str, text: str = "hi", at: datetime = T0) -> UserMessageItem:
@@ -71,7 +92,7 @@ def _offline_by_default(offline):
     pass
 
 
-__all__ = ["ALICE", "BOB", "T0", "assistant_message", "free_port", "run", "timedelta", "user_message"]
+__all__ = ["ALICE", "BOB", "T0", "assistant_message", "free_port", "run", "serve_once", "timedelta", "user_message"]
 
 
 def found_in_database(path, needle: str) -> list[str]:

@@ -139,6 +139,8 @@ def test_alice_cannot_touch_bobs_threads_with_any_request_type(secured, issuer):
             assert last["type"] == "error" and response.text.count("data: ") == 1, body["type"]
         elif body["type"] == "attachments.delete":  # idempotent: a foreign id deletes nothing
             assert (response.status_code, response.text) == (200, "{}")
+        elif body["type"] == "items.list":  # as for a missing thread: an empty page reveals nothing
+            assert (response.status_code, response.json()) == (200, {"data": [], "has_more": False})
         else:
             assert response.status_code in (404, 501), (body["type"], response.status_code, response.text)
         assert "hello" not in response.text, body["type"]  # none of bob's content leaks

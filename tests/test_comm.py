@@ -4,7 +4,6 @@ import json
 import threading
 import time
 
-
 from chatkit_lab import MirrorModel
 from chatkit_lab.transport.comm import CommTunnel
 
@@ -14,7 +13,7 @@ class Frontend:
 
     def __init__(self, lab, **kwargs):
         self.frames, self._lock = [], threading.Lock()
-        self.tunnel = CommTunnel(lab.server, lab._loop.loop, self._receive, auth=lab.auth, **kwargs)
+        self.tunnel = CommTunnel(lab.server, lab.runtime.loop.loop, self._receive, auth=lab.auth, **kwargs)
         self.sender_threads = set()
         self._n = 0
 
@@ -159,7 +158,7 @@ def test_a_failing_send_does_not_break_the_loop(make_lab):
         calls.append(frame)
         raise RuntimeError("comm closed")
 
-    tunnel = CommTunnel(lab.server, lab._loop.loop, flaky)
+    tunnel = CommTunnel(lab.server, lab.runtime.loop.loop, flaky)
     tunnel.on_message({"kind": "request", "id": "z", "body": json.dumps(create("hi"))})
     deadline = time.monotonic() + 10
     while not any(f["kind"] == "end" for f in calls):
@@ -178,7 +177,7 @@ def test_after_login_the_tunnel_verifies_the_bearer_token_and_acts_as_its_subjec
     expired = front.request(create("old"), {"authorization": f"Bearer {lab.issuer.issue('alice', ttl=-120)}"})
     front.wait_end(expired)
     assert "expired" in front.body(expired)
-    ok = front.request(create("hi"), {"Authorization": f"Bearer {lab._token}"})
+    ok = front.request(create("hi"), {"Authorization": f"Bearer {lab.token}"})
     front.wait_end(ok)
     assert front.events(ok)[0]["type"] == "thread.created"
     assert lab.sql("SELECT user_id FROM threads").user_id.tolist() == ["alice"]  # nothing written by the refused ones

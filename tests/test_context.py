@@ -70,7 +70,7 @@ def test_every_strategy_gets_the_context_to_the_model_and_the_inspector_shows_wh
         "tool": "- context: the get_context tool (project, rows)",
         "none": "- context: none",
     }
-    with pytest.raises(ValueError, match="Unknown context strategy"):
+    with pytest.raises(ChatLabError, match="Unknown context strategy"):
         lab.context.strategy = "telepathy"
 
 

@@ -64,7 +64,7 @@ def test_streaming_requests_get_sse_and_others_json(served):
         ({"type": "threads.add_user_message", "params": {"input": MESSAGE}}, 400, "Invalid params for threads.add_user_message: params.thread_id: Field required"),
         ({"type": "threads.list", "params": {"limit": "many"}}, 400, "Invalid params for threads.list: params.limit:"),
         ({"type": "threads.get_by_id", "params": {"thread_id": "thr_nope"}}, 404, "Thread thr_nope not found"),
-        ({"type": "items.list", "params": {"thread_id": "thr_nope"}}, 404, "Thread thr_nope not found"),
+        ({"type": "items.list", "params": {"thread_id": "thr_nope", "after": "itm_nope"}}, 404, "Item itm_nope not found in thread thr_nope"),
         ({"type": "threads.delete", "params": {"thread_id": "thr_nope"}}, 404, "Thread thr_nope not found"),
     ],
 )

@@ -37,7 +37,7 @@ def test_agent_runs_happen_on_the_labs_own_thread_when_awaited_from_another_loop
 
 def test_a_reply_keeps_streaming_while_the_caller_blocks(make_lab):
     lab = make_lab(model=MirrorModel(delay=0.002))
-    future = lab._loop.submit(lab._send("/words 300", None, "local"))
+    future = lab.runtime.loop.submit(lab.runtime.send("/words 300", None, "local"))
     started = time.monotonic()
     time.sleep(1.5)  # a blocking cell: the lab's loop is not the caller's
     assert future.done(), "the reply finished while the caller was blocked"
@@ -53,15 +53,15 @@ def test_sync_calls_from_the_labs_own_loop_are_refused_with_a_hint(make_lab):
             lab.send_sync("hi")
         return (await lab.send("hi")).text  # awaiting on the lab's loop works
 
-    assert "you said" in lab._loop.call(inside())
+    assert "you said" in lab.runtime.loop.call(inside())
 
 
 def test_close_stops_the_loop_and_frees_the_file_for_another_process(make_lab, db_path):
     lab = make_lab()
     lab.send_sync("hello")
     lab.close()
-    assert not lab._loop.running
-    assert not any(t.name == "chatkit-lab" and t.is_alive() and t is lab._loop._thread for t in threading.enumerate())
+    assert not lab.runtime.loop.running
+    assert not any(t.name == "chatkit-lab" and t.is_alive() and t is lab.runtime.loop._thread for t in threading.enumerate())
     # Another process opens the file at once: no lock left behind.
     code = f"import duckdb; print(duckdb.connect({str(db_path)!r}).execute('select count(*) from items').fetchone()[0])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)

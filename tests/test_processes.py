@@ -81,9 +81,8 @@ def test_a_file_locked_too_long_by_another_process_gives_a_sentence_not_a_duckdb
     )
     try:
         assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(ChatLabError) as busy:
-            with Database(db_path, lock_timeout=0.5).cursor():
-                pass
+        with pytest.raises(ChatLabError) as busy, Database(db_path, lock_timeout=0.5).cursor():
+            pass
         assert str(busy.value).startswith(f"The database file {db_path} stayed locked by another process")
         assert "lab.close()" in str(busy.value)
     finally:

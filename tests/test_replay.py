@@ -82,7 +82,7 @@ def test_replay_gives_each_turn_its_recorded_context_unless_overridden(make_lab)
     assert (context["project"], context["page"], context["user"]["name"], strategy) == ("Apollo", {"title": "Churn study"}, "Ada", "instructions")
     context, strategy = seen(lab.replay(source, context={"project": "Hermes"}, strategy="hidden"))
     assert (context["project"], context["page"]["title"], strategy) == ("Hermes", "Churn study", "hidden")
-    with pytest.raises(ValueError, match="Unknown context strategy 'loud'"):
+    with pytest.raises(ChatLabError, match="Unknown context strategy 'loud'"):
         lab.replay(source, strategy="loud")
     assert len(lab.threads_df()) == 3  # the refused replay created nothing
 
@@ -104,7 +104,7 @@ def test_replay_as_another_user_with_another_model_and_tools(make_lab):
 def test_replay_and_fork_copy_attachments_so_deleting_the_original_loses_nothing(make_lab):
     lab = make_lab()
     attachment = lab.request_sync({"type": "attachments.create", "params": {"name": "notes.txt", "size": 11, "mime_type": "text/plain"}})
-    lab._loop.call(lab.store.write_attachment_bytes(attachment["id"], b"pinned note", RequestContext(user_id="local")))
+    lab.runtime.loop.call(lab.store.write_attachment_bytes(attachment["id"], b"pinned note", RequestContext(user_id="local")))
     body = {"type": "threads.create", "params": {"input": {"content": [{"type": "input_text", "text": "read it"}], "attachments": [attachment["id"]], "inference_options": {}}}}
     source = next(e["thread"]["id"] for e in lab.request_sync(body) if e["type"] == "thread.created")
     r = lab.replay(source)
@@ -176,10 +176,10 @@ def test_fork_from_the_widget_opens_the_new_thread_and_refuses_another_users_thr
     def forked():
         return [c for c, _ in custom(chat) if c["kind"] == "forked"]
 
-    frontend_sends(chat, {"kind": "fork", "thread_id": mine, "item_id": first_reply, "token": lab._token})
+    frontend_sends(chat, {"kind": "fork", "thread_id": mine, "item_id": first_reply, "token": lab.token})
     (reply,) = wait_for(forked)
     assert lineage(lab, reply["thread_id"])["parent_thread_id"] == mine and len(lab.items_df(reply["thread_id"])) == 2
-    for message in ({"thread_id": bobs, "item_id": "x", "token": lab._token}, {"thread_id": mine, "item_id": first_reply}):
+    for message in ({"thread_id": bobs, "item_id": "x", "token": lab.token}, {"thread_id": mine, "item_id": first_reply}):
         frontend_sends(chat, {"kind": "fork", **message})
     refusals = wait_for(lambda: len(forked()) == 3 and forked()[1:])
     assert refusals[0]["error"] == f"Could not fork this thread: There is no thread '{bobs}' in this lab's database; lab.threads_df() lists them."

@@ -9,8 +9,8 @@ from agents.testing import ModelStep, ScriptedModel, assistant_message
 from chatkit.types import LockedStatus
 
 from chatkit_lab import MirrorModel, RequestContext
-from chatkit_lab.transport.requests import handle_request, parse_sse
 from chatkit_lab.context import build_context
+from chatkit_lab.transport.requests import handle_request, parse_sse
 
 from .conftest import free_port, run
 
@@ -104,7 +104,7 @@ def test_a_cancelled_stream_keeps_the_partial_answer(make_lab):
         await asyncio.gather(task, return_exceptions=True)
         return deltas
 
-    deltas = lab._loop.call(stream_then_cancel(), timeout=30)
+    deltas = lab.runtime.loop.call(stream_then_cancel(), timeout=30)
     items = stored(lab, first.thread_id)
     partial = items[3]
     assert partial.type == "assistant_message"

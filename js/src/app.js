@@ -217,7 +217,7 @@ function Composer({ state, client, placeholder }) {
   </form>`;
 }
 
-export function App({ fetch, url = "/chatkit", options = {}, banner = null, kernelStatus = "ready", initialThreadId = null, onThreadChange = () => {}, clientTool = null, onFork = null, expose = () => {} }) {
+export function App({ fetch, url = "/chatkit", options = {}, banner = null, warning = null, kernelStatus = "ready", initialThreadId = null, onThreadChange = () => {}, clientTool = null, onFork = null, expose = () => {} }) {
   const [state, dispatch] = useReducer(reduce, initialState);
   const stateRef = useRef(state);
   stateRef.current = state;
@@ -241,6 +241,7 @@ export function App({ fetch, url = "/chatkit", options = {}, banner = null, kern
       <button type="button" class="ckl-new" onClick=${() => dispatch({ type: "thread.new" })}>New chat</button>
     </header>
     ${banner && html`<div class="ckl-banner" role="status">${banner}</div>`}
+    ${warning && html`<div class="ckl-banner ckl-danger" role="alert" data-testid="warning">${warning}</div>`}
     ${kernelStatus === "queued" && html`<div class="ckl-banner" role="status">queued: kernel busy</div>`}
     ${kernelStatus === "dead" && html`<div class="ckl-banner ckl-danger" role="alert">kernel restarted — re-run the cell</div>`}
     ${showThreads && html`<${ThreadList} state=${state} client=${client} onClose=${() => setShowThreads(false)} />`}

@@ -49,7 +49,7 @@ export default {
     el.dataset.testid = "chat";
     const container = document.createElement("div");
     el.appendChild(container);
-    let props = { kernelStatus: "ready", banner: null };
+    let props = { kernelStatus: "ready", banner: null, warning: model.get("warning") || null };
     let api = null;
     let official = null;
 
@@ -104,6 +104,7 @@ export default {
       setTrait(model, "status", `builtin: ${why}`);
     };
 
+    model.on("change:warning", () => { props = { ...props, warning: model.get("warning") || null }; redraw(); });
     model.on("change:thread_id", () => {
       const id = model.get("thread_id");
       if (api && api.getState().threadId !== id) id ? api.client.loadThread(id) : api.dispatch({ type: "thread.new" });

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from .errors import ChatLabError
+from .errors import ChatLabError, LabClosedError
 
 T = TypeVar("T")
 
@@ -37,7 +37,7 @@ class LoopThread:
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         if not self.running:
             coro.close()
-            raise ChatLabError("This lab is closed; create a new ChatLab.")
+            raise LabClosedError("This lab was closed; run the cell that creates it again.")
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     async def run(self, coro: Coroutine[Any, Any, T]) -> T:

@@ -22,6 +22,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import ChatLabError
+
 log = logging.getLogger("chatkit_lab")
 
 STRATEGIES = ("instructions", "hidden", "input", "tool", "none")
@@ -67,9 +69,9 @@ def build_context(
         metadata = None  # the request itself is rejected later, with a clear message
     metadata = metadata if isinstance(metadata, dict) else {}
     claims = dict(claims or {})
-    user_info = metadata.get("userInfo") if isinstance(metadata.get("userInfo"), dict) else {}
-    page = metadata.get("pageContext") if isinstance(metadata.get("pageContext"), dict) else {}
-    verified = {k: claims[k] for k in ("name", "email", "roles", "scope") if k in claims}
+    user_info: dict[str, Any] = metadata["userInfo"] if isinstance(metadata.get("userInfo"), dict) else {}
+    page: dict[str, Any] = metadata["pageContext"] if isinstance(metadata.get("pageContext"), dict) else {}
+    verified: dict[str, Any] = {k: claims[k] for k in ("name", "email", "roles", "scope") if k in claims}
     return RequestContext(
         user_id=user_id,
         metadata=metadata,
@@ -84,8 +86,10 @@ def build_context(
 Provider = Callable[..., Mapping[str, Any]]
 
 
-class LabContext:
-    """The lab's own context: fixed values (``update``) and providers evaluated at every turn.
+class ContextInjection:
+    """The lab's own context (``lab.context``): fixed values (``update``), providers evaluated at
+    every turn, and the strategy that puts them in front of the model. Not to be confused with
+    the ``RequestContext`` of one request.
 
     A provider is a callable returning a dict, with no argument or the ``RequestContext``:
     ``lab.context.provide(lambda: {"df": df.describe().to_string()})`` lets the chat see live
@@ -104,11 +108,11 @@ class LabContext:
     @strategy.setter
     def strategy(self, value: str) -> None:
         if value not in STRATEGIES:
-            raise ValueError(f"Unknown context strategy {value!r}; choose one of {', '.join(STRATEGIES)}.")
+            raise ChatLabError(f"Unknown context strategy {value!r}; choose one of {', '.join(STRATEGIES)}.")
         self._strategy = value
 
     def __repr__(self) -> str:
-        return f"LabContext(strategy={self.strategy!r}, values={sorted(self.values)}, providers={len(self.providers)})"
+        return f"ContextInjection(strategy={self.strategy!r}, values={sorted(self.values)}, providers={len(self.providers)})"
 
     def update(self, values: Mapping[str, Any] | None = None, /, **more: Any) -> None:
         self.values.update(values or {}, **more)

@@ -1,9 +1,72 @@
-"""One error base class; every message says what happened and what to do."""
+"""One error base class; every message says what happened and what to do.
+
+Each class carries the HTTP status and the ``code`` a client receives for it, and whether a
+retry can help; the transports map errors by these types, never by message text.
+"""
+
+from chatkit.store import NotFoundError as _ChatKitNotFound
 
 
 class ChatLabError(Exception):
-    """Base class of every error chatkit-lab raises on purpose."""
+    """Base class of every error chatkit-lab raises on purpose: a request or setting it refuses."""
+
+    status = 400
+    code = "bad_request"
+    retryable = False
+
+
+class InvalidRequestError(ChatLabError):
+    """The request is not one this server can act on (its shape, or the thread's state)."""
+
+    code = "invalid_request"
+
+
+class NotSupportedError(ChatLabError):
+    """The request asks for something this server does not offer."""
+
+    status = 501
+    code = "not_supported"
+
+
+class AuthError(ChatLabError):
+    """A request without a valid token; the message says why (never echoing the token)."""
+
+    status = 401
+    code = "unauthorized"
 
 
 class DatabaseBusyError(ChatLabError):
-    """Another process kept the DuckDB file locked for longer than we wait."""
+    """Another process kept the DuckDB file locked for longer than we wait: try again."""
+
+    status = 503
+    code = "database_busy"
+    retryable = True
+
+
+class LabClosedError(ChatLabError):
+    """The lab was closed; its chats and methods no longer work."""
+
+    status = 503
+    code = "lab_closed"
+
+
+class ConfigurationError(ChatLabError):
+    """The lab or server is set up wrongly (a bug of the caller, not of the request)."""
+
+    status = 500
+    code = "misconfigured"
+
+
+class NotFoundError(ChatLabError, _ChatKitNotFound):
+    """No such thread, item or attachment for this user (another user's ids look the same)."""
+
+    status = 404
+    code = "not_found"
+
+
+_BY_CODE = {cls.code: cls for cls in (InvalidRequestError, NotSupportedError, AuthError, DatabaseBusyError, LabClosedError, ConfigurationError, NotFoundError)}
+
+
+def error_for(code: str, message: str) -> ChatLabError:
+    """The typed error a reply's ``{"error": {"code", "message"}}`` stands for."""
+    return _BY_CODE.get(code, ChatLabError)(message)

@@ -17,8 +17,10 @@ from typing import Any
 import duckdb
 
 from .errors import ChatLabError
-from .store.database import Database
+from .store.database import Database, is_lock_conflict
+from .store.queries import user_scope
 from .store.schema import MIGRATIONS, migrate
+from .store.transaction import in_transaction
 
 TABLES = ("threads", "items", "attachments", "turns", "feedback", "traces", "spans", "model_inputs", "lineage", "origins")
 FORMATS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "json", ".ndjson": "json"}
@@ -30,73 +32,6 @@ ORDER = {
     "spans": "started_at, span_id", "model_inputs": "turn_id, call_index", "lineage": "created_at, thread_id",
     "origins": "thread_id",
 }
-
-
-def scope(user_id: str | None, thread_id: str | None = None, alias: str = "") -> tuple[str, dict[str, Any]]:
-    """A WHERE condition (and its parameters) for one user's rows, and one thread's."""
-    where, params = ["true"], {}
-    if user_id is not None:
-        where.append(f"{alias}user_id = $user")
-        params["user"] = user_id
-    if thread_id is not None:
-        where.append(f"{alias}thread_id = $thread")
-        params["thread"] = thread_id
-    return " AND ".join(where), params
-
-
-def user_scope(table: str) -> str:
-    """The WHERE condition keeping one user's (``$user``) rows of ``table``."""
-    if table == "spans":
-        return "trace_id IN (SELECT trace_id FROM traces WHERE user_id = $user)"
-    if table in ("lineage", "origins"):
-        return "thread_id IN (SELECT id FROM threads WHERE user_id = $user)"
-    return "user_id = $user"
-
-
-def exchanges_sql(where: str) -> str:
-    """One row per user message of the matching items: the message and the assistant's reply
-    (every assistant message until the next user message), numbered per thread from 1."""
-    return f"""
-        WITH ordered AS (
-            SELECT thread_id, id, type, text, created_at, seq,
-                   sum(CASE WHEN type = 'user_message' THEN 1 ELSE 0 END)
-                       OVER (PARTITION BY thread_id ORDER BY created_at, seq)::INTEGER AS exchange
-            FROM items WHERE ({where}) AND type IN ('user_message', 'assistant_message')
-        )
-        SELECT thread_id, exchange,
-               any_value(id) FILTER (WHERE type = 'user_message') AS user_item_id,
-               any_value(text) FILTER (WHERE type = 'user_message') AS user_text,
-               string_agg(text, chr(10) || chr(10) ORDER BY created_at, seq)
-                   FILTER (WHERE type = 'assistant_message') AS reply_text
-        FROM ordered WHERE exchange > 0 GROUP BY thread_id, exchange"""
-
-
-def turns_sql(user_id: str | None, thread_id: str | None) -> tuple[str, dict[str, Any]]:
-    """``turns`` with what was said, the reply, total tokens, and where the thread came from."""
-    where, params = scope(user_id, thread_id, "t.")
-    return f"""
-        WITH ex AS ({exchanges_sql(scope(user_id, thread_id)[0])})
-        SELECT t.turn_id, t.thread_id, t.user_id, ex.exchange, ex.user_text, ex.reply_text,
-               t.started_at, t.latency_ms, t.first_token_ms, t.input_tokens, t.output_tokens,
-               t.input_tokens + t.output_tokens AS tokens, t.tools, t.agent, t.model, t.status, t.error,
-               l.parent_thread_id, l.kind AS lineage, o.origin, t.trace_id
-        FROM turns t
-        LEFT JOIN ex ON ex.thread_id = t.thread_id AND ex.user_item_id = t.user_item_id
-        LEFT JOIN lineage l ON l.thread_id = t.thread_id
-        LEFT JOIN origins o ON o.thread_id = t.thread_id
-        WHERE {where} ORDER BY t.started_at""", params
-
-
-def threads_sql(user_id: str | None) -> tuple[str, dict[str, Any]]:
-    where, params = scope(user_id, alias="t.")
-    return f"""
-        SELECT t.id AS thread_id, t.user_id, t.title, t.status, t.created_at, t.updated_at,
-               (SELECT count(*) FROM items i WHERE i.thread_id = t.id) AS items,
-               l.parent_thread_id, l.kind AS lineage, l.overrides, o.origin
-        FROM threads t
-        LEFT JOIN lineage l ON l.thread_id = t.id
-        LEFT JOIN origins o ON o.thread_id = t.id
-        WHERE {where} ORDER BY t.created_at DESC, t.seq DESC""", params
 
 
 # -- export and import ----------------------------------------------------------------------
@@ -130,6 +65,12 @@ def _from_text(name: str, kind: str) -> str:
     return f'"{name}"'
 
 
+def _count(cur: duckdb.DuckDBPyConnection, sql: str, params: Any = None) -> int:
+    """The row count a COPY or INSERT statement reports."""
+    row = cur.execute(sql, params).fetchone()
+    return int(row[0]) if row else 0
+
+
 def _quote(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
@@ -156,7 +97,7 @@ def export(
                 order = f" ORDER BY {ORDER[name]}"
             where = user_scope(name) if user_id is not None else "true"
             part = Path(tmp) / f"{name}.{fmt}"
-            (counts[name],) = cur.execute(f"COPY (SELECT {select} FROM {name} WHERE {where}{order}) TO {_quote(part)} (FORMAT {fmt})", params).fetchone()
+            counts[name] = _count(cur, f"COPY (SELECT {select} FROM {name} WHERE {where}{order}) TO {_quote(part)} (FORMAT {fmt})", params)
             parts.append(part)
         if len(parts) == 1:
             shutil.move(parts[0], path)
@@ -184,21 +125,17 @@ def import_jsonl(cur: duckdb.DuckDBPyConnection, path: str | Path) -> dict[str, 
         what = f"rows for unknown tables ({', '.join(sorted(map(str, unknown)))})" if unknown else "no rows"
         raise ChatLabError(f"{path.name} is not a chatkit-lab JSONL export: it has {what}.")
     counts: dict[str, int] = {}
-    cur.execute("BEGIN TRANSACTION")
     try:
-        for table in TABLES:
-            if table not in found:
-                continue
-            columns = _columns(cur, table)
-            read = ", ".join([f"'{TAG}': 'VARCHAR'", *(f"'{c}': '{'VARCHAR' if k in ('JSON', 'BLOB') else k}'" for c, k in columns)])
-            names = ", ".join(f'"{c}"' for c, _ in columns)
-            values = ", ".join(_from_text(c, k) for c, k in columns)
-            (counts[table],) = cur.execute(
-                f"INSERT OR IGNORE INTO {table} ({names}) SELECT {values} FROM {source % read} WHERE {TAG} = '{table}'"
-            ).fetchone()
-        cur.execute("COMMIT")
+        with in_transaction(cur):
+            for table in TABLES:
+                if table not in found:
+                    continue
+                columns = _columns(cur, table)
+                read = ", ".join([f"'{TAG}': 'VARCHAR'", *(f"'{c}': '{'VARCHAR' if k in ('JSON', 'BLOB') else k}'" for c, k in columns)])
+                names = ", ".join(f'"{c}"' for c, _ in columns)
+                values = ", ".join(_from_text(c, k) for c, k in columns)
+                counts[table] = _count(cur, f"INSERT OR IGNORE INTO {table} ({names}) SELECT {values} FROM {source % read} WHERE {TAG} = '{table}'")
     except duckdb.Error as exc:
-        cur.execute("ROLLBACK")
         raise ChatLabError(f"Nothing was imported from {path.name}: {str(exc).splitlines()[0]}") from None
     return counts
 
@@ -216,8 +153,8 @@ def merge(target: str | Path, sources: Sequence[str | Path], *, names: Sequence[
     db = Database(target)
     summary: dict[str, dict[str, int]] = {}
     try:
-        for i, source in enumerate(sources):
-            source = Path(source)
+        for i, given in enumerate(sources):
+            source = Path(given)
             origin = names[i] if names else source.stem
             if source.resolve() == Path(target).resolve():
                 raise ChatLabError(f"{source} is the target file itself.")
@@ -232,7 +169,8 @@ class _readable:
     """The source file, or a migrated temporary copy when it lacks newer migrations."""
 
     def __init__(self, path: Path) -> None:
-        self.path, self.tmp = path, None
+        self.path = path
+        self.tmp: tempfile.TemporaryDirectory[str] | None = None
 
     def __enter__(self) -> Path:
         if not self.path.is_file():
@@ -240,7 +178,7 @@ class _readable:
         try:
             con = duckdb.connect(str(self.path), read_only=True)
         except duckdb.Error as exc:
-            if "lock" in str(exc).lower():
+            if is_lock_conflict(exc):
                 raise ChatLabError(f"{self.path} is open for writing in another process (a running lab?); close it and merge again.") from None
             raise ChatLabError(f"{self.path} is not a DuckDB database: {str(exc).splitlines()[0]}") from None
         try:
@@ -271,23 +209,15 @@ def _merge_one(cur: duckdb.DuckDBPyConnection, source: Path, origin: str, shown:
     cur.execute(f"ATTACH {_quote(source)} AS src (READ_ONLY)")
     counts: dict[str, int] = {}
     try:
-        cur.execute("BEGIN TRANSACTION")
-        try:
+        with in_transaction(cur):
             # A source that is itself a merge keeps its threads' origins.
-            (counts["origins"],) = cur.execute("INSERT OR IGNORE INTO origins SELECT * FROM src.origins").fetchone()
-            (added,) = cur.execute(
-                "INSERT OR IGNORE INTO origins SELECT id, ?, ?, ? FROM src.threads", [origin, shown, datetime.now()]
-            ).fetchone()
-            counts["origins"] += added
+            counts["origins"] = _count(cur, "INSERT OR IGNORE INTO origins SELECT * FROM src.origins")
+            counts["origins"] += _count(cur, "INSERT OR IGNORE INTO origins SELECT id, ?, ?, ? FROM src.threads", [origin, shown, datetime.now()])
             for table in TABLES:
                 if table == "origins":
                     continue
                 names = ", ".join(f'"{c}"' for c, _ in _columns(cur, table))
-                (counts[table],) = cur.execute(f"INSERT OR IGNORE INTO {table} ({names}) SELECT {names} FROM src.{table}").fetchone()
-            cur.execute("COMMIT")
-        except BaseException:
-            cur.execute("ROLLBACK")
-            raise
+                counts[table] = _count(cur, f"INSERT OR IGNORE INTO {table} ({names}) SELECT {names} FROM src.{table}")
     finally:
         cur.execute("DETACH src")
     return counts

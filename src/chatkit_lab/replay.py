@@ -23,109 +23,37 @@ from agents import Agent, Tool
 from chatkit.types import ThreadMetadata, UserMessageItem
 
 from ._loop import LoopThread
-from .context import LabContext, RequestContext
+from ._runtime import Runtime
+from .context import ContextInjection, RequestContext
 from .errors import ChatLabError
-from .lab import Turn
-from .logs import exchanges_sql
 from .models import resolve_backend
 from .server import LabServer
 from .store.items import item_adapter, item_text
+from .store.queries import EXCHANGE_FACTS, REPLAY_PLAN, thread_owner
+from .turn import Turn
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .lab import ChatLab
 
-
-# -- reading a thread -----------------------------------------------------------------------
-def _thread_row(cur: Any, thread_id: str, user_id: str | None = None) -> tuple[str, str | None]:
-    """The thread's owner and title; ``user_id``: only that user's thread (others' look missing)."""
-    row = cur.execute("SELECT user_id, title FROM threads WHERE id = ?", [thread_id]).fetchone()
-    if row is None or (user_id is not None and row[0] != user_id):
-        raise ChatLabError(f"There is no thread {thread_id!r} in this lab's database; lab.threads_df() lists them.")
-    return row
-
-
-_PLAN = f"""
-    WITH ex AS ({exchanges_sql("thread_id = $thread")}),
-    tu AS (SELECT user_item_id, arg_max(turn_id, started_at) AS turn_id FROM turns
-           WHERE thread_id = $thread AND user_item_id IS NOT NULL GROUP BY user_item_id)
-    SELECT ex.exchange, i.data, ex.reply_text, m.context, m.strategy
-    FROM ex JOIN items i ON i.thread_id = ex.thread_id AND i.id = ex.user_item_id
-    LEFT JOIN tu ON tu.user_item_id = ex.user_item_id
-    LEFT JOIN model_inputs m ON m.turn_id = tu.turn_id AND m.call_index = 0
-    ORDER BY ex.exchange"""
-
-_NONE = "CASE WHEN t.trace_id IS NOT NULL THEN []::VARCHAR[] END"  # no turn recorded: NULL, not "none"
-_COMPARE = f"""
-    WITH ex AS ({exchanges_sql("thread_id = $thread")}),
-    tu AS (SELECT user_item_id, arg_max(turn_id, started_at) AS turn_id FROM turns
-           WHERE thread_id = $thread AND user_item_id IS NOT NULL GROUP BY user_item_id)
-    SELECT ex.exchange, ex.user_text, ex.reply_text AS reply, t.tools,
-           coalesce((SELECT list(s.name ORDER BY s.started_at) FROM spans s
-                      WHERE s.trace_id = t.trace_id AND s.span_type = 'handoff'), {_NONE}) AS handoffs,
-           coalesce((SELECT list(s.name || CASE WHEN s.data->>'$.triggered' = 'true' THEN ': triggered' ELSE ': passed' END
-                                 ORDER BY s.started_at) FROM spans s
-                      WHERE s.trace_id = t.trace_id AND s.span_type = 'guardrail'), {_NONE}) AS guardrails,
-           t.latency_ms, t.input_tokens + t.output_tokens AS tokens, t.status, t.error
-    FROM ex LEFT JOIN tu ON tu.user_item_id = ex.user_item_id LEFT JOIN turns t ON t.turn_id = tu.turn_id
-    ORDER BY ex.exchange"""
-
-
-def _copy_attachments(cur: Any, store: Any, ids: Sequence[str], owner: str, thread_id: str) -> dict[str, str]:
-    """Give ``thread_id`` its own copies of these attachments (ChatKit moves an attachment to the
-    thread of the message that carries it, so sharing one would tie two threads together)."""
-    mapping: dict[str, str] = {}
-    for old in dict.fromkeys(ids):
-        row = cur.execute("SELECT mime_type, thread_id FROM attachments WHERE id = ?", [old]).fetchone()
-        if row is None:
-            continue
-        new = mapping[old] = store.generate_attachment_id(row[0], RequestContext(user_id=owner))
-        cur.execute(
-            """INSERT INTO attachments SELECT $new, $owner, $thread, name, mime_type, size, bytes, now()::TIMESTAMP,
-                      replace(replace(data::VARCHAR, $old, $new), '"thread_id":"' || $from || '"', '"thread_id":"' || $thread || '"')
-               FROM attachments WHERE id = $old""",
-            {"new": new, "owner": owner, "thread": thread_id, "old": old, "from": row[1] or ""},
-        )
-    return mapping
-
-
-async def _new_thread(store: Any, owner: str, title: str) -> str:
+async def _new_thread(runtime: Runtime, owner: str, title: str) -> str:
     context = RequestContext(user_id=owner)
-    thread_id = store.generate_thread_id(context)
-    await store.save_thread(ThreadMetadata(id=thread_id, title=title, created_at=datetime.now()), context)
+    thread_id = runtime.store.generate_thread_id(context)
+    await runtime.store.save_thread(ThreadMetadata(id=thread_id, title=title, created_at=datetime.now()), context)
     return thread_id
 
 
 # -- fork -----------------------------------------------------------------------------------
-async def fork(lab: ChatLab, thread_id: str, at_item: str | None, user_id: str | None = None) -> str:
+async def fork(runtime: Runtime, thread_id: str, at_item: str | None, user_id: str | None = None) -> str:
     """Copy ``thread_id`` up to and including ``at_item`` (all of it when None) into a new
     thread of the same owner; returns the new thread's id. ``user_id``: only that user's thread."""
-    async with lab.db.acursor() as cur:
-        owner, title = _thread_row(cur, thread_id, user_id)
+    async with runtime.db.transaction() as cur:
+        owner, title = thread_owner(cur, thread_id, user_id)
         if at_item and cur.execute("SELECT 1 FROM items WHERE thread_id = ? AND id = ?", [thread_id, at_item]).fetchone() is None:
             raise ChatLabError(f"There is no item {at_item!r} in thread {thread_id!r}; lab.items_df({thread_id!r}) lists them.")
-        upto = "AND (created_at, seq) <= (SELECT (created_at, seq) FROM items WHERE thread_id = $old AND id = $at)" if at_item else ""
-        cur.execute("BEGIN TRANSACTION")
-        try:
-            new = await _new_thread(lab.store, owner, f"{title or 'Untitled'} (fork)")  # same cursor, same transaction
-            cur.execute(
-                f"""INSERT INTO items (id, thread_id, user_id, seq, created_at, updated_at, type, role, text, data)
-                   SELECT id, $new, user_id, seq, created_at, now()::TIMESTAMP, type, role, text,
-                          replace(data::VARCHAR, '"thread_id":"' || $old || '"', '"thread_id":"' || $new || '"')
-                   FROM items WHERE thread_id = $old {upto}""",
-                {"new": new, "old": thread_id, **({"at": at_item} if at_item else {})},
-            )
-            attached = [a for (a,) in cur.execute(
-                "SELECT DISTINCT unnest(json_extract_string(data, '$.attachments[*].id')) FROM items WHERE thread_id = ?", [new]
-            ).fetchall() if a]
-            for old, copy in _copy_attachments(cur, lab.store, attached, owner, new).items():
-                cur.execute("UPDATE items SET data = replace(data::VARCHAR, ?, ?) WHERE thread_id = ?", [old, copy, new])
-            cur.execute("INSERT INTO lineage VALUES (?, ?, 'fork', ?, NULL, now()::TIMESTAMP)", [new, thread_id, at_item])
-            cur.execute("COMMIT")
-        except BaseException:
-            cur.execute("ROLLBACK")
-            raise
+        new = await _new_thread(runtime, owner, f"{title or 'Untitled'} (fork)")
+        await runtime.store.copy_items(thread_id, new, RequestContext(user_id=owner), up_to=at_item)
+        cur.execute("INSERT INTO lineage (thread_id, parent_thread_id, kind, at_item_id, created_at) VALUES (?, ?, 'fork', ?, now()::TIMESTAMP)", [new, thread_id, at_item])
     return new
 
 
@@ -165,10 +93,10 @@ class Replay:
     """A thread re-run under changed settings into a new thread (``thread_id``), cell by cell:
     ``await r.step()`` runs the next turn, ``await r.run()`` the rest; ``r.diff()`` compares."""
 
-    def __init__(self, lab: ChatLab, source: str, thread_id: str, user_id: str, server: LabServer,
+    def __init__(self, runtime: Runtime, source: str, thread_id: str, user_id: str, server: LabServer,
                  plan: list[_Planned], attachments: dict[str, str], context: dict[str, Any] | None, strategy: str | None,
                  user_override: bool) -> None:
-        self.lab, self.source, self.thread_id, self.user_id, self.server = lab, source, thread_id, user_id, server
+        self.runtime, self.source, self.thread_id, self.user_id, self.server = runtime, source, thread_id, user_id, server
         self._plan, self._attachments = plan, attachments
         self._context, self._strategy, self._user_override = context, strategy, user_override
         self.steps: list[ReplayStep] = []
@@ -186,29 +114,30 @@ class Replay:
 
     async def step(self) -> ReplayStep:
         """Run the next turn; shows the original and the new reply side by side."""
-        return await self.lab._loop.run(self._step())
+        return await self.runtime.run(self._step())
 
     def step_sync(self) -> ReplayStep:
-        return self.lab._loop.call(self._step())
+        return self.runtime.call(self._step())
 
     async def run(self, *, progress: bool = True) -> Replay:
         """Run every remaining turn, with a progress bar."""
-        await _awaiting(_Job(self.lab._loop, self._run()), lambda: len(self.steps), self.total, f"replay {self.source}", progress, start=len(self.steps))
+        await _awaiting(_Job(self.runtime.loop, self.run_remaining()), lambda: len(self.steps), self.total, f"replay {self.source}", progress, start=len(self.steps))
         return self
 
     def run_sync(self, *, progress: bool = True) -> Replay:
-        _waiting(_Job(self.lab._loop, self._run()), lambda: len(self.steps), self.total, f"replay {self.source}", progress, start=len(self.steps))
+        _waiting(_Job(self.runtime.loop, self.run_remaining()), lambda: len(self.steps), self.total, f"replay {self.source}", progress, start=len(self.steps))
         return self
 
     def diff(self) -> ThreadDiff:
         """The original thread against this replay, turn by turn."""
-        return self.lab.diff(self.source, self.thread_id)
+        return ThreadDiff.load(self.runtime, self.source, self.thread_id)
 
     def _repr_html_(self) -> str:
         head = f"<p>Replay of <code>{html.escape(self.source)}</code> into <code>{html.escape(self.thread_id)}</code>: {len(self.steps)} of {self.total} turns.</p>"
         return head + (_table(self.steps) if self.steps else "")
 
-    async def _run(self) -> None:
+    async def run_remaining(self) -> None:
+        """Every remaining turn, on the lab's loop (``run`` adds the progress bar)."""
         while not self.done:
             await self._step()
 
@@ -230,7 +159,7 @@ class Replay:
         }
         started = time.perf_counter()
         try:
-            turn = Turn.of(self.thread_id, await self.lab._request(body, self.user_id, server=self.server))
+            turn = Turn.of(self.thread_id, await self.runtime.request(body, self.user_id, server=self.server))
         except asyncio.CancelledError:  # an interrupted cell: this turn counts as done, so a rerun goes on
             self.steps.append(ReplayStep(planned.exchange, item_text(message) or "", planned.original, "", "cancelled", (time.perf_counter() - started) * 1000))
             raise
@@ -240,8 +169,8 @@ class Replay:
 
     def _use_context(self, planned: _Planned) -> dict[str, Any]:
         """Point the replay server at this turn's context; returns the request metadata."""
-        lab_context = self.lab.context
-        context = LabContext(self._strategy or planned.strategy or lab_context.strategy)
+        lab_context = self.runtime.server.injection or ContextInjection()
+        context = ContextInjection(self._strategy or planned.strategy or lab_context.strategy)
         metadata: dict[str, Any] = {}
         if planned.context is not None:
             recorded = dict(planned.context)
@@ -253,35 +182,50 @@ class Replay:
         else:  # nothing recorded (an imported or forked message): the lab's context now
             context.values = {**lab_context.values, **(self._context or {})}
             context.providers = list(lab_context.providers)
-        self.server.context = context
+        self.server.injection = context
         return metadata
 
 
-async def start_replay(
-    lab: ChatLab, source: str, *, instructions: str | None = None, model: Any = None, tools: Sequence[Tool] | None = None,
+def start(
+    runtime: Runtime, source: str, *, instructions: str | None = None, model: Any = None, tools: Sequence[Tool] | None = None,
     context: dict[str, Any] | None = None, user_id: str | None = None, strategy: str | None = None, agent: Agent | None = None,
 ) -> Replay:
+    """A ``Replay`` of thread ``source`` into a new thread, under these overrides (see ``lab.replay``)."""
+    runtime.flush()  # the original turns' recorded context is read from model_inputs
+    return runtime.call(_start(
+        runtime, source, instructions=instructions, model=model, tools=tools, context=context,
+        user_id=user_id, strategy=strategy, agent=agent,
+    ))
+
+
+async def _start(
+    runtime: Runtime, source: str, *, instructions: str | None, model: Any, tools: Sequence[Tool] | None,
+    context: dict[str, Any] | None, user_id: str | None, strategy: str | None, agent: Agent | None,
+) -> Replay:
     if strategy is not None:
-        LabContext(strategy)  # a clear error for an unknown strategy, before anything is written
-    backend = resolve_backend(model) if model is not None else lab.backend
-    base = agent or lab.agent
+        ContextInjection(strategy)  # a clear error for an unknown strategy, before anything is written
+    lab_server = runtime.server
+    backend = resolve_backend(model) if model is not None else lab_server.backend
+    base = agent or lab_server.agent
+    if not isinstance(base, Agent):
+        raise ChatLabError("This lab builds its agent per thread; pass agent= to replay with one.")
     changes: dict[str, Any] = {}
     if instructions is not None:
         changes["instructions"] = instructions
     if tools is not None:
         changes["tools"] = list(tools)
     if model is not None:
-        changes["model"] = backend.model
+        changes["model"] = backend.model if backend else None
     replay_agent = base.clone(**changes) if changes else base
     overrides = {
-        "instructions": instructions, "model": backend.description if model is not None else None,
+        "instructions": instructions, "model": backend.description if model is not None and backend else None,
         "tools": [getattr(t, "name", str(t)) for t in tools] if tools is not None else None,
         "context": context, "user_id": user_id, "strategy": strategy, "agent": agent.name if agent else None,
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    async with lab.db.acursor() as cur:
-        owner, title = _thread_row(cur, source)
-        rows = cur.execute(_PLAN, {"thread": source}).fetchall()
+    async with runtime.db.transaction() as cur:
+        owner, title = thread_owner(cur, source)
+        rows = cur.execute(REPLAY_PLAN, {"thread": source}).fetchall()
         plan = [
             _Planned(n, item_adapter.validate_json(data), reply, json.loads(ctx) if ctx else None, strat)
             for n, data, reply, ctx, strat in rows
@@ -289,35 +233,47 @@ async def start_replay(
         if not plan:
             raise ChatLabError(f"Thread {source!r} has no user messages to replay.")
         new_owner = user_id or owner
-        cur.execute("BEGIN TRANSACTION")
-        try:
-            thread_id = await _new_thread(lab.store, new_owner, f"{title or 'Untitled'} (replay)")
-            attachments = _copy_attachments(cur, lab.store, [a.id for p in plan for a in p.message.attachments], new_owner, thread_id)
-            cur.execute(
-                "INSERT INTO lineage VALUES (?, ?, 'replay', NULL, ?, now()::TIMESTAMP)",
-                [thread_id, source, lab.secrets.redact(json.dumps(overrides, default=str, ensure_ascii=False))],
-            )
-            cur.execute("COMMIT")
-        except BaseException:
-            cur.execute("ROLLBACK")
-            raise
+        thread_id = await _new_thread(runtime, new_owner, f"{title or 'Untitled'} (replay)")
+        attachments = await runtime.store.copy_attachments(
+            [a.id for p in plan for a in p.message.attachments], thread_id, RequestContext(user_id=owner), RequestContext(user_id=new_owner)
+        )
+        cur.execute(
+            "INSERT INTO lineage (thread_id, parent_thread_id, kind, overrides, created_at) VALUES (?, ?, 'replay', ?, now()::TIMESTAMP)",
+            [thread_id, source, runtime.secrets.redact(json.dumps(overrides, default=str, ensure_ascii=False))],
+        )
     server = LabServer(
-        lab.store, replay_agent, backend=backend, history_limit=lab.server.history_limit,
-        trace_metadata={**lab.server.trace_metadata, "replay_of": source}, turn_log=lab.tracer.record_turn,
-        actions=lab.server.actions, secrets=lab.secrets, input_log=lab.tracer.record_input,
+        runtime.store, replay_agent, backend=backend, history_limit=lab_server.history_limit,
+        trace_metadata={**lab_server.trace_metadata, "replay_of": source}, turn_log=runtime.tracer.record_turn,
+        actions=lab_server.actions, secrets=runtime.secrets, input_log=runtime.tracer.record_input,
     )
-    return Replay(lab, source, thread_id, new_owner, server, plan, attachments, context, strategy, user_id is not None)
+    return Replay(runtime, source, thread_id, new_owner, server, plan, attachments, context, strategy, user_id is not None)
 
 
-async def replay_many(replays: Sequence[Replay], concurrency: int) -> None:
-    """Run replays on the lab's loop, at most ``concurrency`` at a time."""
-    gate = asyncio.Semaphore(max(1, concurrency))
+class Batch:
+    """Many replays run on the lab's loop, at most ``concurrency`` at a time, behind one progress bar."""
 
-    async def one(replay: Replay) -> None:
-        async with gate:
-            await replay._run()
+    def __init__(self, runtime: Runtime, replays: list[Replay], concurrency: int) -> None:
+        self.runtime, self.replays, self.concurrency = runtime, replays, max(1, concurrency)
 
-    await asyncio.gather(*(one(r) for r in replays))
+    async def _run_all(self) -> None:
+        gate = asyncio.Semaphore(self.concurrency)
+
+        async def one(replay: Replay) -> None:
+            async with gate:
+                await replay.run_remaining()
+
+        await asyncio.gather(*(one(r) for r in self.replays))
+
+    def _progress(self) -> tuple[Callable[[], int], int]:
+        return (lambda: sum(len(r.steps) for r in self.replays)), sum(r.total for r in self.replays)
+
+    async def run(self, *, progress: bool = True) -> list[Replay]:
+        await _awaiting(_Job(self.runtime.loop, self._run_all()), *self._progress(), "replay", progress)
+        return self.replays
+
+    def run_sync(self, *, progress: bool = True) -> list[Replay]:
+        _waiting(_Job(self.runtime.loop, self._run_all()), *self._progress(), "replay", progress)
+        return self.replays
 
 
 # -- progress, polled from the caller's thread (a notebook's progress bar lives there) -------
@@ -334,14 +290,15 @@ class _Job:
     cell cancels the running turn and returns once the replay has noted it."""
 
     def __init__(self, loop: LoopThread, coro: Coroutine[Any, Any, Any]) -> None:
-        self.loop, self._task = loop, None
+        self.loop = loop
+        self._task: asyncio.Task[Any] | None = None
         self.future = loop.submit(self._run(coro))
 
     async def _run(self, coro: Coroutine[Any, Any, Any]) -> Any:
         self._task = asyncio.current_task()
         return await coro
 
-    async def _stop(self) -> None:  # on the lab's loop, after _run has started (call order)
+    async def stop(self) -> None:  # on the lab's loop, after _run has started (call order)
         if self._task is not None:
             self._task.cancel()
             await asyncio.wait([self._task])
@@ -357,7 +314,7 @@ async def _awaiting(job: _Job, done: Callable[[], int], total: int, desc: str, p
                 bar.update(done() - bar.n)
         return job.future.result()
     except asyncio.CancelledError:
-        await job.loop.run(job._stop())
+        await job.loop.run(job.stop())
         raise
     finally:
         if bar is not None:
@@ -375,7 +332,7 @@ def _waiting(job: _Job, done: Callable[[], int], total: int, desc: str, progress
                 if bar is not None:
                     bar.update(done() - bar.n)
     except KeyboardInterrupt:
-        job.loop.call(job._stop())
+        job.loop.call(job.stop())
         raise
     finally:
         if bar is not None:
@@ -399,17 +356,19 @@ class ThreadDiff:
         return f"ThreadDiff({self.a!r} vs {self.b!r}: {len(self.df)} turns, {changed} replies differ)"
 
     @classmethod
-    def load(cls, cur: Any, a: str, b: str) -> ThreadDiff:
+    def load(cls, runtime: Runtime, a: str, b: str) -> ThreadDiff:
         import pandas as pd
 
+        runtime.flush()
         frames = []
-        for side, thread_id in (("a", a), ("b", b)):
-            _thread_row(cur, thread_id)
-            frame = cur.execute(_COMPARE, {"thread": thread_id}).df()
-            frames.append(frame.rename(columns={c: f"{c}_{side}" for c in _COLUMNS}))
+        with runtime.db.cursor(invalidate=False) as cur:
+            for side, thread_id in (("a", a), ("b", b)):
+                thread_owner(cur, thread_id)
+                frame = cur.execute(EXCHANGE_FACTS, {"thread": thread_id}).df()
+                frames.append(frame.rename(columns={c: f"{c}_{side}" for c in _COLUMNS}))
         df = pd.merge(frames[0], frames[1], on="exchange", how="outer").sort_values("exchange", ignore_index=True)
-        replies = zip(df["reply_a"].fillna(""), df["reply_b"].fillna(""))
-        df["same_reply"] = [x == y for x, y in zip(df["reply_a"], df["reply_b"])]
+        replies = zip(df["reply_a"].fillna(""), df["reply_b"].fillna(""), strict=True)
+        df["same_reply"] = [x == y for x, y in zip(df["reply_a"], df["reply_b"], strict=True)]
         df["similarity"] = [round(difflib.SequenceMatcher(None, x.split(), y.split(), autojunk=False).ratio(), 3) for x, y in replies]
         order = ["exchange", "user_text_a", "user_text_b", "reply_a", "reply_b", "same_reply", "similarity"]
         return cls(a, b, df[order + [c for c in df.columns if c not in order]])

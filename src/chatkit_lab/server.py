@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import dataclasses
+import copy
 import json
 import logging
 import re
@@ -12,27 +12,26 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from agents import Agent, RunConfig, RunHooks, Runner
+from agents import Agent, RunConfig, RunHooks, Runner, RunResultStreaming
 from agents.run_config import CallModelData, ModelInputData
 from agents.tracing import gen_trace_id
 from chatkit.agents import AgentContext, ThreadItemConverter, stream_agent_response
 from chatkit.errors import CustomStreamError
 from chatkit.server import ChatKitServer, NonStreamingResult, StreamingResult
-from chatkit.store import NotFoundError, Store
+from chatkit.store import AttachmentStore, NotFoundError, Store
 from chatkit.types import (
     AssistantMessageContentPartTextDelta,
+    ChatKitReq,
     CustomTask,
     FeedbackKind,
     HiddenContextItem,
-    Page,
     ThreadItemAddedEvent,
     ThreadItemDoneEvent,
     ThreadItemRemovedEvent,
     ThreadItemUpdatedEvent,
     ThreadMetadata,
-    ChatKitReq,
     ThreadStreamEvent,
     UserMessageItem,
     is_streaming_req,
@@ -41,11 +40,12 @@ from pydantic import BaseModel, TypeAdapter
 
 from .auth.mcp import current_secrets
 from .auth.secrets import Secrets
-from .context import LabContext, RequestContext, context_tool, inject
+from .context import ContextInjection, RequestContext, context_tool, inject
 from .failures import describe_failure
 from .models import Backend
 from .store.duckdb import user_of
 from .store.items import item_text
+from .store.rows import ModelInputRow, TurnRow
 
 log = logging.getLogger("chatkit_lab")
 
@@ -53,7 +53,7 @@ AgentFactory = Callable[[ThreadMetadata, Any], Agent]
 # (thread, action, sender widget item or None, context) -> stream events
 ActionHandler = Callable[[ThreadMetadata, Any, Any, Any], AsyncIterator[ThreadStreamEvent]]
 TITLE_LENGTH = 60
-request_adapter: TypeAdapter[Any] = TypeAdapter(ChatKitReq)
+request_adapter: TypeAdapter[ChatKitReq] = TypeAdapter(ChatKitReq)
 
 
 def title_from(text: str) -> str:
@@ -168,22 +168,24 @@ class _PlainAnnotations:
 
     async def stream_events(self) -> AsyncIterator[Any]:
         async for event in self._result.stream_events():
-            data = getattr(event, "data", None)
+            data: Any = getattr(event, "data", None)
             if getattr(data, "type", None) == "response.output_text.annotation.added" and isinstance(data.annotation, BaseModel):
                 data.annotation = data.annotation.model_dump()
             yield event
 
 
-class LabServer(ChatKitServer[Any]):
+class LabServer(ChatKitServer[RequestContext]):
     """Runs ``agent`` (or ``agent(thread, context)``) for each turn and logs the turn.
 
     ``history_limit`` caps how many stored items are converted into model input.
     ``trace_metadata`` is added to every run's trace (the lab routes traces by it).
+    ``injection``: the lab's context values, providers and strategy (``lab.context``); every
+    method's ``context`` is the ``RequestContext`` of one request.
     """
 
     def __init__(
         self,
-        store: Store[Any],
+        store: Store[RequestContext],
         agent: Agent | AgentFactory,
         *,
         backend: Backend | None = None,
@@ -191,13 +193,13 @@ class LabServer(ChatKitServer[Any]):
         run_config: RunConfig | None = None,
         trace_metadata: dict[str, Any] | None = None,
         max_turns: int = 10,
-        turn_log: Callable[[list[Any]], None] | None = None,
+        turn_log: Callable[[TurnRow], None] | None = None,
         actions: dict[str, ActionHandler] | None = None,
-        context: LabContext | None = None,
+        injection: ContextInjection | None = None,
         secrets: Secrets | None = None,
-        input_log: Callable[[list[Any]], None] | None = None,
+        input_log: Callable[[ModelInputRow], None] | None = None,
     ) -> None:
-        super().__init__(store, attachment_store=store if hasattr(store, "create_attachment") else None)
+        super().__init__(store, attachment_store=store if isinstance(store, AttachmentStore) else None)
         self.agent = agent
         self.backend = backend
         self.history_limit = history_limit
@@ -206,19 +208,19 @@ class LabServer(ChatKitServer[Any]):
         self.max_turns = max_turns
         self.turn_log = turn_log  # receives one `turns` row per turn (the lab writes it behind)
         self.actions = dict(actions or {})  # widget action type -> handler
-        self.context = context  # the lab's context values, providers and injection strategy
+        self.injection = injection
         self.secrets = secrets  # handed to tools as context.secrets; never shown to the model
         self.input_log = input_log  # receives one `model_inputs` row per model call
 
-    async def process(self, request: str | bytes | BaseModel, context: Any) -> StreamingResult | NonStreamingResult:  # type: ignore[override]
+    async def process(self, request: str | bytes | BaseModel, context: RequestContext) -> StreamingResult | NonStreamingResult:  # type: ignore[override]
         # ChatKit builds a pydantic TypeAdapter on every request (about 60% of a turn with the
         # offline model); parse with one built once, or take a request already parsed.
-        parsed = request if isinstance(request, BaseModel) else request_adapter.validate_json(request)
+        parsed: ChatKitReq = request_adapter.validate_python(request) if isinstance(request, BaseModel) else request_adapter.validate_json(request)
         if is_streaming_req(parsed):
             return StreamingResult(self._process_streaming(parsed, context))
         return NonStreamingResult(await self._process_non_streaming(parsed, context))
 
-    async def action(self, thread: ThreadMetadata, action: Any, sender: Any, context: Any) -> AsyncIterator[ThreadStreamEvent]:  # type: ignore[override]
+    async def action(self, thread: ThreadMetadata, action: Any, sender: Any, context: RequestContext) -> AsyncIterator[ThreadStreamEvent]:
         """A widget button (``threads.custom_action``): its registered handler answers; without
         one, the click becomes hidden context and the agent answers it."""
         handler = self.actions.get(action.type)
@@ -235,11 +237,11 @@ class LabServer(ChatKitServer[Any]):
         async for event in self.respond(thread, None, context):
             yield event
 
-    def agent_for(self, thread: ThreadMetadata, context: Any) -> Agent:
+    def agent_for(self, thread: ThreadMetadata, context: RequestContext) -> Agent:
         return self.agent if isinstance(self.agent, Agent) else self.agent(thread, context)
 
     async def respond(
-        self, thread: ThreadMetadata, input_user_message: UserMessageItem | None, context: Any
+        self, thread: ThreadMetadata, input_user_message: UserMessageItem | None, context: RequestContext
     ) -> AsyncIterator[ThreadStreamEvent]:
         if thread.status.type != "active":
             reason = getattr(thread.status, "reason", None)
@@ -249,46 +251,47 @@ class LabServer(ChatKitServer[Any]):
 
         agent = self.agent_for(thread, context)
         turn = _TurnRecord(thread.id, user_of(context), input_user_message, agent.name, self._model_name(agent))
+        row = turn.row
         hooks = _ToolProgress()
         result = None
         try:
             strategy, snapshot = await self._context_of(context)
             if strategy == "tool":
                 agent = agent.clone(tools=[*agent.tools, context_tool(snapshot)])
-            if isinstance(context, RequestContext):
-                current_secrets.set(context.secrets)  # for MCP servers authenticating per request
+            current_secrets.set(context.secrets)  # for MCP servers authenticating per request
             page = await self.store.load_thread_items(thread.id, None, self.history_limit, "desc", context)
-            agent_ctx = AgentContext(thread=thread, store=_TurnStore(self.store, thread.id, page), request_context=context)
+            agent_ctx = AgentContext(thread=thread, store=self.store, request_context=context)
             agent_input = await PortableConverter(self.store, context).to_agent_input(list(reversed(page.data)))
             result = Runner.run_streamed(
                 agent, agent_input, context=agent_ctx, hooks=hooks, max_turns=self.max_turns,
                 run_config=self._run_config(thread, context, turn, strategy, snapshot),
             )
-            events = stream_agent_response(agent_ctx, _PlainAnnotations(result))
+            # A proxy of the run result: stream_agent_response reads its events and attributes only.
+            events = stream_agent_response(agent_ctx, cast(RunResultStreaming, _PlainAnnotations(result)))
             async for event in _own_ids(events, lambda: self.store.generate_item_id("message", thread, context)):
-                if turn.first_token_ms is None and isinstance(event, ThreadItemUpdatedEvent) and isinstance(event.update, AssistantMessageContentPartTextDelta):
-                    turn.first_token_ms = turn.elapsed_ms()
+                if row.first_token_ms is None and isinstance(event, ThreadItemUpdatedEvent) and isinstance(event.update, AssistantMessageContentPartTextDelta):
+                    row.first_token_ms = turn.elapsed_ms()
                 yield event
-            turn.status = "completed"
+            row.status = "completed"
         except (asyncio.CancelledError, GeneratorExit):
-            turn.status = "cancelled"
+            row.status = "cancelled"
             raise
         except CustomStreamError as exc:
-            turn.status, turn.error = "error", exc.message
+            row.status, row.error = "error", exc.message
             raise
         except Exception as exc:
             message, retry = describe_failure(exc, self.backend)
             log.exception("turn failed in thread %s: %s", thread.id, message)
-            turn.status, turn.error = "error", message
+            row.status, row.error = "error", message
             raise CustomStreamError(message, allow_retry=retry) from exc
         finally:
+            usage = None
             if result is not None:
                 if not result.is_complete:
                     result.cancel()
-                turn.usage = result.context_wrapper.usage
-            turn.tools = hooks.tools
+                usage = result.context_wrapper.usage
             if self.turn_log is not None:
-                self.turn_log(turn.row())
+                self.turn_log(turn.finish(usage, hooks.tools))
 
     def _model_name(self, agent: Agent) -> str | None:
         model = agent.model or (self.backend.model if self.backend else None)
@@ -296,15 +299,13 @@ class LabServer(ChatKitServer[Any]):
             return model
         return getattr(model, "model", None) or getattr(model, "name", None) or type(model).__name__
 
-    async def _context_of(self, context: Any) -> tuple[str, dict[str, Any]]:
+    async def _context_of(self, context: RequestContext) -> tuple[str, dict[str, Any]]:
         """This turn's strategy and context; fills ``context.secrets`` for the user's tools."""
-        if not isinstance(context, RequestContext):
-            return "none", {}
         if self.secrets is not None:
             context.secrets = self.secrets.for_user(context.user_id)
-        if self.context is None:
+        if self.injection is None:
             return "none", {"user": context.user, "page": context.page}
-        return self.context.strategy, await self.context.snapshot(context)
+        return self.injection.strategy, await self.injection.snapshot(context)
 
     def _input_filter(self, turn: _TurnRecord, strategy: str, snapshot: dict[str, Any], inner: Any) -> Any:
         """Injects the context into every model call of the turn and records what the model got."""
@@ -324,80 +325,55 @@ class LabServer(ChatKitServer[Any]):
 
         return apply
 
-    def _run_config(self, thread: ThreadMetadata, context: Any, turn: _TurnRecord, strategy: str, snapshot: dict[str, Any]) -> RunConfig:
+    def _run_config(self, thread: ThreadMetadata, context: RequestContext, turn: _TurnRecord, strategy: str, snapshot: dict[str, Any]) -> RunConfig:
         config = self.run_config or RunConfig()
         settings = self.backend.settings if self.backend else None
         metadata = {**self.trace_metadata, **(config.trace_metadata or {}), "thread_id": thread.id, "user_id": user_of(context)}
-        return dataclasses.replace(
-            config,
-            model_settings=config.model_settings or settings,
-            trace_id=turn.trace_id,
-            group_id=thread.id,
-            call_model_input_filter=self._input_filter(turn, strategy, snapshot, config.call_model_input_filter),
-            trace_metadata=metadata,
-            workflow_name=config.workflow_name if config.workflow_name != "Agent workflow" else "chatkit-lab turn",
-        )
+        # A shallow copy, not dataclasses.replace: RunConfig re-validates itself on every
+        # construction with get_type_hints (about 1 ms a turn), and this one is valid already.
+        run = copy.copy(config)
+        run.model_settings = config.model_settings or settings
+        run.trace_id, run.group_id, run.trace_metadata = turn.row.trace_id, thread.id, metadata
+        run.call_model_input_filter = self._input_filter(turn, strategy, snapshot, config.call_model_input_filter)
+        if config.workflow_name == "Agent workflow":
+            run.workflow_name = "chatkit-lab turn"
+        return run
 
-    async def add_feedback(self, thread_id: str, item_ids: list[str], feedback: FeedbackKind, context: Any) -> None:
+    async def add_feedback(self, thread_id: str, item_ids: list[str], feedback: FeedbackKind, context: RequestContext) -> None:
         save = getattr(self.store, "save_feedback", None)
         if save is not None:
             await save(thread_id, item_ids, feedback, context)
-
-
-class _TurnStore:
-    """The store as one agent run sees it.
-
-    ChatKit's ``stream_agent_response`` starts by re-reading the thread's newest two items, which
-    ``respond`` has just loaded; that one read is served from memory. Everything else goes to the
-    real store.
-    """
-
-    def __init__(self, store: Store[Any], thread_id: str, newest_first: Page[Any]) -> None:
-        self._store, self._thread_id, self._page = store, thread_id, newest_first
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
-    async def load_thread_items(self, thread_id: str, after: str | None, limit: int, order: str, context: Any) -> Page[Any]:
-        page, self._page = self._page, None
-        if page is not None and thread_id == self._thread_id and after is None and order == "desc" and (limit <= len(page.data) or not page.has_more):
-            data = page.data[:limit]
-            return Page(data=data, has_more=page.has_more or len(page.data) > limit, after=data[-1].id if data else None)
-        return await self._store.load_thread_items(thread_id, after, limit, order, context)
 
 
 class _TurnRecord:
     """One row of the ``turns`` table, filled in as the turn runs."""
 
     def __init__(self, thread_id: str, user_id: str, message: UserMessageItem | None, agent: str, model: str | None) -> None:
-        self.turn_id = f"turn_{uuid.uuid4().hex[:12]}"
-        self.trace_id = gen_trace_id()
-        self.thread_id, self.user_id, self.agent, self.model = thread_id, user_id, agent, model
-        self.user_item_id = message.id if message else None
-        self.started_at, self._t0 = datetime.now(), time.perf_counter()
-        self.first_token_ms: float | None = None
-        self.status, self.error = "running", None
-        self.tools: list[str] = []
-        self.usage: Any = None
+        self.row = TurnRow(
+            turn_id=f"turn_{uuid.uuid4().hex[:12]}", thread_id=thread_id, user_id=user_id,
+            user_item_id=message.id if message else None, started_at=datetime.now(), agent=agent, model=model,
+            trace_id=gen_trace_id(),
+        )
+        self._t0 = time.perf_counter()
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self._t0) * 1000
 
-    def input_row(self, call: int, agent: Agent, strategy: str, instructions: str | None, items: list[Any], context: dict[str, Any]) -> list[Any]:
+    def input_row(self, call: int, agent: Agent, strategy: str, instructions: str | None, items: list[Any], context: dict[str, Any]) -> ModelInputRow:
         tools = [t.name for t in agent.tools if hasattr(t, "name")]
         tools += [f"mcp:{s.name}" for s in agent.mcp_servers] + [getattr(h, "tool_name", None) or getattr(h, "name", "?") for h in agent.handoffs]
-        return [
-            self.turn_id, call, self.thread_id, self.user_id, datetime.now(), agent.name, strategy, instructions,
-            _INLINE_DATA.sub(_shorten, json.dumps(items, default=_plain, ensure_ascii=False)), tools, json.dumps(context, default=str, ensure_ascii=False),
-        ]
+        return ModelInputRow(
+            turn_id=self.row.turn_id, call_index=call, thread_id=self.row.thread_id, user_id=self.row.user_id,
+            created_at=datetime.now(), agent=agent.name, strategy=strategy, instructions=instructions,
+            input=_INLINE_DATA.sub(_shorten, json.dumps(items, default=_plain, ensure_ascii=False)), tools=tools,
+            context=json.dumps(context, default=str, ensure_ascii=False),
+        )
 
-    def row(self) -> list[Any]:
-        return [
-            self.turn_id, self.thread_id, self.user_id, self.user_item_id, self.started_at, datetime.now(),
-            self.elapsed_ms(), self.first_token_ms, self.status, self.error, self.agent, self.model,
-            getattr(self.usage, "input_tokens", None), getattr(self.usage, "output_tokens", None),
-            self.tools, self.trace_id,
-        ]
+    def finish(self, usage: Any, tools: list[str]) -> TurnRow:
+        row = self.row
+        row.ended_at, row.latency_ms, row.tools = datetime.now(), self.elapsed_ms(), tools
+        row.input_tokens, row.output_tokens = getattr(usage, "input_tokens", None), getattr(usage, "output_tokens", None)
+        return row
 
 
 _INLINE_DATA = re.compile(r"data:([\w/+.-]+);base64,[A-Za-z0-9+/=]{200,}")

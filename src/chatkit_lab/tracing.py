@@ -3,7 +3,7 @@
 The SDK's processor list is process-wide, so one ``_Router`` is installed once and sends each
 trace to the lab that started it (``trace_metadata["lab"]``). Runs started outside a lab go to
 the newest lab. Rows (and the lab's ``turns`` rows) are buffered and written behind the stream,
-on the lab's own loop, in one transaction with one multi-row INSERT per table: tracing never
+in one transaction with one multi-row INSERT per table, by a worker thread: tracing never
 blocks or breaks a run. Readers call ``aflush()`` first.
 """
 
@@ -13,15 +13,22 @@ import asyncio
 import json
 import logging
 import threading
-from datetime import datetime
+from collections import Counter
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from agents.tracing import Span, Trace, TracingProcessor, set_trace_processors
 
+from .errors import DatabaseBusyError
 from .store.database import Database
+from .store.rows import LogRow, ModelInputRow, SpanRow, TraceRow, TurnRow, insert
+from .store.transaction import in_transaction
 
 log = logging.getLogger(__name__)
+# Seconds rows wait before they are written: busy turns share one write instead of queueing
+# behind each other's (a write holds the file for a few ms).
+FLUSH_DELAY = 0.1
 
 
 def _local(ts: str | None) -> datetime | None:
@@ -41,42 +48,49 @@ def _span_name(data: dict[str, Any]) -> str | None:
 
 
 class DuckDBTraceProcessor(TracingProcessor):
-    """Buffers one lab's traces and spans and writes them to ``traces`` / ``spans``."""
+    """Buffers one lab's traces, spans, turns and model inputs and writes them as named rows.
+
+    A turn's rows are written together when the turn ends, in one transaction, by a worker
+    thread (DuckDB releases the GIL), so the loop goes on streaming meanwhile. A failed write is
+    counted and reported (``failures``, ``last_failure``, ``on_failure``), never silent.
+    """
 
     def __init__(
         self, db: Database, loop: asyncio.AbstractEventLoop | None = None, forward: TracingProcessor | None = None,
-        redact: Callable[[str], str] | None = None,
+        redact: Callable[[str], str] | None = None, on_failure: Callable[[str], None] | None = None,
     ) -> None:
         self.db = db
         self.loop = loop
         self.forward = forward  # the OpenAI exporter, only when the user opts in
         self.redact = redact  # applied to every text value of every row before it is written
+        self.on_failure = on_failure
+        self.failures = 0
+        self.last_failure: str | None = None
         self._lock = threading.Lock()
-        self._traces: list[list[Any]] = []
-        self._spans: list[list[Any]] = []
-        self._turns: list[list[Any]] = []
-        self._inputs: list[list[Any]] = []
-        self._thread_of: dict[str, str | None] = {}
-        self._flush_pending = False
+        self._open: dict[str, TraceRow] = {}  # traces not ended yet
+        self._rows: list[LogRow] = []
+        self._writing: set[asyncio.Future[None]] = set()
+        self._flush_at: asyncio.TimerHandle | None = None
 
     def on_trace_start(self, trace: Trace) -> None:
         info = trace.export() or {}
         metadata = info.get("metadata") or {}
-        thread_id = metadata.get("thread_id") or info.get("group_id")
+        row = TraceRow(
+            trace_id=trace.trace_id, thread_id=metadata.get("thread_id") or info.get("group_id"),
+            user_id=metadata.get("user_id"), workflow_name=info.get("workflow_name"), group_id=info.get("group_id"),
+            metadata=json.dumps(metadata, default=str), started_at=datetime.now(),
+        )
         with self._lock:
-            self._thread_of[trace.trace_id] = thread_id
-            self._traces.append([
-                trace.trace_id, thread_id, metadata.get("user_id"), info.get("workflow_name"),
-                info.get("group_id"), json.dumps(metadata, default=str), datetime.now(), None,
-            ])
+            self._open[trace.trace_id] = row
         if self.forward:
             self.forward.on_trace_start(trace)
 
     def on_trace_end(self, trace: Trace) -> None:
         with self._lock:
-            for row in self._traces:
-                if row[0] == trace.trace_id:
-                    row[7] = datetime.now()
+            row = self._open.pop(trace.trace_id, None)
+            if row is not None:
+                row.ended_at = datetime.now()
+                self._rows.append(row)
         if self.forward:
             self.forward.on_trace_end(trace)
         self._flush_soon()
@@ -91,87 +105,96 @@ class DuckDBTraceProcessor(TracingProcessor):
             started, ended = _local(span.started_at), _local(span.ended_at)
             usage = data.get("usage") or {}
             with self._lock:
-                self._spans.append([
-                    span.span_id, span.trace_id, span.parent_id, self._thread_of.get(span.trace_id),
-                    data.get("type"), _span_name(data), started, ended,
-                    (ended - started).total_seconds() * 1000 if started and ended else None,
-                    usage.get("input_tokens"), usage.get("output_tokens"),
-                    json.dumps(span.error, default=str) if span.error else None,
-                    json.dumps(data, default=str),
-                ])
+                thread_id = self._open[span.trace_id].thread_id if span.trace_id in self._open else None
+                self._rows.append(SpanRow(
+                    span_id=span.span_id, trace_id=span.trace_id, parent_id=span.parent_id, thread_id=thread_id,
+                    span_type=data.get("type"), name=_span_name(data), started_at=started, ended_at=ended,
+                    duration_ms=(ended - started).total_seconds() * 1000 if started and ended else None,
+                    input_tokens=usage.get("input_tokens"), output_tokens=usage.get("output_tokens"),
+                    error=json.dumps(span.error, default=str) if span.error else None, data=json.dumps(data, default=str),
+                ))
         except Exception:  # tracing must never break a run
             log.exception("could not record span %s", getattr(span, "span_id", "?"))
         if self.forward:
             self.forward.on_span_end(span)
 
-    def record_turn(self, row: list[Any]) -> None:
-        """Queue one ``turns`` row (LabServer's turn log)."""
+    def record_turn(self, row: TurnRow) -> None:
+        """Queue one ``turns`` row (LabServer's turn log); written with the turn's other rows."""
         with self._lock:
-            self._turns.append(row)
+            self._rows.append(row)
         self._flush_soon()
 
-    def record_input(self, row: list[Any]) -> None:
+    def record_input(self, row: ModelInputRow) -> None:
         """Queue one ``model_inputs`` row (what one model call received)."""
         with self._lock:
-            self._inputs.append(row)
-        self._flush_soon()
+            self._rows.append(row)
 
-    def _take(self) -> dict[str, list[list[Any]]]:
+    def _take(self) -> list[LogRow]:
         with self._lock:
-            done = [t for t in self._traces if t[7] is not None]
-            self._traces = [t for t in self._traces if t[7] is None]
-            for t in done:
-                self._thread_of.pop(t[0], None)
-            rows = {"traces": done, "spans": self._spans, "turns": self._turns, "model_inputs": self._inputs}
-            self._spans, self._turns, self._inputs = [], [], []
-            self._flush_pending = False
+            rows, self._rows = self._rows, []
         return rows
 
-    def _write(self, cur: Any, rows: dict[str, list[list[Any]]]) -> None:
-        cur.execute("BEGIN TRANSACTION")
-        try:
-            for table, batch in rows.items():
-                if self.redact is not None:
-                    batch = [[self.redact(v) if isinstance(v, str) else v for v in row] for row in batch]
-                for start in range(0, len(batch), 200):
-                    chunk = batch[start : start + 200]
-                    marks = ", ".join(["(" + ", ".join(["?"] * len(chunk[0])) + ")"] * len(chunk))
-                    cur.execute(f"INSERT INTO {table} VALUES {marks}", [v for row in chunk for v in row])
-            cur.execute("COMMIT")
-        except BaseException:
-            cur.execute("ROLLBACK")
-            raise
+    def _write(self, rows: list[LogRow]) -> None:
+        with self.db.cursor(invalidate=False) as cur, in_transaction(cur):
+            insert(cur, rows, redact=self.redact)
+
+    def _failed(self, rows: list[LogRow], exc: Exception) -> None:
+        counts = Counter(type(r).TABLE for r in rows)
+        if isinstance(exc, DatabaseBusyError):  # transient: keep the rows for the next flush
+            with self._lock:
+                self._rows[:0] = rows
+            message = f"Logs are waiting for the database ({exc})."
+        else:
+            message = f"{sum(counts.values())} log rows ({', '.join(f'{n} {t}' for t, n in sorted(counts.items()))}) could not be written: {type(exc).__name__}: {exc}"
+        self.failures += 1
+        self.last_failure = message
+        log.error("%s", message, exc_info=exc)
+        if self.on_failure is not None:
+            try:
+                self.on_failure(message)
+            except Exception:
+                log.debug("could not report a log failure", exc_info=True)
 
     async def aflush(self) -> None:
+        """Write what is queued (off the loop) and wait for every write under way."""
         rows = self._take()
-        if not any(rows.values()):
-            return
+        if rows:
+            write = asyncio.ensure_future(self._write_off_loop(rows))
+            self._writing.add(write)
+            write.add_done_callback(self._writing.discard)
+        if self._writing:
+            await asyncio.gather(*(asyncio.shield(w) for w in list(self._writing)))
+
+    async def _write_off_loop(self, rows: list[LogRow]) -> None:
         try:
-            async with self.db.acursor() as cur:
-                self._write(cur, rows)
-        except Exception:
-            log.exception("could not write logs: %s", {k: len(v) for k, v in rows.items()})
+            await asyncio.to_thread(self._write, rows)
+        except Exception as exc:
+            self._failed(rows, exc)
 
     def force_flush(self) -> None:
         rows = self._take()
-        if any(rows.values()):
-            with self.db.cursor() as cur:
-                self._write(cur, rows)
+        if rows:
+            try:
+                self._write(rows)
+            except Exception as exc:
+                self._failed(rows, exc)
         if self.forward:
             self.forward.force_flush()
 
     def _flush_soon(self) -> None:
-        with self._lock:
-            if self._flush_pending:
-                return
-            self._flush_pending = True
-        if self.loop is not None and self.loop.is_running():
-            self.loop.call_soon_threadsafe(lambda: self.loop.create_task(self.aflush()))  # type: ignore[union-attr]
-        else:
-            try:
-                self.force_flush()
-            except Exception:
-                log.exception("could not write logs")
+        loop = self.loop
+        if loop is None or not loop.is_running():
+            self.force_flush()
+            return
+        loop.call_soon_threadsafe(self._schedule)
+
+    def _schedule(self) -> None:  # on the loop
+        if self._flush_at is None:
+            self._flush_at = self.loop.call_later(FLUSH_DELAY, self._start_flush)  # type: ignore[union-attr]
+
+    def _start_flush(self) -> None:
+        self._flush_at = None
+        self.loop.create_task(self.aflush())  # type: ignore[union-attr]
 
     def shutdown(self) -> None:
         if self.forward:

@@ -65,10 +65,10 @@ def page(browser, request):
 @pytest.fixture
 def harness(make_lab):
     """serve(lab) -> base URL of a page running the widget bundle against ``lab`` over HTTP."""
+    from starlette.applications import Starlette
     from starlette.responses import FileResponse
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
-    from starlette.applications import Starlette
 
     from chatkit_lab.transport.http import create_app
     from chatkit_lab.widget import STATIC
@@ -80,6 +80,6 @@ def harness(make_lab):
             Mount("/static", StaticFiles(directory=STATIC)),
             Mount("/", create_app(lab.server, auth=lab.auth)),
         ])
-        return lab._serve_app(app, "127.0.0.1", 0)
+        return lab.runtime.serve_app(app, "127.0.0.1", 0)
 
     return serve

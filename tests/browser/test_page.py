@@ -224,7 +224,21 @@ def test_widgets_render_and_their_buttons_reach_the_server(page, make_lab, harne
     from agents import RunContextWrapper, function_tool
     from chatkit.actions import ActionConfig
     from chatkit.types import AssistantMessageContent, AssistantMessageItem, ThreadItemDoneEvent
-    from chatkit.widgets import Badge, Button, Caption, Card, Col, Divider, Image, ListView, ListViewItem, Markdown, Row, Text, Title
+    from chatkit.widgets import (
+        Badge,
+        Button,
+        Caption,
+        Card,
+        Col,
+        Divider,
+        Image,
+        ListView,
+        ListViewItem,
+        Markdown,
+        Row,
+        Text,
+        Title,
+    )
 
     @function_tool
     async def show_card(ctx: RunContextWrapper, title: str) -> str:
@@ -267,9 +281,9 @@ def test_a_locked_thread_replaces_the_composer_with_its_reason(page, make_lab, h
 
     lab = make_lab()
     turn = lab.send_sync("hello")
-    thread = lab._loop.call(lab.store.load_thread(turn.thread_id, LOCAL))  # Playwright owns this thread's loop
+    thread = lab.runtime.loop.call(lab.store.load_thread(turn.thread_id, LOCAL))  # Playwright owns this thread's loop
     thread.status = LockedStatus(reason="graded")
-    lab._loop.call(lab.store.save_thread(thread, LOCAL))
+    lab.runtime.loop.call(lab.store.save_thread(thread, LOCAL))
     page.goto(f"{harness(lab)}/?thread={turn.thread_id}")
     page.locator(".ckl-closed").wait_for()
     assert page.locator(".ckl-closed").inner_text() == "This thread is locked: graded."
@@ -367,3 +381,15 @@ def test_the_token_rides_every_request_and_switching_users_switches_threads(page
     send(page, "anyone there?")
     page.locator(".ckl-error", has_text="Missing Authorization header").wait_for()
     assert lab.threads_df(all_users=True).user_id.tolist() == ["alice"]
+
+
+def test_a_warning_from_the_kernel_shows_above_the_chat(page, make_lab, harness):
+    lab = make_lab()
+    open_chat(page, harness(lab))
+    assert page.locator("[data-testid='warning']").count() == 0
+    page.evaluate("() => window.model.set('warning', '3 log rows (3 spans) could not be written: the disk is full')")
+    banner = page.locator("[data-testid='warning']")
+    banner.wait_for()
+    assert banner.get_attribute("role") == "alert" and "could not be written" in banner.inner_text()
+    send(page, "the chat still works")
+    page.locator(".ckl-assistant").wait_for()

@@ -1,10 +1,10 @@
 """Subprocess side of the multi-process tests (run as `python worker.py MODE ...`)."""
 
 import asyncio
-from datetime import datetime
 import json
 import sys
 import time
+from datetime import datetime
 
 from chatkit.store import NotFoundError
 from chatkit.types import ThreadMetadata
@@ -55,7 +55,7 @@ def crash(path: str) -> None:
     lab = ChatLab(path, model=MirrorModel(delay=0.01))
     done = lab.send_sync("finished before the kill")
     print(json.dumps({"thread_id": done.thread_id, "items": done.item_ids}), flush=True)
-    lab._loop.submit(lab._send("/words 5000", done.thread_id, lab.user_id))  # ~50 s of deltas
+    lab.runtime.loop.submit(lab.runtime.send("/words 5000", done.thread_id, lab.user_id))  # ~50 s of deltas
     time.sleep(0.5)
     print("STREAMING", flush=True)
     time.sleep(120)

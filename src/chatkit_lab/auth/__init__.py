@@ -1,7 +1,8 @@
 """Authentication and credentials: JWT issuing and strict JWKS verification, named secrets and
 their redaction, MCP credentials injected on the server, and the httpOnly cookie proxy."""
 
-from .jwt import Authenticator, AuthError, Identity, JWKSVerifier, LocalIssuer
+from ..errors import AuthError
+from .jwt import Authenticator, Identity, JWKSVerifier, LocalIssuer
 from .mcp import mcp_server
 from .secrets import Secrets
 

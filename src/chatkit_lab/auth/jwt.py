@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import threading
 import time
 import urllib.request
@@ -25,13 +24,9 @@ from typing import Any
 from joserfc import errors, jwt
 from joserfc.jwk import KeySet, RSAKey
 
-from ..errors import ChatLabError
+from ..errors import AuthError
 
 ALGORITHMS = ["RS256", "ES256"]
-
-
-class AuthError(ChatLabError):
-    """The request carries no valid token (HTTP 401)."""
 
 
 @dataclass
@@ -159,12 +154,11 @@ class JWKSVerifier:
         except errors.ExpiredTokenError:
             raise AuthError("The token has expired; log in again.") from None
         except errors.MissingClaimError as exc:
-            raise AuthError(f"The token lacks a required claim ({exc.description}).") from None
+            raise AuthError(f"The token lacks the required claim {exc.claim!r}.") from None
         except errors.InvalidClaimError as exc:  # joserfc raises this for nbf/iat and for iss/aud/sub
-            claim = re.search(r"'(\w+)'", exc.description or "")
-            if claim and claim.group(1) not in ("nbf", "iat"):
-                raise AuthError(f"The token has the wrong {claim.group(1)} claim for this server.") from None
-            raise AuthError(f"The token is not valid yet ({exc.description}).") from None
+            if exc.claim in ("nbf", "iat"):
+                raise AuthError(f"The token is not valid yet (its {exc.claim!r} claim is in the future).") from None
+            raise AuthError(f"The token has the wrong {exc.claim} claim for this server.") from None
         except errors.BadSignatureError:
             raise AuthError("The token's signature does not match: it was altered or signed with another key.") from None
         except (errors.UnsupportedAlgorithmError, errors.MissingAlgorithmError, errors.UnsupportedKeyAlgorithmError):

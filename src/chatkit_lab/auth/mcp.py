@@ -10,12 +10,19 @@ concurrent turns of different users send their own tokens on one shared connecti
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping
+import asyncio
+import logging
+from collections.abc import Generator, Mapping, Sequence
 from contextvars import ContextVar
 from types import MappingProxyType
 from typing import Any
 
 import httpx2
+
+from .._loop import LoopThread
+from ..errors import ChatLabError
+
+log = logging.getLogger("chatkit_lab")
 
 current_secrets: ContextVar[Mapping[str, str]] = ContextVar("chatkit_lab_secrets", default=MappingProxyType({}))
 
@@ -36,10 +43,61 @@ class SecretAuth(httpx2.Auth):
 def mcp_server(url: str, *, credential: str | None = None, name: str | None = None, timeout: float = 10.0, **kwargs: Any) -> Any:
     """An ``MCPServerStreamableHttp`` for ``url`` (tools listed once), authenticated per turn with
     the secret named ``credential``. Pass it to ``ChatLab(mcp_servers=[...])``."""
-    from agents.mcp import MCPServerStreamableHttp
+    from agents.mcp import MCPServerStreamableHttp, MCPServerStreamableHttpParams
 
-    params: dict[str, Any] = {"url": url, "timeout": timeout}
+    params = MCPServerStreamableHttpParams(url=url, timeout=timeout)
     if credential:
         params["auth"] = SecretAuth(credential)
     return MCPServerStreamableHttp(params, name=name or url, cache_tools_list=True, client_session_timeout_seconds=timeout, **kwargs)
 
+
+class MCPConnections:
+    """Keeps the agent's MCP servers connected on the lab's loop.
+
+    anyio requires a connection to be closed by the task that opened it, so one task per server
+    connects, waits for the lab to close, and cleans up.
+    """
+
+    def __init__(self, servers: Sequence[Any], loop: LoopThread) -> None:
+        self.servers, self.loop = list(servers), loop
+        self._stop: asyncio.Event | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def connect(self, timeout: float = 30) -> None:
+        if self.servers:
+            self.loop.call(self._start(timeout))
+
+    async def _start(self, timeout: float) -> None:  # noqa: ASYNC109 (one deadline per server, not for the whole call)
+        self._stop = asyncio.Event()
+        for server in self.servers:
+            ready = asyncio.Event()
+            task = asyncio.create_task(self._hold(server, ready, self._stop))
+            self._tasks.append(task)
+            await asyncio.wait_for(ready.wait(), timeout)
+            if task.done():
+                task.result()  # the connection failed: raise its sentence
+
+    async def _hold(self, server: Any, ready: asyncio.Event, stop: asyncio.Event) -> None:
+        try:
+            await server.connect()
+        except Exception as exc:
+            ready.set()
+            raise ChatLabError(f"Could not connect to the MCP server {server.name!r}: {type(exc).__name__}: {exc}") from None
+        ready.set()
+        try:
+            await stop.wait()
+        finally:
+            await server.cleanup()
+
+    def close(self) -> None:
+        if self._stop is not None and self.loop.running:
+            try:
+                self.loop.call(self._close(), timeout=15)
+            except Exception:  # closing the lab must not fail on a stuck MCP server
+                log.warning("an MCP connection did not close cleanly", exc_info=True)
+        self._stop = None
+
+    async def _close(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

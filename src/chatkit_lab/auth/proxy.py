@@ -26,7 +26,8 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from .jwt import AuthError, LocalIssuer
+from ..errors import AuthError
+from .jwt import LocalIssuer
 
 COOKIE = "chatkit_token"
 STATIC = Path(__file__).parent.parent / "widget" / "static"  # the widget's bundle, without importing anywidget

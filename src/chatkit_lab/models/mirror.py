@@ -114,7 +114,7 @@ class MirrorModel(Model):
         )
 
     # -- Model interface -------------------------------------------------------------------
-    async def get_response(self, system_instructions, input, model_settings, tools, output_schema, handoffs, tracing, *, previous_response_id=None, conversation_id=None, prompt=None) -> ModelResponse:  # type: ignore[override]
+    async def get_response(self, system_instructions, input, model_settings, tools, output_schema, handoffs, tracing, *, previous_response_id=None, conversation_id=None, prompt=None) -> ModelResponse:
         answer = self.reply(system_instructions, input, tools, output_schema, handoffs)
         item = self._item(answer, done=True)
         usage = self._usage(system_instructions, input, answer)
@@ -122,7 +122,7 @@ class MirrorModel(Model):
             self._trace(span, tracing, input, item, usage)
         return ModelResponse(output=[item], usage=usage, response_id=None)
 
-    async def stream_response(self, system_instructions, input, model_settings, tools, output_schema, handoffs, tracing, *, previous_response_id=None, conversation_id=None, prompt=None) -> AsyncIterator[Any]:  # type: ignore[override]
+    async def stream_response(self, system_instructions, input, model_settings, tools, output_schema, handoffs, tracing, *, previous_response_id=None, conversation_id=None, prompt=None) -> AsyncIterator[Any]:
         # The span is started without becoming "current": a contextvar set here would be
         # reset across yields in another context.
         span = generation_span(model=self.name, disabled=tracing.is_disabled())

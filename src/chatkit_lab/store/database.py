@@ -6,12 +6,19 @@ the file locked waits and retries (up to ``lock_timeout``) instead of failing. A
 touches ``<file>.wait``; a holder that sees a fresh touch lets go at its next release point and
 stays away briefly, so a busy process cannot starve another. Each thread gets its own cursor,
 because a DuckDB connection must not be used by two threads at once.
+
+On the lab's loop every coroutine shares that thread's cursor, so ``acursor`` lets one task at a
+time use it (re-entrantly): a coroutine's ``transaction()`` cannot take in another's writes.
+``generation`` changes whenever the file may have been written by someone else (a new
+connection, or a synchronous cursor that may have written): caches of the store are kept per
+generation.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import contextvars
 import logging
 import os
 import re
@@ -26,6 +33,7 @@ import duckdb
 
 from ..errors import DatabaseBusyError
 from .schema import migrate
+from .transaction import in_transaction
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +52,14 @@ def _close_all() -> None:
         db.close()
 
 
-def _is_lock_conflict(exc: Exception) -> bool:
+def is_lock_conflict(exc: Exception) -> bool:
+    # DuckDB reports a file held by another process only as an IOException saying so.
     return isinstance(exc, duckdb.IOException) and bool(_LOCK_HELD.search(str(exc)))
+
+
+# The databases this task holds the loop's cursor of, and those it has a transaction open on.
+_HELD: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar("chatkit_lab_db_held", default=frozenset())
+_IN_TRANSACTION: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar("chatkit_lab_db_transaction", default=frozenset())
 
 
 class Database:
@@ -73,6 +87,8 @@ class Database:
         self._closed = False
         self._yield_until = 0.0
         self._wait_file = self.path + ".wait"
+        self._gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+        self.generation = 0
         if not self.in_memory:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         _OPEN.add(self)
@@ -87,9 +103,9 @@ class Database:
                 if time.monotonic() < self._yield_until:
                     return None
                 try:
-                    con = duckdb.connect(self.path)
+                    con = duckdb.connect(self.path, config={"threads": 1})
                 except duckdb.Error as exc:
-                    if _is_lock_conflict(exc):
+                    if is_lock_conflict(exc):
                         self._signal_waiting()
                         return None
                     raise
@@ -97,6 +113,7 @@ class Database:
                     migrate(con)
                     self._migrated = True
                 self._con = con
+                self.generation += 1
             tid = threading.get_ident()
             cur = self._cursors.get(tid)
             if cur is None:
@@ -111,7 +128,10 @@ class Database:
         )
 
     @contextmanager
-    def cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+    def cursor(self, *, invalidate: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
+        """This thread's cursor, waiting (blocking) while another process holds the file.
+        ``invalidate``: what is done with it may write threads or items (a user's SQL, an
+        import), so the store's caches start afresh."""
         start, delay = time.monotonic(), 0.005
         while (cur := self._try_acquire()) is None:
             if time.monotonic() - start > self.lock_timeout:
@@ -121,20 +141,63 @@ class Database:
         try:
             yield cur
         finally:
+            if invalidate:
+                self.generation += 1
             self._release()
+
+    def _gate(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        gate = self._gates.get(loop)
+        if gate is None:
+            gate = self._gates[loop] = asyncio.Lock()
+        return gate
 
     @asynccontextmanager
     async def acursor(self) -> AsyncIterator[duckdb.DuckDBPyConnection]:
-        start, delay = time.monotonic(), 0.005
-        while (cur := self._try_acquire()) is None:
-            if time.monotonic() - start > self.lock_timeout:
-                raise self._busy_error(time.monotonic() - start)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.1)
-        try:
-            yield cur
-        finally:
-            self._release()
+        """The loop thread's cursor, for one task at a time (re-entrant within a task); waits
+        without blocking the loop while another process holds the file."""
+        if id(self) in _HELD.get():  # this task holds it already (a store call inside a transaction)
+            cur = self._try_acquire()
+            if cur is None:  # the connection is open while it is held, so this cannot wait
+                raise self._busy_error(0)
+            try:
+                yield cur
+            finally:
+                self._release()
+            return
+        async with self._gate():
+            token = _HELD.set(_HELD.get() | {id(self)})
+            try:
+                start, delay = time.monotonic(), 0.005
+                while (cur := self._try_acquire()) is None:
+                    if time.monotonic() - start > self.lock_timeout:
+                        raise self._busy_error(time.monotonic() - start)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 0.1)
+                try:
+                    yield cur
+                finally:
+                    self._release()
+            finally:
+                _HELD.reset(token)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[duckdb.DuckDBPyConnection]:
+        """``BEGIN`` … ``COMMIT`` on the loop's cursor, ``ROLLBACK`` on any error or cancel. Store
+        calls (and transactions) made inside join it; other coroutines wait until it ends."""
+        async with self.acursor() as cur:
+            if id(self) in _IN_TRANSACTION.get():
+                yield cur  # joins the enclosing transaction
+                return
+            token = _IN_TRANSACTION.set(_IN_TRANSACTION.get() | {id(self)})
+            try:
+                with in_transaction(cur):
+                    yield cur
+            except BaseException:
+                self.generation += 1  # what the store cached inside it was rolled back
+                raise
+            finally:
+                _IN_TRANSACTION.reset(token)
 
     # -- releasing -------------------------------------------------------------------------
     def _signal_waiting(self) -> None:

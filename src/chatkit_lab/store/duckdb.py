@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +19,10 @@ from chatkit.types import (
     ThreadItem,
     ThreadMetadata,
 )
-from pydantic import TypeAdapter
+from pydantic import AnyUrl, TypeAdapter
 
-from ..errors import ChatLabError
+from ..errors import ConfigurationError
+from .cache import LeaseCache
 from .database import Database
 from .items import item_adapter, item_role, item_text, naive
 
@@ -31,7 +32,7 @@ _attachment_adapter: TypeAdapter[Any] = TypeAdapter(Attachment)
 def user_of(context: Any) -> str:
     user_id = getattr(context, "user_id", None)
     if not isinstance(user_id, str) or not user_id:
-        raise ChatLabError(
+        raise ConfigurationError(
             "The request context has no user_id; pass a chatkit_lab.RequestContext(user_id=...)."
         )
     return user_id
@@ -61,6 +62,11 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
         self.db = path if isinstance(path, Database) else Database(path)
         self.upload_url = upload_url
         self._redact = redact  # applied to titles, text and item JSON before they are written
+        self._cache = LeaseCache()
+
+    def _known(self) -> LeaseCache:
+        """What this process knows of the file; call it holding a cursor (which may reconnect)."""
+        return self._cache.fresh(self.db.generation)
 
     def redact(self, text: str | None) -> str | None:
         return self._redact(text) if self._redact is not None and text else text
@@ -70,19 +76,22 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
 
     # -- threads -------------------------------------------------------------------------
     async def load_thread(self, thread_id: str, context: Any) -> ThreadMetadata:
+        user = user_of(context)
         async with self.db.acursor() as cur:
-            row = cur.execute(
-                "SELECT data FROM threads WHERE id = ? AND user_id = ?",
-                [thread_id, user_of(context)],
-            ).fetchone()
-        if row is None:
-            raise NotFoundError(f"Thread {thread_id} not found")
-        return ThreadMetadata.model_validate_json(row[0])
+            known = self._known()
+            data = known.thread(thread_id, user)
+            if data is None:
+                row = cur.execute("SELECT data FROM threads WHERE id = ? AND user_id = ?", [thread_id, user]).fetchone()
+                if row is None:
+                    raise NotFoundError(f"Thread {thread_id} not found")
+                data = row[0]
+                known.put_thread(thread_id, user, data)
+        return ThreadMetadata.model_validate_json(data)
 
     async def save_thread(self, thread: ThreadMetadata, context: Any) -> None:
         # A Thread (with items) arrives here too; keep only its metadata.
         meta = ThreadMetadata.model_validate(thread.model_dump(exclude={"items"}))
-        row = {
+        row: dict[str, Any] = {
             "id": meta.id,
             "user": user_of(context),
             "title": self.redact(meta.title),
@@ -91,15 +100,17 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
             "metadata": self.redact(json.dumps(meta.metadata, default=str)),
             "data": self.redact(meta.model_dump_json()),
         }
-        # UPDATE-then-INSERT: DuckDB's ON CONFLICT costs several ms per statement.
+        update = """UPDATE threads SET title = $title, status = $status, updated_at = now()::TIMESTAMP,
+                           metadata = $metadata, data = $data
+                    WHERE id = $id AND user_id = $user RETURNING id"""
+        changes = {k: v for k, v in row.items() if k != "created"}
+        # One statement either way (DuckDB's ON CONFLICT costs several ms): an UPDATE for a
+        # thread known to exist, else an INSERT that falls back to the UPDATE on a key conflict.
         async with self.db.acursor() as cur:
-            updated = cur.execute(
-                """UPDATE threads SET title = $title, status = $status, updated_at = now()::TIMESTAMP,
-                          metadata = $metadata, data = $data
-                   WHERE id = $id AND user_id = $user RETURNING id""",
-                {k: v for k, v in row.items() if k != "created"},
-            ).fetchone()
-            if updated is None:
+            known = self._known()
+            if known.owned(meta.id, row["user"]):
+                cur.execute(update, changes)
+            else:
                 try:
                     cur.execute(
                         """INSERT INTO threads (id, user_id, title, status, created_at, updated_at, metadata, data)
@@ -107,7 +118,9 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
                         row,
                     )
                 except duckdb.ConstraintException:
-                    raise NotFoundError(f"Thread {meta.id} not found") from None  # another user's id
+                    if cur.execute(update, changes).fetchone() is None:
+                        raise NotFoundError(f"Thread {meta.id} not found") from None  # another user's id
+            known.put_thread(meta.id, row["user"], row["data"])
 
     async def load_threads(
         self, limit: int, after: str | None, order: str, context: Any
@@ -130,19 +143,12 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
 
     async def delete_thread(self, thread_id: str, context: Any) -> None:
         params = [thread_id, user_of(context)]
-        async with self.db.acursor() as cur:
-            cur.execute("BEGIN TRANSACTION")
-            try:
-                gone = cur.execute(
-                    "DELETE FROM threads WHERE id = ? AND user_id = ? RETURNING id", params
-                ).fetchall()
-                if gone:
-                    for table in ("items", "attachments", "feedback"):
-                        cur.execute(f"DELETE FROM {table} WHERE thread_id = ? AND user_id = ?", params)
-                cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
+        async with self.db.transaction() as cur:
+            gone = cur.execute("DELETE FROM threads WHERE id = ? AND user_id = ? RETURNING id", params).fetchall()
+            if gone:
+                for table in ("items", "attachments", "feedback"):
+                    cur.execute(f"DELETE FROM {table} WHERE thread_id = ? AND user_id = ?", params)
+            self._known().drop_thread(thread_id)
         if not gone:
             raise NotFoundError(f"Thread {thread_id} not found")
 
@@ -151,26 +157,31 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
         self, thread_id: str, after: str | None, limit: int, order: str, context: Any
     ) -> Page[ThreadItem]:
         direction = _order(order)
-        params: dict[str, Any] = {"thread": thread_id, "user": user_of(context), "limit": limit + 1}
+        user = user_of(context)
+        params: dict[str, Any] = {"thread": thread_id, "user": user, "limit": limit + 1}
         where = "thread_id = $thread AND user_id = $user"
         cursor_row = where + " AND id = $after"
         if after:
             params["after"] = after
             where += _keyset(direction, "items", cursor_row)
+        newest = after is None and direction == "DESC"  # the history a turn reads
         async with self.db.acursor() as cur:
+            known = self._known()
+            owned = known.owned(thread_id, user)
+            if newest and owned and (hit := known.newest(thread_id, limit)) is not None:
+                return _page(*hit, item_adapter.validate_json)
             rows = cur.execute(
-                f"SELECT id, data FROM items WHERE {where} "
+                f"SELECT id, data, created_at FROM items WHERE {where} "
                 f"ORDER BY created_at {direction}, seq {direction} LIMIT $limit",
                 params,
             ).fetchall()
-            # Items exist only in the owner's threads, so rows prove ownership; an empty page
-            # must tell "empty" from "not yours / no such thread or cursor".
-            if not rows:
-                if not _exists(cur, "threads", "id = $thread AND user_id = $user", params):
-                    raise NotFoundError(f"Thread {thread_id} not found")
-                if after and not _exists(cur, "items", cursor_row, params):
-                    raise NotFoundError(f"Item {after} not found in thread {thread_id}")
-        return _page(rows[:limit], len(rows) > limit, item_adapter.validate_json)
+            # As ChatKit's reference stores do: a thread the user cannot see is an empty page (it
+            # must not reveal whether the id exists); an unknown cursor is an error.
+            if not rows and after and not _exists(cur, "items", cursor_row, params):
+                raise NotFoundError(f"Item {after} not found in thread {thread_id}")
+            if newest and owned:
+                known.put_newest(thread_id, [(i, t, d) for i, d, t in rows], complete=len(rows) <= limit)
+        return _page([(i, d) for i, d, _ in rows[:limit]], len(rows) > limit, item_adapter.validate_json)
 
     async def add_thread_item(self, thread_id: str, item: ThreadItem, context: Any) -> None:
         await self.save_item(thread_id, item, context)
@@ -178,7 +189,7 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
     async def save_item(self, thread_id: str, item: ThreadItem, context: Any) -> None:
         # An upsert that keeps a re-sent id at its original position. Insert first (the common
         # case); a key conflict means the item exists, so update it in place.
-        row = {
+        row: dict[str, Any] = {
             "id": item.id,
             "thread": thread_id,
             "user": user_of(context),
@@ -189,13 +200,25 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
             "data": self.redact(item_adapter.dump_json(item).decode()),
         }
         async with self.db.acursor() as cur:
+            known = self._known()
+            owned = known.owned(thread_id, row["user"])
             try:
-                done = cur.execute(
-                    """INSERT INTO items (id, thread_id, user_id, created_at, updated_at, type, role, text, data)
-                       SELECT $id, id, user_id, $created, now()::TIMESTAMP, $type, $role, $text, $data
-                       FROM threads WHERE id = $thread AND user_id = $user RETURNING id""",
-                    row,
-                ).fetchone()
+                if owned:  # the thread is the user's: a plain insert
+                    cur.execute(
+                        """INSERT INTO items (id, thread_id, user_id, created_at, updated_at, type, role, text, data)
+                           VALUES ($id, $thread, $user, $created, now()::TIMESTAMP, $type, $role, $text, $data)""",
+                        row,
+                    )
+                    done: Any = True
+                else:
+                    done = cur.execute(
+                        """INSERT INTO items (id, thread_id, user_id, created_at, updated_at, type, role, text, data)
+                           SELECT $id, id, user_id, $created, now()::TIMESTAMP, $type, $role, $text, $data
+                           FROM threads WHERE id = $thread AND user_id = $user RETURNING id""",
+                        row,
+                    ).fetchone()
+                if done and owned:
+                    known.added(thread_id, item.id, row["created"], row["data"])
             except duckdb.ConstraintException:
                 done = cur.execute(
                     """UPDATE items SET updated_at = now()::TIMESTAMP, type = $type, role = $role,
@@ -203,6 +226,8 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
                        WHERE thread_id = $thread AND id = $id AND user_id = $user RETURNING id""",
                     {k: v for k, v in row.items() if k != "created"},
                 ).fetchone()
+                if done:
+                    known.replaced(thread_id, item.id, row["data"])
         if done is None:
             raise NotFoundError(f"Thread {thread_id} not found")
 
@@ -227,6 +252,7 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
                 "DELETE FROM items WHERE thread_id = $thread AND id = $item AND user_id = $user",
                 params,
             )
+            self._known().removed(thread_id, item_id)
 
     async def save_feedback(self, thread_id: str, item_ids: list[str], kind: str, context: Any) -> None:
         """Thumbs up/down on items of the user's own thread (``items.feedback``)."""
@@ -240,17 +266,83 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
                     [kind, thread_id, item_id, user_of(context)],
                 )
 
+    # -- copies, for fork and replay ---------------------------------------------------------
+    async def copy_items(self, source_id: str, target_id: str, context: Any, *, up_to: str | None = None) -> int:
+        """Copy the items of the user's thread ``source_id`` (up to and including the item
+        ``up_to``) into their thread ``target_id``, in order, as typed items: each copy names its
+        new thread and its own copies of the attachments it carries. Returns the items copied.
+        Call it inside ``db.transaction()`` to make the copy one with what else you write."""
+        user = user_of(context)
+        params: dict[str, Any] = {"thread": source_id, "user": user}
+        upto = ""
+        if up_to is not None:
+            params["at"] = up_to
+            upto = " AND (created_at, seq) <= (SELECT (created_at, seq) FROM items WHERE thread_id = $thread AND id = $at AND user_id = $user)"
+        async with self.db.acursor() as cur:
+            rows = cur.execute(
+                f"SELECT data FROM items WHERE thread_id = $thread AND user_id = $user{upto} ORDER BY created_at, seq", params
+            ).fetchall()
+        items = [item_adapter.validate_json(data) for (data,) in rows]
+        carried = [a.id for item in items for a in getattr(item, "attachments", None) or []]
+        renamed = await self.copy_attachments(carried, target_id, context, context)
+        copies = []
+        for item in items:
+            update: dict[str, Any] = {"thread_id": target_id}
+            if getattr(item, "attachments", None):
+                update["attachments"] = [a.model_copy(update={"id": renamed.get(a.id, a.id), "thread_id": target_id}) for a in item.attachments]
+            copies.append(item.model_copy(update=update))
+        async with self.db.acursor() as cur:
+            self._known().forget_items(target_id)
+            for start in range(0, len(copies), 200):
+                chunk = [self._item_row(target_id, user, item) for item in copies[start : start + 200]]
+                marks = ", ".join(["(?, ?, ?, ?, now()::TIMESTAMP, ?, ?, ?, ?)"] * len(chunk))
+                cur.execute(
+                    f"INSERT INTO items (id, thread_id, user_id, created_at, updated_at, type, role, text, data) VALUES {marks}",
+                    [v for row in chunk for v in row],
+                )
+        return len(copies)
+
+    def _item_row(self, thread_id: str, user_id: str, item: ThreadItem) -> list[Any]:
+        return [
+            item.id, thread_id, user_id, naive(item.created_at), item.type, item_role(item),
+            self.redact(item_text(item)), self.redact(item_adapter.dump_json(item).decode()),
+        ]
+
+    async def copy_attachments(self, attachment_ids: Sequence[str], thread_id: str, source: Any, target: Any) -> dict[str, str]:
+        """Copies (bytes included) of ``source``'s attachments for ``target``'s thread
+        ``thread_id``, with new ids; returns old id → new id. ChatKit moves an attachment to the
+        thread of the message that carries it, so two threads must not share one."""
+        renamed: dict[str, str] = {}
+        for old in dict.fromkeys(attachment_ids):
+            try:
+                attachment = await self.load_attachment(old, source)
+            except NotFoundError:
+                continue  # never uploaded, or deleted: the copy keeps the reference as it was
+            new = renamed[old] = self.generate_attachment_id(attachment.mime_type, target)
+            copy = attachment.model_copy(update={"id": new, "thread_id": thread_id})
+            if isinstance(copy, ImageAttachment) and old in str(copy.preview_url):
+                copy.preview_url = AnyUrl(str(copy.preview_url).replace(old, new))
+            async with self.db.acursor() as cur:
+                cur.execute(
+                    """INSERT INTO attachments (id, user_id, thread_id, name, mime_type, size, bytes, created_at, data)
+                       SELECT $new, $owner, $thread, name, mime_type, size, bytes, now()::TIMESTAMP, $data
+                       FROM attachments WHERE id = $old AND user_id = $source""",
+                    {"new": new, "owner": user_of(target), "thread": thread_id, "old": old, "source": user_of(source),
+                     "data": _attachment_adapter.dump_json(copy).decode()},
+                )
+        return renamed
+
     # -- attachments ---------------------------------------------------------------------
     async def create_attachment(self, input: AttachmentCreateParams, context: Any) -> Attachment:
         attachment_id = self.generate_attachment_id(input.mime_type, context)
-        upload = AttachmentUploadDescriptor(
-            url=self.upload_url.format(id=attachment_id), method="PUT", headers={}
-        )
-        fields = dict(id=attachment_id, name=input.name, mime_type=input.mime_type, upload_descriptor=upload)
+        upload = AttachmentUploadDescriptor(url=AnyUrl(self.upload_url.format(id=attachment_id)), method="PUT", headers={})
+        attachment: Attachment
         if input.mime_type.startswith("image/"):
-            attachment: Attachment = ImageAttachment(**fields, preview_url=upload.url)
+            attachment = ImageAttachment(
+                id=attachment_id, name=input.name, mime_type=input.mime_type, upload_descriptor=upload, preview_url=upload.url
+            )
         else:
-            attachment = FileAttachment(**fields)
+            attachment = FileAttachment(id=attachment_id, name=input.name, mime_type=input.mime_type, upload_descriptor=upload)
         await self._write_attachment(attachment, context, size=input.size)
         return attachment
 
@@ -338,6 +430,6 @@ def _keyset(direction: str, table: str, cursor_row: str) -> str:
     )
 
 
-def _page(rows: list[Any], has_more: bool, parse: Any) -> Page[Any]:
+def _page(rows: list[tuple[str, str]], has_more: bool, parse: Any) -> Page[Any]:
     data = [parse(data) for _, data in rows]
-    return Page(data=data, has_more=has_more, after=rows[-1][0] if rows else None)
+    return Page(data=data, has_more=has_more, after=rows[-1][0] if rows and has_more else None)

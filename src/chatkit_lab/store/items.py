@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from chatkit.types import ThreadItem
@@ -44,4 +44,4 @@ def _task_text(task: Any) -> str:
 
 def naive(ts: datetime) -> datetime:
     """ChatKit uses naive local times; store aware ones as naive UTC."""
-    return ts.astimezone(timezone.utc).replace(tzinfo=None) if ts.tzinfo else ts
+    return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts

@@ -52,8 +52,9 @@ class MemoryStore(Store[Any]):
     async def load_thread_items(
         self, thread_id: str, after: str | None, limit: int, order: str, context: Any
     ) -> Page[ThreadItem]:
-        self._thread(thread_id, context)
-        rows = list(self._items[thread_id].values())
+        entry = self._threads.get(thread_id)
+        visible = entry is not None and entry[0] == user_of(context)
+        rows = list(self._items[thread_id].values()) if visible else []
         return _paginate(rows, after, limit, order, f"Item {after} not found in thread {thread_id}")
 
     async def add_thread_item(self, thread_id: str, item: ThreadItem, context: Any) -> None:
@@ -109,4 +110,5 @@ def _paginate(rows: list[Any], after: str | None, limit: int, order: str, missin
             raise NotFoundError(missing)
         start = ids.index(after) + 1
     chunk = [r[2].model_copy(deep=True) for r in rows[start : start + limit]]
-    return Page(data=chunk, has_more=start + limit < len(rows), after=chunk[-1].id if chunk else None)
+    has_more = start + limit < len(rows)
+    return Page(data=chunk, has_more=has_more, after=chunk[-1].id if chunk and has_more else None)

@@ -10,6 +10,8 @@ from collections.abc import Callable
 
 import duckdb
 
+from .transaction import in_transaction
+
 Migration = Callable[[duckdb.DuckDBPyConnection], None]
 MIGRATIONS: list[Migration] = []
 
@@ -198,13 +200,8 @@ def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
     for fn in MIGRATIONS:
         if fn.__name__ in done:
             continue
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with in_transaction(con):
             fn(con)
             con.execute("INSERT INTO _migrations (name) VALUES (?)", [fn.__name__])
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
         applied.append(fn.__name__)
     return applied

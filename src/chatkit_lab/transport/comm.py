@@ -25,8 +25,9 @@ from typing import Any
 
 from chatkit.server import ChatKitServer
 
-from ..auth.jwt import Authenticator, AuthError
+from ..auth.jwt import Authenticator
 from ..context import build_context
+from ..errors import AuthError
 from .requests import error_body, handle_request
 
 log = logging.getLogger("chatkit_lab")
@@ -62,7 +63,7 @@ class CommTunnel:
             log.warning("tunnel message without an id: %r", content.get("kind"))
             return True
         if content["kind"] == "request":
-            headers = content.get("headers") if isinstance(content.get("headers"), dict) else {}
+            headers: dict[str, str] = content["headers"] if isinstance(content.get("headers"), dict) else {}
             self.loop.call_soon_threadsafe(self._start, request_id, content.get("body"), headers)
         else:
             self.loop.call_soon_threadsafe(self._cancel, request_id)

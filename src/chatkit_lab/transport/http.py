@@ -12,8 +12,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ..auth.jwt import Authenticator, AuthError, Identity
+from .._version import __version__
+from ..auth.jwt import Authenticator, Identity
 from ..context import RequestContext, build_context
+from ..errors import AuthError
 from .requests import error_body, handle_request
 
 MAX_BODY = 25 * 1024 * 1024
@@ -82,8 +84,6 @@ def create_app(server: ChatKitServer[Any], *, auth: Authenticator | None = None,
         return Response(attachment.model_dump_json(exclude_none=True, context={"exclude_metadata": True}), media_type="application/json")
 
     async def health(request: Request) -> Response:
-        from .. import __version__
-
         return JSONResponse({"status": "ok", "version": __version__, "backend": backend})
 
     return Starlette(

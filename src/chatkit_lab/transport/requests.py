@@ -18,6 +18,7 @@ from typing import Any
 
 from chatkit.server import ChatKitServer, StreamingResult
 from chatkit.store import NotFoundError
+from chatkit.types import AttachmentsCreateReq, AttachmentsDeleteReq
 from pydantic import ValidationError
 
 from ..errors import ChatLabError
@@ -53,7 +54,7 @@ def error_event(message: str, allow_retry: bool = False) -> bytes:
 def describe_invalid(body: bytes | str, exc: ValidationError) -> str:
     """A sentence naming what is wrong with a request body."""
     errors = exc.errors(include_url=False)
-    first = errors[0] if errors else {}
+    first: dict[str, Any] = dict(errors[0]) if errors else {}
     kind = first.get("type")
     if kind == "json_invalid":
         return f"The request body is not valid JSON ({first.get('ctx', {}).get('error', first.get('msg'))})."
@@ -74,18 +75,34 @@ def describe_invalid(body: bytes | str, exc: ValidationError) -> str:
     return f"Invalid params for {op}: {problems}."
 
 
-def _classify(exc: Exception) -> tuple[int, str, str]:
+def _raised_by_chatkit(exc: BaseException) -> bool:
+    """ChatKit's server signals a request that does not fit the thread (a retry after an item
+    that is no user message, an answered structured input) with ValueError; only those are 400s."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_globals.get("__name__") == "chatkit.server"
+
+
+def classify(exc: BaseException) -> tuple[int, str, str, bool]:
+    """(HTTP status, error code, sentence, whether a retry can help) for an exception, by type.
+    Every 500 is logged with its traceback; the client gets a sentence without one."""
     match exc:
+        case ChatLabError():
+            status, code, message, retry = exc.status, exc.code, str(exc), exc.retryable
         case NotFoundError():
-            return 404, "not_found", str(exc) or "Not found."
-        case ChatLabError() | ValueError():
-            return 400, "bad_request", str(exc)
+            status, code, message, retry = 404, "not_found", str(exc) or "Not found.", False
         case NotImplementedError():
-            return 501, "not_supported", str(exc).split(". See")[0] or "This request type is not supported here."
-        case RuntimeError() if "AttachmentStore is not configured" in str(exc):
-            return 501, "not_supported", "Attachments are not supported by this server."
-    log.error("request failed", exc_info=exc)
-    return 500, "internal_error", f"The server failed with {type(exc).__name__}; the traceback is in the server log."
+            message = str(exc).split(". See")[0] or "This request type is not supported by this server."
+            status, code, retry = 501, "not_supported", False
+        case ValueError() if _raised_by_chatkit(exc):
+            status, code, message, retry = 400, "invalid_request", str(exc), False
+        case _:
+            status, code, retry = 500, "internal_error", True
+            message = f"The server failed with {type(exc).__name__}; the traceback is in the server log."
+    if status >= 500 and status != 501:
+        log.error("request failed: %s", message, exc_info=exc)
+    return status, code, message, retry
 
 
 async def handle_request(server: ChatKitServer[Any], body: bytes | str, context: Any) -> Reply:
@@ -94,10 +111,15 @@ async def handle_request(server: ChatKitServer[Any], body: bytes | str, context:
         parsed = request_adapter.validate_json(body)
     except ValidationError as exc:
         return error_reply(400, "invalid_request", describe_invalid(body, exc))
+    if isinstance(parsed, (AttachmentsCreateReq, AttachmentsDeleteReq)) and server.attachment_store is None:
+        return error_reply(501, "not_supported", "Attachments are not supported by this server.")
     try:
-        result = await server.process(parsed if isinstance(server, LabServer) else body, context)
+        if isinstance(server, LabServer):
+            result = await server.process(parsed, context)  # parsed once, here
+        else:
+            result = await server.process(body, context)
     except Exception as exc:
-        return error_reply(*_classify(exc))
+        return error_reply(*classify(exc)[:3])
     if not isinstance(result, StreamingResult):
         return Reply(200, JSON, result.json)
     return Reply(200, SSE, stream=_guarded(aiter(result)))
@@ -108,7 +130,8 @@ async def _guarded(stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         async for chunk in stream:
             yield chunk
     except Exception as exc:
-        yield error_event(_classify(exc)[2])
+        _, _, message, retry = classify(exc)
+        yield error_event(message, retry)
     finally:
         await stream.aclose()  # type: ignore[attr-defined]
 

@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING, Any
 import anywidget
 import traitlets
 
+from ..replay import fork
 from ..transport.comm import CommTunnel
 
 if TYPE_CHECKING:
-    from ..lab import ChatLab
+    from .._runtime import Runtime
 
 log = logging.getLogger("chatkit_lab")
 STATIC = pathlib.Path(__file__).parent / "static"
@@ -49,15 +50,17 @@ class ChatWidget(anywidget.AnyWidget):
     python_client_tools = traitlets.List(traitlets.Unicode()).tag(sync=True)
     share_page = traitlets.Bool(True).tag(sync=True)  # notebook path, title and headings -> page context
     share_active_cell = traitlets.Bool(False).tag(sync=True)  # the active cell's source too
+    warning = traitlets.Unicode("").tag(sync=True)  # shown above the chat: the lab's logs are failing, say
 
-    def __init__(self, lab: ChatLab, *, client_tools: dict[str, Callable[..., Any]] | None = None, **kwargs: Any) -> None:
+    def __init__(self, runtime: Runtime, *, client_tools: dict[str, Callable[..., Any]] | None = None, **kwargs: Any) -> None:
+        """``runtime``: the lab's (``lab.chat()`` passes it); a ``ChatLab`` is accepted too."""
         super().__init__(**kwargs)
-        self._lab = lab
+        self._runtime: Runtime = getattr(runtime, "runtime", runtime)
         self._client_tools = dict(client_tools or {})
         self.python_client_tools = sorted(self._client_tools)
-        self._tunnel = CommTunnel(lab.server, lab._loop.loop, self.send, auth=lab.auth)
+        self._tunnel = CommTunnel(self._runtime.server, self._runtime.loop.loop, self.send, auth=self._runtime.auth)
         self.on_msg(self._on_custom)
-        lab._widgets.add(self)
+        self._runtime.add_view(self)
 
     def _on_custom(self, _widget: Any, content: Any, _buffers: Any) -> None:
         # Runs on the kernel's main thread or a subshell thread: only hand over, never wait.
@@ -65,11 +68,11 @@ class ChatWidget(anywidget.AnyWidget):
             if self._tunnel.on_message(content):
                 return
             if isinstance(content, dict) and content.get("kind") == "hello":  # a view rendered: it needs the token
-                self.send_token(self._lab._token)
+                self.send_token(self._runtime.token)
             elif isinstance(content, dict) and content.get("kind") == "client_tool":
-                asyncio.run_coroutine_threadsafe(self._client_tool(content), self._lab._loop.loop)
+                asyncio.run_coroutine_threadsafe(self._client_tool(content), self._runtime.loop.loop)
             elif isinstance(content, dict) and content.get("kind") == "fork":
-                asyncio.run_coroutine_threadsafe(self._fork(content), self._lab._loop.loop)
+                asyncio.run_coroutine_threadsafe(self._fork(content), self._runtime.loop.loop)
         except Exception:
             log.exception("widget message could not be handled")
 
@@ -89,12 +92,10 @@ class ChatWidget(anywidget.AnyWidget):
 
     async def _fork(self, msg: dict[str, Any]) -> None:
         """The ⑂ button: copy the open thread up to an item, as the view's user, and open the copy."""
-        from ..replay import fork
-
         try:
             token = msg.get("token")
-            identity = await self._lab.auth.identify({"authorization": f"Bearer {token}"} if token else {})
-            thread_id = await fork(self._lab, str(msg.get("thread_id")), str(msg.get("item_id")), identity.user_id)
+            identity = await self._runtime.auth.identify({"authorization": f"Bearer {token}"} if token else {})
+            thread_id = await fork(self._runtime, str(msg.get("thread_id")), str(msg.get("item_id")), identity.user_id)
             self.send({"kind": "forked", "thread_id": thread_id})
         except Exception as exc:  # a sentence in the chat, never a traceback
             log.info("fork refused: %s", exc)
@@ -113,3 +114,7 @@ class ChatWidget(anywidget.AnyWidget):
             self.send({"kind": "thread_events", "thread_id": thread_id, "events": events})
         except Exception:
             log.debug("widget is closed", exc_info=True)
+
+    def show_warning(self, message: str) -> None:
+        """Show a warning above the chat (from any thread: traitlets sync it to the views)."""
+        self.warning = message

@@ -1,0 +1,223 @@
+"""The runtime: what the lab, replay and the chat widget share.
+
+One object owns the lab's loop thread, its database, store, tracer and secrets, the server that
+answers requests, and the open chat views; "send one protocol request through this server" lives
+here too. ``ChatLab`` is a facade over it; replay and the widget take it instead of the lab, so
+nothing but ``__init__`` and the CLI imports ``lab.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+import weakref
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from . import tracing
+from ._loop import LoopThread
+from .auth.jwt import Authenticator
+from .auth.secrets import Secrets
+from .context import RequestContext, build_context
+from .errors import ChatLabError, error_for
+from .server import LabServer
+from .store.database import Database
+from .store.duckdb import DuckDBStore
+from .transport.requests import handle_request, parse_sse
+from .turn import Turn
+
+log = logging.getLogger("chatkit_lab")
+T = TypeVar("T")
+Events = list[dict[str, Any]]
+
+
+class View(Protocol):
+    """An open chat (the widget): shown turns made elsewhere, told the token and warnings."""
+
+    def show_events(self, thread_id: str | None, events: Events) -> None: ...
+    def send_token(self, token: str | None) -> None: ...
+    def show_warning(self, message: str) -> None: ...
+
+
+class Runtime:
+    """The loop thread, database, store, tracer, secrets, server and open views of one lab."""
+
+    def __init__(self, db: str | Path, *, secrets: Secrets, auth: Authenticator, trace_forward: Any = None) -> None:
+        self.secrets, self.auth = secrets, auth
+        self.db = Database(db)
+        self.store = DuckDBStore(self.db, redact=secrets.redact)
+        self.loop = LoopThread()
+        self.key = f"lab_{uuid.uuid4().hex[:8]}"  # routes this lab's traces to its tracer
+        self.tracer = tracing.DuckDBTraceProcessor(
+            self.db, self.loop.loop, forward=trace_forward, redact=secrets.redact, on_failure=self._log_write_failed
+        )
+        tracing.register(self.key, self.tracer)
+        self._server: LabServer | None = None
+        self.views: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.token: str | None = None  # the views' Bearer token; never in a trait or the notebook
+        self._http: tuple[Any, Any] | None = None
+        self.closed = False
+
+    @property
+    def server(self) -> LabServer:
+        if self._server is None:
+            raise ChatLabError("This runtime has no server yet; ChatLab attaches one.")
+        return self._server
+
+    def attach(self, server: LabServer) -> None:
+        self._server = server
+
+    def open(self) -> None:
+        """Open the file and apply migrations now, not on the first message."""
+        self.call(self._open())
+
+    async def _open(self) -> None:
+        async with self.db.acursor():
+            pass
+
+    # -- the loop ----------------------------------------------------------------------------
+    async def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await ``coro`` on the lab's loop from any other loop (a notebook cell's)."""
+        return await self.loop.run(coro)
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run ``coro`` on the lab's loop and wait (the ``_sync`` methods)."""
+        return self.loop.call(coro, timeout)
+
+    # -- one protocol request ------------------------------------------------------------------
+    async def request(
+        self, body: dict[str, Any] | str, user_id: str, *, on_events: Callable[[Events], None] | None = None,
+        headers: dict[str, str] | None = None, server: LabServer | None = None,
+    ) -> Any:
+        """One ChatKit request through ``server`` (the lab's by default), on the lab's loop: the
+        JSON reply, or the list of stream events. With ``headers`` it is authenticated exactly
+        like a widget's or HTTP client's request."""
+        raw = body if isinstance(body, str) else json.dumps(body)
+        claims: dict[str, Any] = {}
+        if headers is not None:
+            identity = await self.auth.identify(headers)
+            user_id, claims = identity.user_id, identity.claims
+        reply = await handle_request(server or self.server, raw, build_context(raw, user_id=user_id, claims=claims, headers=headers))
+        if reply.status != 200:
+            error = json.loads(reply.body)["error"]
+            raise error_for(error["code"], error["message"])
+        if reply.stream is None:
+            return json.loads(reply.body)
+        events: Events = []
+        async for chunk in reply.stream:
+            batch = parse_sse(chunk)
+            events += batch
+            if on_events is not None:
+                on_events(batch)
+        return events
+
+    async def send(self, text: str, thread_id: str | None, user_id: str) -> Turn:
+        """A user message (a new thread unless ``thread_id``) and its reply; open chats show it live."""
+        message = {"content": [{"type": "input_text", "text": text}], "attachments": [], "inference_options": {}}
+        if thread_id:
+            body = {"type": "threads.add_user_message", "params": {"thread_id": thread_id, "input": message}}
+        else:
+            body = {"type": "threads.create", "params": {"input": message}}
+        shown = thread_id
+
+        def show(batch: Events) -> None:
+            nonlocal shown
+            shown = next((e["thread"]["id"] for e in batch if e["type"] == "thread.created"), shown)
+            for view in list(self.views):
+                view.show_events(shown, batch)
+
+        return Turn.of(thread_id, await self.request(body, user_id, on_events=show if self.views else None))
+
+    # -- HTTP ------------------------------------------------------------------------------
+    def serve_app(self, app: Any, host: str, port: int) -> str:
+        """Serve an ASGI ``app`` from the lab's loop (uvicorn); returns its URL."""
+        import uvicorn
+
+        if self._http is not None:
+            raise ChatLabError("This lab is already serving; call lab.stop_serving() first.")
+        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
+        task = self.loop.submit(server.serve())
+        while not server.started:
+            if task.done():
+                task.result()  # raises the bind error, for instance
+                raise ChatLabError(f"The HTTP server on {host}:{port} stopped at once.")
+            time.sleep(0.01)
+        self._http = (server, task)
+        url = f"http://{host}:{server.servers[0].sockets[0].getsockname()[1]}"
+        self.store.upload_url = url + "/chatkit/attachments/{id}/upload"
+        return url
+
+    def stop_serving(self) -> None:
+        if self._http is not None:
+            server, task = self._http
+            server.should_exit = True
+            try:
+                task.result(10)
+            finally:
+                self._http = None
+
+    # -- views -------------------------------------------------------------------------------
+    def add_view(self, view: View) -> None:
+        self.views.add(view)
+
+    def announce_token(self, token: str | None) -> None:
+        self.token = token
+        for view in list(self.views):
+            view.send_token(token)
+
+    def _log_write_failed(self, message: str) -> None:
+        for view in list(self.views):
+            view.show_warning(message)
+
+    # -- logs ------------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Write the rows queued behind the stream (turns, spans, model inputs) before a read."""
+        if not self.loop.on_loop() and self.loop.running:
+            self.loop.call(self.tracer.aflush())
+
+    def health(self) -> dict[str, Any]:
+        """Whether the lab works and its logs are being written."""
+        failures = self.tracer.failures
+        return {
+            "status": "closed" if self.closed else ("degraded" if failures else "ok"),
+            "database": self.db.path,
+            "log_write_failures": failures,
+            "last_log_error": self.tracer.last_failure,
+        }
+
+    # -- warm-up and shutdown ------------------------------------------------------------------
+    async def rehearse(self) -> None:
+        """One offline turn on a throwaway in-memory store, in the background: the first real
+        turn then does not pay for the SDK's lazy imports and first-use setup (about 250 ms)."""
+        from agents import Agent, RunConfig
+
+        from .models import MirrorModel
+        from .store.memory import MemoryStore
+
+        try:
+            rehearsal = LabServer(MemoryStore(), Agent(name="warm-up", model=MirrorModel()), run_config=RunConfig(tracing_disabled=True))
+            body = json.dumps({"type": "threads.create", "params": {"input": {"content": [{"type": "input_text", "text": "warm up"}], "attachments": [], "inference_options": {}}}})
+            reply = await handle_request(rehearsal, body, RequestContext(user_id="warm-up"))
+            if reply.stream is not None:
+                async for _ in reply.stream:
+                    pass
+            await self.store.load_threads(1, None, "desc", RequestContext(user_id="warm-up"))
+        except Exception:
+            log.debug("warm-up turn failed", exc_info=True)  # only an optimisation
+
+    def close(self) -> None:
+        """Finish writing the logs, stop the loop and close the database."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.loop.running:
+            try:
+                self.loop.call(self.tracer.aflush(), timeout=5)
+            except Exception:
+                log.warning("the last logs could not be written", exc_info=True)
+        self.loop.stop()
+        tracing.unregister(self.key)
+        self.db.close()

@@ -1,0 +1,143 @@
+"""The SQL behind the frames, replay and diff: the one module that knows user scoping.
+
+Each function returns ``(sql, params)`` for one user's rows (``user_id``), or everyone's when
+``user_id`` is None, optionally of one thread.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ChatLabError
+
+Query = tuple[str, dict[str, Any]]
+
+
+def scope(user_id: str | None, thread_id: str | None = None, alias: str = "") -> Query:
+    """A WHERE condition (and its parameters) for one user's rows, and one thread's."""
+    where, params = ["true"], {}
+    if user_id is not None:
+        where.append(f"{alias}user_id = $user")
+        params["user"] = user_id
+    if thread_id is not None:
+        where.append(f"{alias}thread_id = $thread")
+        params["thread"] = thread_id
+    return " AND ".join(where), params
+
+
+def user_scope(table: str) -> str:
+    """The WHERE condition keeping one user's (``$user``) rows of ``table``."""
+    if table == "spans":
+        return "trace_id IN (SELECT trace_id FROM traces WHERE user_id = $user)"
+    if table in ("lineage", "origins"):
+        return "thread_id IN (SELECT id FROM threads WHERE user_id = $user)"
+    return "user_id = $user"
+
+
+def exchanges_sql(where: str) -> str:
+    """One row per user message of the matching items: the message and the assistant's reply
+    (every assistant message until the next user message), numbered per thread from 1."""
+    return f"""
+        WITH ordered AS (
+            SELECT thread_id, id, type, text, created_at, seq,
+                   sum(CASE WHEN type = 'user_message' THEN 1 ELSE 0 END)
+                       OVER (PARTITION BY thread_id ORDER BY created_at, seq)::INTEGER AS exchange
+            FROM items WHERE ({where}) AND type IN ('user_message', 'assistant_message')
+        )
+        SELECT thread_id, exchange,
+               any_value(id) FILTER (WHERE type = 'user_message') AS user_item_id,
+               any_value(text) FILTER (WHERE type = 'user_message') AS user_text,
+               string_agg(text, chr(10) || chr(10) ORDER BY created_at, seq)
+                   FILTER (WHERE type = 'assistant_message') AS reply_text
+        FROM ordered WHERE exchange > 0 GROUP BY thread_id, exchange"""
+
+
+# -- frames ---------------------------------------------------------------------------------
+def threads(user_id: str | None) -> Query:
+    where, params = scope(user_id, alias="t.")
+    return f"""
+        SELECT t.id AS thread_id, t.user_id, t.title, t.status, t.created_at, t.updated_at,
+               (SELECT count(*) FROM items i WHERE i.thread_id = t.id) AS items,
+               l.parent_thread_id, l.kind AS lineage, l.overrides, o.origin
+        FROM threads t
+        LEFT JOIN lineage l ON l.thread_id = t.id
+        LEFT JOIN origins o ON o.thread_id = t.id
+        WHERE {where} ORDER BY t.created_at DESC, t.seq DESC""", params
+
+
+def items(user_id: str | None, thread_id: str | None) -> Query:
+    where, params = scope(user_id, thread_id)
+    return f"""SELECT id AS item_id, thread_id, user_id, created_at, type, role, text, data
+               FROM items WHERE {where} ORDER BY thread_id, created_at, seq""", params
+
+
+def turns(user_id: str | None, thread_id: str | None) -> Query:
+    """``turns`` with what was said, the reply, total tokens, and where the thread came from."""
+    where, params = scope(user_id, thread_id, "t.")
+    return f"""
+        WITH ex AS ({exchanges_sql(scope(user_id, thread_id)[0])})
+        SELECT t.turn_id, t.thread_id, t.user_id, ex.exchange, ex.user_text, ex.reply_text,
+               t.started_at, t.latency_ms, t.first_token_ms, t.input_tokens, t.output_tokens,
+               t.input_tokens + t.output_tokens AS tokens, t.tools, t.agent, t.model, t.status, t.error,
+               l.parent_thread_id, l.kind AS lineage, o.origin, t.trace_id
+        FROM turns t
+        LEFT JOIN ex ON ex.thread_id = t.thread_id AND ex.user_item_id = t.user_item_id
+        LEFT JOIN lineage l ON l.thread_id = t.thread_id
+        LEFT JOIN origins o ON o.thread_id = t.thread_id
+        WHERE {where} ORDER BY t.started_at""", params
+
+
+def spans(user_id: str | None, thread_id: str | None) -> Query:
+    where, params = scope(None, thread_id, "s.")
+    if user_id is not None:
+        where += " AND s.trace_id IN (SELECT trace_id FROM traces WHERE user_id = $user)"
+        params["user"] = user_id
+    return f"SELECT s.* FROM spans s WHERE {where} ORDER BY s.started_at", params
+
+
+def feedback(user_id: str | None, thread_id: str | None) -> Query:
+    where, params = scope(user_id, thread_id, "f.")
+    return f"""SELECT f.thread_id, f.item_id, f.user_id, f.kind, f.created_at, i.text
+               FROM feedback f LEFT JOIN items i ON i.thread_id = f.thread_id AND i.id = f.item_id
+               WHERE {where} ORDER BY f.created_at""", params
+
+
+def model_inputs(user_id: str | None, thread_id: str | None) -> Query:
+    where, params = scope(user_id, thread_id)
+    return f"SELECT * FROM model_inputs WHERE {where} ORDER BY created_at, call_index", params
+
+
+# -- one thread, for replay, fork and diff ----------------------------------------------------
+def thread_owner(cur: Any, thread_id: str, user_id: str | None = None) -> tuple[str, str | None]:
+    """The thread's owner and title; ``user_id``: only that user's thread (others' look missing)."""
+    row = cur.execute("SELECT user_id, title FROM threads WHERE id = ?", [thread_id]).fetchone()
+    if row is None or (user_id is not None and row[0] != user_id):
+        raise ChatLabError(f"There is no thread {thread_id!r} in this lab's database; lab.threads_df() lists them.")
+    return row
+
+
+_LAST_TURN = """tu AS (SELECT user_item_id, arg_max(turn_id, started_at) AS turn_id FROM turns
+                WHERE thread_id = $thread AND user_item_id IS NOT NULL GROUP BY user_item_id)"""
+
+# Each user message of a thread with the original reply and the context its turn's model saw.
+REPLAY_PLAN = f"""
+    WITH ex AS ({exchanges_sql("thread_id = $thread")}), {_LAST_TURN}
+    SELECT ex.exchange, i.data, ex.reply_text, m.context, m.strategy
+    FROM ex JOIN items i ON i.thread_id = ex.thread_id AND i.id = ex.user_item_id
+    LEFT JOIN tu ON tu.user_item_id = ex.user_item_id
+    LEFT JOIN model_inputs m ON m.turn_id = tu.turn_id AND m.call_index = 0
+    ORDER BY ex.exchange"""
+
+_NONE = "CASE WHEN t.trace_id IS NOT NULL THEN []::VARCHAR[] END"  # no turn recorded: NULL, not "none"
+# One row per exchange of a thread: what a diff compares.
+EXCHANGE_FACTS = f"""
+    WITH ex AS ({exchanges_sql("thread_id = $thread")}), {_LAST_TURN}
+    SELECT ex.exchange, ex.user_text, ex.reply_text AS reply, t.tools,
+           coalesce((SELECT list(s.name ORDER BY s.started_at) FROM spans s
+                      WHERE s.trace_id = t.trace_id AND s.span_type = 'handoff'), {_NONE}) AS handoffs,
+           coalesce((SELECT list(s.name || CASE WHEN s.data->>'$.triggered' = 'true' THEN ': triggered' ELSE ': passed' END
+                                 ORDER BY s.started_at) FROM spans s
+                      WHERE s.trace_id = t.trace_id AND s.span_type = 'guardrail'), {_NONE}) AS guardrails,
+           t.latency_ms, t.input_tokens + t.output_tokens AS tokens, t.status, t.error
+    FROM ex LEFT JOIN tu ON tu.user_item_id = ex.user_item_id LEFT JOIN turns t ON t.turn_id = tu.turn_id
+    ORDER BY ex.exchange"""

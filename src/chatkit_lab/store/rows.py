@@ -1,0 +1,123 @@
+"""Typed rows of the log tables, written by column name.
+
+A row class names its table and its columns; ``insert`` writes a batch with one multi-row
+``INSERT INTO table (columns...)``, so a migration that adds a column (with a default) never
+breaks a log write, and a test pins each class to the table it fills.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+
+
+@dataclass
+class TurnRow:
+    """One turn of a thread: ``turns``."""
+
+    TABLE: ClassVar[str] = "turns"
+    turn_id: str
+    thread_id: str
+    user_id: str
+    user_item_id: str | None
+    started_at: datetime
+    ended_at: datetime | None = None
+    latency_ms: float | None = None
+    first_token_ms: float | None = None
+    status: str = "running"
+    error: str | None = None
+    agent: str | None = None
+    model: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    tools: list[str] = field(default_factory=list)
+    trace_id: str | None = None
+
+
+@dataclass
+class TraceRow:
+    """One Agents SDK trace (one agent run): ``traces``."""
+
+    TABLE: ClassVar[str] = "traces"
+    trace_id: str
+    thread_id: str | None
+    user_id: str | None
+    workflow_name: str | None
+    group_id: str | None
+    metadata: str | None  # JSON text
+    started_at: datetime | None
+    ended_at: datetime | None = None
+
+
+@dataclass
+class SpanRow:
+    """One span of a trace (agent, generation, function, handoff, guardrail...): ``spans``."""
+
+    TABLE: ClassVar[str] = "spans"
+    span_id: str
+    trace_id: str
+    parent_id: str | None
+    thread_id: str | None
+    span_type: str | None
+    name: str | None
+    started_at: datetime | None
+    ended_at: datetime | None
+    duration_ms: float | None
+    input_tokens: int | None
+    output_tokens: int | None
+    error: str | None  # JSON text
+    data: str | None  # JSON text
+
+
+@dataclass
+class ModelInputRow:
+    """What one model call of a turn received: ``model_inputs``."""
+
+    TABLE: ClassVar[str] = "model_inputs"
+    turn_id: str
+    call_index: int
+    thread_id: str
+    user_id: str
+    created_at: datetime
+    agent: str | None
+    strategy: str | None
+    instructions: str | None
+    input: str  # JSON text
+    tools: list[str]
+    context: str  # JSON text
+
+
+LogRow = TurnRow | TraceRow | SpanRow | ModelInputRow
+ROW_CLASSES: tuple[type[Any], ...] = (TraceRow, SpanRow, TurnRow, ModelInputRow)
+
+
+def columns(row_class: type[Any]) -> list[str]:
+    return [f.name for f in dataclasses.fields(row_class)]
+
+
+def _clean(value: Any, redact: Callable[[str], str] | None) -> Any:
+    if redact is None:
+        return value
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, list):
+        return [redact(v) if isinstance(v, str) else v for v in value]
+    return value
+
+
+def insert(cur: Any, rows: Sequence[Any], *, redact: Callable[[str], str] | None = None, chunk: int = 200) -> None:
+    """Write ``rows`` (of one or more row classes) by column name, ``chunk`` rows a statement."""
+    by_class: dict[type[Any], list[Any]] = {}
+    for row in rows:
+        by_class.setdefault(type(row), []).append(row)
+    for row_class, batch in by_class.items():
+        names = columns(row_class)
+        marks = "(" + ", ".join(["?"] * len(names)) + ")"
+        head = f"INSERT INTO {row_class.TABLE} ({', '.join(names)}) VALUES "
+        for start in range(0, len(batch), chunk):
+            part = batch[start : start + chunk]
+            values = [_clean(getattr(row, name), redact) for row in part for name in names]
+            cur.execute(head + ", ".join([marks] * len(part)), values)

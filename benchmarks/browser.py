@@ -84,7 +84,7 @@ def run(turns: int = 20, long_words: int = 1100, thread_items: int = 1000) -> li
             for i in range(thread_items - 2):
                 item = AssistantMessageItem(id=f"msg_big_{i}", thread_id=big, created_at=datetime.now() + timedelta(seconds=i),
                                             content=[AssistantMessageContent(text=f"reply number {i}", annotations=[])])
-                seed._loop.call(seed.store.add_thread_item(big, item, ctx))
+                seed.runtime.call(seed.store.add_thread_item(big, item, ctx))
         write_notebook(root / "bench.ipynb", 'from chatkit_lab import ChatLab, MirrorModel\nlab = ChatLab("lab.duckdb")\nchat = lab.chat()\nchat')
         server = JupyterServer(root, "lab")
         try:

@@ -103,7 +103,7 @@ class Database:
                 if time.monotonic() < self._yield_until:
                     return None
                 try:
-                    con = duckdb.connect(self.path, config={"threads": 1})
+                    con = duckdb.connect(self.path)
                 except duckdb.Error as exc:
                     if is_lock_conflict(exc):
                         self._signal_waiting()

@@ -50,7 +50,7 @@ def secured(make_lab, issuer):
 
 def call(client, body, token=None, header=None):
     headers = {"Authorization": header if header is not None else f"Bearer {token}"} if (token or header is not None) else {}
-    return client.post("/chatkit", content=json.dumps(body), headers=headers)
+    return client.post("/chatkit", content=json.dumps(body), headers={"Content-Type": "application/json", **headers})
 
 
 def everything(lab):
@@ -100,7 +100,8 @@ def test_every_forged_or_broken_token_is_refused_with_nothing_read_or_written(se
     before = everything(lab)
     for name, (header, sentence) in forged_tokens(issuer).items():
         for body in (CREATE, LIST):
-            response = client.post("/chatkit", content=json.dumps(body), headers={"Authorization": header} if header is not None else {})
+            auth = {"Authorization": header} if header is not None else {}
+            response = client.post("/chatkit", content=json.dumps(body), headers={"Content-Type": "application/json", **auth})
             assert response.status_code == 401, name
             assert response.headers["www-authenticate"].startswith("Bearer"), name
             error = response.json()["error"]

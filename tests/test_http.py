@@ -25,7 +25,8 @@ def served(make_lab):
 
 
 def post(client, body):
-    return client.post("/chatkit", content=body if isinstance(body, (str, bytes)) else json.dumps(body))
+    content = body if isinstance(body, (str, bytes)) else json.dumps(body)
+    return client.post("/chatkit", content=content, headers={"Content-Type": "application/json"})
 
 
 def events(response):

@@ -69,6 +69,17 @@ def test_sigkill_mid_reply_leaves_a_file_with_every_finished_item(db_path):
     assert items[2].content[0].text == "/words 5000"
 
 
+def test_a_turn_whose_log_row_died_with_the_process_is_still_a_row_of_turns_df(db_path, make_lab):
+    proc = start("killed_after_reply", db_path, 3)
+    assert proc.stdout.readline().strip() == "REPLIED", proc.stderr.read()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    turns = make_lab(warm=False).turns_df()
+    assert turns.user_text.tolist() == ["message 0", "message 1", "message 2"]  # no exchange goes missing
+    assert set(turns.status) == {"not logged"} and turns.reply_text.str.contains("message").all()
+    assert turns.error.str.contains("before this turn was logged").all()
+
+
 def test_a_file_locked_too_long_by_another_process_gives_a_sentence_not_a_duckdb_error(db_path):
     import pytest
 

@@ -73,12 +73,16 @@ def test_every_item_type_round_trips_exactly(store):
     assert page.data == items and not page.has_more
 
 
-def test_add_and_save_are_upserts_that_keep_the_original_position(store):
+def test_save_is_an_upsert_that_keeps_the_original_position_and_add_never_overwrites(store):
+    from chatkit_lab.errors import ConflictError
+
     run(store.save_thread(thread(), ALICE))
     for i in range(3):
         run(store.add_thread_item("thr_1", user_message(f"m{i}", "thr_1", at=T0 + timedelta(seconds=i)), ALICE))
     later = assistant_message("m1", "thr_1", "rewritten", at=T0 + timedelta(hours=1))
-    run(store.add_thread_item("thr_1", later, ALICE))
+    with pytest.raises(ConflictError):
+        run(store.add_thread_item("thr_1", later, ALICE))
+    run(store.save_item("thr_1", later, ALICE))
     run(store.save_item("thr_1", later.model_copy(update={"content": [AssistantMessageContent(text="again", annotations=[])]}), ALICE))
     page = run(store.load_thread_items("thr_1", None, 10, "asc", ALICE))
     assert [i.id for i in page.data] == ["m0", "m1", "m2"]

@@ -26,6 +26,7 @@ from .errors import ChatLabError, error_for
 from .server import LabServer
 from .store.database import Database
 from .store.duckdb import DuckDBStore
+from .transport.limits import Limits
 from .transport.requests import handle_request, parse_sse
 from .turn import Turn
 
@@ -45,8 +46,11 @@ class View(Protocol):
 class Runtime:
     """The loop thread, database, store, tracer, secrets, server and open views of one lab."""
 
-    def __init__(self, db: str | Path, *, secrets: Secrets, auth: Authenticator, trace_forward: Any = None) -> None:
+    def __init__(
+        self, db: str | Path, *, secrets: Secrets, auth: Authenticator, trace_forward: Any = None, limits: Limits | None = None,
+    ) -> None:
         self.secrets, self.auth = secrets, auth
+        self.limits = limits or Limits()
         self.db = Database(db)
         self.store = DuckDBStore(self.db, redact=secrets.redact)
         self.loop = LoopThread()
@@ -100,7 +104,8 @@ class Runtime:
         if headers is not None:
             identity = await self.auth.identify(headers)
             user_id, claims = identity.user_id, identity.claims
-        reply = await handle_request(server or self.server, raw, build_context(raw, user_id=user_id, claims=claims, headers=headers))
+        context = build_context(raw, user_id=user_id, claims=claims, headers=headers)
+        reply = await handle_request(server or self.server, raw, context, self.limits)
         if reply.status != 200:
             error = json.loads(reply.body)["error"]
             raise error_for(error["code"], error["message"])

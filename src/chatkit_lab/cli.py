@@ -24,9 +24,16 @@ def _serve(args: argparse.Namespace) -> int:
     elif args.issuer or args.audience:
         print("--issuer and --audience need --jwks-url (where the signing keys are published).", file=sys.stderr)
         return 2
-    lab = ChatLab(args.db, model=args.model, base_url=args.base_url, user_id=args.user_id, verifier=verifier,
+    from .transport.limits import Limits, MiB
+
+    limits = Limits(max_body_bytes=int(args.max_body_mb * MiB), max_message_chars=args.max_message_chars,
+                    max_attachments=args.max_attachments, max_attachment_bytes=int(args.max_attachment_mb * MiB), max_page=args.max_page)
+    lab = ChatLab(args.db, model=args.model, base_url=args.base_url, user_id=args.user_id, verifier=verifier, limits=limits,
                   **({"instructions": args.instructions} if args.instructions else {}))
-    url = lab.serve(args.host, args.port)
+    hosts = ["127.0.0.1", "localhost", "::1", *(args.allowed_host or [])]
+    if args.host not in ("0.0.0.0", "::"):
+        hosts.append(args.host)
+    url = lab.serve(args.host, args.port, allowed_hosts=hosts, allowed_origins=args.allowed_origin or ())
     print(f"chatkit-lab serving {args.db} at {url}/chatkit (health: {url}/health)", flush=True)
     print(f"model: {lab.backend.description}", flush=True)
     print(f"auth: Bearer JWT from {args.jwks_url}" if verifier else f"auth: none, every request acts as {args.user_id!r}", flush=True)
@@ -99,6 +106,8 @@ def _database(path: str, create: bool = False) -> Iterator[Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .transport.limits import Limits, MiB
+
     parser = argparse.ArgumentParser(prog="chatkit-lab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve a lab over HTTP: POST /chatkit, GET /health")
@@ -112,6 +121,14 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--issuer", default=None, help="the token's required iss claim")
     serve.add_argument("--audience", default=None, help="the token's required aud claim")
     serve.add_argument("--instructions", default=None)
+    serve.add_argument("--allowed-host", action="append", help="a Host name this server answers to besides loopback (repeat; '*' for any)")
+    serve.add_argument("--allowed-origin", action="append", help="another site whose pages may call this server, e.g. https://app.example (repeat)")
+    defaults = Limits()
+    serve.add_argument("--max-body-mb", type=float, default=defaults.max_body_bytes / MiB, help="largest request body (default: %(default)s)")
+    serve.add_argument("--max-message-chars", type=int, default=defaults.max_message_chars, help="longest user message (default: %(default)s)")
+    serve.add_argument("--max-attachments", type=int, default=defaults.max_attachments, help="attachments per message (default: %(default)s)")
+    serve.add_argument("--max-attachment-mb", type=float, default=defaults.max_attachment_bytes / MiB, help="largest uploaded file (default: %(default)s)")
+    serve.add_argument("--max-page", type=int, default=defaults.max_page, help="largest page `limit` (default: %(default)s)")
     serve.set_defaults(run=_serve)
     proxy = sub.add_parser("proxy", help="a web page with the chat; the token lives in an httpOnly cookie")
     proxy.add_argument("--upstream", required=True, help="the ChatKit endpoint, e.g. http://127.0.0.1:8000/chatkit")

@@ -65,7 +65,7 @@ def build_context(
     try:
         parsed = json.loads(body)
         metadata = parsed.get("metadata") if isinstance(parsed, dict) else None
-    except ValueError:
+    except (ValueError, RecursionError):
         metadata = None  # the request itself is rejected later, with a clear message
     metadata = metadata if isinstance(metadata, dict) else {}
     claims = dict(claims or {})

@@ -4,6 +4,7 @@ Each class carries the HTTP status and the ``code`` a client receives for it, an
 retry can help; the transports map errors by these types, never by message text.
 """
 
+from chatkit.errors import CustomStreamError
 from chatkit.store import NotFoundError as _ChatKitNotFound
 
 
@@ -35,7 +36,23 @@ class AuthError(ChatLabError):
     code = "unauthorized"
 
 
-class DatabaseBusyError(ChatLabError):
+class StreamSentenceError(ChatLabError, CustomStreamError):
+    """An error whose sentence (and retry advice) a ChatKit stream shows as it is, wherever in
+    the turn it is raised (ChatKit turns other exceptions into a bare "stream error")."""
+
+    def __init__(self, message: str) -> None:
+        ChatLabError.__init__(self, message)
+        self.message, self.allow_retry = message, self.retryable
+
+
+class ConflictError(StreamSentenceError):
+    """A new item arrived with the id of an item already stored; nothing was overwritten."""
+
+    status = 409
+    code = "conflict"
+
+
+class DatabaseBusyError(StreamSentenceError):
     """Another process kept the DuckDB file locked for longer than we wait: try again."""
 
     status = 503
@@ -64,7 +81,10 @@ class NotFoundError(ChatLabError, _ChatKitNotFound):
     code = "not_found"
 
 
-_BY_CODE = {cls.code: cls for cls in (InvalidRequestError, NotSupportedError, AuthError, DatabaseBusyError, LabClosedError, ConfigurationError, NotFoundError)}
+_BY_CODE = {
+    cls.code: cls
+    for cls in (InvalidRequestError, NotSupportedError, AuthError, DatabaseBusyError, LabClosedError, ConfigurationError, NotFoundError, ConflictError)
+}
 
 
 def error_for(code: str, message: str) -> ChatLabError:

@@ -15,12 +15,13 @@ from . import logs, replay
 from ._runtime import Runtime
 from .auth.jwt import Authenticator, JWKSVerifier, LocalIssuer
 from .auth.mcp import MCPConnections
-from .auth.secrets import Secrets, install_log_filter
+from .auth.secrets import Secrets, install_log_redaction
 from .context import ContextInjection
 from .errors import ChatLabError
 from .models import Backend, resolve_backend
 from .server import LabServer
 from .store import queries
+from .transport.limits import Limits
 from .turn import Turn
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ class ChatLab:
     ``verifier``: require a Bearer JWT on every widget and HTTP request (``lab.login`` sets one up
     locally). ``mcp_servers``: Agents SDK MCP servers, connected now and closed with the lab.
     ``warm``: rehearse one offline turn in the background so the first reply comes fast.
+    ``limits``: what one request may carry (message length, attachments, page size, body size).
     """
 
     def __init__(
@@ -72,11 +74,12 @@ class ChatLab:
         verifier: JWKSVerifier | None = None,
         mcp_servers: Sequence[Any] = (),
         warm: bool = True,
+        limits: Limits | None = None,
     ) -> None:
         secrets = Secrets()
         if api_key:
             secrets.watch(api_key, "api_key")
-        install_log_filter()
+        install_log_redaction()
         injection = ContextInjection(context_strategy)
         self.backend: Backend = resolve_backend(model, base_url=base_url, api_key=api_key)
         agent = agent or Agent(
@@ -87,7 +90,7 @@ class ChatLab:
             from agents.tracing.processors import default_processor
 
             forward = default_processor()
-        self.runtime = Runtime(db, secrets=secrets, auth=Authenticator(verifier, user_id), trace_forward=forward)
+        self.runtime = Runtime(db, secrets=secrets, auth=Authenticator(verifier, user_id), trace_forward=forward, limits=limits)
         self.issuer: LocalIssuer | None = None
         tracer = self.runtime.tracer
         self.runtime.attach(LabServer(
@@ -344,13 +347,20 @@ class ChatLab:
         return replay.ThreadDiff.load(self.runtime, thread_a, thread_b)
 
     # -- HTTP ----------------------------------------------------------------------------
-    def serve(self, host: str = "127.0.0.1", port: int = 8000) -> str:
+    def serve(
+        self, host: str = "127.0.0.1", port: int = 8000, *, allowed_hosts: Sequence[str] | None = None,
+        allowed_origins: Sequence[str] = (),
+    ) -> str:
         """Serve this lab over HTTP (POST /chatkit, GET /health) from its own loop; returns the URL.
         Requests are authenticated like the widget's: with ``verifier`` or after ``login``, a
-        valid Bearer token is required."""
-        from .transport.http import create_app
+        valid Bearer token is required. ``allowed_hosts``: the Host names it answers to (loopback
+        and ``host`` by default); ``allowed_origins``: other sites whose pages may call it."""
+        from .transport.http import LOOPBACK, create_app
 
-        return self.runtime.serve_app(create_app(self.server, auth=self.auth, backend=self.backend.description), host, port)
+        hosts = allowed_hosts if allowed_hosts is not None else [*LOOPBACK, host]
+        app = create_app(self.server, auth=self.auth, backend=self.backend.description, limits=self.runtime.limits,
+                         allowed_hosts=hosts, allowed_origins=allowed_origins)
+        return self.runtime.serve_app(app, host, port)
 
     def stop_serving(self) -> None:
         self.runtime.stop_serving()

@@ -10,7 +10,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from datetime import datetime
 from typing import Any, cast
 
@@ -27,11 +27,14 @@ from chatkit.types import (
     CustomTask,
     FeedbackKind,
     HiddenContextItem,
+    StreamingReq,
     ThreadItemAddedEvent,
     ThreadItemDoneEvent,
     ThreadItemRemovedEvent,
     ThreadItemUpdatedEvent,
     ThreadMetadata,
+    ThreadsAddUserMessageReq,
+    ThreadsCreateReq,
     ThreadStreamEvent,
     UserMessageItem,
     is_streaming_req,
@@ -217,8 +220,17 @@ class LabServer(ChatKitServer[RequestContext]):
         # offline model); parse with one built once, or take a request already parsed.
         parsed: ChatKitReq = request_adapter.validate_python(request) if isinstance(request, BaseModel) else request_adapter.validate_json(request)
         if is_streaming_req(parsed):
-            return StreamingResult(self._process_streaming(parsed, context))
+            return StreamingResult(self._checked_stream(parsed, context))
         return NonStreamingResult(await self._process_non_streaming(parsed, context))
+
+    async def _checked_stream(self, request: StreamingReq, context: RequestContext) -> AsyncGenerator[bytes, None]:
+        """ChatKit's stream, after the checks that must come before anything is written."""
+        if isinstance(request, ThreadsCreateReq | ThreadsAddUserMessageReq):
+            for attachment_id in request.params.input.attachments:
+                # A missing or another user's attachment is refused before a thread is created.
+                await self.store.load_attachment(attachment_id, context)
+        async for chunk in self._process_streaming(request, context):
+            yield chunk
 
     async def action(self, thread: ThreadMetadata, action: Any, sender: Any, context: RequestContext) -> AsyncIterator[ThreadStreamEvent]:
         """A widget button (``threads.custom_action``): its registered handler answers; without

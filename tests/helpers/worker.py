@@ -61,6 +61,19 @@ def crash(path: str) -> None:
     time.sleep(120)
 
 
+def killed_after_reply(path: str, turns: int) -> None:
+    """Chat, then wait to be killed before the last turn's log rows are written."""
+    import chatkit_lab.tracing
+
+    chatkit_lab.tracing.FLUSH_DELAY = 60  # the log write would come long after the kill
+    lab = ChatLab(path, warm=False)
+    thread_id = None
+    for k in range(turns):
+        thread_id = lab.send_sync(f"message {k}", thread_id).thread_id
+    print("REPLIED", flush=True)
+    time.sleep(120)
+
+
 if __name__ == "__main__":
     mode, *args = sys.argv[1:]
     if mode == "pingpong":
@@ -69,3 +82,5 @@ if __name__ == "__main__":
         lab_turns(args[0], args[1], int(args[2]))
     elif mode == "crash":
         crash(args[0])
+    elif mode == "killed_after_reply":
+        killed_after_reply(args[0], int(args[1]))

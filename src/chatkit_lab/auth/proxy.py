@@ -27,6 +27,7 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Redire
 from starlette.routing import Route
 
 from ..errors import AuthError
+from ..transport.http import read_limited
 from .jwt import LocalIssuer
 
 COOKIE = "chatkit_token"
@@ -45,7 +46,9 @@ def same_origin(request: Request) -> bool:
     return request.headers.get("sec-fetch-site") in (None, "same-origin", "none")
 
 
-def create_proxy_app(upstream: str, *, issuer: LocalIssuer | None = None, ttl: int = 8 * 3600, secure: bool | None = None) -> Starlette:
+def create_proxy_app(
+    upstream: str, *, issuer: LocalIssuer | None = None, ttl: int = 8 * 3600, secure: bool | None = None, max_body: int = 25 * 2**20,
+) -> Starlette:
     """A proxy for the ChatKit endpoint at ``upstream`` (e.g. ``http://127.0.0.1:8000/chatkit``).
     ``secure``: the cookie's Secure flag; by default, set when the request came over https."""
     issuer = issuer or LocalIssuer()
@@ -68,7 +71,10 @@ def create_proxy_app(upstream: str, *, issuer: LocalIssuer | None = None, ttl: i
     async def login(request: Request) -> Response:
         if not same_origin(request):
             return _error(403, "cross_site", "Sign-in from another site was refused.")
-        raw = (await request.body()).decode("utf-8", "replace")
+        body = await read_limited(request, 64 * 1024)
+        if body is None:
+            return _error(413, "too_large", "A sign-in form is small; this one is over 64 KiB.")
+        raw = body.decode("utf-8", "replace")
         try:
             form = json.loads(raw) if request.headers.get("content-type", "").startswith("application/json") else {
                 k: v[0] for k, v in parse_qs(raw).items()
@@ -98,8 +104,11 @@ def create_proxy_app(upstream: str, *, issuer: LocalIssuer | None = None, ttl: i
         token = request.cookies.get(COOKIE)
         if not token:
             return _error(401, "unauthorized", "Not signed in: sign in first (POST /login).")
+        body = await read_limited(request, max_body)
+        if body is None:
+            return _error(413, "too_large", f"The request body is larger than {max_body / 2**20:g} MiB, this proxy's limit.")
         forwarded = client.build_request(
-            "POST", upstream, content=await request.body(),
+            "POST", upstream, content=body,
             headers={"content-type": "application/json", "authorization": f"Bearer {token}"},
         )
         try:

@@ -14,8 +14,13 @@ import logging
 import os
 import re
 import weakref
+from typing import Any
 
-MIN_LENGTH = 8  # shorter values would redact ordinary words
+from ..errors import ChatLabError
+
+MIN_LENGTH = 4  # shorter values cannot be told from ordinary text: set() refuses them
+WORD_LENGTH = 8  # values shorter than this are redacted only as whole words
+ESCAPE_DEPTH = 4  # JSON inside JSON inside JSON...: tool arguments hold a value escaped twice
 PATTERNS = [
     (re.compile(r"eyJ[\w-]{4,}\.eyJ[\w-]{4,}\.[\w-]*"), "[REDACTED:jwt]"),
     (re.compile(r"\bsk-[A-Za-z0-9_-]{16,}"), "[REDACTED:api_key]"),
@@ -43,15 +48,20 @@ class Secrets:
         self.watch(value, name)
 
     def watch(self, value: str, name: str = "secret") -> None:
-        """Redact ``value`` everywhere without handing it to tools (an API key, a token)."""
-        if not isinstance(value, str) or len(value) < MIN_LENGTH:
-            return
-        self._names[value] = name
-        escaped = json.dumps(value)[1:-1]  # the form it takes inside stored JSON
-        if escaped != value:
-            self._names[escaped] = name
-        ordered = sorted(self._names, key=len, reverse=True)
-        self._pattern = re.compile("|".join(map(re.escape, ordered)))
+        """Redact ``value`` everywhere without handing it to tools (an API key, a token): as
+        written, and in every form JSON gives it, escaped up to four levels deep."""
+        if not isinstance(value, str) or len(value.strip()) < MIN_LENGTH:
+            raise ChatLabError(
+                f"The secret {name!r} is shorter than {MIN_LENGTH} characters, so it could not be told apart from "
+                "ordinary text and redacted; use the real credential."
+            )
+        for form in _escaped_forms(value):
+            self._names[form] = name
+        parts = []
+        for form in sorted(self._names, key=len, reverse=True):
+            word = len(form) < WORD_LENGTH  # a short value only as a whole word, not inside others
+            parts.append(rf"(?<![\w]){re.escape(form)}(?![\w])" if word else re.escape(form))
+        self._pattern = re.compile("|".join(parts))
 
     def for_user(self, user_id: str) -> dict[str, str]:
         shared = {name: v for (who, name), v in self._values.items() if who is None}
@@ -67,6 +77,16 @@ class Secrets:
         return text
 
 
+def _escaped_forms(value: str) -> set[str]:
+    """``value`` and what JSON makes of it when it is escaped once, twice..., with non-ASCII
+    characters kept or written as ``\\uXXXX`` (Python's json and pydantic differ)."""
+    forms, layer = {value}, {value}
+    for _ in range(ESCAPE_DEPTH):
+        layer = {json.dumps(v, ensure_ascii=ascii_only)[1:-1] for v in layer for ascii_only in (True, False)}
+        forms |= layer
+    return forms
+
+
 _ALL: weakref.WeakSet[Secrets] = weakref.WeakSet()
 
 
@@ -80,25 +100,35 @@ def redact(text: str) -> str:
     return text
 
 
-class RedactingFilter(logging.Filter):
-    """Rewrites a log record's message (and traceback) with secrets redacted."""
+def _redacted_record(record: logging.LogRecord) -> logging.LogRecord:
+    """The record with its message and traceback redacted, and its arguments merged in."""
+    try:
+        message = record.getMessage()
+    except Exception:  # a malformed record: logging reports it; keep the raw message redacted
+        message = str(record.msg)
+    if record.exc_info and not record.exc_text:
+        record.exc_text = logging.Formatter().formatException(record.exc_info)
+    record.msg, record.args = redact(message), None
+    if record.exc_text:
+        record.exc_text = redact(record.exc_text)
+    if record.stack_info:
+        record.stack_info = redact(record.stack_info)
+    return record
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # a malformed record: logging reports it; keep the raw message redacted
-            message = str(record.msg)
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        record.msg, record.args = redact(message), None
-        if record.exc_text:
-            record.exc_text = redact(record.exc_text)
-        return True
+
+_installed = False
 
 
-def install_log_filter(names: tuple[str, ...] = ("chatkit_lab", "chatkit_lab.tracing", "openai.agents", "uvicorn.error", "mcp")) -> None:
-    for name in names:
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, RedactingFilter) for f in logger.filters):
-            logger.addFilter(RedactingFilter())
+def install_log_redaction() -> None:
+    """Redact every log record this process makes, whatever its logger or handler (chatkit's,
+    uvicorn's, a user's own): records are rewritten as they are created."""
+    global _installed
+    if _installed:
+        return
+    make = logging.getLogRecordFactory()
 
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        return _redacted_record(make(*args, **kwargs))
+
+    logging.setLogRecordFactory(factory)
+    _installed = True

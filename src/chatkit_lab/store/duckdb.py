@@ -21,10 +21,10 @@ from chatkit.types import (
 )
 from pydantic import AnyUrl, TypeAdapter
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, ConflictError
 from .cache import LeaseCache
 from .database import Database
-from .items import item_adapter, item_role, item_text, naive
+from .items import item_adapter, item_role, item_text, naive, new_id
 
 _attachment_adapter: TypeAdapter[Any] = TypeAdapter(Attachment)
 
@@ -73,6 +73,21 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
 
     def close(self) -> None:
         self.db.close()
+
+    # -- ids -------------------------------------------------------------------------------
+    def generate_thread_id(self, context: Any) -> str:
+        # Thread ids are global: one that another user's thread has would refuse the create.
+        while True:
+            candidate = new_id("thread")
+            with self.db.cursor(invalidate=False) as cur:  # ChatKit asks without await
+                if cur.execute("SELECT 1 FROM threads WHERE id = ?", [candidate]).fetchone() is None:
+                    return candidate
+
+    def generate_item_id(self, item_type: Any, thread: Any, context: Any) -> str:
+        return new_id(item_type)
+
+    def generate_attachment_id(self, mime_type: str, context: Any) -> str:
+        return new_id("attachment")
 
     # -- threads -------------------------------------------------------------------------
     async def load_thread(self, thread_id: str, context: Any) -> ThreadMetadata:
@@ -184,11 +199,16 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
         return _page([(i, d) for i, d, _ in rows[:limit]], len(rows) > limit, item_adapter.validate_json)
 
     async def add_thread_item(self, thread_id: str, item: ThreadItem, context: Any) -> None:
-        await self.save_item(thread_id, item, context)
+        """A new item: an id that the thread has already is refused, never overwritten."""
+        await self._write_item(thread_id, item, context, replace=False)
 
     async def save_item(self, thread_id: str, item: ThreadItem, context: Any) -> None:
-        # An upsert that keeps a re-sent id at its original position. Insert first (the common
-        # case); a key conflict means the item exists, so update it in place.
+        """An upsert (ChatKit replaces answered and updated items) that keeps a re-saved item
+        at its original position."""
+        await self._write_item(thread_id, item, context, replace=True)
+
+    async def _write_item(self, thread_id: str, item: ThreadItem, context: Any, *, replace: bool) -> None:
+        # Insert first (the common case); a key conflict means the item exists.
         row: dict[str, Any] = {
             "id": item.id,
             "thread": thread_id,
@@ -220,6 +240,11 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
                 if done and owned:
                     known.added(thread_id, item.id, row["created"], row["data"])
             except duckdb.ConstraintException:
+                if not replace:
+                    raise ConflictError(
+                        f"A new item came with the id {item.id}, which thread {thread_id} already has; nothing was overwritten. "
+                        "Send the message again."
+                    ) from None
                 done = cur.execute(
                     """UPDATE items SET updated_at = now()::TIMESTAMP, type = $type, role = $role,
                               text = $text, data = $data
@@ -328,7 +353,7 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
                        SELECT $new, $owner, $thread, name, mime_type, size, bytes, now()::TIMESTAMP, $data
                        FROM attachments WHERE id = $old AND user_id = $source""",
                     {"new": new, "owner": user_of(target), "thread": thread_id, "old": old, "source": user_of(source),
-                     "data": _attachment_adapter.dump_json(copy).decode()},
+                     "data": self.redact(_attachment_adapter.dump_json(copy).decode())},
                 )
         return renamed
 
@@ -365,10 +390,10 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
                     "id": attachment.id,
                     "user": user_of(context),
                     "thread": attachment.thread_id,
-                    "name": attachment.name,
+                    "name": self.redact(attachment.name),
                     "mime": attachment.mime_type,
                     "size": size,
-                    "data": _attachment_adapter.dump_json(attachment).decode(),
+                    "data": self.redact(_attachment_adapter.dump_json(attachment).decode()),
                 },
             ).fetchone()
         if row is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -9,6 +10,17 @@ from chatkit.types import ThreadItem
 from pydantic import TypeAdapter
 
 item_adapter: TypeAdapter[Any] = TypeAdapter(ThreadItem)
+
+_ID_PREFIXES = {
+    "thread": "thr", "message": "msg", "tool_call": "tc", "workflow": "wf", "task": "tsk",
+    "attachment": "atc", "sdk_hidden_context": "shcx",
+}
+
+
+def new_id(kind: str) -> str:
+    """An id with 128 random bits (ChatKit's default has 32: one collision in about 100,000)."""
+    return f"{_ID_PREFIXES.get(kind, kind)}_{uuid.uuid4().hex}"
+
 
 _ROLES = {"user_message": "user", "assistant_message": "assistant", "client_tool_call": "tool"}
 

@@ -8,7 +8,9 @@ from typing import Any
 from chatkit.store import NotFoundError, Store
 from chatkit.types import Attachment, Page, ThreadItem, ThreadMetadata
 
+from ..errors import ConflictError
 from .duckdb import user_of
+from .items import new_id
 
 
 class MemoryStore(Store[Any]):
@@ -19,6 +21,15 @@ class MemoryStore(Store[Any]):
         self._items: dict[str, dict[str, tuple[Any, int, ThreadItem]]] = {}
         self._attachments: dict[str, tuple[str, Attachment]] = {}
         self.feedback: dict[tuple[str, str, str], str] = {}  # (thread, item, user) -> kind
+
+    def generate_thread_id(self, context: Any) -> str:
+        return new_id("thread")
+
+    def generate_item_id(self, item_type: Any, thread: Any, context: Any) -> str:
+        return new_id(item_type)
+
+    def generate_attachment_id(self, mime_type: str, context: Any) -> str:
+        return new_id("attachment")
 
     def _thread(self, thread_id: str, context: Any) -> tuple[str, int, ThreadMetadata]:
         entry = self._threads.get(thread_id)
@@ -58,6 +69,9 @@ class MemoryStore(Store[Any]):
         return _paginate(rows, after, limit, order, f"Item {after} not found in thread {thread_id}")
 
     async def add_thread_item(self, thread_id: str, item: ThreadItem, context: Any) -> None:
+        self._thread(thread_id, context)
+        if item.id in self._items[thread_id]:
+            raise ConflictError(f"A new item came with the id {item.id}, which thread {thread_id} already has; nothing was overwritten.")
         await self.save_item(thread_id, item, context)
 
     async def save_item(self, thread_id: str, item: ThreadItem, context: Any) -> None:

@@ -72,19 +72,42 @@ def items(user_id: str | None, thread_id: str | None) -> Query:
 
 
 def turns(user_id: str | None, thread_id: str | None) -> Query:
-    """``turns`` with what was said, the reply, total tokens, and where the thread came from."""
+    """``turns`` with what was said, the reply, total tokens, and where the thread came from.
+
+    An exchange whose turn row was never written (the process died in the moment between the
+    reply and its log write) is a row too, with ``status`` "not logged" and what the items hold;
+    exchanges a fork copied from its parent are not turns of the fork.
+    """
     where, params = scope(user_id, thread_id, "t.")
+    unlogged_where = scope(user_id, thread_id, "i.")[0]
     return f"""
-        WITH ex AS ({exchanges_sql(scope(user_id, thread_id)[0])})
-        SELECT t.turn_id, t.thread_id, t.user_id, ex.exchange, ex.user_text, ex.reply_text,
-               t.started_at, t.latency_ms, t.first_token_ms, t.input_tokens, t.output_tokens,
-               t.input_tokens + t.output_tokens AS tokens, t.tools, t.agent, t.model, t.status, t.error,
-               l.parent_thread_id, l.kind AS lineage, o.origin, t.trace_id
-        FROM turns t
-        LEFT JOIN ex ON ex.thread_id = t.thread_id AND ex.user_item_id = t.user_item_id
-        LEFT JOIN lineage l ON l.thread_id = t.thread_id
-        LEFT JOIN origins o ON o.thread_id = t.thread_id
-        WHERE {where} ORDER BY t.started_at""", params
+        WITH ex AS ({exchanges_sql(scope(user_id, thread_id)[0])}),
+        logged AS (
+            SELECT t.turn_id, t.thread_id, t.user_id, ex.exchange, ex.user_text, ex.reply_text,
+                   t.started_at, t.latency_ms, t.first_token_ms, t.input_tokens, t.output_tokens,
+                   t.tools, t.agent, t.model, t.status, t.error, t.trace_id
+            FROM turns t LEFT JOIN ex ON ex.thread_id = t.thread_id AND ex.user_item_id = t.user_item_id
+            WHERE {where}
+        ),
+        unlogged AS (
+            SELECT NULL AS turn_id, ex.thread_id, i.user_id, ex.exchange, ex.user_text, ex.reply_text,
+                   i.created_at AS started_at, NULL AS latency_ms, NULL AS first_token_ms, NULL AS input_tokens,
+                   NULL AS output_tokens, NULL AS tools, NULL AS agent, NULL AS model, 'not logged' AS status,
+                   'The process ended before this turn was logged; its messages are in items.' AS error, NULL AS trace_id
+            FROM ex JOIN items i ON i.thread_id = ex.thread_id AND i.id = ex.user_item_id
+            WHERE {unlogged_where}
+              AND NOT EXISTS (SELECT 1 FROM turns t WHERE t.thread_id = ex.thread_id AND t.user_item_id = ex.user_item_id)
+              AND NOT EXISTS (SELECT 1 FROM lineage l JOIN items p ON p.thread_id = l.parent_thread_id AND p.id = ex.user_item_id
+                              WHERE l.thread_id = ex.thread_id AND l.kind = 'fork')
+        )
+        SELECT r.turn_id, r.thread_id, r.user_id, r.exchange, r.user_text, r.reply_text, r.started_at,
+               r.latency_ms, r.first_token_ms, r.input_tokens, r.output_tokens,
+               r.input_tokens + r.output_tokens AS tokens, r.tools, r.agent, r.model, r.status, r.error,
+               l.parent_thread_id, l.kind AS lineage, o.origin, r.trace_id
+        FROM (SELECT * FROM logged UNION ALL SELECT * FROM unlogged) r
+        LEFT JOIN lineage l ON l.thread_id = r.thread_id
+        LEFT JOIN origins o ON o.thread_id = r.thread_id
+        ORDER BY r.started_at""", params
 
 
 def spans(user_id: str | None, thread_id: str | None) -> Query:

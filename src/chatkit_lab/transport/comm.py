@@ -28,6 +28,7 @@ from chatkit.server import ChatKitServer
 from ..auth.jwt import Authenticator
 from ..context import build_context
 from ..errors import AuthError
+from .limits import Limits
 from .requests import error_body, handle_request
 
 log = logging.getLogger("chatkit_lab")
@@ -45,11 +46,13 @@ class CommTunnel:
         send: Callable[[Frame], None],
         *,
         auth: Authenticator | None = None,
+        limits: Limits | None = None,
         batch_ms: float = 16.0,
         batch_bytes: int = 64 * 1024,
     ) -> None:
         self.server, self.loop, self.send = server, loop, send
         self.auth = auth or Authenticator()
+        self.limits = limits or Limits()
         self.batch_s, self.batch_bytes = batch_ms / 1000, batch_bytes
         self._tasks: dict[str, asyncio.Task[None]] = {}  # touched only on the loop's thread
 
@@ -92,8 +95,11 @@ class CommTunnel:
                 return frames.refuse(401, "unauthorized", str(exc))
             if not isinstance(body, str):
                 return frames.refuse(400, "invalid_request", "The request body must be a JSON string.")
+            # (a character is at most 4 bytes: short bodies need no encoding to be measured)
+            if len(body) > self.limits.max_body_bytes // 4 and len(body.encode()) > self.limits.max_body_bytes:
+                return frames.refuse(413, "too_large", str(self.limits.body_too_large()))
             context = build_context(body, user_id=identity.user_id, claims=identity.claims, headers=headers)
-            reply = await handle_request(self.server, body, context)
+            reply = await handle_request(self.server, body, context, self.limits)
             frames.emit("head", status=reply.status, content_type=reply.content_type)
             if reply.stream is None:
                 frames.emit("chunk", data=reply.body.decode())

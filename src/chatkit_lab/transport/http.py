@@ -1,14 +1,23 @@
 """The HTTP endpoint: POST /chatkit (JSON or SSE, as the official web component expects),
-GET /health, and the upload target of two-phase attachments."""
+GET /health, and the upload target of two-phase attachments.
+
+Before anything is read: the ``Host`` header must be one of ``allowed_hosts`` (loopback by
+default, so a DNS-rebinding page cannot reach the server), a browser request from another site
+is refused (``Origin`` / ``Sec-Fetch-Site``, unless listed in ``allowed_origins``), and
+``/chatkit`` takes ``application/json`` only (a cross-site ``text/plain`` form post needs no CORS
+preflight). Bodies are counted as they are read, whatever ``Content-Length`` says.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from chatkit.server import ChatKitServer
 from chatkit.store import NotFoundError
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
@@ -16,9 +25,10 @@ from .._version import __version__
 from ..auth.jwt import Authenticator, Identity
 from ..context import RequestContext, build_context
 from ..errors import AuthError
+from .limits import Limits, MiB
 from .requests import error_body, handle_request
 
-MAX_BODY = 25 * 1024 * 1024
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def _error(status: int, code: str, message: str) -> Response:
@@ -31,11 +41,54 @@ def unauthorized(exc: AuthError) -> Response:
     return response
 
 
-def create_app(server: ChatKitServer[Any], *, auth: Authenticator | None = None, user_id: str = "local", backend: str = "") -> Starlette:
+def _hostname(host_header: str) -> str:
+    return (urlsplit(f"//{host_header}").hostname or "").lower()
+
+
+async def read_limited(request: Request, most: int) -> bytes | None:
+    """The body, or None when it is larger than ``most`` bytes: counted as it is read (a chunked
+    body has no Content-Length), and never held beyond the limit."""
+    if int(request.headers.get("content-length") or 0) > most:
+        return None
+    chunks, size = [], 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > most:
+                return None
+            chunks.append(chunk)
+    except ClientDisconnect:
+        return b""  # the client is gone: nothing will read the answer
+    return b"".join(chunks)
+
+
+def create_app(
+    server: ChatKitServer[Any], *, auth: Authenticator | None = None, user_id: str = "local", backend: str = "",
+    limits: Limits | None = None, allowed_hosts: Sequence[str] = LOOPBACK, allowed_origins: Sequence[str] = (),
+) -> Starlette:
     """A Starlette app serving ``server``. With ``auth`` requiring tokens, a request without a
     valid ``Authorization: Bearer`` JWT gets a 401 and nothing is read or written; otherwise
-    every request acts as ``user_id``."""
+    every request acts as ``user_id``. ``allowed_hosts``: the names this server answers to
+    (``"*"`` for any); ``allowed_origins``: other sites whose pages may call it."""
     auth = auth or Authenticator(user_id=user_id)
+    limits = limits or Limits()
+    hosts = {h.lower().strip("[]") for h in allowed_hosts}
+    origins = {o.rstrip("/").lower() for o in allowed_origins}
+
+    def refused(request: Request, *, json_only: bool = False) -> Response | None:
+        host = request.headers.get("host", "")
+        if "*" not in hosts and _hostname(host) not in hosts:
+            return _error(421, "host_not_allowed", f"This server does not answer to the host {host!r}. "
+                          "Start it with --allowed-host for that name (loopback names are allowed by default).")
+        origin = request.headers.get("origin")
+        same_site = origin is not None and urlsplit(origin).netloc.lower() == host.lower()
+        if origin is not None and origin.lower() != "null" and not same_site and origin.rstrip("/").lower() not in origins:
+            return _error(403, "cross_site", f"Requests from pages on {origin} are not allowed; start the server with --allowed-origin {origin} to allow them.")
+        if origin is None and request.headers.get("sec-fetch-site") == "cross-site":
+            return _error(403, "cross_site", "Cross-site requests are not allowed.")
+        if json_only and request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+            return _error(415, "unsupported_media_type", "POST /chatkit takes a JSON body: send Content-Type: application/json.")
+        return None
 
     async def identify(request: Request) -> Identity | Response:
         try:
@@ -43,22 +96,25 @@ def create_app(server: ChatKitServer[Any], *, auth: Authenticator | None = None,
         except AuthError as exc:
             return unauthorized(exc)
 
-    async def read_body(request: Request) -> bytes | Response:
-        if int(request.headers.get("content-length") or 0) > MAX_BODY:
-            return _error(413, "too_large", f"The request body is larger than {MAX_BODY // 2**20} MiB.")
-        return await request.body()
+    async def read_body(request: Request, most: int, what: str) -> bytes | Response:
+        body = await read_limited(request, most)
+        if body is None:
+            return _error(413, "too_large", f"The {what} is larger than {most / MiB:g} MiB, this server's limit.")
+        return body
 
     async def chatkit(request: Request) -> Response:
+        if (refusal := refused(request, json_only=True)) is not None:
+            return refusal
         identity = await identify(request)
         if isinstance(identity, Response):
             return identity
-        body = await read_body(request)
+        body = await read_body(request, limits.max_body_bytes, "request body")
         if isinstance(body, Response):
             return body
         context = build_context(
             body, user_id=identity.user_id, claims=identity.claims, headers=request.headers, cookies=request.cookies
         )
-        reply = await handle_request(server, body, context)
+        reply = await handle_request(server, body, context, limits)
         if reply.stream is None:
             return Response(reply.body, status_code=reply.status, media_type=reply.content_type)
         # No buffering anywhere between the agent and the client.
@@ -69,10 +125,12 @@ def create_app(server: ChatKitServer[Any], *, auth: Authenticator | None = None,
         store = server.store
         if not hasattr(store, "write_attachment_bytes"):
             return _error(501, "not_supported", "This server's store does not keep attachment bytes.")
+        if (refusal := refused(request)) is not None:
+            return refusal
         identity = await identify(request)
         if isinstance(identity, Response):
             return identity
-        body = await read_body(request)
+        body = await read_body(request, limits.max_attachment_bytes, "uploaded file")
         if isinstance(body, Response):
             return body
         try:
@@ -84,6 +142,8 @@ def create_app(server: ChatKitServer[Any], *, auth: Authenticator | None = None,
         return Response(attachment.model_dump_json(exclude_none=True, context={"exclude_metadata": True}), media_type="application/json")
 
     async def health(request: Request) -> Response:
+        if (refusal := refused(request)) is not None:
+            return refusal
         return JSONResponse({"status": "ok", "version": __version__, "backend": backend})
 
     return Starlette(

@@ -23,6 +23,9 @@ from pydantic import ValidationError
 
 from ..errors import ChatLabError
 from ..server import LabServer, request_adapter
+from .limits import Limits
+
+DEFAULT_LIMITS = Limits()
 
 log = logging.getLogger("chatkit_lab")
 
@@ -67,7 +70,7 @@ def describe_invalid(body: bytes | str, exc: ValidationError) -> str:
         return f"Unknown request type {ctx.get('tag')!r}. Expected one of: {ctx.get('expected_tags')}."
     try:
         op = json.loads(body).get("type")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         op = None
     problems = "; ".join(
         f"{'.'.join(str(p) for p in e['loc'][1:]) or '(body)'}: {e['msg']}" for e in errors[:5]
@@ -105,12 +108,17 @@ def classify(exc: BaseException) -> tuple[int, str, str, bool]:
     return status, code, message, retry
 
 
-async def handle_request(server: ChatKitServer[Any], body: bytes | str, context: Any) -> Reply:
-    """Run one ChatKit request through ``server`` and return what a client should receive."""
+async def handle_request(server: ChatKitServer[Any], body: bytes | str, context: Any, limits: Limits | None = None) -> Reply:
+    """Run one ChatKit request through ``server`` and return what a client should receive;
+    ``limits`` (the defaults unless given) refuse what a request may not carry."""
     try:
         parsed = request_adapter.validate_json(body)
     except ValidationError as exc:
         return error_reply(400, "invalid_request", describe_invalid(body, exc))
+    try:
+        (limits or DEFAULT_LIMITS).check(parsed)
+    except ChatLabError as exc:
+        return error_reply(*classify(exc)[:3])
     if isinstance(parsed, (AttachmentsCreateReq, AttachmentsDeleteReq)) and server.attachment_store is None:
         return error_reply(501, "not_supported", "Attachments are not supported by this server.")
     try:

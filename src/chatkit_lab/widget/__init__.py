@@ -58,7 +58,7 @@ class ChatWidget(anywidget.AnyWidget):
         self._runtime: Runtime = getattr(runtime, "runtime", runtime)
         self._client_tools = dict(client_tools or {})
         self.python_client_tools = sorted(self._client_tools)
-        self._tunnel = CommTunnel(self._runtime.server, self._runtime.loop.loop, self.send, auth=self._runtime.auth)
+        self._tunnel = CommTunnel(self._runtime.server, self._runtime.loop.loop, self.send, auth=self._runtime.auth, limits=self._runtime.limits)
         self.on_msg(self._on_custom)
         self._runtime.add_view(self)
 

@@ -1,0 +1,77 @@
+"""Redaction that holds wherever text goes: every logger, any JSON escaping depth, non-ASCII
+values, short values, attachment names."""
+
+import json
+import logging
+
+import pytest
+from agents import Agent, function_tool
+from agents.testing import ModelStep, ScriptedModel, assistant_message, function_call
+
+from chatkit_lab import ChatLabError, RequestContext
+from chatkit_lab.auth.secrets import Secrets
+
+from .conftest import found_in_database
+
+
+def test_every_log_record_of_the_process_is_redacted_not_only_named_loggers(make_lab, caplog):
+    lab = make_lab()
+    lab.secrets.set("crm", "crm-Tok3n-4417aa")
+    caplog.set_level(logging.INFO)
+    for name in ("chatkit", "uvicorn.access", "some.user.module", ""):  # chatkit's own, a server's, anyone's
+        logging.getLogger(name).warning("thread %s not found", "thr_crm-Tok3n-4417aa")
+    try:
+        raise ValueError("failed with crm-Tok3n-4417aa")
+    except ValueError:
+        logging.getLogger("chatkit.server").exception("boom")
+    assert "crm-Tok3n-4417aa" not in caplog.text
+    assert caplog.text.count("[REDACTED:crm]") >= 5  # four messages and the traceback (its message and source line)
+    assert all("crm-Tok3n-4417aa" not in (r.exc_text or "") for r in caplog.records)
+
+
+@pytest.mark.parametrize("value", ['pa"ss\\word-9971', "tökén-ünïcode-4411", 'mixé"d\\-ü-5521'])
+def test_a_secret_is_redacted_at_any_escaping_depth_and_with_non_ascii(value):
+    secrets = Secrets()
+    secrets.watch(value, "tok")
+    texts = [value]
+    for _ in range(3):  # JSON in JSON in JSON: a tool's arguments inside a span inside a trace
+        texts += [json.dumps(texts[-1]), json.dumps(texts[-1], ensure_ascii=False)]
+    for text in texts:
+        assert "[REDACTED:tok]" in secrets.redact(f"before {text} after"), text
+        assert value not in secrets.redact(text)
+
+
+def test_a_short_secret_is_refused_with_a_sentence_and_a_short_word_is_redacted_only_whole():
+    secrets = Secrets()
+    with pytest.raises(ChatLabError, match="shorter than 4 characters"):
+        secrets.set("pin", "12")
+    secrets.set("pin", "4821")
+    assert secrets.redact("the pin is 4821.") == "the pin is [REDACTED:pin]."
+    assert secrets.redact("order 948213 ships") == "order 948213 ships"  # not inside other words
+
+
+def test_a_secret_with_quotes_in_tool_arguments_reaches_no_column(make_lab, db_path):
+    value = 'q"uo\\te-ü-8812'
+    def use(token: str) -> str:
+        return "ok"
+
+    script = ScriptedModel([ModelStep(output=[function_call("use", {"token": value}, call_id="c1")]), ModelStep(output=[assistant_message("done")])])
+    lab = make_lab(agent=Agent(name="A", tools=[function_tool(use)], model=script))
+    lab.secrets.set("tok", value)
+    turn = lab.send_sync("go")
+    assert turn.error is None
+    lab.close()
+    assert found_in_database(db_path, value) == []
+    assert found_in_database(db_path, "ü-8812") == []  # no escaped form either
+    assert "spans" in found_in_database(db_path, "[REDACTED:tok]")
+
+
+def test_attachment_names_are_redacted(make_lab, db_path, tmp_path):
+    lab = make_lab()
+    lab.secrets.set("tok", "crm-AttachName-5531")
+    created = lab.request_sync({"type": "attachments.create", "params": {"name": "notes crm-AttachName-5531.txt", "size": 3, "mime_type": "text/plain"}})
+    lab.runtime.call(lab.store.write_attachment_bytes(created["id"], b"abc", RequestContext(user_id="local")))
+    lab.export(tmp_path / "all.jsonl")
+    lab.close()
+    assert found_in_database(db_path, "crm-AttachName-5531") == []
+    assert "crm-AttachName-5531" not in (tmp_path / "all.jsonl").read_text()

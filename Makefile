@@ -1,6 +1,7 @@
 # make lab   - create .venv, install, open JupyterLab on the quickstart notebook
 # make test  - create .venv, install what the tests need, run the whole suite
 # make lint  - ruff and mypy (make test runs them first)
+# make fuzz  - the fuzz tests, long and randomised
 # make bench - run the benchmarks and print their figures
 # make js    - rebuild the widget bundle (src/chatkit_lab/widget/static/widget.js) with esbuild
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -8,7 +9,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: lab test lint bench install clean js browser
+.PHONY: lab test lint fuzz bench install clean js browser
 
 $(PY):
 	@test -n "$(PYTHON)" || { echo "error: python3.11 not found (Python 3.11 or newer is required)"; exit 1; }
@@ -46,6 +47,10 @@ lint: $(STAMP)
 
 test: $(STAMP) browser lint
 	$(PY) -m pytest
+
+# A longer, randomised run of the property-based fuzz tests (the suite runs a bounded one).
+fuzz: $(STAMP)
+	FUZZ_EXAMPLES=5000 FUZZ_RANDOM=1 $(PY) -m pytest -q tests/test_fuzz.py
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py

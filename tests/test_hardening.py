@@ -212,3 +212,27 @@ def test_the_lab_loop_answers_a_bad_frame_from_the_tunnel_with_a_sentence(make_l
     head = next(f for f in frames if f["kind"] == "head")
     assert head["status"] == 413
     assert "larger than" in next(f for f in frames if f["kind"] == "chunk")["data"]
+
+
+def test_retry_after_the_oldest_message_of_a_long_thread_deletes_the_rest_in_one_statement(make_lab):
+    lab = make_lab()
+    first = lab.send_sync("the first question")
+    for k in range(3):
+        lab.send_sync(f"follow-up {k}", first.thread_id)
+    items = lab.items_df(first.thread_id)
+    user_item = items[items.type == "user_message"].item_id.iloc[0]
+    statements = []
+    real_delete = lab.store.delete_thread_item
+
+    async def counted(*args, **kwargs):
+        statements.append(args)
+        return await real_delete(*args, **kwargs)
+
+    lab.store.delete_thread_item = counted  # ChatKit's own path would call this once per newer item
+    events = lab.request_sync({"type": "threads.retry_after_item", "params": {"thread_id": first.thread_id, "item_id": user_item}})
+    assert statements == [] and not any(e["type"] == "error" for e in events)
+    after = lab.items_df(first.thread_id)
+    assert after.type.tolist() == ["user_message", "assistant_message"] and after.item_id.iloc[0] == user_item
+    assert "the first question" in after.text.iloc[1]
+    refused = lab.request_sync({"type": "threads.retry_after_item", "params": {"thread_id": first.thread_id, "item_id": after.item_id.iloc[1]}})
+    assert refused[-1]["type"] == "error" and "is not a user message" in refused[-1]["message"]

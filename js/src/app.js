@@ -4,7 +4,8 @@ import { useEffect, useMemo, useReducer, useRef, useState } from "preact/hooks";
 import { renderMarkdown } from "./markdown.js";
 import { initialState, reduce } from "./reducer.js";
 import { readEvents } from "./tunnel.js";
-import { WidgetNode } from "./widgets.js";
+import { setAllowedImageDomains, imageAllowed } from "./images.js";
+import { BlockedImage, WidgetNode } from "./widgets.js";
 
 const PAGE = 50;
 
@@ -178,7 +179,8 @@ function Item({ item, done, client }) {
     case "widget":
       return html`<div class="ckl-msg ckl-widget"><${WidgetNode} node=${item.widget} ctx=${{ action: (a) => client.action(item.id, a) }} /></div>`;
     case "generated_image":
-      return item.image && /^(https?:|data:image\/)/.test(item.image.url) ? html`<img class="ckl-image" src=${item.image.url} alt="Generated image" />` : html`<div class="ckl-progress">Generating an image…</div>`;
+      if (!item.image) return html`<div class="ckl-progress">Generating an image…</div>`;
+      return imageAllowed(item.image.url) ? html`<img class="ckl-image" src=${item.image.url} alt="Generated image" />` : html`<${BlockedImage} src=${item.image.url} alt="Generated image" />`;
     default:
       return null; // client tool calls and hidden items are not shown
   }
@@ -218,6 +220,7 @@ function Composer({ state, client, placeholder }) {
 }
 
 export function App({ fetch, url = "/chatkit", options = {}, banner = null, warning = null, kernelStatus = "ready", initialThreadId = null, onThreadChange = () => {}, clientTool = null, onFork = null, expose = () => {} }) {
+  setAllowedImageDomains(options.allowedImageDomains ?? options.allowed_image_domains);
   const [state, dispatch] = useReducer(reduce, initialState);
   const stateRef = useRef(state);
   stateRef.current = state;

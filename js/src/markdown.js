@@ -1,6 +1,7 @@
 // Model output -> safe HTML: markdown-it with raw HTML off, highlight.js for code, then DOMPurify.
 import MarkdownIt from "markdown-it";
 import DOMPurify from "dompurify";
+import { hostOf, imageAllowed } from "./images.js";
 import hljs from "highlight.js/lib/core";
 import bash from "highlight.js/lib/languages/bash";
 import javascript from "highlight.js/lib/languages/javascript";
@@ -25,11 +26,21 @@ const md = new MarkdownIt({
   },
 });
 
-// Links open in a new tab and cannot reach back into the notebook page.
+// Links open in a new tab and cannot reach back into the notebook page; an image from a host
+// that is not allowed becomes a link to it (nothing is fetched until the user clicks).
 DOMPurify.addHook("afterSanitizeAttributes", (node) => {
   if (node.tagName === "A") {
     node.setAttribute("target", "_blank");
     node.setAttribute("rel", "noopener noreferrer");
+  }
+  if (node.tagName === "IMG" && !imageAllowed(node.getAttribute("src"))) {
+    const link = node.ownerDocument.createElement("a");
+    link.className = "ckl-image-blocked";
+    link.textContent = `Image from ${hostOf(node.getAttribute("src"))}${node.getAttribute("alt") ? `: ${node.getAttribute("alt")}` : ""} (not loaded; click to open)`;
+    if (/^https?:/i.test(node.getAttribute("src") || "")) link.setAttribute("href", node.getAttribute("src"));
+    link.setAttribute("target", "_blank");
+    link.setAttribute("rel", "noopener noreferrer");
+    node.replaceWith(link);
   }
 });
 

@@ -1,7 +1,15 @@
 // ChatKit widgets (Card, ListView, Text, Markdown, Title, Caption, Badge, Button, Row, Col, Box,
 // Divider, Image, Spacer, Icon) as Preact elements. Text is always text; Markdown is sanitized.
 import { html } from "htm/preact";
+import { hostOf, imageAllowed, safeColour } from "./images.js";
 import { renderMarkdown } from "./markdown.js";
+
+export function BlockedImage({ src, alt }) {
+  const label = `Image from ${hostOf(src)}${alt ? `: ${alt}` : ""} (not loaded; click to open)`;
+  return /^https?:/i.test(src || "")
+    ? html`<a class="ckl-image-blocked" href=${src} target="_blank" rel="noopener noreferrer">${label}</a>`
+    : html`<span class="ckl-image-blocked">${label}</span>`;
+}
 
 const GAP = (v) => (typeof v === "number" ? `${v * 4}px` : v || undefined);
 
@@ -12,7 +20,7 @@ function children(node, ctx) {
 function boxStyle(node) {
   return {
     gap: GAP(node.gap), padding: GAP(node.padding), alignItems: node.align, justifyContent: node.justify,
-    flex: node.flex, background: typeof node.background === "string" ? node.background : undefined,
+    flex: node.flex, background: safeColour(node.background),
   };
 }
 
@@ -55,9 +63,9 @@ export function WidgetNode({ node, ctx }) {
     case "Spacer":
       return html`<div class="ckl-w-spacer" />`;
     case "Image":
-      return /^(https?:|data:image\/)/.test(node.src || "")
+      return imageAllowed(node.src)
         ? html`<img class="ckl-w-image" src=${node.src} alt=${node.alt || ""} width=${node.width} height=${node.height} />`
-        : null;
+        : html`<${BlockedImage} src=${node.src} alt=${node.alt} />`;
     case "Icon":
       return html`<span class="ckl-w-icon" aria-hidden="true">•</span>`;
     default: // an unknown component still shows its content

@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, Protocol, cast, runtime_checkable
 
 from agents import Agent, RunConfig, RunHooks, Runner, RunResultStreaming
 from agents.run_config import CallModelData, ModelInputData
@@ -35,6 +35,7 @@ from chatkit.types import (
     ThreadMetadata,
     ThreadsAddUserMessageReq,
     ThreadsCreateReq,
+    ThreadsRetryAfterItemReq,
     ThreadStreamEvent,
     UserMessageItem,
     is_streaming_req,
@@ -44,6 +45,7 @@ from pydantic import BaseModel, TypeAdapter
 from .auth.mcp import current_secrets
 from .auth.secrets import Secrets
 from .context import ContextInjection, RequestContext, context_tool, inject
+from .errors import InvalidRequestError
 from .failures import describe_failure
 from .models import Backend
 from .store.duckdb import user_of
@@ -177,6 +179,13 @@ class _PlainAnnotations:
             yield event
 
 
+@runtime_checkable
+class ItemsAfterStore(Protocol):
+    """A store that deletes the items after one in a single operation (both of chatkit-lab's)."""
+
+    async def delete_items_after(self, thread_id: str, item_id: str, context: Any) -> int: ...
+
+
 class LabServer(ChatKitServer[RequestContext]):
     """Runs ``agent`` (or ``agent(thread, context)``) for each turn and logs the turn.
 
@@ -229,8 +238,24 @@ class LabServer(ChatKitServer[RequestContext]):
             for attachment_id in request.params.input.attachments:
                 # A missing or another user's attachment is refused before a thread is created.
                 await self.store.load_attachment(attachment_id, context)
+        if isinstance(request, ThreadsRetryAfterItemReq) and isinstance(self.store, ItemsAfterStore):
+            events = self._retry_after(request.params.thread_id, request.params.item_id, context)
+            async for event in events:
+                yield b"data: " + self._serialize(event) + b"\n\n"
+            return
         async for chunk in self._process_streaming(request, context):
             yield chunk
+
+    async def _retry_after(self, thread_id: str, item_id: str, context: RequestContext) -> AsyncIterator[ThreadStreamEvent]:
+        """``threads.retry_after_item`` in one statement: ChatKit deletes the newer items one by
+        one, which takes minutes on a long thread and holds the loop meanwhile."""
+        thread = await self.store.load_thread(thread_id, context)
+        item = await self.store.load_item(thread_id, item_id, context)
+        if not isinstance(item, UserMessageItem):
+            raise InvalidRequestError(f"Item {item_id} is not a user message")
+        await cast(ItemsAfterStore, self.store).delete_items_after(thread_id, item_id, context)
+        async for event in self._process_events(thread, context, lambda: self.respond(thread, item, context)):
+            yield event
 
     async def action(self, thread: ThreadMetadata, action: Any, sender: Any, context: RequestContext) -> AsyncIterator[ThreadStreamEvent]:
         """A widget button (``threads.custom_action``): its registered handler answers; without

@@ -91,6 +91,17 @@ class MemoryStore(Store[Any]):
         self._thread(thread_id, context)
         self._items[thread_id].pop(item_id, None)
 
+    async def delete_items_after(self, thread_id: str, item_id: str, context: Any) -> int:
+        self._thread(thread_id, context)
+        items = self._items[thread_id]
+        if item_id not in items:
+            return 0
+        mark = items[item_id][:2]
+        newer = [i for i, (created, seq, _) in items.items() if (created, seq) > mark]
+        for i in newer:
+            del items[i]
+        return len(newer)
+
     async def save_feedback(self, thread_id: str, item_ids: list[str], kind: str, context: Any) -> None:
         self._thread(thread_id, context)
         for item_id in item_ids:

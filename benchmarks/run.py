@@ -329,6 +329,23 @@ def bench_starvation(items: int, tmp: Path) -> dict[str, float]:
     return {"heavy_ms": heavy_ms, "p50": pct(waits, 0.5), "p95": pct(waits, 0.95), "max": max(waits), "requests": len(waits)}
 
 
+def bench_storage(turns: int, size: int, tmp: Path) -> dict[str, float]:
+    """One thread of `turns` user messages of `size` characters: the file against its text."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    path = tmp / "storage.duckdb"
+    rng = random.Random(3)
+    words = [f"w{n}" for n in range(5000)]
+    with ChatLab(path, warm=False, user_id=CTX.user_id) as lab:
+        thread_id = None
+        for _ in range(turns):
+            text = " ".join(rng.choice(words) for _ in range(size // 6))[:size]
+            thread_id = lab.send_sync(text, thread_id).thread_id
+        held = lab.sql("SELECT sum(strlen(text)) AS n FROM items").n[0]
+        with lab.db.cursor() as cur:
+            cur.execute("CHECKPOINT")
+    return {"file_mb": path.stat().st_size / 2**20, "text_mb": held / 2**20}
+
+
 def bench_export(items: int, tmp: Path) -> dict[str, dict[str, float]]:
     path = tmp / "export.duckdb"
     ChatLab(path, warm=False).close()
@@ -410,6 +427,13 @@ def main() -> None:
         say(f"## One user's heaviest request, another user's latency ({starved:,}-item thread)\n")
         say(f"- threads.retry_after_item on the oldest message (deletes {starved - 1:,} items, then a new reply): **{v['heavy_ms']:.0f} ms**")
         say(f"- meanwhile another user's items.list, {v['requests']} requests: p50 {v['p50']:.1f} ms, **p95 {v['p95']:.1f} ms** (goal <= 100 ms), max {v['max']:.1f} ms\n")
+
+        turns_stored = 10 if args.quick else 100
+        half, full = bench_storage(turns_stored // 2, 10_000, tmp / "half"), bench_storage(turns_stored, 10_000, tmp / "full")
+        say(f"## Storage: one thread of {turns_stored} messages of 10 KB\n")
+        say(f"- the file: **{full['file_mb']:.1f} MB** for {full['text_mb']:.1f} MB of text in its items "
+            f"(**{full['file_mb'] / full['text_mb']:.1f}x**; goal <= 3x); after {turns_stored // 2} messages {half['file_mb']:.1f} MB: "
+            f"twice the messages, **{full['file_mb'] / half['file_mb']:.2f}x** the file (linear; the history sent again each turn is stored once)\n")
 
         e = bench_export(exported, tmp)
         lab_e, copy_e = e["lab"], e["copy"]

@@ -146,7 +146,7 @@ def test_merge_combines_students_files_with_their_origin_and_is_idempotent(tmp_p
     before = ada.read_bytes()
     run = cli("merge", tmp_path / "class.duckdb", ada, bo)
     assert run.returncode == 0, run.stderr
-    assert run.stdout.splitlines()[0] == "ada: 1 origins, 1 threads, 4 items, 2 turns, 2 traces, 8 spans, 2 model_inputs"
+    assert run.stdout.splitlines()[0] == "ada: 1 origins, 1 threads, 4 items, 2 turns, 2 traces, 8 spans, 2 model_inputs, 3 input_items"
     assert ada.read_bytes() == before  # sources are only read
     again = merge(tmp_path / "class.duckdb", [ada, cy], names=["ada", "cy"])
     assert sum(again["ada"].values()) == 0 and again["cy"]["threads"] == 1

@@ -9,6 +9,7 @@ from typing import Any
 
 from .errors import ChatLabError
 from .store.database import Database
+from .store.queries import expanded_input
 
 
 @dataclass
@@ -55,8 +56,8 @@ class Inspection:
         with db.cursor() as cur:
             turn_id = _turn_id(cur, turn)
             rows = cur.execute(
-                """SELECT thread_id, call_index, agent, strategy, instructions, input, tools, context
-                   FROM model_inputs WHERE turn_id = ? ORDER BY call_index""",
+                f"""SELECT thread_id, call_index, agent, strategy, instructions, {expanded_input("m")}, tools, context
+                   FROM model_inputs m WHERE turn_id = ? ORDER BY call_index""",
                 [turn_id],
             ).fetchall()
         if not rows:

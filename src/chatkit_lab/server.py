@@ -209,7 +209,7 @@ class LabServer(ChatKitServer[RequestContext]):
         actions: dict[str, ActionHandler] | None = None,
         injection: ContextInjection | None = None,
         secrets: Secrets | None = None,
-        input_log: Callable[[ModelInputRow], None] | None = None,
+        input_log: Callable[[ModelInputRow, list[str]], None] | None = None,
     ) -> None:
         super().__init__(store, attachment_store=store if isinstance(store, AttachmentStore) else None)
         self.agent = agent
@@ -222,7 +222,7 @@ class LabServer(ChatKitServer[RequestContext]):
         self.actions = dict(actions or {})  # widget action type -> handler
         self.injection = injection
         self.secrets = secrets  # handed to tools as context.secrets; never shown to the model
-        self.input_log = input_log  # receives one `model_inputs` row per model call
+        self.input_log = input_log  # receives one `model_inputs` row per model call, and its items as JSON
 
     async def process(self, request: str | bytes | BaseModel, context: RequestContext) -> StreamingResult | NonStreamingResult:  # type: ignore[override]
         # ChatKit builds a pydantic TypeAdapter on every request (about 60% of a turn with the
@@ -357,7 +357,7 @@ class LabServer(ChatKitServer[RequestContext]):
             if snapshot:
                 instructions, items = inject(strategy, instructions, items, snapshot)
             if self.input_log is not None:
-                self.input_log(turn.input_row(next(calls), data.agent, strategy, instructions, items, snapshot))
+                self.input_log(*turn.input_row(next(calls), data.agent, strategy, instructions, items, snapshot))
             return ModelInputData(input=items, instructions=instructions)
 
         return apply
@@ -396,15 +396,17 @@ class _TurnRecord:
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self._t0) * 1000
 
-    def input_row(self, call: int, agent: Agent, strategy: str, instructions: str | None, items: list[Any], context: dict[str, Any]) -> ModelInputRow:
+    def input_row(
+        self, call: int, agent: Agent, strategy: str, instructions: str | None, items: list[Any], context: dict[str, Any]
+    ) -> tuple[ModelInputRow, list[str]]:
         tools = [t.name for t in agent.tools if hasattr(t, "name")]
         tools += [f"mcp:{s.name}" for s in agent.mcp_servers] + [getattr(h, "tool_name", None) or getattr(h, "name", "?") for h in agent.handoffs]
-        return ModelInputRow(
+        row = ModelInputRow(
             turn_id=self.row.turn_id, call_index=call, thread_id=self.row.thread_id, user_id=self.row.user_id,
             created_at=datetime.now(), agent=agent.name, strategy=strategy, instructions=instructions,
-            input=_INLINE_DATA.sub(_shorten, json.dumps(items, default=_plain, ensure_ascii=False)), tools=tools,
-            context=json.dumps(context, default=str, ensure_ascii=False),
+            input=None, tools=tools, context=json.dumps(context, default=str, ensure_ascii=False),
         )
+        return row, [_INLINE_DATA.sub(_shorten, json.dumps(item, default=_plain, ensure_ascii=False)) for item in items]
 
     def finish(self, usage: Any, tools: list[str]) -> TurnRow:
         row = self.row

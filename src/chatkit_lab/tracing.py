@@ -10,6 +10,7 @@ blocks or breaks a run. Readers call ``aflush()`` first.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import threading
@@ -22,13 +23,14 @@ from agents.tracing import Span, Trace, TracingProcessor, set_trace_processors
 
 from .errors import DatabaseBusyError
 from .store.database import Database
-from .store.rows import LogRow, ModelInputRow, SpanRow, TraceRow, TurnRow, insert
+from .store.rows import InputItemRow, LogRow, ModelInputRow, SpanRow, TraceRow, TurnRow, insert
 from .store.transaction import in_transaction
 
 log = logging.getLogger(__name__)
 # Seconds rows wait before they are written: busy turns share one write instead of queueing
 # behind each other's (a write holds the file for a few ms).
 FLUSH_DELAY = 0.1
+HASHES_REMEMBERED = 100_000
 
 
 def _local(ts: str | None) -> datetime | None:
@@ -70,6 +72,7 @@ class DuckDBTraceProcessor(TracingProcessor):
         self._open: dict[str, TraceRow] = {}  # traces not ended yet
         self._rows: list[LogRow] = []
         self._writing: set[asyncio.Future[None]] = set()
+        self._hashed: set[str] = set()  # input items already queued or written
         self._flush_at: asyncio.TimerHandle | None = None
 
     def on_trace_start(self, trace: Trace) -> None:
@@ -102,6 +105,8 @@ class DuckDBTraceProcessor(TracingProcessor):
     def on_span_end(self, span: Span[Any]) -> None:
         try:
             data = span.span_data.export()
+            if isinstance(data.get("input"), list):  # a generation span carries the whole history
+                data["input_hashes"] = self._by_hash([json.dumps(i, default=str, ensure_ascii=False) for i in data.pop("input")])
             started, ended = _local(span.started_at), _local(span.ended_at)
             usage = data.get("usage") or {}
             with self._lock:
@@ -124,10 +129,26 @@ class DuckDBTraceProcessor(TracingProcessor):
             self._rows.append(row)
         self._flush_soon()
 
-    def record_input(self, row: ModelInputRow) -> None:
-        """Queue one ``model_inputs`` row (what one model call received)."""
+    def record_input(self, row: ModelInputRow, items: list[str]) -> None:
+        """Queue one ``model_inputs`` row (what one model call received; ``items`` as JSON)."""
+        row.input_hashes = self._by_hash(items)
         with self._lock:
             self._rows.append(row)
+
+    def _by_hash(self, items: list[str]) -> list[str]:
+        """Queue each item once, by the hash of its redacted text; return the hashes in order."""
+        hashes = []
+        for given in items:
+            text = self.redact(given) if self.redact is not None else given
+            key = hashlib.sha256(text.encode()).hexdigest()[:32]
+            hashes.append(key)
+            with self._lock:
+                if key not in self._hashed:
+                    self._hashed.add(key)
+                    self._rows.append(InputItemRow(hash=key, item=text))
+                if len(self._hashed) > HASHES_REMEMBERED:
+                    self._hashed.clear()  # forgetting costs only an INSERT OR IGNORE that finds the row
+        return hashes
 
     def _take(self) -> list[LogRow]:
         with self._lock:
@@ -145,6 +166,8 @@ class DuckDBTraceProcessor(TracingProcessor):
                 self._rows[:0] = rows
             message = f"Logs are waiting for the database ({exc})."
         else:
+            with self._lock:
+                self._hashed.clear()  # the items may not be there: queue them again when next sent
             message = f"{sum(counts.values())} log rows ({', '.join(f'{n} {t}' for t, n in sorted(counts.items()))}) could not be written: {type(exc).__name__}: {exc}"
         self.failures += 1
         self.last_failure = message

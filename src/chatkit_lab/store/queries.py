@@ -31,6 +31,10 @@ def user_scope(table: str) -> str:
         return "trace_id IN (SELECT trace_id FROM traces WHERE user_id = $user)"
     if table in ("lineage", "origins"):
         return "thread_id IN (SELECT id FROM threads WHERE user_id = $user)"
+    if table == "input_items":  # shared by content: the items this user's calls and spans name
+        return ("hash IN (SELECT unnest(input_hashes) FROM model_inputs WHERE user_id = $user) OR hash IN "
+                "(SELECT unnest(json_extract_string(data, '$.input_hashes[*]')) FROM spans "
+                "WHERE trace_id IN (SELECT trace_id FROM traces WHERE user_id = $user))")
     return "user_id = $user"
 
 
@@ -115,7 +119,7 @@ def spans(user_id: str | None, thread_id: str | None) -> Query:
     if user_id is not None:
         where += " AND s.trace_id IN (SELECT trace_id FROM traces WHERE user_id = $user)"
         params["user"] = user_id
-    return f"SELECT s.* FROM spans s WHERE {where} ORDER BY s.started_at", params
+    return f"SELECT s.* REPLACE ({expanded_span_data('s')} AS data) FROM spans s WHERE {where} ORDER BY s.started_at", params
 
 
 def feedback(user_id: str | None, thread_id: str | None) -> Query:
@@ -125,9 +129,29 @@ def feedback(user_id: str | None, thread_id: str | None) -> Query:
                WHERE {where} ORDER BY f.created_at""", params
 
 
+def expanded_input(alias: str) -> str:
+    """A model call's input as the JSON array the model received: since m006 the items are kept
+    once, in ``input_items``, and each call names them by hash (``input_hashes``)."""
+    return f"""coalesce({alias}.input, (
+        SELECT coalesce('[' || string_agg(i.item::VARCHAR, ',' ORDER BY h.n) || ']', '[]')
+        FROM (SELECT unnest({alias}.input_hashes) AS hash, unnest(range(len({alias}.input_hashes))) AS n) h
+        JOIN input_items i ON i.hash = h.hash)::JSON)"""
+
+
+def expanded_span_data(alias: str) -> str:
+    """A span's data with its ``input`` back in place of ``input_hashes`` (generation spans)."""
+    hashes = f"json_extract_string({alias}.data, '$.input_hashes[*]')"
+    return f"""CASE WHEN json_exists({alias}.data, '$.input_hashes') THEN json_merge_patch(
+        json_object('input', (SELECT coalesce('[' || string_agg(i.item::VARCHAR, ',' ORDER BY h.n) || ']', '[]')
+                              FROM (SELECT unnest({hashes}) AS hash, unnest(range(len({hashes}))) AS n) h
+                              JOIN input_items i ON i.hash = h.hash)::JSON),
+        json_merge_patch({alias}.data, '{{"input_hashes": null}}')) ELSE {alias}.data END"""
+
+
 def model_inputs(user_id: str | None, thread_id: str | None) -> Query:
-    where, params = scope(user_id, thread_id)
-    return f"SELECT * FROM model_inputs WHERE {where} ORDER BY created_at, call_index", params
+    where, params = scope(user_id, thread_id, "m.")
+    return f"""SELECT m.* EXCLUDE (input, input_hashes), {expanded_input("m")} AS input
+               FROM model_inputs m WHERE {where} ORDER BY m.created_at, m.call_index""", params
 
 
 # -- one thread, for replay, fork and diff ----------------------------------------------------

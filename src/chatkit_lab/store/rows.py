@@ -85,13 +85,24 @@ class ModelInputRow:
     agent: str | None
     strategy: str | None
     instructions: str | None
-    input: str  # JSON text
+    input: str | None  # JSON text; NULL since m006: the items are in input_items, by input_hashes
     tools: list[str]
     context: str  # JSON text
+    input_hashes: list[str] | None = None
 
 
-LogRow = TurnRow | TraceRow | SpanRow | ModelInputRow
-ROW_CLASSES: tuple[type[Any], ...] = (TraceRow, SpanRow, TurnRow, ModelInputRow)
+@dataclass
+class InputItemRow:
+    """One model input item, stored once however many calls sent it: ``input_items``."""
+
+    TABLE: ClassVar[str] = "input_items"
+    hash: str
+    item: str  # JSON text
+
+
+LogRow = TurnRow | TraceRow | SpanRow | ModelInputRow | InputItemRow
+ROW_CLASSES: tuple[type[Any], ...] = (TraceRow, SpanRow, TurnRow, ModelInputRow, InputItemRow)
+_IGNORE_EXISTING = {InputItemRow}  # content-addressed: a row already there is the same row
 
 
 def columns(row_class: type[Any]) -> list[str]:
@@ -116,7 +127,8 @@ def insert(cur: Any, rows: Sequence[Any], *, redact: Callable[[str], str] | None
     for row_class, batch in by_class.items():
         names = columns(row_class)
         marks = "(" + ", ".join(["?"] * len(names)) + ")"
-        head = f"INSERT INTO {row_class.TABLE} ({', '.join(names)}) VALUES "
+        verb = "INSERT OR IGNORE" if row_class in _IGNORE_EXISTING else "INSERT"
+        head = f"{verb} INTO {row_class.TABLE} ({', '.join(names)}) VALUES "
         for start in range(0, len(batch), chunk):
             part = batch[start : start + chunk]
             values = [_clean(getattr(row, name), redact) for row in part for name in names]

@@ -189,6 +189,15 @@ def m005_lineage_origins(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+@migration
+def m006_input_items(con: duckdb.DuckDBPyConnection) -> None:
+    # What a model call received, kept once: every turn sends the history again, so storing each
+    # call's input whole (and again in its generation span) grew with the square of a thread.
+    # A call (and a span) now names its input items by content hash.
+    con.execute("CREATE TABLE input_items (hash VARCHAR PRIMARY KEY, item JSON NOT NULL)")
+    con.execute("ALTER TABLE model_inputs ADD COLUMN input_hashes VARCHAR[]")
+
+
 def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Apply the migrations this file lacks, in order; return their names."""
     con.execute(

@@ -1,0 +1,41 @@
+"""A long conversation costs storage in proportion to what was said, not to its square."""
+
+import json
+
+from .conftest import found_in_database
+
+
+def test_each_model_input_item_is_stored_once_and_read_back_exactly(make_lab, db_path):
+    lab = make_lab()
+    thread_id = None
+    for k in range(6):
+        thread_id = lab.send_sync(f"message number {k} " + "x" * 500, thread_id).thread_id
+    inputs = lab.model_inputs_df(thread_id)
+    assert len(inputs) == 6
+    histories = [json.loads(text) for text in inputs.input]
+    assert [len(h) for h in histories] == [1, 3, 5, 7, 9, 11]  # the model saw the whole history each time
+    assert histories[5][:9] == histories[4]  # and the same items again
+    with lab.db.cursor() as cur:
+        raw = cur.execute("SELECT count(*) FILTER (WHERE input IS NOT NULL), sum(len(input_hashes)) FROM model_inputs").fetchone()
+        distinct_items = cur.execute("SELECT count(*) FROM input_items").fetchone()[0]
+        generation = cur.execute("SELECT data FROM spans WHERE span_type = 'generation' ORDER BY started_at DESC LIMIT 1").fetchone()[0]
+    assert raw == (0, 36)  # 36 items sent, none written whole
+    assert distinct_items == 11  # each stored once: 6 messages and 5 replies
+    assert "input" not in json.loads(generation) and len(json.loads(generation)["input_hashes"]) == 11
+    span = lab.spans_df(thread_id).query("span_type == 'generation'").iloc[-1]
+    assert json.loads(span.data)["input"] == json.loads(inputs.input.iloc[-1])  # the frame shows it whole
+    seen = lab.inspect(thread_id)
+    assert seen.input == histories[-1] and "message number 5" in seen.text()
+    lab.close()
+    assert found_in_database(db_path, "message number 5")  # the text is there, once per item
+
+
+def test_an_export_and_import_round_trip_keeps_the_inputs(make_lab, tmp_path):
+    lab = make_lab()
+    turn = lab.send_sync("remember this input")
+    lab.export(tmp_path / "all.jsonl")
+    other = make_lab(db=tmp_path / "copy.duckdb")
+    other.import_jsonl(tmp_path / "all.jsonl")
+    assert other.model_inputs_df(turn.thread_id, all_users=True).input.tolist() == lab.model_inputs_df(turn.thread_id).input.tolist()
+    mine = lab.export(tmp_path / "mine.jsonl")
+    assert mine["input_items"] == 1  # a user's export carries the items their calls name

@@ -285,7 +285,13 @@ print(elapsed, before, rss_mb("VmHWM"))
 def bench_starvation(items: int, tmp: Path) -> dict[str, float]:
     """One user retries after the oldest message of a long thread (the heaviest request) while
     another lists a page of theirs, again and again: the second user's latency meanwhile."""
-    from chatkit.types import AssistantMessageContent, AssistantMessageItem, InferenceOptions, UserMessageItem, UserMessageTextContent
+    from chatkit.types import (
+        AssistantMessageContent,
+        AssistantMessageItem,
+        InferenceOptions,
+        UserMessageItem,
+        UserMessageTextContent,
+    )
 
     path = tmp / "starve.duckdb"
     ChatLab(path, warm=False).close()

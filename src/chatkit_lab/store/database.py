@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 _LOCK_HELD = re.compile(r"lock", re.IGNORECASE)
 WAITER_FRESH = 0.5  # seconds a waiter's touch counts as "someone is waiting"
 YIELD_FOR = 0.2  # longer than the waiters' longest backoff, so one of them gets the file
+MIN_LEASE = 0.2  # seconds a process keeps the file once it has it: opening it costs tens of ms
 
 
 _OPEN: weakref.WeakSet[Database] = weakref.WeakSet()
@@ -86,6 +87,7 @@ class Database:
         self._migrated = False
         self._closed = False
         self._yield_until = 0.0
+        self._lease_started = 0.0
         self._wait_file = self.path + ".wait"
         self._gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
         self.generation = 0
@@ -113,6 +115,7 @@ class Database:
                     migrate(con)
                     self._migrated = True
                 self._con = con
+                self._lease_started = time.monotonic()
                 self.generation += 1
             tid = threading.get_ident()
             cur = self._cursors.get(tid)
@@ -216,13 +219,20 @@ class Database:
         with self._lock:
             self._users -= 1
             self._last_used = time.monotonic()
-            if self.in_memory or self._closed:
+            if self.in_memory or self._closed or self._users:
                 return
-            if self._users == 0 and self._someone_waits():
-                self._disconnect()
-                self._yield_until = time.monotonic() + YIELD_FOR
+            if self._someone_waits():
+                young = MIN_LEASE - (time.monotonic() - self._lease_started)
+                if young <= 0:
+                    self._yield()
+                elif self._timer is None:
+                    self._schedule(young)  # a lease runs a few statements before it is handed over
             elif self._timer is None:
                 self._schedule(self.release_after)
+
+    def _yield(self) -> None:
+        self._disconnect()
+        self._yield_until = time.monotonic() + YIELD_FOR
 
     def _schedule(self, delay: float) -> None:
         self._timer = threading.Timer(delay, self._release_if_idle)
@@ -234,11 +244,15 @@ class Database:
             self._timer = None
             if self._con is None or self._closed:
                 return
-            idle = time.monotonic() - self._last_used
-            if self._users or idle < self.release_after:
-                self._schedule(max(self.release_after - idle, 0.01))
-                return
-            self._disconnect()
+            now = time.monotonic()
+            if self._users:
+                self._schedule(0.01 if self._someone_waits() else self.release_after)
+            elif self._someone_waits() and now - self._lease_started >= MIN_LEASE:
+                self._yield()
+            elif now - self._last_used >= self.release_after:
+                self._disconnect()
+            else:
+                self._schedule(max(min(self.release_after - (now - self._last_used), MIN_LEASE), 0.01))
 
     def _disconnect(self) -> None:
         for cur in self._cursors.values():

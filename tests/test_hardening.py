@@ -118,9 +118,13 @@ def test_cross_site_posts_and_non_json_bodies_are_refused(served):
     assert fetch_metadata.status_code == 403
     plain = client.post("/chatkit", content=json.dumps(create()), headers={"Content-Type": "text/plain"})
     assert plain.status_code == 415 and "application/json" in plain.json()["error"]["message"]
+    form = client.post("/chatkit", content="type=threads.create", headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert form.status_code == 415
     same_site = client.post("/chatkit", content=json.dumps(create()), headers={**JSON, "Origin": str(client.base_url).rstrip("/")})
     assert same_site.status_code == 200
-    assert rows(lab)["threads"] == 1
+    own_page = client.post("/chatkit", content=json.dumps(create()), headers={"Content-Type": "text/plain;charset=UTF-8", "Origin": str(client.base_url).rstrip("/")})
+    assert own_page.status_code == 200  # fetch() from the server's own page sends text/plain unless told
+    assert rows(lab)["threads"] == 2
 
 
 def test_allowed_hosts_and_origins_are_configurable(make_lab):

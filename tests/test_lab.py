@@ -107,3 +107,37 @@ def test_the_warm_up_rehearses_offline_and_writes_nothing(make_lab):
     counts = lab.sql("SELECT (SELECT count(*) FROM threads) + (SELECT count(*) FROM items) + (SELECT count(*) FROM turns) + (SELECT count(*) FROM spans) AS n")
     assert counts.n[0] == 0
     assert make_lab(db=":memory:", warm=False).warmed is None
+
+
+def test_a_failing_provider_prints_no_traceback_where_no_logging_is_set_up(tmp_path):
+    code = (
+        "from chatkit_lab import ChatLab\n"
+        f"lab = ChatLab({str(tmp_path / 'x.duckdb')!r}, model='gpt-4.1-mini', warm=False)\n"
+        "print(lab.send_sync('hello').error)\n"
+        "lab.close()\n"
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("OPENAI_")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert done.stdout.startswith("No API key is set"), done.stderr
+    assert "Traceback" not in done.stderr and done.stderr.strip() == ""  # the sentence is in the chat, not the cell
+
+
+def test_a_task_left_pending_by_a_stopped_stream_is_not_reported_in_the_cell(caplog):
+    import asyncio
+
+    from chatkit_lab._loop import LoopThread
+
+    loop = LoopThread("pending-test")
+
+    async def report():
+        running = asyncio.get_running_loop()
+        pending = running.create_task(asyncio.sleep(60))
+        # what asyncio says when such a task is collected (ChatKit's queue reader after Stop)
+        running.call_exception_handler({"message": "Task was destroyed but it is pending!", "task": pending})
+        running.call_exception_handler({"message": "a real failure", "exception": RuntimeError("boom")})
+        pending.cancel()
+
+    loop.call(report())
+    loop.stop()
+    errors = [r.getMessage() for r in caplog.records if r.name == "asyncio" and r.levelname == "ERROR"]
+    assert errors == ["a real failure"]  # only the real failure is reported

@@ -17,6 +17,7 @@ export function withContext(fetchFn, { token = () => null, page = () => null, us
           const userInfo = user();
           if (userInfo) metadata.userInfo = userInfo;
           body = JSON.stringify({ ...request, metadata });
+          if (!headers.has("Content-Type")) headers.set("Content-Type", "application/json");
         }
       } catch {
         // not JSON: sent as is, and the server answers with a clear 400

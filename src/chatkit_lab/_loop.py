@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -15,11 +16,23 @@ from typing import Any, TypeVar
 from .errors import ChatLabError, LabClosedError
 
 T = TypeVar("T")
+log = logging.getLogger("chatkit_lab")
+
+
+def _exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    task = context.get("task")
+    if isinstance(task, asyncio.Task) and not task.done() and "exception" not in context:
+        # A task collected while still pending: ChatKit's stream merge leaves its queue reader so
+        # when a reply is stopped. Nothing is lost; it belongs in the debug log, not in a cell.
+        log.debug("a stopped stream left a pending task: %r", task)
+        return
+    loop.default_exception_handler(context)
 
 
 class LoopThread:
     def __init__(self, name: str = "chatkit-lab") -> None:
         self.loop = asyncio.new_event_loop()
+        self.loop.set_exception_handler(_exception_handler)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 

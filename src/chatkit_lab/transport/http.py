@@ -4,8 +4,8 @@ GET /health, and the upload target of two-phase attachments.
 Before anything is read: the ``Host`` header must be one of ``allowed_hosts`` (loopback by
 default, so a DNS-rebinding page cannot reach the server), a browser request from another site
 is refused (``Origin`` / ``Sec-Fetch-Site``, unless listed in ``allowed_origins``), and
-``/chatkit`` takes ``application/json`` only (a cross-site ``text/plain`` form post needs no CORS
-preflight). Bodies are counted as they are read, whatever ``Content-Length`` says.
+``/chatkit`` takes ``application/json`` (a cross-site ``text/plain`` form post needs no CORS
+preflight; another type is taken only from the server's own origin). Bodies are counted as they are read, whatever ``Content-Length`` says.
 """
 
 from __future__ import annotations
@@ -86,7 +86,10 @@ def create_app(
             return _error(403, "cross_site", f"Requests from pages on {origin} are not allowed; start the server with --allowed-origin {origin} to allow them.")
         if origin is None and request.headers.get("sec-fetch-site") == "cross-site":
             return _error(403, "cross_site", "Cross-site requests are not allowed.")
-        if json_only and request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if json_only and kind not in ("", "application/json") and not same_site:
+            # A cross-site form or text/plain post needs no CORS preflight: only a JSON body (or a
+            # client that names no type, which no browser form does) is taken unless same-origin.
             return _error(415, "unsupported_media_type", "POST /chatkit takes a JSON body: send Content-Type: application/json.")
         return None
 

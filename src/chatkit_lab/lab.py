@@ -15,7 +15,7 @@ from . import logs, replay
 from ._runtime import Runtime
 from .auth.jwt import Authenticator, JWKSVerifier, LocalIssuer
 from .auth.mcp import MCPConnections
-from .auth.secrets import Secrets, install_log_redaction
+from .auth.secrets import MIN_LENGTH, Secrets, install_log_redaction
 from .context import ContextInjection
 from .errors import ChatLabError
 from .models import Backend, resolve_backend
@@ -77,7 +77,7 @@ class ChatLab:
         limits: Limits | None = None,
     ) -> None:
         secrets = Secrets()
-        if api_key:
+        if api_key and len(api_key.strip()) >= MIN_LENGTH:  # a shorter one is no real key: the provider says so
             secrets.watch(api_key, "api_key")
         install_log_redaction()
         injection = ContextInjection(context_strategy)

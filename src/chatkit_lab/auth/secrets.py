@@ -35,7 +35,8 @@ class Secrets:
         self._values: dict[tuple[str | None, str], str] = {}
         self._pattern: re.Pattern[str] | None = None
         self._names: dict[str, str] = {}
-        if key := os.environ.get("OPENAI_API_KEY"):
+        key = os.environ.get("OPENAI_API_KEY", "")
+        if len(key.strip()) >= MIN_LENGTH:  # a shorter one is no real key, and no reason to fail
             self.watch(key, "OPENAI_API_KEY")
         _ALL.add(self)
 

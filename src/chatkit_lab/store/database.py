@@ -148,6 +148,17 @@ class Database:
                 self.generation += 1
             self._release()
 
+    @contextmanager
+    def cursor_now(self) -> Iterator[duckdb.DuckDBPyConnection | None]:
+        """This thread's cursor if the file can be had without waiting, else None (another
+        process holds it): for checks that may be skipped rather than block the loop."""
+        cur = self._try_acquire()
+        try:
+            yield cur
+        finally:
+            if cur is not None:
+                self._release()
+
     def _gate(self) -> asyncio.Lock:
         loop = asyncio.get_running_loop()
         gate = self._gates.get(loop)

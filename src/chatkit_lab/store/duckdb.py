@@ -79,11 +79,12 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
 
     # -- ids -------------------------------------------------------------------------------
     def generate_thread_id(self, context: Any) -> str:
-        # Thread ids are global: one that another user's thread has would refuse the create.
+        # Thread ids are global: one that another user's thread has would refuse the create. The
+        # check is skipped (128 random bits suffice) rather than block the loop for a file lock.
         while True:
             candidate = new_id("thread")
-            with self.db.cursor(invalidate=False) as cur:  # ChatKit asks without await
-                if cur.execute("SELECT 1 FROM threads WHERE id = ?", [candidate]).fetchone() is None:
+            with self.db.cursor_now() as cur:  # ChatKit asks without await
+                if cur is None or cur.execute("SELECT 1 FROM threads WHERE id = ?", [candidate]).fetchone() is None:
                     return candidate
 
     def generate_item_id(self, item_type: Any, thread: Any, context: Any) -> str:

@@ -216,16 +216,7 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
 
     async def _write_item(self, thread_id: str, item: ThreadItem, context: Any, *, replace: bool) -> None:
         # Insert first (the common case); a key conflict means the item exists.
-        row: dict[str, Any] = {
-            "id": item.id,
-            "thread": thread_id,
-            "user": user_of(context),
-            "created": naive(item.created_at),
-            "type": item.type,
-            "role": item_role(item),
-            "text": self.redact(item_text(item)),
-            "data": self.redact(item_adapter.dump_json(item).decode()),
-        }
+        row = self._item_row(thread_id, user_of(context), item)
         async with self.db.acursor() as cur:
             known = self._known()
             owned = known.owned(thread_id, row["user"])
@@ -354,15 +345,16 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
                 marks = ", ".join(["(?, ?, ?, ?, now()::TIMESTAMP, ?, ?, ?, ?)"] * len(chunk))
                 cur.execute(
                     f"INSERT INTO items (id, thread_id, user_id, created_at, updated_at, type, role, text, data) VALUES {marks}",
-                    [v for row in chunk for v in row],
+                    [v for row in chunk for v in row.values()],
                 )
         return len(copies)
 
-    def _item_row(self, thread_id: str, user_id: str, item: ThreadItem) -> list[Any]:
-        return [
-            item.id, thread_id, user_id, naive(item.created_at), item.type, item_role(item),
-            self.redact(item_text(item)), self.redact(item_adapter.dump_json(item).decode()),
-        ]
+    def _item_row(self, thread_id: str, user_id: str, item: ThreadItem) -> dict[str, Any]:
+        """An ``items`` row, redacted, in the column order of the inserts (by name or position)."""
+        return {
+            "id": item.id, "thread": thread_id, "user": user_id, "created": naive(item.created_at), "type": item.type,
+            "role": item_role(item), "text": self.redact(item_text(item)), "data": self.redact(item_adapter.dump_json(item).decode()),
+        }
 
     async def copy_attachments(self, attachment_ids: Sequence[str], thread_id: str, source: Any, target: Any) -> dict[str, str]:
         """Copies (bytes included) of ``source``'s attachments for ``target``'s thread

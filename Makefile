@@ -33,16 +33,18 @@ LAB_ARGS ?=
 lab: $(STAMP)
 	cd notebooks && ../$(VENV)/bin/jupyter lab $(ALLOW_ROOT) $(LAB_ARGS) 01_quickstart.ipynb
 
-# Browser tests need Debian's Chromium: install it when we can; otherwise they are skipped with a
-# loud message (and fail under CI=true).
+# Browser tests need Debian's Chromium and the widget's unit tests need Node: install them when
+# we can; otherwise those tests are skipped with a loud message (and fail under CI=true).
 browser:
-	@command -v chromium >/dev/null 2>&1 || { \
+	@missing=""; command -v chromium >/dev/null 2>&1 || missing="chromium"; \
+	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "!!! apt-get could not install chromium !!!"; \
-	  else echo "!!! chromium is missing and cannot be installed here: browser tests will be skipped !!!"; fi; }
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) || echo "!!! apt-get could not install $$missing !!!"; \
+	  else echo "!!! $$missing missing and cannot be installed here: their tests will be skipped !!!"; fi; fi
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks js/test
 	$(VENV)/bin/mypy
 
 test: $(STAMP) browser lint

@@ -74,6 +74,8 @@ def test_notebook_runs_top_to_bottom(path, tmp_path):
     NotebookClient(nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     errors = [o for c in nb.cells for o in c.get("outputs", []) if o["output_type"] == "error"]
     assert not errors, errors[0]["evalue"] if errors else ""
+    noise = [o["text"] for c in nb.cells for o in c.get("outputs", []) if o.get("name") == "stderr" and ("Traceback" in o["text"] or "Task was destroyed" in o["text"])]
+    assert not noise, noise[0]  # errors are sentences, never a traceback printed into a cell
     text = text_of(nb)
     for expected in EXPECTED.get(path.name, []):
         assert expected in text

@@ -116,3 +116,40 @@ def test_python_client_tools_answer_through_the_comm(make_lab, recording):
     assert replies["t1"]["result"] == {"picked": 4}
     assert replies["t2"]["error"] == "ZeroDivisionError: division by zero"
     assert replies["t3"]["error"] == "LookupError: No Python client tool named 'nope'."
+
+
+def test_a_closed_labs_chat_is_answered_at_once_with_a_sentence(make_lab, recording):
+    lab = make_lab()
+    widget = lab.chat()
+    lab.close()
+    body = {"type": "threads.list", "params": {}}
+    frontend_sends(widget, {"kind": "request", "id": "late", "body": json.dumps(body), "headers": {}})
+    frames = [c for c, _ in custom(widget) if c.get("id") == "late"]  # synchronously: the loop is gone
+    assert [f["kind"] for f in frames] == ["ack", "head", "chunk", "end"]
+    assert frames[1]["status"] == 503
+    assert json.loads(frames[2]["data"])["error"] == {"code": "lab_closed", "message": "This lab was closed (lab.close()): run the cell that creates it again."}
+
+
+def test_a_cell_send_without_a_thread_goes_where_the_chat_is(make_lab, recording):
+    lab = make_lab()
+    widget = lab.chat()
+    first = lab.send_sync("starts a thread")  # the chat shows "New chat": a new thread
+    widget.thread_id = first.thread_id  # what the browser syncs once the chat follows it
+    assert lab.send_sync("goes to the same thread").thread_id == first.thread_id
+    assert lab.send_sync("a fresh one", new_thread=True).thread_id != first.thread_id
+    assert lab.send_sync("as bob", user_id="bob").thread_id != first.thread_id  # not bob's thread: a new one
+    widget.thread_id = None
+    assert lab.send_sync("new chat shown").thread_id != first.thread_id
+    assert lab.sql("SELECT count(*) AS n FROM items WHERE thread_id = ? AND type = 'user_message'", [first.thread_id]).n[0] == 2
+
+
+def test_client_effects_reach_python_handlers_and_a_failing_one_is_a_warning(make_lab, recording):
+    seen = []
+    widget = make_lab().chat(client_effects={"highlight": seen.append, "boom": lambda data: 1 / 0})
+    assert widget.python_client_effects == ["boom", "highlight"]
+    frontend_sends(widget, {"kind": "client_effect", "name": "highlight", "data": {"cell": 3}})
+    frontend_sends(widget, {"kind": "client_effect", "name": "unknown", "data": {}})
+    frontend_sends(widget, {"kind": "client_effect", "name": "boom", "data": {}})
+    wait_for(lambda: seen and widget.warning)
+    assert seen == [{"cell": 3}]
+    assert widget.warning == "The client effect handler 'boom' failed: ZeroDivisionError: division by zero"

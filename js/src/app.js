@@ -1,15 +1,16 @@
 // The built-in renderer: a ChatKit-protocol client (requests through any fetch) and its view.
 import { html } from "htm/preact";
-import { useEffect, useMemo, useReducer, useRef, useState } from "preact/hooks";
+import { useEffect, useLayoutEffect, useMemo, useReducer, useRef, useState } from "preact/hooks";
 import { renderMarkdown } from "./markdown.js";
 import { initialState, reduce } from "./reducer.js";
-import { readEvents } from "./tunnel.js";
+import { KERNEL_GONE, readEvents } from "./tunnel.js";
 import { setAllowedImageDomains, imageAllowed } from "./images.js";
 import { BlockedImage, WidgetNode } from "./widgets.js";
 
 const PAGE = 50;
+const NEAR_BOTTOM_PX = 24;
 
-export function createClient(fetchFn, dispatch, getState, { url = "/chatkit", clientTool = null, onFork = null } = {}) {
+export function createClient(fetchFn, dispatch, getState, { url = "/chatkit", clientTool = null, onFork = null, onEffect = () => {} } = {}) {
   let controller = null;
   const headers = { "Content-Type": "application/json" };
 
@@ -20,10 +21,13 @@ export function createClient(fetchFn, dispatch, getState, { url = "/chatkit", cl
     return data;
   }
 
+  // Resolves to whether the server took the request (sent at least one event): a message it
+  // never took goes back into the composer.
   async function stream(body) {
     controller = new AbortController();
     dispatch({ type: "stream.start" });
     let pendingTool = null;
+    let accepted = false;
     try {
       const res = await fetchFn(url, { method: "POST", body: JSON.stringify(body), headers, signal: controller.signal });
       if (!(res.headers.get("content-type") || "").startsWith("text/event-stream")) {
@@ -31,6 +35,8 @@ export function createClient(fetchFn, dispatch, getState, { url = "/chatkit", cl
         throw new Error(data?.error?.message || `The server answered HTTP ${res.status}.`);
       }
       await readEvents(res, (event) => {
+        accepted = true;
+        if (event.type === "client_effect") onEffect(event.name, event.data || {});
         dispatch({ type: "event", event });
         if (event.type === "thread.item.done" && event.item.type === "client_tool_call" && event.item.status === "pending") pendingTool = event.item;
       });
@@ -41,6 +47,7 @@ export function createClient(fetchFn, dispatch, getState, { url = "/chatkit", cl
       dispatch({ type: "stream.end" });
     }
     if (pendingTool) await runClientTool(pendingTool);
+    return accepted;
   }
 
   async function runClientTool(item) {
@@ -70,6 +77,9 @@ export function createClient(fetchFn, dispatch, getState, { url = "/chatkit", cl
       return stream(threadId ? { type: "threads.add_user_message", params: { thread_id: threadId, input } } : { type: "threads.create", params: { input } });
     },
     stop: () => controller?.abort(),
+    answer(itemId, input) { // a structured input item's questions: {status, answers: {id: {values}}}
+      return stream({ type: "threads.add_structured_input", params: { thread_id: getState().threadId, item_id: itemId, input } });
+    },
     loadThread: guard(async (id) => {
       const thread = await json({ type: "threads.get_by_id", params: { thread_id: id } });
       const page = await json({ type: "items.list", params: { thread_id: id, limit: PAGE, order: "desc" } });
@@ -166,7 +176,47 @@ function Workflow({ item }) {
   </details>`;
 }
 
-function Item({ item, done, client }) {
+// ChatKit's in-chat questions (structured_input): choices and/or free text, answered or skipped
+// with threads.add_structured_input; once answered they show what was chosen.
+function StructuredInput({ item, client, busy }) {
+  const [chosen, setChosen] = useState({});
+  const [typed, setTyped] = useState({});
+  if (item.status !== "pending") {
+    return html`<div class="ckl-msg ckl-questions" role="group" aria-label="Questions" data-status=${item.status}>
+      ${item.inputs.map((q) => html`<div class="ckl-question" key=${q.id}><div class="ckl-question-text">${q.question}</div>
+        <div class="ckl-answer">${q.answer && !q.answer.skipped ? q.answer.values.join(", ") : "Skipped"}</div></div>`)}
+    </div>`;
+  }
+  const valuesOf = (q) => [...(chosen[q.id] || []), ...((typed[q.id] || "").trim() ? [typed[q.id].trim()] : [])];
+  const toggle = (q, value) => {
+    const now = chosen[q.id] || [];
+    const next = now.includes(value) ? now.filter((v) => v !== value) : q.multiple ? [...now, value] : [value];
+    setChosen({ ...chosen, [q.id]: next });
+  };
+  const answered = item.inputs.some((q) => valuesOf(q).length);
+  const submit = (status) => client.answer(item.id, {
+    status, answers: status === "skipped" ? {} : Object.fromEntries(item.inputs.map((q) => [q.id, valuesOf(q).length ? { values: valuesOf(q) } : { skipped: true }])),
+  });
+  return html`<form class="ckl-msg ckl-questions" aria-label="Questions" onSubmit=${(e) => { e.preventDefault(); if (answered) submit("answered"); }}>
+    ${item.inputs.map((q) => html`<fieldset class="ckl-question" key=${q.id}>
+      <legend class="ckl-question-text">${q.question}</legend>
+      ${q.description && html`<div class="ckl-question-help">${q.description}</div>`}
+      ${q.type === "multiple_choice" && html`<div class="ckl-choices" role=${q.multiple ? "group" : "radiogroup"}>
+        ${q.options.map((o) => html`<button type="button" class="ckl-choice" role=${q.multiple ? "checkbox" : "radio"}
+          aria-checked=${(chosen[q.id] || []).includes(o.value)} onClick=${() => toggle(q, o.value)}>${o.value}</button>`)}
+      </div>`}
+      <input class="ckl-question-input" type="text" aria-label=${q.type === "multiple_choice" ? `Other answer: ${q.question}` : q.question}
+        placeholder=${q.type === "multiple_choice" ? "Other…" : "Your answer"} value=${typed[q.id] || ""}
+        onKeyDown=${(e) => e.stopPropagation()} onInput=${(e) => setTyped({ ...typed, [q.id]: e.currentTarget.value })} />
+    </fieldset>`)}
+    <div class="ckl-question-actions">
+      <button type="button" class="ckl-secondary" disabled=${busy} onClick=${() => submit("skipped")}>Skip</button>
+      <button type="submit" class="ckl-send" disabled=${busy || !answered}>Submit</button>
+    </div>
+  </form>`;
+}
+
+function Item({ item, done, client, busy }) {
   switch (item.type) {
     case "user_message":
       return html`<${UserMessage} item=${item} />`;
@@ -178,6 +228,8 @@ function Item({ item, done, client }) {
       return html`<ul class="ckl-workflow"><${TaskRow} task=${item.task} /></ul>`;
     case "widget":
       return html`<div class="ckl-msg ckl-widget"><${WidgetNode} node=${item.widget} ctx=${{ action: (a) => client.action(item.id, a) }} /></div>`;
+    case "structured_input":
+      return html`<${StructuredInput} item=${item} client=${client} busy=${busy} />`;
     case "generated_image":
       if (!item.image) return html`<div class="ckl-progress">Generating an image…</div>`;
       return imageAllowed(item.image.url) ? html`<img class="ckl-image" src=${item.image.url} alt="Generated image" />` : html`<${BlockedImage} src=${item.image.url} alt="Generated image" />`;
@@ -198,35 +250,68 @@ function ThreadList({ state, client, onClose }) {
   </nav>`;
 }
 
-function Composer({ state, client, placeholder }) {
+const COMPOSER_MAX_PX = 200;
+
+function Composer({ state, client, placeholder, onSent }) {
   const [text, setText] = useState("");
+  const box = useRef(null);
   const status = state.thread?.status?.type || "active";
   const blocked = status !== "active";
-  const send = () => {
+  useLayoutEffect(() => { // grow with the text, up to a maximum, then scroll
+    const el = box.current;
+    if (!el) return;
+    el.style.height = "auto";
+    el.style.height = `${Math.min(el.scrollHeight + el.offsetHeight - el.clientHeight, COMPOSER_MAX_PX)}px`;
+  }, [text]);
+  const send = async () => {
     const value = text.trim();
     if (!value || state.streaming || blocked) return;
     setText("");
-    client.send(value);
+    onSent();
+    const accepted = await client.send(value);
+    if (!accepted) setText((now) => now || value); // never taken: the draft comes back
   };
   if (blocked) return html`<div class="ckl-closed" role="status">This thread is ${status}${state.thread.status.reason ? `: ${state.thread.status.reason}` : ""}.</div>`;
+  // Key events stay here (as in ipywidgets' text boxes): Shift+Enter is a newline, not "run cell".
   return html`<form class="ckl-composer" onSubmit=${(e) => { e.preventDefault(); send(); }}>
-    <textarea class="ckl-input" rows="1" aria-label="Message" placeholder=${placeholder || "Message the assistant"} value=${text}
+    <textarea class="ckl-input" rows="1" ref=${box} aria-label="Message" placeholder=${placeholder || "Message the assistant"} value=${text}
       onInput=${(e) => setText(e.currentTarget.value)}
-      onKeyDown=${(e) => { if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); send(); } }} />
+      onKeyDown=${(e) => { e.stopPropagation(); if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); send(); } }}
+      onKeyUp=${(e) => e.stopPropagation()} onKeyPress=${(e) => e.stopPropagation()} />
     ${state.streaming && state.allowCancel
       ? html`<button type="button" class="ckl-stop" aria-label="Stop" onClick=${client.stop}>■ Stop</button>`
       : html`<button type="submit" class="ckl-send" aria-label="Send" disabled=${state.streaming || !text.trim()}>Send</button>`}
   </form>`;
 }
 
-export function App({ fetch, url = "/chatkit", options = {}, banner = null, warning = null, kernelStatus = "ready", initialThreadId = null, onThreadChange = () => {}, clientTool = null, onFork = null, expose = () => {} }) {
+export function App({ fetch, url = "/chatkit", options = {}, banner = null, warning = null, kernelStatus = "ready", initialThreadId = null, onThreadChange = () => {}, clientTool = null, onFork = null, onEffect = undefined, expose = () => {} }) {
   setAllowedImageDomains(options.allowedImageDomains ?? options.allowed_image_domains);
   const [state, dispatch] = useReducer(reduce, initialState);
   const stateRef = useRef(state);
   stateRef.current = state;
-  const client = useMemo(() => createClient(fetch, dispatch, () => stateRef.current, { clientTool, url, onFork }), [fetch, url]);
+  const client = useMemo(() => createClient(fetch, dispatch, () => stateRef.current, { clientTool, url, onFork, onEffect }), [fetch, url]);
   const [showThreads, setShowThreads] = useState(false);
   const log = useRef(null);
+  // Follow new text only while the reader is at the bottom; otherwise offer a button. Older
+  // items prepended above keep what the reader sees in place.
+  const stick = useRef(true);
+  const anchor = useRef(null); // {bottom: distance from the bottom, first: the first item's id}
+  const [unseen, setUnseen] = useState(false);
+  const toBottom = () => {
+    stick.current = true;
+    setUnseen(false);
+    if (log.current) log.current.scrollTop = log.current.scrollHeight;
+  };
+  const onScroll = () => {
+    const el = log.current;
+    stick.current = el.scrollHeight - el.scrollTop - el.clientHeight < NEAR_BOTTOM_PX;
+    if (stick.current) setUnseen(false);
+  };
+  const loadOlder = () => {
+    const el = log.current;
+    anchor.current = { bottom: el.scrollHeight - el.scrollTop, first: stateRef.current.items[0]?.id };
+    client.loadOlder();
+  };
 
   useEffect(() => {
     client.listThreads();
@@ -234,9 +319,19 @@ export function App({ fetch, url = "/chatkit", options = {}, banner = null, warn
     expose({ client, dispatch, getState: () => stateRef.current });
   }, [client]);
   useEffect(() => onThreadChange(state.threadId), [state.threadId]);
-  useEffect(() => { if (log.current) log.current.scrollTop = log.current.scrollHeight; }, [state.items]);
+  useLayoutEffect(toBottom, [state.threadId]);
+  useLayoutEffect(() => {
+    const el = log.current;
+    if (!el) return;
+    if (anchor.current && state.items[0]?.id !== anchor.current.first) {
+      el.scrollTop = el.scrollHeight - anchor.current.bottom;
+      anchor.current = null;
+    } else if (stick.current) el.scrollTop = el.scrollHeight;
+    else if (el.scrollHeight > el.clientHeight) setUnseen(true);
+  }, [state.items, state.error, state.progress]);
 
   const lastAssistant = state.items.findLast ? state.items.findLast((i) => i.type === "assistant_message") : null;
+  const gone = kernelStatus === "gone";
   return html`<div class="ckl-app">
     <header class="ckl-header">
       <button type="button" class="ckl-icon-button" aria-label="Threads" aria-expanded=${showThreads} onClick=${() => { setShowThreads(!showThreads); client.listThreads(); }}>☰</button>
@@ -245,20 +340,23 @@ export function App({ fetch, url = "/chatkit", options = {}, banner = null, warn
     </header>
     ${banner && html`<div class="ckl-banner" role="status">${banner}</div>`}
     ${warning && html`<div class="ckl-banner ckl-danger" role="alert" data-testid="warning">${warning}</div>`}
-    ${kernelStatus === "queued" && html`<div class="ckl-banner" role="status">queued: kernel busy</div>`}
-    ${kernelStatus === "dead" && html`<div class="ckl-banner ckl-danger" role="alert">kernel restarted — re-run the cell</div>`}
+    ${kernelStatus === "queued" && html`<div class="ckl-banner" role="status" data-testid="kernel-status">Waiting for the kernel: it is running a cell.</div>`}
+    ${gone && html`<div class="ckl-banner ckl-danger" role="alert" data-testid="kernel-status">${KERNEL_GONE}</div>`}
     ${showThreads && html`<${ThreadList} state=${state} client=${client} onClose=${() => setShowThreads(false)} />`}
-    <div class="ckl-log" role="log" aria-live="polite" ref=${log}>
-      ${state.hasOlder && html`<button type="button" class="ckl-older" onClick=${client.loadOlder}>Show earlier messages</button>`}
-      ${!state.items.length && html`<div class="ckl-empty">${options.greeting || "Ask anything."}</div>`}
-      ${state.items.map((item) => html`<${Item} key=${item.id} item=${item} client=${client} done=${!state.streaming || item !== lastAssistant} />`)}
-      ${state.progress && html`<div class="ckl-progress" role="status">${state.progress.text}</div>`}
-      ${state.notices.map((n, i) => html`<div class="ckl-notice" data-level=${n.level} role="status">
-        ${n.title && html`<strong>${n.title} </strong>`}<span dangerouslySetInnerHTML=${{ __html: renderMarkdown(n.message) }} />
-        <button type="button" class="ckl-icon-button" aria-label="Dismiss" onClick=${() => dispatch({ type: "notice.dismiss", index: i })}>✕</button></div>`)}
-      ${state.error && html`<div class="ckl-error" role="alert"><span>${state.error.message}</span>
-        ${state.error.allowRetry && html`<button type="button" class="ckl-retry" onClick=${client.retry}>Retry</button>`}</div>`}
+    <div class="ckl-log-wrap">
+      <div class="ckl-log" role="log" aria-live="polite" ref=${log} onScroll=${onScroll}>
+        ${state.hasOlder && html`<button type="button" class="ckl-older" onClick=${loadOlder}>Show earlier messages</button>`}
+        ${!state.items.length && html`<div class="ckl-empty">${options.greeting || "Ask anything."}</div>`}
+        ${state.items.map((item) => html`<${Item} key=${item.id} item=${item} client=${client} busy=${state.streaming} done=${!state.streaming || item !== lastAssistant} />`)}
+        ${state.progress && html`<div class="ckl-progress" role="status">${state.progress.text}</div>`}
+        ${state.notices.map((n, i) => html`<div class="ckl-notice" data-level=${n.level} role="status">
+          ${n.title && html`<strong>${n.title} </strong>`}<span dangerouslySetInnerHTML=${{ __html: renderMarkdown(n.message) }} />
+          <button type="button" class="ckl-icon-button" aria-label="Dismiss" onClick=${() => dispatch({ type: "notice.dismiss", index: i })}>✕</button></div>`)}
+        ${state.error && !(gone && state.error.message === KERNEL_GONE) && html`<div class="ckl-error" role="alert"><span>${state.error.message}</span>
+          ${state.error.allowRetry && html`<button type="button" class="ckl-retry" onClick=${client.retry}>Retry</button>`}</div>`}
+      </div>
+      ${unseen && html`<button type="button" class="ckl-unseen" onClick=${toBottom}>New messages ↓</button>`}
     </div>
-    <${Composer} state=${state} client=${client} placeholder=${options.placeholder} />
+    <${Composer} state=${state} client=${client} placeholder=${options.placeholder} onSent=${toBottom} />
   </div>`;
 }

@@ -77,6 +77,19 @@ export default {
       token: () => token,
       page: () => (model.get("share_page") === false ? null : notebookPage(el, { activeCell: !!model.get("share_active_cell") })),
     });
+    // client_effect events: JavaScript handlers (globalThis.chatkitLab.effects) and Python ones.
+    const deliverEffect = (name, data) => {
+      try {
+        globalThis.chatkitLab?.effects?.[name]?.(data);
+      } catch (err) {
+        console.warn(`chatkit-lab: the client effect handler ${name} failed`, err);
+      }
+      if ((model.get("python_client_effects") || []).includes(name)) model.send({ kind: "client_effect", name, data });
+    };
+    const onEffect = (name, data) => {
+      el.dispatchEvent(new CustomEvent("chatkit.effect", { detail: { name, data }, bubbles: true })); // as the official element does
+      deliverEffect(name, data);
+    };
     const askPython = pythonClientTools(model);
     const clientTool = async (name, args) => {
       const js = globalThis.chatkitLab?.clientTools?.[name];
@@ -94,7 +107,7 @@ export default {
     };
     const onFork = (threadId, itemId) => model.send({ kind: "fork", thread_id: threadId, item_id: itemId, token });
     const draw = () => preactRender(h(App, {
-      fetch: chatFetch, options: model.get("options") || {}, initialThreadId: model.get("thread_id"), clientTool, onFork,
+      fetch: chatFetch, options: model.get("options") || {}, initialThreadId: model.get("thread_id"), clientTool, onFork, onEffect,
       onThreadChange: (id) => setTrait(model, "thread_id", id), expose: (a) => (api = a), ...props,
     }), container);
     const mountBuiltin = (why, banner = null) => {
@@ -110,13 +123,25 @@ export default {
       if (api && api.getState().threadId !== id) id ? api.client.loadThread(id) : api.dispatch({ type: "thread.new" });
       if (official && id) official.setThreadId(id);
     });
+    // A turn made from a cell (lab.send): shown live if this chat shows its thread, or shows a
+    // new chat and the turn made a new thread.
     model.on("msg:custom", (msg) => {
-      if (msg?.kind !== "thread_events" || !api) return;
-      const state = api.getState();
+      if (msg?.kind !== "thread_events") return;
       const created = msg.events.find((e) => e.type === "thread.created");
+      if (official) { // the element re-reads the thread when items were saved
+        const shown = model.get("thread_id");
+        if (created && !shown) {
+          official.setThreadId(msg.thread_id);
+          setTrait(model, "thread_id", msg.thread_id);
+        } else if (msg.thread_id === shown && msg.events.some((e) => e.type === "thread.item.done" || e.type === "thread.item.replaced")) {
+          official.fetchUpdates();
+        }
+        return;
+      }
+      if (!api) return;
+      const state = api.getState();
       if (msg.thread_id === state.threadId || (created && !state.threadId)) for (const event of msg.events) api.dispatch({ type: "event", event });
       else if (created) api.client.listThreads();
-      if (official) official.fetchUpdates?.();
     });
     model.on("msg:custom", (msg) => {
       if (msg?.kind !== "forked" || !api) return;
@@ -140,6 +165,7 @@ export default {
           onThreadChange: (id) => setTrait(model, "thread_id", id), timeoutMs: model.get("load_timeout") * 1000,
         });
         container.querySelector(".ckl-loading")?.remove();
+        official.addEventListener("chatkit.effect", (e) => deliverEffect(e.detail?.name, e.detail?.data || {}));
         setTrait(model, "status", "chatkit: the official web component");
       } catch (err) {
         container.innerHTML = "";

@@ -21,7 +21,9 @@ export function loadChatKit(src, timeoutMs = 5000) {
       customElements.whenDefined("openai-chatkit"),
       new Promise((_, reject) => setTimeout(() => reject(new Error("the ChatKit script did not define <openai-chatkit>")), 2000)),
     ]));
-    loading.catch(() => cache.delete(src)); // a later widget may try again
+    // A failure is remembered for the page: a script tag that already failed fires no more
+    // events, so a later chat would otherwise wait out the whole timeout to learn the same.
+    loading.catch(() => {});
     cache.set(src, loading);
   }
   return cache.get(src);

@@ -13,8 +13,8 @@ export const initialState = {
   progress: null, // transient status line
   notices: [],
   error: null, // {message, allowRetry, itemId}
-  effects: [],
 };
+// (client_effect events are not state: the client hands them to their handlers as they arrive)
 
 const HIDDEN = new Set(["hidden_context_item", "sdk_hidden_context", "end_of_turn"]);
 
@@ -58,6 +58,13 @@ function applyWidgetDelta(node, id, delta) {
   return { ...node, children: node.children.map((c) => applyWidgetDelta(c, id, delta)) };
 }
 
+function replaceComponent(node, id, component) {
+  if (!node || typeof node !== "object") return node;
+  if (node.id === id) return component;
+  if (!Array.isArray(node.children)) return node;
+  return { ...node, children: node.children.map((c) => replaceComponent(c, id, component)) };
+}
+
 function applyUpdate(item, u) {
   if (u.type.startsWith("assistant_message.")) return applyAssistant(item, u);
   if (u.type === "workflow.task.added" || u.type === "workflow.task.updated") {
@@ -66,6 +73,7 @@ function applyUpdate(item, u) {
     return { ...item, workflow: { ...item.workflow, tasks } };
   }
   if (u.type === "widget.root.updated") return { ...item, widget: u.widget };
+  if (u.type === "widget.component.updated") return { ...item, widget: replaceComponent(item.widget, u.component_id, u.component) };
   if (u.type === "widget.streaming_text.value_delta") return { ...item, widget: applyWidgetDelta(item.widget, u.component_id, u.delta) };
   if (u.type === "generated_image.updated") return { ...item, image: u.image, progress: u.progress };
   return item;
@@ -95,8 +103,6 @@ export function reduceEvent(state, e) {
       return { ...state, progress: { text: e.text, icon: e.icon } };
     case "notice":
       return { ...state, notices: [...state.notices, { level: e.level, title: e.title, message: e.message }] };
-    case "client_effect":
-      return { ...state, effects: [...state.effects, { name: e.name, data: e.data }] };
     case "error":
       return { ...state, error: { message: e.message || "The assistant could not answer.", allowRetry: !!e.allow_retry } };
     default:

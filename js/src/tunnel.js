@@ -1,11 +1,15 @@
 // The widget tunnel, browser side: a fetch() that carries ChatKit requests over the widget's
 // comm to the in-kernel server and turns the kernel's frames back into a streaming Response.
 // Frames: ack, head {status, content_type}, chunk {data}, end {cancelled?}, error {status, message}.
+// The status it reports is what it knows, no more: "ready", "queued" (no ack yet: the kernel is
+// running a cell), "unanswered" (no ack for a long time: busy, or stopped) and "gone" (the comm
+// refused to send or went down: the kernel restarted or shut down).
 
-const QUEUED_AFTER_MS = 400; // no ack by then: the kernel is busy running a cell
-const DEAD_AFTER_MS = 30000; // no ack at all: the kernel restarted or went away
+const QUEUED_AFTER_MS = 400;
+const UNANSWERED_AFTER_MS = 30000;
+export const KERNEL_GONE = "The kernel restarted or shut down: run the cell that creates this chat again.";
 
-export function createTunnel(model, { onStatus: report = () => {}, now = () => Date.now(), deadAfterMs = DEAD_AFTER_MS } = {}) {
+export function createTunnel(model, { onStatus: report = () => {}, now = () => Date.now(), deadAfterMs = UNANSWERED_AFTER_MS } = {}) {
   const pending = new Map();
   let counter = 0;
   let status = "ready";
@@ -22,7 +26,7 @@ export function createTunnel(model, { onStatus: report = () => {}, now = () => D
     clearTimeout(entry.queuedTimer);
     clearTimeout(entry.deadTimer);
     pending.delete(id);
-    // "dead" stays until an ack proves the kernel is back.
+    // "unanswered" stays until an ack proves the kernel is back; "gone" stays.
     if (status === "queued" && ![...pending.values()].some((e) => !e.acked)) onStatus("ready");
   }
 
@@ -34,7 +38,7 @@ export function createTunnel(model, { onStatus: report = () => {}, now = () => D
         entry.acked = true;
         clearTimeout(entry.queuedTimer);
         clearTimeout(entry.deadTimer);
-        if (![...pending.values()].some((e) => !e.acked)) onStatus("ready");
+        if (status !== "gone" && ![...pending.values()].some((e) => !e.acked)) onStatus("ready");
         break;
       case "head":
         entry.resolve(new Response(entry.stream, { status: frame.status, headers: { "Content-Type": frame.content_type } }));
@@ -60,6 +64,26 @@ export function createTunnel(model, { onStatus: report = () => {}, now = () => D
   }
 
   model.on("msg:custom", onFrame);
+  // ipywidgets marks every model's comm down when its kernel restarts (and up on a reconnect,
+  // with no way to tell which from here): a message that cannot be sent says which.
+  const onCommDown = () => {
+    try {
+      model.send({ kind: "hello" });
+    } catch {
+      onStatus("gone");
+      for (const id of [...pending.keys()]) fail(id, new Error(KERNEL_GONE));
+    }
+  };
+  model.on("comm_live_update", onCommDown);
+
+  function fail(id, err) {
+    const entry = pending.get(id);
+    if (!entry) return;
+    if (!entry.headed) entry.reject(err);
+    else if (!entry.closed) entry.controller.error(err);
+    entry.closed = true;
+    finish(id);
+  }
 
   async function tunnelFetch(_url, init = {}) {
     const body = typeof init.body === "string" ? init.body : init.body == null ? "" : await new Response(init.body).text();
@@ -71,18 +95,14 @@ export function createTunnel(model, { onStatus: report = () => {}, now = () => D
       pending.set(id, entry);
       entry.queuedTimer = setTimeout(() => onStatus("queued"), QUEUED_AFTER_MS);
       entry.deadTimer = setTimeout(() => {
-        onStatus("dead");
-        const err = new Error("The kernel did not answer: if it restarted, re-run the cell that shows this chat.");
-        if (!entry.headed) reject(err);
-        else if (!entry.closed) entry.controller.error(err);
-        entry.closed = true;
-        finish(id);
+        if (status !== "gone") onStatus("unanswered");
+        fail(id, new Error(`The kernel has not answered for ${Math.round(deadAfterMs / 1000)} s: it is busy running a cell, or it stopped.`));
       }, deadAfterMs);
       const signal = init.signal;
       if (signal) {
         const abort = () => {
           if (entry.closed) return;
-          model.send({ kind: "cancel", id });
+          try { model.send({ kind: "cancel", id }); } catch { /* the comm is gone */ }
           const err = new DOMException("The request was aborted.", "AbortError");
           if (!entry.headed) reject(err);
           else entry.controller.error(err);
@@ -92,7 +112,12 @@ export function createTunnel(model, { onStatus: report = () => {}, now = () => D
         if (signal.aborted) return abort();
         signal.addEventListener("abort", abort, { once: true });
       }
-      model.send({ kind: "request", id, body, headers, sent_at: now() });
+      try {
+        model.send({ kind: "request", id, body, headers, sent_at: now() });
+      } catch {
+        onStatus("gone"); // JupyterLab's comm throws "Cannot send" once its kernel is gone
+        fail(id, new Error(KERNEL_GONE));
+      }
     });
   }
 
@@ -101,8 +126,9 @@ export function createTunnel(model, { onStatus: report = () => {}, now = () => D
     pending: () => pending.size,
     dispose() {
       model.off("msg:custom", onFrame);
+      model.off("comm_live_update", onCommDown);
       for (const [id, entry] of pending) {
-        if (!entry.closed) model.send({ kind: "cancel", id });
+        if (!entry.closed) try { model.send({ kind: "cancel", id }); } catch { /* the comm is gone */ }
         clearTimeout(entry.queuedTimer);
         clearTimeout(entry.deadTimer);
       }

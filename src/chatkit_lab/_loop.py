@@ -13,7 +13,7 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from .errors import ChatLabError, LabClosedError
+from .errors import LAB_CLOSED, ChatLabError, LabClosedError
 
 T = TypeVar("T")
 log = logging.getLogger("chatkit_lab")
@@ -25,6 +25,10 @@ def _exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any])
         # A task collected while still pending: ChatKit's stream merge leaves its queue reader so
         # when a reply is stopped. Nothing is lost; it belongs in the debug log, not in a cell.
         log.debug("a stopped stream left a pending task: %r", task)
+        return
+    if isinstance(context.get("exception"), StopAsyncIteration):
+        # The same merge's reader of a stream that had already ended: nothing was lost either.
+        log.debug("a finished stream's reader was never awaited: %r", task)
         return
     loop.default_exception_handler(context)
 
@@ -50,7 +54,7 @@ class LoopThread:
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         if not self.running:
             coro.close()
-            raise LabClosedError("This lab was closed; run the cell that creates it again.")
+            raise LabClosedError(LAB_CLOSED)
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     async def run(self, coro: Coroutine[Any, Any, T]) -> T:

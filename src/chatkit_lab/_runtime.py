@@ -17,6 +17,8 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from chatkit.store import NotFoundError
+
 from . import tracing
 from ._loop import LoopThread
 from .auth.jwt import Authenticator
@@ -61,6 +63,7 @@ class Runtime:
         tracing.register(self.key, self.tracer)
         self._server: LabServer | None = None
         self.views: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.shown_thread_id: str | None = None  # the thread the last switched chat shows
         self.token: str | None = None  # the views' Bearer token; never in a trait or the notebook
         self._http: tuple[Any, Any] | None = None
         self.closed = False
@@ -119,8 +122,11 @@ class Runtime:
                 on_events(batch)
         return events
 
-    async def send(self, text: str, thread_id: str | None, user_id: str) -> Turn:
-        """A user message (a new thread unless ``thread_id``) and its reply; open chats show it live."""
+    async def send(self, text: str, thread_id: str | None, user_id: str, *, new_thread: bool = False) -> Turn:
+        """A user message and its reply; open chats show it live. Without ``thread_id`` it goes
+        to the thread an open chat shows (the one last switched to), else to a new thread."""
+        if thread_id is None and not new_thread and self.views and self.shown_thread_id:
+            thread_id = await self._owned(self.shown_thread_id, user_id)
         message = {"content": [{"type": "input_text", "text": text}], "attachments": [], "inference_options": {}}
         if thread_id:
             body = {"type": "threads.add_user_message", "params": {"thread_id": thread_id, "input": message}}
@@ -135,6 +141,14 @@ class Runtime:
                 view.show_events(shown, batch)
 
         return Turn.of(thread_id, await self.request(body, user_id, on_events=show if self.views else None))
+
+    async def _owned(self, thread_id: str, user_id: str) -> str | None:
+        """``thread_id`` if ``user_id`` may write to it (a chat may show another user's thread)."""
+        try:
+            await self.store.load_thread(thread_id, RequestContext(user_id=user_id))
+        except NotFoundError:
+            return None
+        return thread_id
 
     # -- HTTP ------------------------------------------------------------------------------
     def serve_app(self, app: Any, host: str, port: int) -> str:
@@ -167,6 +181,10 @@ class Runtime:
     # -- views -------------------------------------------------------------------------------
     def add_view(self, view: View) -> None:
         self.views.add(view)
+
+    def view_switched(self, thread_id: str | None) -> None:
+        """A chat now shows ``thread_id`` (None: a new chat): ``send`` without a thread goes there."""
+        self.shown_thread_id = thread_id
 
     def announce_token(self, token: str | None) -> None:
         self.token = token

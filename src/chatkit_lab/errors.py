@@ -60,6 +60,9 @@ class DatabaseBusyError(StreamSentenceError):
     retryable = True
 
 
+LAB_CLOSED = "This lab was closed (lab.close()): run the cell that creates it again."
+
+
 class LabClosedError(ChatLabError):
     """The lab was closed; its chats and methods no longer work."""
 

@@ -173,12 +173,14 @@ class ChatLab:
     def request_sync(self, body: dict[str, Any] | str, *, user_id: str | None = None, headers: dict[str, str] | None = None) -> Any:
         return self.runtime.call(self.runtime.request(body, user_id or self.user_id, headers=headers))
 
-    async def send(self, text: str, thread_id: str | None = None, *, user_id: str | None = None) -> Turn:
-        """Send a user message (a new thread unless ``thread_id``) and wait for the reply."""
-        return await self.runtime.run(self.runtime.send(text, thread_id, user_id or self.user_id))
+    async def send(self, text: str, thread_id: str | None = None, *, user_id: str | None = None, new_thread: bool = False) -> Turn:
+        """Send a user message and wait for the reply. It goes to ``thread_id``; without one, to
+        the thread the chat shows (so it appears there, live), or to a new thread when no chat
+        is open, the chat shows "New chat", or ``new_thread=True``."""
+        return await self.runtime.run(self.runtime.send(text, thread_id, user_id or self.user_id, new_thread=new_thread))
 
-    def send_sync(self, text: str, thread_id: str | None = None, *, user_id: str | None = None) -> Turn:
-        return self.runtime.call(self.runtime.send(text, thread_id, user_id or self.user_id))
+    def send_sync(self, text: str, thread_id: str | None = None, *, user_id: str | None = None, new_thread: bool = False) -> Turn:
+        return self.runtime.call(self.runtime.send(text, thread_id, user_id or self.user_id, new_thread=new_thread))
 
     def on_action(self, action_type: str) -> Any:
         """Register a widget action handler: ``@lab.on_action("approve")`` over an async generator

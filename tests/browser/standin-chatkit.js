@@ -37,6 +37,16 @@ class StandInChatKit extends HTMLElement {
     this.dispatchEvent(new CustomEvent("chatkit.response.end"));
   }
   setThreadId(id) { this.threadId = id; return Promise.resolve(); }
-  fetchUpdates() { this.updates = (this.updates || 0) + 1; return Promise.resolve(); }
+  // Re-read the thread (what the real element does after an out-of-band change): show its messages.
+  async fetchUpdates() {
+    this.updates = (this.updates || 0) + 1;
+    if (!this.threadId) return;
+    const body = { type: "items.list", params: { thread_id: this.threadId, limit: 50, order: "asc" } };
+    const res = await this.options.api.fetch(this.options.api.url, { method: "POST", body: JSON.stringify(body) });
+    const page = await res.json();
+    this.log.replaceChildren(...page.data.filter((i) => i.type.endsWith("_message")).map((i) => Object.assign(document.createElement("div"), {
+      className: i.type === "user_message" ? "standin-user" : "standin-reply", textContent: i.content.map((p) => p.text).join(""),
+    })));
+  }
 }
 customElements.define("openai-chatkit", StandInChatKit);

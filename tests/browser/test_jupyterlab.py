@@ -83,8 +83,13 @@ def test_a_cell_can_send_while_the_chat_is_open_and_the_chat_follows(page, jupyt
     page.wait_for_function("() => (document.querySelector('.ckl-assistant')?.textContent || '').includes('sent from a cell')", timeout=30_000)
     assert page.evaluate(EXECUTE, "print(chat.thread_id == turn.thread_id)") == "True\n"
 
+    # Without a thread, a cell's message goes to the thread the chat shows.
+    page.evaluate(EXECUTE, "again = await lab.send('and again from a cell')")
+    page.wait_for_function("() => document.querySelectorAll('.ckl-user').length === 2", timeout=30_000)
+    assert page.evaluate(EXECUTE, "print(again.thread_id == turn.thread_id)") == "True\n"
+
     # Python sets the thread: the chat switches (a trait synced to the browser).
-    page.evaluate(EXECUTE, "other = await lab.send('another thread'); chat.thread_id = turn.thread_id; chat.thread_id = other.thread_id")
+    page.evaluate(EXECUTE, "other = await lab.send('another thread', new_thread=True); chat.thread_id = turn.thread_id; chat.thread_id = other.thread_id")
     page.wait_for_function("() => document.querySelector('.ckl-title').textContent === 'another thread'", timeout=30_000)
 
     # A reply keeps streaming while a blocking cell runs in the kernel.
@@ -160,4 +165,67 @@ def test_fork_from_a_reply_in_the_chat_and_open_a_replay_from_a_cell(page, jupyt
     page.evaluate(EXECUTE, "r = lab.replay(lab.threads_df().set_index('title').loc['plan the trip', 'thread_id'], instructions='Be a pirate.'); await r.run(progress=False); chat.thread_id = r.thread_id")
     page.wait_for_function("() => document.querySelector('.ckl-title').textContent === 'plan the trip (replay)'", timeout=30_000)
     page.wait_for_function("() => document.querySelectorAll('.ckl-assistant').length === 2 && document.querySelector('.ckl-assistant').textContent.includes('Be a pirate.')", timeout=30_000)
+    page.evaluate(EXECUTE, "lab.close()")
+
+
+def test_the_composer_keeps_its_keys_shift_enter_is_a_newline_not_run_cell(page, jupyter_lab):
+    write_notebook(jupyter_lab.root / "keys.ipynb", CHAT_CELL.replace("lab.duckdb", "keys.duckdb"))
+    open_and_run(page, jupyter_lab.url("keys.ipynb"))
+    prompt = ".jp-CodeCell .jp-InputPrompt"
+    page.wait_for_function(f"() => /\\[1\\]/.test(document.querySelector('{prompt}').textContent)", timeout=30_000)
+    page.evaluate(f"() => {{ document.querySelector(\"{CHAT}\").marked = true; }}")
+    box = page.locator(f"{CHAT} .ckl-input")
+    box.click()
+    box.type("a draft")
+    box.press("Shift+Enter")
+    box.type("second line")
+    page.wait_for_timeout(1000)  # a re-run would have replaced the output by now
+    assert box.input_value() == "a draft\nsecond line"
+    assert page.evaluate(f"() => document.querySelector(\"{CHAT}\").marked") is True  # the same chat, not rebuilt
+    assert "[1]" in page.locator(prompt).first.inner_text()
+    assert page.evaluate(EXECUTE, "print(len(lab.items_df()))") == "0\n"
+    page.evaluate(EXECUTE, "lab.close()")
+
+
+def test_a_closed_lab_and_a_restarted_kernel_say_what_happened_and_keep_the_message(page, jupyter_lab):
+    write_notebook(jupyter_lab.root / "dead.ipynb", CHAT_CELL.replace("lab.duckdb", "dead.duckdb"))
+    open_and_run(page, jupyter_lab.url("dead.ipynb"))
+    page.evaluate(EXECUTE, "lab.close()")
+    send(page, "after close")
+    page.locator(f"{CHAT} .ckl-error", has_text="This lab was closed (lab.close()): run the cell that creates it again.").wait_for(timeout=10_000)
+    assert page.locator(f"{CHAT} .ckl-input").input_value() == "after close"
+    assert page.locator(f"{CHAT} [data-testid='kernel-status']").count() == 0  # the kernel itself is fine
+
+    page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.restart()")
+    page.wait_for_function(KERNEL_IDLE, timeout=60_000)
+    page.locator(f"{CHAT} .ckl-input").fill("after restart")
+    page.locator(f"{CHAT} .ckl-input").press("Enter")
+    page.locator(f"{CHAT} [data-testid='kernel-status']", has_text="The kernel restarted or shut down").wait_for(timeout=10_000)
+    assert page.locator(f"{CHAT} .ckl-input").input_value() == "after restart"
+    assert "kernel restarted — re-run" not in page.locator(CHAT).inner_text()
+
+    page.evaluate(RUN_ALL)  # running the cell again gives a working chat
+    page.wait_for_function(f"() => !document.querySelector(\"{CHAT} [data-testid='kernel-status']\")", timeout=60_000)
+    send(page, "works again")
+    page.wait_for_function("() => (document.querySelector('.ckl-assistant')?.textContent || '').includes('works again')", timeout=30_000)
+    idle(page)
+    page.evaluate(EXECUTE, "lab.close()")
+
+
+def test_a_cell_send_shows_live_in_the_official_component(page, jupyter_lab):
+    from pathlib import Path
+
+    (jupyter_lab.root / "standin-chatkit.js").write_text((Path(__file__).parent / "standin-chatkit.js").read_text())
+    cell = CHAT_CELL.replace("lab.duckdb", "official.duckdb").replace("lab.chat()", "lab.chat(ui='chatkit', chatkit_url='/files/standin-chatkit.js')")
+    write_notebook(jupyter_lab.root / "official.ipynb", cell)
+    page.goto(jupyter_lab.url("official.ipynb"))
+    page.wait_for_function(KERNEL_IDLE, timeout=60_000)
+    page.evaluate(RUN_ALL)
+    page.wait_for_function("() => !!document.querySelector('openai-chatkit')?.options", timeout=60_000)
+    page.wait_for_function("async () => (await window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.requestExecute({code: ''}).done) && true", timeout=30_000)
+    page.evaluate(EXECUTE, "turn = await lab.send('from a cell to the element')")
+    page.wait_for_function("() => (document.querySelector('.standin-reply')?.textContent || '').includes('from a cell to the element')", timeout=30_000)
+    page.evaluate(EXECUTE, "again = await lab.send('and once more')")
+    page.wait_for_function("() => document.querySelectorAll('.standin-user').length === 2", timeout=30_000)
+    assert page.evaluate(EXECUTE, "print(chat.status.split(':')[0], again.thread_id == turn.thread_id == chat.thread_id)") == "chatkit True\n"
     page.evaluate(EXECUTE, "lab.close()")

@@ -326,21 +326,6 @@ def test_two_views_of_one_widget_share_the_thread_and_keep_their_streams_apart(p
     assert lab.items_df().text.str.startswith("from the").sum() == 2
 
 
-def test_a_busy_kernel_shows_queued_and_loses_nothing(page, make_lab, harness):
-    lab = make_lab()
-    open_chat(page, harness(lab), "?ack_delay=1500")
-    send(page, "while a cell runs")
-    page.get_by_text("queued: kernel busy").wait_for()
-    page.wait_for_function("() => (document.querySelector('.ckl-assistant')?.textContent || '').includes('while a cell runs')")
-    assert page.get_by_text("queued: kernel busy").count() == 0
-
-
-def test_a_restarted_kernel_says_so(page, make_lab, harness):
-    lab = make_lab()
-    page.goto(f"{harness(lab)}/?no_kernel=1&ack_timeout=1")
-    page.get_by_text("kernel restarted — re-run the cell").wait_for()
-
-
 def test_setting_thread_id_from_python_switches_the_chat(page, make_lab, harness):
     lab = make_lab()
     first = lab.send_sync("first")

@@ -13,6 +13,9 @@ their order holds:
 * ``end``: the body is complete (``cancelled: true`` after a cancel)
 * ``error``: the request could not be served at all (``status``, ``message``)
 
+A closed lab's requests get their answer at once, from the comm's thread: a 503 whose sentence
+says to run the cell that creates the lab again (its loop is gone, so nothing else would answer).
+
 A cancel cancels the request's task, which is ChatKit's path for keeping a partial answer.
 """
 
@@ -27,7 +30,7 @@ from chatkit.server import ChatKitServer
 
 from ..auth.jwt import Authenticator
 from ..context import build_context
-from ..errors import AuthError
+from ..errors import LAB_CLOSED, AuthError, LabClosedError
 from .limits import Limits
 from .requests import error_body, handle_request
 
@@ -64,6 +67,12 @@ class CommTunnel:
         request_id = content.get("id")
         if not isinstance(request_id, str) or not request_id:
             log.warning("tunnel message without an id: %r", content.get("kind"))
+            return True
+        if not self.loop.is_running():
+            if content["kind"] == "request":
+                frames = _Frames(self.send, request_id)
+                frames.emit("ack")
+                frames.refuse(LabClosedError.status, LabClosedError.code, LAB_CLOSED)
             return True
         if content["kind"] == "request":
             headers: dict[str, str] = content["headers"] if isinstance(content.get("headers"), dict) else {}

@@ -30,7 +30,10 @@ class ChatWidget(anywidget.AnyWidget):
 
     ``options`` go to the component (``title``, ``greeting``, ``placeholder``, and for the
     official one any ChatKit option such as ``theme``, ``startScreen``, ``composer``).
-    ``client_tools`` maps tool names to Python callables answering ``client_tool_call`` items.
+    ``client_tools`` maps tool names to Python callables answering ``client_tool_call`` items;
+    ``client_effects`` maps effect names to Python callables ``(data)`` called for each
+    ``client_effect`` event of this chat's replies (JavaScript handlers go in
+    ``globalThis.chatkitLab.effects``, and the chat element fires a ``chatkit.effect`` event).
     Each request carries the page context (``share_page``: the notebook's path, title and first
     headings; ``share_active_cell``: the active cell's source, off by default) and, after
     ``lab.login``, the Bearer token, which is sent as a message and never stored in a trait.
@@ -48,16 +51,28 @@ class ChatWidget(anywidget.AnyWidget):
     ack_timeout = traitlets.Float(30.0).tag(sync=True)  # seconds without an ack: "kernel restarted"
     options = traitlets.Dict().tag(sync=True)
     python_client_tools = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    python_client_effects = traitlets.List(traitlets.Unicode()).tag(sync=True)
     share_page = traitlets.Bool(True).tag(sync=True)  # notebook path, title and headings -> page context
     share_active_cell = traitlets.Bool(False).tag(sync=True)  # the active cell's source too
     warning = traitlets.Unicode("").tag(sync=True)  # shown above the chat: the lab's logs are failing, say
 
-    def __init__(self, runtime: Runtime, *, client_tools: dict[str, Callable[..., Any]] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        client_tools: dict[str, Callable[..., Any]] | None = None,
+        client_effects: dict[str, Callable[[dict[str, Any]], Any]] | None = None,
+        **kwargs: Any,
+    ) -> None:
         """``runtime``: the lab's (``lab.chat()`` passes it); a ``ChatLab`` is accepted too."""
         super().__init__(**kwargs)
         self._runtime: Runtime = getattr(runtime, "runtime", runtime)
         self._client_tools = dict(client_tools or {})
+        self._client_effects = dict(client_effects or {})
         self.python_client_tools = sorted(self._client_tools)
+        self.python_client_effects = sorted(self._client_effects)
+        self.observe(lambda change: self._runtime.view_switched(change["new"]), names=["thread_id"])
+        self._runtime.view_switched(self.thread_id)  # the newest chat is the one in view
         self._tunnel = CommTunnel(self._runtime.server, self._runtime.loop.loop, self.send, auth=self._runtime.auth, limits=self._runtime.limits)
         self.on_msg(self._on_custom)
         self._runtime.add_view(self)
@@ -71,6 +86,8 @@ class ChatWidget(anywidget.AnyWidget):
                 self.send_token(self._runtime.token)
             elif isinstance(content, dict) and content.get("kind") == "client_tool":
                 asyncio.run_coroutine_threadsafe(self._client_tool(content), self._runtime.loop.loop)
+            elif isinstance(content, dict) and content.get("kind") == "client_effect":
+                asyncio.run_coroutine_threadsafe(self._client_effect(content), self._runtime.loop.loop)
             elif isinstance(content, dict) and content.get("kind") == "fork":
                 asyncio.run_coroutine_threadsafe(self._fork(content), self._runtime.loop.loop)
         except Exception:
@@ -89,6 +106,18 @@ class ChatWidget(anywidget.AnyWidget):
             log.exception("client tool %s failed", msg.get("name"))
             reply["error"] = f"{type(exc).__name__}: {exc}"
         self.send(reply)
+
+    async def _client_effect(self, msg: dict[str, Any]) -> None:
+        handler = self._client_effects.get(msg.get("name", ""))
+        if handler is None:
+            return
+        try:
+            result = await asyncio.to_thread(handler, msg.get("data") or {})
+            if inspect.isawaitable(result):
+                await result
+        except Exception as exc:  # the chat says so; the kernel and the reply go on
+            log.warning("client effect %s failed: %s", msg.get("name"), exc, exc_info=True)
+            self.show_warning(f"The client effect handler {msg.get('name')!r} failed: {type(exc).__name__}: {exc}")
 
     async def _fork(self, msg: dict[str, Any]) -> None:
         """The ⑂ button: copy the open thread up to an item, as the view's user, and open the copy."""

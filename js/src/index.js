@@ -41,6 +41,20 @@ function pythonClientTools(model) {
   });
 }
 
+// "Insert as a cell below" needs the notebook's document model, which JupyterLab's and
+// Notebook 7's widget manager expose (its context); elsewhere (VS Code, Colab, a page) the
+// button is not offered. The new cell goes below the cell whose output shows this widget.
+function notebookInserter(model, modelId) {
+  const notebook = model.widget_manager?.context?.model?.sharedModel;
+  if (typeof notebook?.insertCell !== "function") return null;
+  const VIEW = "application/vnd.jupyter.widget-view+json";
+  return (code) => {
+    const cells = notebook.cells;
+    const at = cells.findIndex((c) => (c.getOutputs?.() || []).some((o) => o.data?.[VIEW]?.model_id === modelId()));
+    notebook.insertCell(at < 0 ? cells.length : at + 1, { cell_type: "code", source: code });
+  };
+}
+
 export default {
   initialize() {},
 
@@ -49,7 +63,7 @@ export default {
     el.dataset.testid = "chat";
     const container = document.createElement("div");
     el.appendChild(container);
-    let props = { kernelStatus: "ready", banner: null, warning: model.get("warning") || null };
+    let props = { kernelStatus: "ready", builtinReason: null, warning: model.get("warning") || null };
     let api = null;
     let official = null;
 
@@ -61,7 +75,9 @@ export default {
     let token = null;
     let greeted;
     const hello = new Promise((resolve) => { greeted = resolve; setTimeout(resolve, HELLO_TIMEOUT_MS); });
+    let modelId = null; // this widget's id in the notebook's outputs (for "insert a cell below")
     const onAuth = (msg) => {
+      if (msg?.kind === "welcome") modelId = msg.model_id;
       if (msg?.kind !== "auth") return;
       const changed = msg.token !== token;
       token = msg.token || null;
@@ -91,6 +107,7 @@ export default {
       deliverEffect(name, data);
     };
     const askPython = pythonClientTools(model);
+    const host = { insertCell: notebookInserter(model, () => modelId) };
     const clientTool = async (name, args) => {
       const js = globalThis.chatkitLab?.clientTools?.[name];
       if (js) return js(args);
@@ -108,10 +125,10 @@ export default {
     const onFork = (threadId, itemId) => model.send({ kind: "fork", thread_id: threadId, item_id: itemId, token });
     const draw = () => preactRender(h(App, {
       fetch: chatFetch, options: model.get("options") || {}, initialThreadId: model.get("thread_id"), clientTool, onFork, onEffect,
-      onThreadChange: (id) => setTrait(model, "thread_id", id), expose: (a) => (api = a), ...props,
+      onThreadChange: (id) => setTrait(model, "thread_id", id), expose: (a) => (api = a), host, ...props,
     }), container);
-    const mountBuiltin = (why, banner = null) => {
-      props = { ...props, banner };
+    const mountBuiltin = (why, builtinReason = null) => {
+      props = { ...props, builtinReason };
       mounted = true;
       draw();
       setTrait(model, "status", `builtin: ${why}`);
@@ -174,7 +191,7 @@ export default {
           container.firstChild.textContent = `ChatKit could not start: ${err.message}.`;
           setTrait(model, "status", `error: ${err.message}`);
         } else {
-          mountBuiltin(`fallback (${err.message})`, `Built-in chat: ${err.message}.`);
+          mountBuiltin(`fallback (${err.message})`, `${err.message}.`);
         }
       }
     }

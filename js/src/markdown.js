@@ -1,5 +1,7 @@
-// Model output -> safe HTML: markdown-it with raw HTML off, highlight.js for code, then DOMPurify.
+// Model output -> safe HTML: markdown-it with raw HTML off, highlight.js for code, KaTeX for
+// $…$ / $$…$$ (as MathML: no fonts to fetch), then DOMPurify.
 import MarkdownIt from "markdown-it";
+import markdownItKatex from "@vscode/markdown-it-katex";
 import DOMPurify from "dompurify";
 import { hostOf, imageAllowed } from "./images.js";
 import hljs from "highlight.js/lib/core";
@@ -25,6 +27,28 @@ const md = new MarkdownIt({
     return "";
   },
 });
+md.use(markdownItKatex.default ?? markdownItKatex, { output: "mathml", throwOnError: false });
+
+// A code block says its language (data-lang, shown by the chat's code toolbar).
+const fence = md.renderer.rules.fence;
+md.renderer.rules.fence = (tokens, idx, options, env, self) => {
+  const lang = tokens[idx].info.trim().split(/\s+/)[0];
+  const out = fence(tokens, idx, options, env, self);
+  return lang ? out.replace(/^<pre/, `<pre data-lang="${md.utils.escapeHtml(lang)}"`) : out;
+};
+
+// Column alignment as a class: inline styles are not allowed through the sanitizer.
+for (const rule of ["th_open", "td_open"]) {
+  md.renderer.rules[rule] = (tokens, idx, options, env, self) => {
+    const token = tokens[idx];
+    const align = /text-align:(left|right|center)/.exec(token.attrGet("style") || "")?.[1];
+    if (align) {
+      token.attrs = token.attrs.filter(([name]) => name !== "style");
+      token.attrSet("class", `ckl-align-${align}`);
+    }
+    return self.renderToken(tokens, idx, options);
+  };
+}
 
 // Links open in a new tab and cannot reach back into the notebook page; an image from a host
 // that is not allowed becomes a link to it (nothing is fetched until the user clicks).
@@ -44,8 +68,13 @@ DOMPurify.addHook("afterSanitizeAttributes", (node) => {
   }
 });
 
-const ALLOWED = { USE_PROFILES: { html: true }, FORBID_TAGS: ["style", "form", "input", "textarea", "button", "iframe"], FORBID_ATTR: ["style"] };
+const ALLOWED = { USE_PROFILES: { html: true, mathMl: true }, FORBID_TAGS: ["style", "form", "input", "textarea", "button", "iframe"], FORBID_ATTR: ["style"] };
 
 export function renderMarkdown(text) {
   return DOMPurify.sanitize(md.render(text || ""), ALLOWED);
+}
+
+// One line of inline markdown (a task's title): bold, code, links; never a block.
+export function renderInline(text) {
+  return DOMPurify.sanitize(md.renderInline(text || ""), ALLOWED);
 }

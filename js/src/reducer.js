@@ -9,6 +9,9 @@ export const initialState = {
   olderCursor: null,
   threads: [], // the history list
   streaming: false,
+  awaiting: false, // sent, and nothing back yet: "Thinking…"
+  stopping: false,
+  stopped: [], // ids of replies cut short by Stop
   allowCancel: false,
   progress: null, // transient status line
   notices: [],
@@ -83,7 +86,7 @@ export function reduceEvent(state, e) {
   switch (e.type) {
     case "thread.created":
     case "thread.updated": {
-      const thread = { id: e.thread.id, title: e.thread.title, status: e.thread.status };
+      const thread = { id: e.thread.id, title: e.thread.title, status: e.thread.status, created_at: e.thread.created_at };
       const threads = state.threads.some((t) => t.id === thread.id)
         ? state.threads.map((t) => (t.id === thread.id ? { ...t, ...thread } : t))
         : [thread, ...state.threads];
@@ -91,16 +94,23 @@ export function reduceEvent(state, e) {
     }
     case "thread.item.added":
     case "thread.item.done":
-    case "thread.item.replaced":
-      return { ...state, items: upsert(state.items, e.item), progress: e.type === "thread.item.added" ? null : state.progress };
+    case "thread.item.replaced": {
+      // "Thinking…" lasts until something of the answer shows: a step, a widget, or text.
+      const empty = e.item.type === "assistant_message" && !e.item.content.some((p) => p.text);
+      const answered = e.item.type !== "user_message" && e.type !== "thread.item.replaced" && !empty;
+      return { ...state, items: upsert(state.items, e.item), progress: e.type === "thread.item.added" ? null : state.progress, awaiting: state.awaiting && !answered };
+    }
     case "thread.item.updated":
-      return { ...state, items: state.items.map((i) => (i.id === e.item_id ? applyUpdate(i, e.update) : i)) };
+      return {
+        ...state, items: state.items.map((i) => (i.id === e.item_id ? applyUpdate(i, e.update) : i)),
+        awaiting: state.awaiting && !(e.update.type.endsWith("text_delta") || e.update.type.startsWith("workflow.") || e.update.type.startsWith("widget.")),
+      };
     case "thread.item.removed":
       return { ...state, items: state.items.filter((i) => i.id !== e.item_id) };
     case "stream_options":
       return { ...state, allowCancel: !!e.stream_options.allow_cancel };
     case "progress_update":
-      return { ...state, progress: { text: e.text, icon: e.icon } };
+      return { ...state, progress: { text: e.text, icon: e.icon }, awaiting: false };
     case "notice":
       return { ...state, notices: [...state.notices, { level: e.level, title: e.title, message: e.message }] };
     case "error":
@@ -115,9 +125,13 @@ export function reduce(state, action) {
     case "event":
       return reduceEvent(state, action.event);
     case "stream.start":
-      return { ...state, streaming: true, allowCancel: false, error: null, progress: null };
+      return { ...state, streaming: true, awaiting: true, stopping: false, allowCancel: false, error: null, progress: null };
     case "stream.end":
-      return { ...state, streaming: false, allowCancel: false, progress: null };
+      return { ...state, streaming: false, awaiting: false, stopping: false, allowCancel: false, progress: null };
+    case "stream.stopping": { // the reply being written is the one Stop cuts short
+      const reply = state.awaiting ? null : state.items.findLast((i) => i.type === "assistant_message");
+      return { ...state, stopping: true, stopped: reply ? [...state.stopped, reply.id] : state.stopped };
+    }
     case "thread.loaded": { // the thread, and its newest page of items (items.list, desc)
       const t = action.thread;
       return {
@@ -129,7 +143,7 @@ export function reduce(state, action) {
     case "items.older": // the next page back (items.list, desc, after the oldest shown)
       return { ...state, items: [...oldestFirst(action.page), ...state.items], hasOlder: action.page.has_more, olderCursor: action.page.after };
     case "threads.listed":
-      return { ...state, threads: action.page.data.map((t) => ({ id: t.id, title: t.title, status: t.status })) };
+      return { ...state, threads: action.page.data.map((t) => ({ id: t.id, title: t.title, status: t.status, created_at: t.created_at })) };
     case "thread.new":
       return { ...state, threadId: null, thread: null, items: [], hasOlder: false, error: null, notices: [], progress: null };
     case "thread.renamed":

@@ -7,6 +7,7 @@
 
 const QUEUED_AFTER_MS = 400;
 const UNANSWERED_AFTER_MS = 30000;
+const STOP_GRACE_MS = 5000; // after Stop, how long the kernel may take to end the stream
 export const KERNEL_GONE = "The kernel restarted or shut down: run the cell that creates this chat again.";
 
 export function createTunnel(model, { onStatus: report = () => {}, now = () => Date.now(), deadAfterMs = UNANSWERED_AFTER_MS } = {}) {
@@ -100,14 +101,17 @@ export function createTunnel(model, { onStatus: report = () => {}, now = () => D
       }, deadAfterMs);
       const signal = init.signal;
       if (signal) {
+        // Once a stream flows, an abort asks the kernel to stop and the stream stays open for
+        // what the server sent before it stopped (what it saves), up to its "end" frame.
         const abort = () => {
           if (entry.closed) return;
           try { model.send({ kind: "cancel", id }); } catch { /* the comm is gone */ }
-          const err = new DOMException("The request was aborted.", "AbortError");
-          if (!entry.headed) reject(err);
-          else entry.controller.error(err);
-          entry.closed = true;
-          finish(id);
+          if (entry.headed) {
+            clearTimeout(entry.deadTimer);
+            entry.deadTimer = setTimeout(() => fail(id, new DOMException("The request was aborted.", "AbortError")), STOP_GRACE_MS);
+            return;
+          }
+          fail(id, new DOMException("The request was aborted.", "AbortError"));
         };
         if (signal.aborted) return abort();
         signal.addEventListener("abort", abort, { once: true });

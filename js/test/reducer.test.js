@@ -97,3 +97,20 @@ test("older pages are prepended oldest first and hidden items are never shown", 
   assert.deepEqual(state.items.map((i) => i.id), [user.id, assistant.id]);
   assert.equal(state.hasOlder, false);
 });
+
+test("Thinking lasts from the send to the first text, and Stop marks the reply being written", () => {
+  const { events } = recorded("reply");
+  let state = reduce(initialState, { type: "stream.start" });
+  assert.equal(state.awaiting, true);
+  const firstDelta = events[0].findIndex((e) => e.update?.type === "assistant_message.content_part.text_delta");
+  state = play(state, events[0].slice(0, firstDelta));
+  assert.equal(state.awaiting, true); // the user message and an empty reply: still thinking
+  state = play(state, events[0].slice(firstDelta, firstDelta + 1));
+  assert.equal(state.awaiting, false);
+  state = reduce(state, { type: "stream.stopping" });
+  assert.deepEqual(state.stopped, [state.items[1].id]);
+  assert.equal(state.stopping, true);
+  state = reduce(state, { type: "stream.end" });
+  assert.equal(state.stopping, false);
+  assert.deepEqual(state.stopped, [state.items[1].id]); // the mark stays
+});

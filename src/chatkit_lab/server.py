@@ -306,8 +306,12 @@ class LabServer(ChatKitServer[RequestContext]):
             # A proxy of the run result: stream_agent_response reads its events and attributes only.
             events = stream_agent_response(agent_ctx, cast(RunResultStreaming, _PlainAnnotations(result)))
             async for event in _own_ids(events, lambda: self.store.generate_item_id("message", thread, context)):
-                if row.first_token_ms is None and isinstance(event, ThreadItemUpdatedEvent) and isinstance(event.update, AssistantMessageContentPartTextDelta):
-                    row.first_token_ms = turn.elapsed_ms()
+                if isinstance(event, ThreadItemUpdatedEvent) and isinstance(event.update, AssistantMessageContentPartTextDelta):
+                    if row.first_token_ms is None:
+                        row.first_token_ms = turn.elapsed_ms()
+                    turn.partial_chars += len(event.update.delta)
+                elif isinstance(event, ThreadItemDoneEvent) and event.item.type == "assistant_message":
+                    turn.partial_chars = 0
                 yield event
             row.status = "completed"
         except (asyncio.CancelledError, GeneratorExit):
@@ -382,6 +386,9 @@ class LabServer(ChatKitServer[RequestContext]):
             await save(thread_id, item_ids, feedback, context)
 
 
+CHARS_PER_TOKEN = 4
+
+
 class _TurnRecord:
     """One row of the ``turns`` table, filled in as the turn runs."""
 
@@ -392,6 +399,7 @@ class _TurnRecord:
             trace_id=gen_trace_id(),
         )
         self._t0 = time.perf_counter()
+        self.partial_chars = 0  # text streamed of the reply being written (not yet done)
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self._t0) * 1000
@@ -412,6 +420,10 @@ class _TurnRecord:
         row = self.row
         row.ended_at, row.latency_ms, row.tools = datetime.now(), self.elapsed_ms(), tools
         row.input_tokens, row.output_tokens = getattr(usage, "input_tokens", None), getattr(usage, "output_tokens", None)
+        if row.status == "cancelled" and self.partial_chars:
+            # A stopped stream reports no usage for the reply it cut short: count what was
+            # streamed of it, at OpenAI's rule of thumb of four characters a token.
+            row.output_tokens = (row.output_tokens or 0) + -(-self.partial_chars // CHARS_PER_TOKEN)
         return row
 
 

@@ -36,7 +36,7 @@ def idle(page):
 def test_chat_in_jupyterlab_streams_stops_switches_threads_and_survives_a_reload(page, jupyter_lab):
     open_and_run(page, jupyter_lab.url("chat.ipynb"))
     # Offline, the official component cannot load: the built-in renderer takes over and says why.
-    assert "could not be loaded" in page.locator(f"{CHAT} .ckl-banner").first.inner_text()
+    assert "could not be loaded" in page.locator(f"{CHAT} [data-testid='builtin-badge']").first.get_attribute("title")
     send(page, "hello from the browser")
     page.wait_for_function("() => (document.querySelector('.ckl-assistant')?.textContent || '').includes('you said')", timeout=30_000)
     idle(page)
@@ -46,8 +46,11 @@ def test_chat_in_jupyterlab_streams_stops_switches_threads_and_survives_a_reload
     page.wait_for_function("() => (document.querySelectorAll('.ckl-assistant')[1]?.textContent || '').includes('w30')", timeout=30_000)
     page.locator(".ckl-stop").click()
     idle(page)
-    partial = page.locator(".ckl-assistant").nth(1).inner_text()
+    partial = page.locator(".ckl-assistant .ckl-md").nth(1).inner_text().strip()
     assert "w30" in partial and "w3000" not in partial
+    assert page.locator(".ckl-assistant").nth(1).locator(".ckl-stopped").count() == 1
+    saved = page.evaluate(EXECUTE, "import time; time.sleep(0.5); print(lab.sql(\"SELECT text FROM items WHERE type = 'assistant_message' ORDER BY created_at\").text.iloc[-1])")
+    assert saved.strip() == partial  # through the comm, Stop shows exactly what was saved
 
     page.get_by_role("button", name="New chat").click()
     send(page, "second thread")
@@ -228,4 +231,40 @@ def test_a_cell_send_shows_live_in_the_official_component(page, jupyter_lab):
     page.evaluate(EXECUTE, "again = await lab.send('and once more')")
     page.wait_for_function("() => document.querySelectorAll('.standin-user').length === 2", timeout=30_000)
     assert page.evaluate(EXECUTE, "print(chat.status.split(':')[0], again.thread_id == turn.thread_id == chat.thread_id)") == "chatkit True\n"
+    page.evaluate(EXECUTE, "lab.close()")
+
+
+CONTRAST = """(pair) => {
+  const rgb = (c) => c.match(/[\\d.]+/g).slice(0, 3).map(Number);
+  const lum = (c) => { const v = rgb(c).map((x) => { x /= 255; return x <= 0.03928 ? x / 12.92 : ((x + 0.055) / 1.055) ** 2.4; }); return 0.2126 * v[0] + 0.7152 * v[1] + 0.0722 * v[2]; };
+  const [fg, bg] = pair.map((sel, i) => getComputedStyle(document.querySelector(sel))[i ? 'backgroundColor' : 'color']);
+  const [a, b] = [lum(fg), lum(bg)].sort((x, y) => y - x);
+  return (a + 0.05) / (b + 0.05); }"""
+
+CODE_CELL = '''from agents.testing import ScriptedModel, assistant_message
+from chatkit_lab import ChatLab
+reply = "Try this:\\n\\n```python\\n# add one\\nx = 1 + 1\\n```\\n"
+lab = ChatLab("code.duckdb", model=ScriptedModel([[assistant_message(reply, item_id="r")]]))
+chat = lab.chat()
+chat'''
+
+
+def test_code_inserts_as_a_cell_below_and_keeps_its_contrast_in_the_dark_theme(page, jupyter_lab):
+    write_notebook(jupyter_lab.root / "code.ipynb", CODE_CELL)
+    open_and_run(page, jupyter_lab.url("code.ipynb"))
+    send(page, "some code please")
+    page.locator(f"{CHAT} .ckl-code").wait_for(timeout=30_000)
+    idle(page)
+    page.get_by_role("button", name="Insert as a cell below").click()
+    cells = "() => window.jupyterapp.shell.currentWidget.content.model.sharedModel.cells.map(c => c.source)"
+    page.wait_for_function(f"() => ({cells})().length === 2", timeout=10_000)
+    assert page.evaluate(cells)[1] == "# add one\nx = 1 + 1"
+    for theme in ("JupyterLab Light", "JupyterLab Dark"):
+        page.evaluate(f"() => window.jupyterapp.commands.execute('apputils:change-theme', {{theme: '{theme}'}})")
+        page.wait_for_function(f"() => document.body.dataset.jpThemeName === '{theme}'", timeout=10_000)
+        page.wait_for_timeout(300)
+        comment = page.evaluate(CONTRAST, [".ckl-md .hljs-comment", ".ckl-md pre"])
+        prose = page.evaluate(CONTRAST, [".ckl-md p", ".ckl-app"])
+        assert comment >= 4.5 and prose >= 4.5, (theme, comment, prose)
+    page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Light'})")
     page.evaluate(EXECUTE, "lab.close()")

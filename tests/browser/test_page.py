@@ -126,15 +126,28 @@ def test_threads_new_switch_rename_and_reload_from_the_database(page, make_lab, 
     page.locator(".ckl-thread-open", has_text="first thread").click()
     page.wait_for_function("() => document.querySelector('.ckl-title').textContent === 'first thread'")
     assert page.locator(".ckl-user").inner_text() == "first thread"
-    page.on("dialog", lambda d: d.accept("Renamed"))
+    dialogs = []
+    page.on("dialog", lambda d: (dialogs.append(d.type), d.dismiss()))  # none: sandboxed outputs block them
     page.get_by_role("button", name="Threads", exact=True).click()
     page.get_by_role("button", name="Rename first thread").click()
+    field = page.get_by_label("New title for first thread")
+    assert page.evaluate("() => document.activeElement.classList.contains('ckl-rename')")
+    field.fill("Renamed")
+    field.press("Enter")
     page.wait_for_function("() => document.querySelector('.ckl-title').textContent === 'Renamed'")
     assert sorted(lab.threads_df().title) == ["Renamed", "second thread"]
     page.get_by_role("button", name="Delete second thread").click()  # the list is still open
+    confirm = page.get_by_role("alertdialog", name="Delete second thread?")
+    assert "Delete “second thread”?" in confirm.inner_text()  # it names the thread
+    confirm.get_by_role("button", name="Cancel").click()
+    assert lab.threads_df().title.tolist().count("second thread") == 1
+    page.get_by_role("button", name="Delete second thread").click()
+    page.get_by_role("alertdialog").get_by_role("button", name="Delete", exact=True).click()
     page.wait_for_function("() => document.querySelectorAll('.ckl-thread-open').length === 1")
-    assert lab.threads_df().title.tolist() == ["Renamed"]
-    page.get_by_role("button", name="Close threads").click()
+    assert lab.threads_df().title.tolist() == ["Renamed"] and dialogs == []
+    page.keyboard.press("Escape")  # Esc closes the drawer, and focus goes back to its button
+    page.wait_for_function("() => !document.querySelector('.ckl-threads')")
+    assert page.evaluate("() => document.activeElement.getAttribute('aria-label')") == "Threads"
     # A new page (a reload) gets the history back from DuckDB.
     open_chat(page, url)
     page.get_by_role("button", name="Threads").click()
@@ -165,7 +178,7 @@ def test_feedback_and_tool_steps(page, make_lab, harness):
     wait_idle(page)
     workflow = page.locator(".ckl-workflow")
     workflow.locator("summary").click()
-    assert "Called `get_weather`" in workflow.inner_text()
+    assert workflow.locator(".ckl-task-title").inner_html() == "Called <code>get_weather</code>"  # inline markdown
     page.get_by_role("button", name="Good answer").click()
     deadline = time.monotonic() + 5
     while lab.sql("SELECT kind FROM feedback").empty and time.monotonic() < deadline:
@@ -215,7 +228,9 @@ def test_auto_falls_back_to_the_builtin_renderer_quickly_and_says_why(page, make
     page.locator(f"{CHAT} .ckl-input").first.wait_for()
     assert time.monotonic() - started < 3  # the failed load is detected, not waited out
     assert re.match(r"builtin: fallback \(the ChatKit script could not be loaded from http://127.0.0.1:9/chatkit.js\)", page.evaluate("window.modelState.status"))
-    assert "could not be loaded" in page.locator(".ckl-banner").inner_text()
+    badge = page.get_by_test_id("builtin-badge")  # a small badge, not an error banner, with the reason on hover
+    assert badge.inner_text() == "built-in" and "could not be loaded" in badge.get_attribute("title")
+    assert page.locator(".ckl-banner").count() == 0
     send(page, "still works")
     page.locator(".ckl-assistant").wait_for()
 

@@ -83,6 +83,7 @@ class ChatWidget(anywidget.AnyWidget):
             if self._tunnel.on_message(content):
                 return
             if isinstance(content, dict) and content.get("kind") == "hello":  # a view rendered: it needs the token
+                self.send({"kind": "welcome", "model_id": self.model_id})
                 self.send_token(self._runtime.token)
             elif isinstance(content, dict) and content.get("kind") == "client_tool":
                 asyncio.run_coroutine_threadsafe(self._client_tool(content), self._runtime.loop.loop)

@@ -153,3 +153,23 @@ def test_client_effects_reach_python_handlers_and_a_failing_one_is_a_warning(mak
     wait_for(lambda: seen and widget.warning)
     assert seen == [{"cell": 3}]
     assert widget.warning == "The client effect handler 'boom' failed: ZeroDivisionError: division by zero"
+
+
+def test_an_upload_through_the_comm_stores_the_bytes_and_a_too_large_one_is_refused(make_lab, recording):
+    from chatkit_lab.transport.limits import Limits
+
+    lab = make_lab(limits=Limits(max_attachment_bytes=5))
+    widget = lab.chat()
+    created = lab.request_sync({"type": "attachments.create", "params": {"name": "a.csv", "size": 5, "mime_type": "text/csv"}})
+    url = created["upload_descriptor"]["url"]
+
+    def upload(request_id, data):
+        widget.comm.handle_msg({"content": {"comm_id": widget.model_id, "data": {"method": "custom", "content": {
+            "kind": "request", "id": request_id, "body": None, "headers": {}, "upload": url}}}, "buffers": [memoryview(data)]})
+        return wait_for(lambda: (f := [c for c, _ in custom(widget) if c.get("id") == request_id]) and f[-1]["kind"] == "end" and f)
+
+    frames = upload("u1", b"a,b\n1")
+    assert frames[1]["status"] == 200 and json.loads(frames[2]["data"])["id"] == created["id"]
+    assert bytes(lab.sql("SELECT bytes FROM attachments").bytes[0]) == b"a,b\n1"
+    refused = upload("u2", b"123456")  # the bytes, not the announced size, are what count
+    assert refused[1]["status"] == 413 and "accepts files up to" in refused[2]["data"]

@@ -17,9 +17,34 @@ const ANNOUNCE_CHARS = 400;
 
 const COMPOSER_MAX_PX = 200;
 
-function Composer({ state, client, placeholder, onSent }) {
+// Files to send with the next message: uploaded as soon as they are picked (ChatKit's
+// two-phase attachments), shown as chips that can be removed. composer.attachments.enabled:
+// false (ChatKit's option) hides the button.
+function useAttachments(client) {
+  const [files, setFiles] = useState([]); // {key, name, id?, error?}
+  const add = (list) => {
+    for (const file of list) {
+      const key = `${file.name}-${Math.random().toString(36).slice(2, 8)}`;
+      setFiles((now) => [...now, { key, name: file.name }]);
+      client.attach(file).then(
+        (a) => setFiles((now) => now.map((f) => (f.key === key ? { ...f, id: a.id } : f))),
+        (err) => setFiles((now) => now.map((f) => (f.key === key ? { ...f, error: err.message } : f))),
+      );
+    }
+  };
+  const remove = (key) => setFiles((now) => {
+    const gone = now.find((f) => f.key === key);
+    if (gone?.id) client.detach(gone.id);
+    return now.filter((f) => f.key !== key);
+  });
+  return { files, add, remove, clear: () => setFiles([]), ready: files.every((f) => f.id || f.error) };
+}
+
+function Composer({ state, client, placeholder, onSent, attachments = true }) {
   const [text, setText] = useState("");
   const box = useRef(null);
+  const picker = useRef(null);
+  const files = useAttachments(client);
   const status = state.thread?.status?.type || "active";
   const blocked = status !== "active";
   useLayoutEffect(() => { // grow with the text, up to a maximum, then scroll
@@ -30,15 +55,21 @@ function Composer({ state, client, placeholder, onSent }) {
   }, [text]);
   const send = async () => {
     const value = text.trim();
-    if (!value || state.streaming || blocked) return;
+    if (!value || state.streaming || blocked || !files.ready) return;
+    const ids = files.files.filter((f) => f.id).map((f) => f.id);
     setText("");
+    files.clear();
     onSent();
-    const accepted = await client.send(value);
+    const accepted = await client.send(value, undefined, ids);
     if (!accepted) setText((now) => now || value); // never taken: the draft comes back
   };
   if (blocked) return html`<div class="ckl-closed" role="status">This thread is ${status}${state.thread.status.reason ? `: ${state.thread.status.reason}` : ""}.</div>`;
   // Key events stay here (as in ipywidgets' text boxes): Shift+Enter is a newline, not "run cell".
   return html`<form class="ckl-composer" onSubmit=${(e) => { e.preventDefault(); send(); }}>
+    ${files.files.length ? html`<div class="ckl-chips ckl-pending">${files.files.map((f) => html`<span class="ckl-chip" data-state=${f.error ? "error" : f.id ? "ready" : "uploading"} title=${f.error || (f.id ? f.name : "Uploading…")}>
+      ${f.name}${f.error ? " (failed)" : f.id ? "" : "…"}<${IconButton} icon="close" label=${`Remove ${f.name}`} onClick=${() => files.remove(f.key)} /></span>`)}</div>` : null}
+    ${attachments && html`<input type="file" multiple hidden ref=${picker} data-testid="file-picker" onChange=${(e) => { files.add([...e.currentTarget.files]); e.currentTarget.value = ""; }} />
+      <${IconButton} icon="attach" label="Attach files" onClick=${() => picker.current.click()} />`}
     <textarea class="ckl-input" rows="1" ref=${box} aria-label="Message" placeholder=${placeholder || "Message the assistant"} value=${text}
       onInput=${(e) => setText(e.currentTarget.value)}
       onKeyDown=${(e) => { e.stopPropagation(); if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); send(); } }}
@@ -140,7 +171,7 @@ export function App({ fetch, url = "/chatkit", options = {}, builtinReason = nul
         ${!state.items.length && html`<${StartScreen} options=${options} onPick=${(text) => { toBottom(); client.send(text); }} />`}
         ${state.items.map((item) => html`<${Item} key=${item.id} item=${item} client=${client} busy=${state.streaming} host=${host}
           done=${!state.streaming || item !== lastAssistant} last=${item === lastAssistant && item === state.items.at(-1)}
-          stopped=${state.stopped.includes(item.id)} />`)}
+          stopped=${state.stopped.includes(item.id)} rating=${state.feedback[item.id]} />`)}
         ${state.awaiting && html`<div class="ckl-thinking" role="status" aria-label="Thinking">Thinking<span class="ckl-dots" aria-hidden="true"><span>.</span><span>.</span><span>.</span></span></div>`}
         ${state.progress && html`<div class="ckl-progress" role="status">${state.progress.text}</div>`}
         ${state.notices.map((n, i) => html`<div class="ckl-notice" data-level=${n.level} role="status">
@@ -152,6 +183,6 @@ export function App({ fetch, url = "/chatkit", options = {}, builtinReason = nul
       ${unseen && html`<button type="button" class="ckl-unseen" onClick=${toBottom}>New messages <${Icon} name="arrow-down" /></button>`}
     </div>
     <div class="ckl-sr" aria-live="polite" data-testid="announce">${announced}</div>
-    <${Composer} state=${state} client=${client} placeholder=${options.placeholder} onSent=${toBottom} />
+    <${Composer} state=${state} client=${client} placeholder=${options.placeholder} onSent=${toBottom} attachments=${options.composer?.attachments?.enabled !== false} />
   </div>`;
 }

@@ -68,9 +68,20 @@ export function createClient(fetchFn, dispatch, getState, { url = "/chatkit", cl
 
   const api = {
     stream,
-    send(text) {
-      const input = { content: [{ type: "input_text", text }], attachments: [], inference_options: {} };
-      const threadId = getState().threadId;
+    // Two-phase attachments: create (the server answers where to upload), then upload the bytes.
+    async attach(file) {
+      const created = await json({ type: "attachments.create", params: { name: file.name, size: file.size, mime_type: file.type || "application/octet-stream" } });
+      const target = created.upload_descriptor;
+      if (target) {
+        const res = await fetchFn(target.url, { method: target.method || "PUT", body: file, headers: target.headers || {} });
+        const data = await res.json().catch(() => ({}));
+        if (!res.ok) throw new Error(data?.error?.message || `The upload failed (HTTP ${res.status}).`);
+      }
+      return created;
+    },
+    detach: (id) => json({ type: "attachments.delete", params: { attachment_id: id } }).catch(() => {}),
+    send(text, threadId = getState().threadId, attachments = []) {
+      const input = { content: [{ type: "input_text", text }], attachments, inference_options: {} };
       return stream(threadId ? { type: "threads.add_user_message", params: { thread_id: threadId, input } } : { type: "threads.create", params: { input } });
     },
     // Stop asks the server to stop; the tunnel keeps the stream open until the server ends it,
@@ -87,6 +98,9 @@ export function createClient(fetchFn, dispatch, getState, { url = "/chatkit", cl
       const thread = await json({ type: "threads.get_by_id", params: { thread_id: id } });
       const page = await json({ type: "items.list", params: { thread_id: id, limit: PAGE, order: "desc" } });
       dispatch({ type: "thread.loaded", thread, page });
+      // The user's ratings (chatkit-lab's own request; a plain ChatKit server has none).
+      const rated = await json({ type: "lab.feedback.list", params: { thread_id: id } }).catch(() => null);
+      if (rated) dispatch({ type: "feedback.loaded", threadId: id, ratings: rated.data });
     }),
     loadOlder: guard(async () => {
       const { threadId, olderCursor } = getState();
@@ -102,7 +116,14 @@ export function createClient(fetchFn, dispatch, getState, { url = "/chatkit", cl
       await json({ type: "threads.delete", params: { thread_id: id } });
       dispatch({ type: "thread.deleted", id });
     }),
-    feedback: guard(async (itemId, kind) => json({ type: "items.feedback", params: { thread_id: getState().threadId, item_ids: [itemId], kind } })),
+    // A rating goes as ChatKit's items.feedback; taking it back (kind null) or adding a comment
+    // needs lab.feedback.set.
+    feedback: guard(async (itemId, kind, comment = null) => {
+      const threadId = getState().threadId;
+      dispatch({ type: "feedback.set", itemId, kind, comment });
+      if (kind && comment == null) return json({ type: "items.feedback", params: { thread_id: threadId, item_ids: [itemId], kind } });
+      return json({ type: "lab.feedback.set", params: { thread_id: threadId, item_id: itemId, kind, comment } });
+    }),
     retry() {
       const { items, threadId } = getState();
       const last = [...items].reverse().find((i) => i.type === "user_message");
@@ -112,6 +133,8 @@ export function createClient(fetchFn, dispatch, getState, { url = "/chatkit", cl
     },
     // "Fork from here" needs the host (the notebook kernel): ChatKit's protocol has no fork.
     fork: onFork && ((itemId) => onFork(getState().threadId, itemId)),
+    // Edit a user message and send it again: a fork of what came before it, then the new text.
+    edit: onFork && ((itemId, text) => onFork(getState().threadId, itemId, text)),
     action(itemId, action) {
       return stream({ type: "threads.custom_action", params: { thread_id: getState().threadId, item_id: itemId, action: { type: action.type, payload: action.payload } } });
     },

@@ -6,6 +6,7 @@ import Check from "lucide/dist/esm/icons/check.mjs";
 import Copy from "lucide/dist/esm/icons/copy.mjs";
 import GitFork from "lucide/dist/esm/icons/git-fork.mjs";
 import Menu from "lucide/dist/esm/icons/menu.mjs";
+import Paperclip from "lucide/dist/esm/icons/paperclip.mjs";
 import Pencil from "lucide/dist/esm/icons/pencil.mjs";
 import RefreshCw from "lucide/dist/esm/icons/refresh-cw.mjs";
 import Square from "lucide/dist/esm/icons/square.mjs";
@@ -16,7 +17,7 @@ import Trash from "lucide/dist/esm/icons/trash.mjs";
 import X from "lucide/dist/esm/icons/x.mjs";
 
 const ICONS = {
-  "arrow-down": ArrowDown, check: Check, copy: Copy, fork: GitFork, menu: Menu, edit: Pencil, regenerate: RefreshCw,
+  "arrow-down": ArrowDown, attach: Paperclip, check: Check, copy: Copy, fork: GitFork, menu: Menu, edit: Pencil, regenerate: RefreshCw,
   stop: Square, insert: SquarePlus, "thumbs-down": ThumbsDown, "thumbs-up": ThumbsUp, delete: Trash, close: X,
 };
 const SVG = { xmlns: "http://www.w3.org/2000/svg", width: 16, height: 16, viewBox: "0 0 24 24", fill: "none", stroke: "currentColor", "stroke-width": 2, "stroke-linecap": "round", "stroke-linejoin": "round", "aria-hidden": "true", focusable: "false", class: "ckl-svg" };

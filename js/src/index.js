@@ -122,7 +122,15 @@ export default {
       scheduled = true;
       queueMicrotask(() => { scheduled = false; draw(); });
     };
-    const onFork = (threadId, itemId) => model.send({ kind: "fork", thread_id: threadId, item_id: itemId, token });
+    // Forks are the kernel's (ChatKit's protocol has none). An edited message is sent again in
+    // its fork once the fork is open; each fork request names what to send there, if anything.
+    const editsToSend = new Map();
+    let forks = 0;
+    const onFork = (threadId, itemId, editedText = null) => {
+      const request = `fork-${++forks}`;
+      if (editedText != null) editsToSend.set(request, editedText);
+      model.send({ kind: "fork", thread_id: threadId, item_id: itemId, before: editedText != null, request, token });
+    };
     const draw = () => preactRender(h(App, {
       fetch: chatFetch, options: model.get("options") || {}, initialThreadId: model.get("thread_id"), clientTool, onFork, onEffect,
       onThreadChange: (id) => setTrait(model, "thread_id", id), expose: (a) => (api = a), host, ...props,
@@ -162,8 +170,10 @@ export default {
     });
     model.on("msg:custom", (msg) => {
       if (msg?.kind !== "forked" || !api) return;
+      const edited = editsToSend.get(msg.request);
+      editsToSend.delete(msg.request);
       if (msg.error) return api.dispatch({ type: "error", message: msg.error });
-      api.client.loadThread(msg.thread_id);
+      api.client.loadThread(msg.thread_id).then(() => edited != null && api.client.send(edited, msg.thread_id));
       api.client.listThreads();
     });
 

@@ -10,12 +10,26 @@ import { BlockedImage, WidgetNode } from "./widgets.js";
 // ChatKit's datetimes are naive ISO strings; shown as the reader's local time on hover.
 const when = (iso) => (iso ? new Date(iso).toLocaleString() : undefined);
 
-function UserMessage({ item }) {
+function UserMessage({ item, client, busy }) {
   const text = item.content.map((p) => (p.type === "input_tag" ? `@${p.text}` : p.text)).join("");
+  const [draft, setDraft] = useState(null); // editing: the new text
+  if (draft != null) {
+    const send = () => { if (draft.trim()) client.edit(item.id, draft.trim()); setDraft(null); };
+    return html`<div class="ckl-msg ckl-user ckl-editing" role="group" aria-label="Edit your message">
+      <textarea class="ckl-input" aria-label="Edited message" value=${draft} ref=${(el) => el?.focus()}
+        onInput=${(e) => setDraft(e.currentTarget.value)}
+        onKeyDown=${(e) => { e.stopPropagation(); if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); send(); } if (e.key === "Escape") setDraft(null); }} />
+      <div class="ckl-question-actions">
+        <button type="button" class="ckl-secondary" onClick=${() => setDraft(null)}>Cancel</button>
+        <button type="button" class="ckl-send" onClick=${send} title="Sends it in a new thread (a fork), keeping this one as it was">Send</button>
+      </div>
+    </div>`;
+  }
   return html`<div class="ckl-msg ckl-user" role="article" aria-label="You" title=${when(item.created_at)}>
     ${item.quoted_text && html`<blockquote class="ckl-quote">${item.quoted_text}</blockquote>`}
     <div class="ckl-bubble">${text}</div>
     ${item.attachments?.length ? html`<div class="ckl-chips">${item.attachments.map((a) => html`<span class="ckl-chip">${a.name}</span>`)}</div>` : null}
+    ${client.edit && !busy && html`<div class="ckl-user-tools"><${IconButton} icon="edit" label="Edit and send again" onClick=${() => setDraft(text)} /></div>`}
   </div>`;
 }
 
@@ -70,15 +84,27 @@ async function copyText(text) {
   }
 }
 
-function AssistantMessage({ item, done, client, stopped, last, host }) {
+// After a rating, an optional comment (Enter saves it, Esc skips it).
+function FeedbackComment({ rating, onSave, onClose }) {
+  const [text, setText] = useState(rating.comment || "");
+  return html`<div class="ckl-comment">
+    <input class="ckl-question-input" aria-label="Why? (optional)" placeholder="Why? (optional)" value=${text} ref=${(el) => el?.focus()}
+      onInput=${(e) => setText(e.currentTarget.value)}
+      onKeyDown=${(e) => { e.stopPropagation(); if (e.key === "Enter") onSave(text.trim()); if (e.key === "Escape") onClose(); }} />
+    <button type="button" class="ckl-secondary" onClick=${() => onSave(text.trim())}>Save</button>
+  </div>`;
+}
+
+function AssistantMessage({ item, done, client, stopped, last, host, rating }) {
   const text = item.content.map((p) => p.text).join("");
   const markup = useMemo(() => renderMarkdown(text), [text]);
   const body = useRef(null);
-  const [rated, setRated] = useState(null);
+  const [commenting, setCommenting] = useState(false);
   useLayoutEffect(() => body.current && addCodeBars(body.current, !!host.insertCell), [markup]);
-  const rate = (kind) => {
-    setRated(kind);
-    client.feedback(item.id, kind);
+  const rate = (kind) => { // the pressed thumb again takes the rating back
+    const next = rating?.kind === kind ? null : kind;
+    client.feedback(item.id, next);
+    setCommenting(!!next);
   };
   const onCode = async (e) => {
     const button = e.target.closest("[data-code-action]");
@@ -95,11 +121,14 @@ function AssistantMessage({ item, done, client, stopped, last, host }) {
     <${Sources} annotations=${item.content.flatMap((p) => p.annotations || [])} />
     ${stopped && html`<div class="ckl-stopped" role="note">Stopped</div>`}
     ${done && html`<div class="ckl-feedback">
-      <${IconButton} icon="thumbs-up" label="Good answer" pressed=${rated === "positive"} onClick=${() => rate("positive")} />
-      <${IconButton} icon="thumbs-down" label="Bad answer" pressed=${rated === "negative"} onClick=${() => rate("negative")} />
+      <${IconButton} icon="thumbs-up" label="Good answer" pressed=${rating?.kind === "positive"} onClick=${() => rate("positive")} />
+      <${IconButton} icon="thumbs-down" label="Bad answer" pressed=${rating?.kind === "negative"} onClick=${() => rate("negative")} />
       ${last && html`<${IconButton} icon="regenerate" label="Regenerate this reply" onClick=${client.retry} />`}
       ${client.fork && html`<${IconButton} icon="fork" label="Fork from here: a new thread with the conversation up to this reply" onClick=${() => client.fork(item.id)} />`}
+      ${rating?.comment && !commenting && html`<span class="ckl-rating-comment" title="Your comment">“${rating.comment}”</span>`}
     </div>`}
+    ${commenting && rating && html`<${FeedbackComment} rating=${rating}
+      onSave=${(comment) => { if (comment) client.feedback(item.id, rating.kind, comment); setCommenting(false); }} onClose=${() => setCommenting(false)} />`}
   </div>`;
 }
 
@@ -164,12 +193,12 @@ function StructuredInput({ item, client, busy }) {
   </form>`;
 }
 
-export function Item({ item, done, client, busy, stopped, last, host }) {
+export function Item({ item, done, client, busy, stopped, last, host, rating }) {
   switch (item.type) {
     case "user_message":
-      return html`<${UserMessage} item=${item} />`;
+      return html`<${UserMessage} item=${item} client=${client} busy=${busy} />`;
     case "assistant_message":
-      return html`<${AssistantMessage} item=${item} done=${done} client=${client} stopped=${stopped} last=${last} host=${host} />`;
+      return html`<${AssistantMessage} item=${item} done=${done} client=${client} stopped=${stopped} last=${last} host=${host} rating=${rating} />`;
     case "workflow":
       return html`<${Workflow} item=${item} />`;
     case "task":

@@ -12,6 +12,7 @@ export const initialState = {
   awaiting: false, // sent, and nothing back yet: "Thinking…"
   stopping: false,
   stopped: [], // ids of replies cut short by Stop
+  feedback: {}, // item id -> {kind, comment}: the user's ratings in this thread
   allowCancel: false,
   progress: null, // transient status line
   notices: [],
@@ -137,7 +138,7 @@ export function reduce(state, action) {
       return {
         ...state, threadId: t.id, thread: { id: t.id, title: t.title, status: t.status },
         items: oldestFirst(action.page), hasOlder: action.page.has_more, olderCursor: action.page.after,
-        error: null, notices: [], progress: null,
+        error: null, notices: [], progress: null, feedback: t.id === state.threadId ? state.feedback : {},
       };
     }
     case "items.older": // the next page back (items.list, desc, after the oldest shown)
@@ -145,7 +146,7 @@ export function reduce(state, action) {
     case "threads.listed":
       return { ...state, threads: action.page.data.map((t) => ({ id: t.id, title: t.title, status: t.status, created_at: t.created_at })) };
     case "thread.new":
-      return { ...state, threadId: null, thread: null, items: [], hasOlder: false, error: null, notices: [], progress: null };
+      return { ...state, threadId: null, thread: null, items: [], hasOlder: false, error: null, notices: [], progress: null, feedback: {} };
     case "thread.renamed":
       return {
         ...state,
@@ -160,6 +161,15 @@ export function reduce(state, action) {
       return { ...state, items: state.items.slice(0, state.items.findIndex((i) => i.id === action.itemId) + 1), error: null };
     case "error":
       return { ...state, error: { message: action.message, allowRetry: false } };
+    case "feedback.loaded":
+      if (action.threadId !== state.threadId) return state;
+      return { ...state, feedback: Object.fromEntries(action.ratings.map((r) => [r.item_id, { kind: r.kind, comment: r.comment }])) };
+    case "feedback.set": {
+      const feedback = { ...state.feedback };
+      if (action.kind) feedback[action.itemId] = { kind: action.kind, comment: action.comment ?? feedback[action.itemId]?.comment ?? null };
+      else delete feedback[action.itemId];
+      return { ...state, feedback };
+    }
     case "notice.dismiss":
       return { ...state, notices: state.notices.filter((_, i) => i !== action.index) };
     default:

@@ -86,8 +86,11 @@ export function createTunnel(model, { onStatus: report = () => {}, now = () => D
     finish(id);
   }
 
-  async function tunnelFetch(_url, init = {}) {
-    const body = typeof init.body === "string" ? init.body : init.body == null ? "" : await new Response(init.body).text();
+  async function tunnelFetch(url, init = {}) {
+    // JSON travels as text; a file (an attachment upload) as the message's binary buffer.
+    const binary = init.body != null && typeof init.body !== "string";
+    const body = binary ? null : init.body ?? "";
+    const buffers = binary ? [await new Response(init.body).arrayBuffer()] : undefined;
     const id = `${prefix}-${++counter}`;
     const headers = Object.fromEntries(new Headers(init.headers || {}).entries());
     return new Promise((resolve, reject) => {
@@ -117,7 +120,8 @@ export function createTunnel(model, { onStatus: report = () => {}, now = () => D
         signal.addEventListener("abort", abort, { once: true });
       }
       try {
-        model.send({ kind: "request", id, body, headers, sent_at: now() });
+        const message = { kind: "request", id, body, headers, sent_at: now(), ...(binary ? { upload: String(url) } : {}) };
+        model.send(message, undefined, buffers);
       } catch {
         onStatus("gone"); // JupyterLab's comm throws "Cannot send" once its kernel is gone
         fail(id, new Error(KERNEL_GONE));

@@ -44,16 +44,19 @@ async def _new_thread(runtime: Runtime, owner: str, title: str) -> str:
 
 
 # -- fork -----------------------------------------------------------------------------------
-async def fork(runtime: Runtime, thread_id: str, at_item: str | None, user_id: str | None = None) -> str:
+async def fork(runtime: Runtime, thread_id: str, at_item: str | None, user_id: str | None = None, *, before: bool = False) -> str:
     """Copy ``thread_id`` up to and including ``at_item`` (all of it when None) into a new
-    thread of the same owner; returns the new thread's id. ``user_id``: only that user's thread."""
+    thread of the same owner; returns the new thread's id. ``user_id``: only that user's thread.
+    ``before``: copy only what precedes ``at_item`` (a user message being edited and sent again:
+    lineage ``edit``, ``at_item_id`` the edited message)."""
     async with runtime.db.transaction() as cur:
         owner, title = thread_owner(cur, thread_id, user_id)
         if at_item and cur.execute("SELECT 1 FROM items WHERE thread_id = ? AND id = ?", [thread_id, at_item]).fetchone() is None:
             raise ChatLabError(f"There is no item {at_item!r} in thread {thread_id!r}; lab.items_df({thread_id!r}) lists them.")
-        new = await _new_thread(runtime, owner, f"{title or 'Untitled'} (fork)")
-        await runtime.store.copy_items(thread_id, new, RequestContext(user_id=owner), up_to=at_item)
-        cur.execute("INSERT INTO lineage (thread_id, parent_thread_id, kind, at_item_id, created_at) VALUES (?, ?, 'fork', ?, now()::TIMESTAMP)", [new, thread_id, at_item])
+        kind = "edit" if before else "fork"
+        new = await _new_thread(runtime, owner, f"{title or 'Untitled'} ({'edited' if before else 'fork'})")
+        await runtime.store.copy_items(thread_id, new, RequestContext(user_id=owner), up_to=at_item, before=before)
+        cur.execute("INSERT INTO lineage (thread_id, parent_thread_id, kind, at_item_id, created_at) VALUES (?, ?, ?, ?, now()::TIMESTAMP)", [new, thread_id, kind, at_item])
     return new
 
 

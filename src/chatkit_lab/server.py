@@ -27,6 +27,7 @@ from chatkit.types import (
     CustomTask,
     FeedbackKind,
     HiddenContextItem,
+    NoticeEvent,
     StreamingReq,
     ThreadItemAddedEvent,
     ThreadItemDoneEvent,
@@ -297,6 +298,11 @@ class LabServer(ChatKitServer[RequestContext]):
                 agent = agent.clone(tools=[*agent.tools, context_tool(snapshot)])
             current_secrets.set(context.secrets)  # for MCP servers authenticating per request
             page = await self.store.load_thread_items(thread.id, None, self.history_limit, "desc", context)
+            if page.has_more and not thread.metadata.get("history_capped"):
+                thread.metadata["history_capped"] = True  # said once per thread (saved with it)
+                yield NoticeEvent(level="info", title="History capped", message=(
+                    f"This thread is longer than the {self.history_limit} items the model is sent: from now on it sees the most recent "
+                    f"{self.history_limit} (`ChatLab(history_limit=...)` changes that)."))
             agent_ctx = AgentContext(thread=thread, store=self.store, request_context=context)
             agent_input = await PortableConverter(self.store, context).to_agent_input(list(reversed(page.data)))
             result = Runner.run_streamed(

@@ -310,3 +310,51 @@ def test_starter_prompts_timestamps_duplicate_titles_and_a_spoken_reply(page, ma
     same = page.locator(".ckl-thread-open", has_text="same title")
     assert same.count() == 2 and same.locator(".ckl-thread-when").count() == 2  # told apart by when they started
     assert page.locator(".ckl-thread-open", has_text="hello from a prompt").locator(".ckl-thread-when").count() == 0
+
+
+def test_a_rating_takes_a_comment_comes_back_on_reload_and_can_be_taken_back(page, make_lab, harness):
+    lab = make_lab()
+    url = harness(lab)
+    open_chat(page, url)
+    send(page, "rate this")
+    wait_idle(page)
+    page.get_by_role("button", name="Bad answer").click()
+    comment = page.get_by_label("Why? (optional)")
+    comment.fill("too vague")
+    comment.press("Enter")
+    deadline = time.monotonic() + 10
+    while lab.feedback_df().empty or lab.feedback_df().comment[0] is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert lab.feedback_df()[["kind", "comment"]].values.tolist() == [["negative", "too vague"]]
+    thread_id = lab.threads_df().thread_id[0]
+    open_chat(page, url, f"?thread={thread_id}")  # a reload: the rating shows again
+    bad = page.get_by_role("button", name="Bad answer")
+    page.wait_for_function("() => document.querySelector('[aria-label=\"Bad answer\"]')?.getAttribute('aria-pressed') === 'true'")
+    assert page.locator(".ckl-rating-comment").inner_text() == "“too vague”"
+    bad.click()  # pressed again: taken back
+    page.wait_for_function("() => document.querySelector('[aria-label=\"Bad answer\"]').getAttribute('aria-pressed') !== 'true'")
+    deadline = time.monotonic() + 10
+    while not lab.feedback_df().empty:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_a_file_attached_in_the_composer_is_uploaded_and_sent_with_the_message(page, make_lab, harness, tmp_path):
+    lab = make_lab()
+    open_chat(page, harness(lab))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("quarterly numbers: 42")
+    page.get_by_test_id("file-picker").set_input_files(str(notes))
+    page.locator(".ckl-pending .ckl-chip[data-state='ready']").wait_for()
+    assert page.locator(".ckl-pending .ckl-chip").inner_text().startswith("notes.txt")
+    send(page, "what is in the file?")
+    page.locator(".ckl-user .ckl-chip", has_text="notes.txt").wait_for()
+    wait_idle(page)
+    assert page.locator(".ckl-pending").count() == 0  # sent: the composer is empty again
+    stored = lab.sql("SELECT name, bytes FROM attachments")
+    assert stored.name.tolist() == ["notes.txt"] and bytes(stored.bytes[0]) == b"quarterly numbers: 42"
+    deadline = time.monotonic() + 10  # the model received the file's text
+    while lab.sql("SELECT count(*) AS n FROM input_items WHERE item LIKE '%quarterly numbers: 42%'").n[0] == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)

@@ -29,6 +29,14 @@ def send(page, text):
     box.press("Enter")
 
 
+def converse(page, *messages):
+    """Send each message in the chat and wait for its reply."""
+    for text in messages:
+        send(page, text)
+        page.wait_for_function(f"() => [...document.querySelectorAll('.ckl-assistant')].some(e => e.textContent.includes({text!r}))", timeout=30_000)
+        idle(page)
+
+
 def idle(page):
     page.wait_for_function("() => !document.querySelector('.ckl-stop') && !!document.querySelector('.ckl-send')", timeout=30_000)
 
@@ -151,10 +159,7 @@ def test_login_switches_the_chats_user_and_the_page_context_reaches_the_model(pa
 def test_fork_from_a_reply_in_the_chat_and_open_a_replay_from_a_cell(page, jupyter_lab):
     write_notebook(jupyter_lab.root / "fork.ipynb", CHAT_CELL.replace("lab.duckdb", "fork.duckdb"))
     open_and_run(page, jupyter_lab.url("fork.ipynb"))
-    for text in ("plan the trip", "add a museum"):
-        send(page, text)
-        page.wait_for_function(f"() => [...document.querySelectorAll('.ckl-assistant')].some(e => e.textContent.includes({text!r}))", timeout=30_000)
-        idle(page)
+    converse(page, "plan the trip", "add a museum")
     page.get_by_role("button", name="Fork from here").first.click()
     page.wait_for_function("() => document.querySelector('.ckl-title').textContent === 'plan the trip (fork)'", timeout=30_000)
     assert page.locator(".ckl-assistant").count() == 1
@@ -267,4 +272,23 @@ def test_code_inserts_as_a_cell_below_and_keeps_its_contrast_in_the_dark_theme(p
         prose = page.evaluate(CONTRAST, [".ckl-md p", ".ckl-app"])
         assert comment >= 4.5 and prose >= 4.5, (theme, comment, prose)
     page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Light'})")
+    page.evaluate(EXECUTE, "lab.close()")
+
+
+def test_edit_a_message_and_send_it_again_in_a_fork(page, jupyter_lab):
+    write_notebook(jupyter_lab.root / "edit.ipynb", CHAT_CELL.replace("lab.duckdb", "edit.duckdb"))
+    open_and_run(page, jupyter_lab.url("edit.ipynb"))
+    converse(page, "plan the trip", "add a museum")
+    page.locator(".ckl-user").nth(1).hover()
+    page.locator(".ckl-user").nth(1).get_by_role("button", name="Edit and send again").click()
+    box = page.get_by_label("Edited message")
+    assert box.input_value() == "add a museum"
+    box.fill("add a beach")
+    box.press("Enter")
+    page.wait_for_function("() => document.querySelector('.ckl-title').textContent === 'plan the trip (edited)'", timeout=30_000)
+    page.wait_for_function("() => [...document.querySelectorAll('.ckl-assistant')].some(e => e.textContent.includes('add a beach'))", timeout=30_000)
+    idle(page)
+    assert page.locator(".ckl-user").all_inner_texts() == ["plan the trip", "add a beach"]
+    seen = page.evaluate(EXECUTE, "t = lab.threads_df().set_index('title'); print(t.loc['plan the trip (edited)', 'lineage'], len(lab.items_df(t.loc['plan the trip', 'thread_id'])))")
+    assert seen == "edit 4\n"  # the original thread is unchanged
     page.evaluate(EXECUTE, "lab.close()")

@@ -5,7 +5,8 @@ Its reply is a pure function of what it receives, streamed in small deltas:
 * the last input is a tool result  -> ``Tool `name` returned: <output>``
 * ``call <tool> [JSON or text]`` or ``/<tool> [JSON or text]`` for one of the agent's tools or
   handoffs -> a function call (arguments: the JSON, or the text put in the first string field)
-* ``/words N`` -> N numbered words (a long reply, for streaming and Stop)
+* ``/words N`` -> N numbered words (a long reply, for streaming and Stop); ``/words N slow``
+  streams them at reading pace (``SLOW_DELAY`` between deltas), slow enough to try Stop
 * a ``get_context`` tool (the "tool" context strategy) -> it is called first, once per message
 * an agent with a structured ``output_type`` -> JSON shaped by the schema; an enum field takes the
   value that appears in the user's text (so a classifier is deterministic)
@@ -45,7 +46,8 @@ from openai.types.responses import (
 from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
 
 _COMMAND = re.compile(r"^\s*(?:call\s+|/)([A-Za-z_][\w-]*)\s*(.*)$", re.DOTALL)
-_WORDS = re.compile(r"^\s*/words\s+(\d+)\s*$")
+_WORDS = re.compile(r"^\s*/words\s+(\d+)(\s+slow)?\s*$")
+SLOW_DELAY = 0.08  # seconds between deltas of "/words N slow"
 HIDDEN_CONTEXT = "<HiddenContext>"
 CONTEXT_TOOL = "get_context"
 _BLOCK = re.compile(r"\s*<context>.*?</context>", re.DOTALL)
@@ -89,7 +91,7 @@ class MirrorModel(Model):
         if (m := _COMMAND.match(said)) and m.group(1) in callables:
             return {"call": m.group(1), "arguments": _arguments(m.group(2), callables[m.group(1)])}
         if m := _WORDS.match(said):
-            return {"text": " ".join(f"w{i}" for i in range(1, int(m.group(1)) + 1))}
+            return {"text": " ".join(f"w{i}" for i in range(1, int(m.group(1)) + 1)), **({"delay": SLOW_DELAY} if m.group(2) else {})}
         if output_schema is not None and not output_schema.is_plain_text():
             schema = output_schema.json_schema()
             return {"text": json.dumps(_from_schema(schema, schema, said))}
@@ -131,13 +133,13 @@ class MirrorModel(Model):
             answer = self.reply(system_instructions, input, tools, output_schema, handoffs)
             item = self._item(answer, done=True)
             usage = self._usage(system_instructions, input, answer)
-            async for event in self._events(item, usage):
+            async for event in self._events(item, usage, answer.get("delay", self.delay)):
                 yield event
             self._trace(span, tracing, input, item, usage)
         finally:
             span.finish(reset_current=False)
 
-    async def _events(self, item: Any, usage: Usage) -> AsyncIterator[Any]:
+    async def _events(self, item: Any, usage: Usage, delay: float) -> AsyncIterator[Any]:
         seq = iter(range(1_000_000))
         response = Response(
             id=f"resp_{self.name}_{self._ids}", created_at=0, model=self.name, object="response", output=[],
@@ -159,8 +161,8 @@ class MirrorModel(Model):
             part = {"content_index": 0, **common}
             yield ResponseContentPartAddedEvent(type="response.content_part.added", part=ResponseOutputText(type="output_text", text="", annotations=[]), sequence_number=next(seq), **part)
             for start in range(0, len(text), self.chunk_size):
-                if self.delay:
-                    await asyncio.sleep(self.delay)
+                if delay:
+                    await asyncio.sleep(delay)
                 yield ResponseTextDeltaEvent(type="response.output_text.delta", delta=text[start : start + self.chunk_size], logprobs=[], sequence_number=next(seq), **part)
             yield ResponseTextDoneEvent(type="response.output_text.done", text=text, logprobs=[], sequence_number=next(seq), **part)
             yield ResponseContentPartDoneEvent(type="response.content_part.done", part=item.content[0], sequence_number=next(seq), **part)

@@ -301,30 +301,46 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
                 return deleted
             await asyncio.sleep(DELETE_PAUSE)  # long enough for a waiting request to take its turn
 
-    async def save_feedback(self, thread_id: str, item_ids: list[str], kind: str, context: Any) -> None:
-        """Thumbs up/down on items of the user's own thread (``items.feedback``)."""
+    async def save_feedback(self, thread_id: str, item_ids: list[str], kind: str | None, context: Any, *, comment: str | None = None) -> None:
+        """Thumbs up/down on items of the user's own thread (``items.feedback``), with an
+        optional comment; ``kind=None`` takes the rating back."""
         await self.load_thread(thread_id, context)  # 404 for another user's thread
+        user = user_of(context)
         async with self.db.acursor() as cur:
             for item_id in item_ids:
+                if kind is None:
+                    cur.execute("DELETE FROM feedback WHERE thread_id = ? AND item_id = ? AND user_id = ?", [thread_id, item_id, user])
+                    continue
                 cur.execute(
-                    """INSERT OR REPLACE INTO feedback
-                       SELECT thread_id, id, user_id, ?, now()::TIMESTAMP FROM items
+                    """INSERT OR REPLACE INTO feedback (thread_id, item_id, user_id, kind, created_at, comment)
+                       SELECT thread_id, id, user_id, ?, now()::TIMESTAMP, ? FROM items
                        WHERE thread_id = ? AND id = ? AND user_id = ?""",
-                    [kind, thread_id, item_id, user_of(context)],
+                    [kind, self.redact(comment) if comment else None, thread_id, item_id, user],
                 )
 
+    async def feedback_of(self, thread_id: str, context: Any) -> list[dict[str, Any]]:
+        """The user's ratings in their thread: ``item_id``, ``kind``, ``comment``."""
+        await self.load_thread(thread_id, context)
+        async with self.db.acursor() as cur:
+            rows = cur.execute(
+                "SELECT item_id, kind, comment FROM feedback WHERE thread_id = ? AND user_id = ? ORDER BY created_at",
+                [thread_id, user_of(context)],
+            ).fetchall()
+        return [{"item_id": item_id, "kind": kind, "comment": comment} for item_id, kind, comment in rows]
+
     # -- copies, for fork and replay ---------------------------------------------------------
-    async def copy_items(self, source_id: str, target_id: str, context: Any, *, up_to: str | None = None) -> int:
+    async def copy_items(self, source_id: str, target_id: str, context: Any, *, up_to: str | None = None, before: bool = False) -> int:
         """Copy the items of the user's thread ``source_id`` (up to and including the item
-        ``up_to``) into their thread ``target_id``, in order, as typed items: each copy names its
-        new thread and its own copies of the attachments it carries. Returns the items copied.
-        Call it inside ``db.transaction()`` to make the copy one with what else you write."""
+        ``up_to``; ``before``: only those preceding it) into their thread ``target_id``, in order,
+        as typed items: each copy names its new thread and its own copies of the attachments it
+        carries. Returns the items copied. Call it inside ``db.transaction()`` to make the copy
+        one with what else you write."""
         user = user_of(context)
         params: dict[str, Any] = {"thread": source_id, "user": user}
         upto = ""
         if up_to is not None:
             params["at"] = up_to
-            upto = " AND (created_at, seq) <= (SELECT (created_at, seq) FROM items WHERE thread_id = $thread AND id = $at AND user_id = $user)"
+            upto = f" AND (created_at, seq) {'<' if before else '<='} (SELECT (created_at, seq) FROM items WHERE thread_id = $thread AND id = $at AND user_id = $user)"
         async with self.db.acursor() as cur:
             rows = cur.execute(
                 f"SELECT data FROM items WHERE thread_id = $thread AND user_id = $user{upto} ORDER BY created_at, seq", params

@@ -20,7 +20,7 @@ class MemoryStore(Store[Any]):
         # thread -> item id -> (created_at, seq, item); the first write fixes the position
         self._items: dict[str, dict[str, tuple[Any, int, ThreadItem]]] = {}
         self._attachments: dict[str, tuple[str, Attachment]] = {}
-        self.feedback: dict[tuple[str, str, str], str] = {}  # (thread, item, user) -> kind
+        self.feedback: dict[tuple[str, str, str], tuple[str, str | None]] = {}  # (thread, item, user) -> (kind, comment)
 
     def generate_thread_id(self, context: Any) -> str:
         return new_id("thread")
@@ -102,11 +102,19 @@ class MemoryStore(Store[Any]):
             del items[i]
         return len(newer)
 
-    async def save_feedback(self, thread_id: str, item_ids: list[str], kind: str, context: Any) -> None:
+    async def save_feedback(self, thread_id: str, item_ids: list[str], kind: str | None, context: Any, *, comment: str | None = None) -> None:
         self._thread(thread_id, context)
         for item_id in item_ids:
-            if item_id in self._items[thread_id]:
-                self.feedback[(thread_id, item_id, user_of(context))] = kind
+            key = (thread_id, item_id, user_of(context))
+            if kind is None:
+                self.feedback.pop(key, None)
+            elif item_id in self._items[thread_id]:
+                self.feedback[key] = (kind, comment)
+
+    async def feedback_of(self, thread_id: str, context: Any) -> list[dict[str, Any]]:
+        self._thread(thread_id, context)
+        user = user_of(context)
+        return [{"item_id": i, "kind": k, "comment": c} for (t, i, u), (k, c) in self.feedback.items() if t == thread_id and u == user]
 
     async def save_attachment(self, attachment: Attachment, context: Any) -> None:
         owner = self._attachments.get(attachment.id, (user_of(context),))[0]

@@ -102,7 +102,7 @@ def turns(user_id: str | None, thread_id: str | None) -> Query:
             WHERE {unlogged_where}
               AND NOT EXISTS (SELECT 1 FROM turns t WHERE t.thread_id = ex.thread_id AND t.user_item_id = ex.user_item_id)
               AND NOT EXISTS (SELECT 1 FROM lineage l JOIN items p ON p.thread_id = l.parent_thread_id AND p.id = ex.user_item_id
-                              WHERE l.thread_id = ex.thread_id AND l.kind = 'fork')
+                              WHERE l.thread_id = ex.thread_id AND l.kind IN ('fork', 'edit'))
         )
         SELECT r.turn_id, r.thread_id, r.user_id, r.exchange, r.user_text, r.reply_text, r.started_at,
                r.latency_ms, r.first_token_ms, r.input_tokens, r.output_tokens,
@@ -124,7 +124,7 @@ def spans(user_id: str | None, thread_id: str | None) -> Query:
 
 def feedback(user_id: str | None, thread_id: str | None) -> Query:
     where, params = scope(user_id, thread_id, "f.")
-    return f"""SELECT f.thread_id, f.item_id, f.user_id, f.kind, f.created_at, i.text
+    return f"""SELECT f.thread_id, f.item_id, f.user_id, f.kind, f.comment, f.created_at, i.text
                FROM feedback f LEFT JOIN items i ON i.thread_id = f.thread_id AND i.id = f.item_id
                WHERE {where} ORDER BY f.created_at""", params
 

@@ -198,6 +198,12 @@ def m006_input_items(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE model_inputs ADD COLUMN input_hashes VARCHAR[]")
 
 
+@migration
+def m007_feedback_comments(con: duckdb.DuckDBPyConnection) -> None:
+    # A rating may carry a sentence of why (the chat asks for one, optionally).
+    con.execute("ALTER TABLE feedback ADD COLUMN comment VARCHAR")
+
+
 def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Apply the migrations this file lacks, in order; return their names."""
     con.execute(

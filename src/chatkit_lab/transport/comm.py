@@ -1,7 +1,8 @@
 """The widget tunnel, kernel side: ChatKit requests over a widget's comm instead of a port.
 
 The browser sends ``{"kind": "request", "id", "body", "headers"}`` and ``{"kind": "cancel",
-"id"}``. Comm handlers may run on the kernel's main thread or on a subshell thread, so
+"id"}``; a file upload (the second phase of ChatKit's two-phase attachments) is a request with
+``upload`` (the upload URL) and the file's bytes as the message's one binary buffer. Comm handlers may run on the kernel's main thread or on a subshell thread, so
 ``on_message`` only hands the message to the lab's loop. There each request runs as its own
 task and answers with JSON frames ``{"id", "seq", "kind"}``, all sent from the loop's thread so
 their order holds:
@@ -23,13 +24,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
 from chatkit.server import ChatKitServer
+from chatkit.store import NotFoundError
 
 from ..auth.jwt import Authenticator
-from ..context import build_context
+from ..context import RequestContext, build_context
 from ..errors import LAB_CLOSED, AuthError, LabClosedError
 from .limits import Limits
 from .requests import error_body, handle_request
@@ -37,6 +40,7 @@ from .requests import error_body, handle_request
 log = logging.getLogger("chatkit_lab")
 
 Frame = dict[str, Any]
+UPLOAD_PATH = re.compile(r"/chatkit/attachments/([^/?#]+)/upload(?:[?#].*)?$")
 
 
 class CommTunnel:
@@ -60,7 +64,7 @@ class CommTunnel:
         self._tasks: dict[str, asyncio.Task[None]] = {}  # touched only on the loop's thread
 
     # -- any thread --------------------------------------------------------------------------
-    def on_message(self, content: Any) -> bool:
+    def on_message(self, content: Any, buffers: list[Any] | None = None) -> bool:
         """Hand a tunnel message to the loop; False when it is not one (other custom messages)."""
         if not isinstance(content, dict) or content.get("kind") not in ("request", "cancel"):
             return False
@@ -76,16 +80,20 @@ class CommTunnel:
             return True
         if content["kind"] == "request":
             headers: dict[str, str] = content["headers"] if isinstance(content.get("headers"), dict) else {}
-            self.loop.call_soon_threadsafe(self._start, request_id, content.get("body"), headers)
+            if isinstance(content.get("upload"), str):
+                data = bytes(buffers[0]) if buffers else b""
+                self.loop.call_soon_threadsafe(self._start, request_id, None, headers, (content["upload"], data))
+            else:
+                self.loop.call_soon_threadsafe(self._start, request_id, content.get("body"), headers)
         else:
             self.loop.call_soon_threadsafe(self._cancel, request_id)
         return True
 
     # -- the loop's thread -------------------------------------------------------------------
-    def _start(self, request_id: str, body: Any, headers: dict[str, str]) -> None:
+    def _start(self, request_id: str, body: Any, headers: dict[str, str], upload: tuple[str, bytes] | None = None) -> None:
         if request_id in self._tasks:
             return  # a re-sent request (the browser retried an unacknowledged send)
-        task = self.loop.create_task(self._serve(request_id, body, headers))
+        task = self.loop.create_task(self._serve(request_id, body, headers, upload))
         self._tasks[request_id] = task
         task.add_done_callback(lambda _: self._tasks.pop(request_id, None))
 
@@ -94,7 +102,7 @@ class CommTunnel:
         if task is not None:
             task.cancel()
 
-    async def _serve(self, request_id: str, body: Any, headers: dict[str, str]) -> None:
+    async def _serve(self, request_id: str, body: Any, headers: dict[str, str], upload: tuple[str, bytes] | None) -> None:
         frames = _Frames(self.send, request_id)
         frames.emit("ack")
         try:
@@ -102,6 +110,8 @@ class CommTunnel:
                 identity = await self.auth.identify(headers)
             except AuthError as exc:
                 return frames.refuse(401, "unauthorized", str(exc))
+            if upload is not None:
+                return await self._upload(frames, *upload, identity.user_id)
             if not isinstance(body, str):
                 return frames.refuse(400, "invalid_request", "The request body must be a JSON string.")
             # (a character is at most 4 bytes: short bodies need no encoding to be measured)
@@ -121,6 +131,21 @@ class CommTunnel:
         except Exception as exc:  # handle_request maps errors; this is the transport itself failing
             log.exception("tunnel request %s failed", request_id)
             frames.emit("error", status=500, message=f"The kernel could not serve the request ({type(exc).__name__}).")
+
+    async def _upload(self, frames: _Frames, url: str, data: bytes, user_id: str) -> None:
+        match = UPLOAD_PATH.search(url)
+        write = getattr(self.server.attachment_store, "write_attachment_bytes", None)
+        if match is None or write is None:
+            return frames.refuse(404, "not_found", "Uploads go to /chatkit/attachments/{id}/upload on a server that keeps attachment bytes.")
+        if len(data) > self.limits.max_attachment_bytes:
+            return frames.refuse(413, "too_large", str(self.limits.file_too_large(len(data))))
+        try:
+            attachment = await write(match.group(1), data, RequestContext(user_id=user_id))
+        except NotFoundError as exc:
+            return frames.refuse(404, "not_found", str(exc))
+        frames.emit("head", status=200, content_type="application/json")
+        frames.emit("chunk", data=attachment.model_dump_json(exclude_none=True, context={"exclude_metadata": True}))
+        frames.emit("end")
 
     async def _stream(self, frames: _Frames, stream: Any) -> None:
         pending: list[bytes] = []

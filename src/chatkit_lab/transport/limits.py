@@ -44,6 +44,9 @@ class Limits:
     def body_too_large(self) -> TooLargeError:
         return TooLargeError(f"The request body is larger than {self.max_body_bytes / MiB:g} MiB, this server's limit.")
 
+    def file_too_large(self, size: int) -> TooLargeError:
+        return TooLargeError(f"The attachment is {size:,} bytes; this server accepts files up to {self.max_attachment_bytes / MiB:g} MiB.")
+
     def check(self, request: Any) -> None:
         """Refuse what ``request`` asks beyond these limits, with a sentence."""
         match request:
@@ -56,7 +59,7 @@ class Limits:
                 if size < 0:
                     raise InvalidRequestError(f"An attachment's size cannot be negative (got {size}).")
                 if size > self.max_attachment_bytes:
-                    raise TooLargeError(f"The attachment is {size:,} bytes; this server accepts files up to {self.max_attachment_bytes / MiB:g} MiB.")
+                    raise self.file_too_large(size)
             case ThreadsCreateReq() | ThreadsAddUserMessageReq():
                 message = request.params.input
                 chars = sum(len(getattr(part, "text", "") or "") for part in message.content)

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from ..errors import ChatLabError
 from ..server import LabServer, request_adapter
+from .lab_requests import is_lab_request, lab_request_adapter, process_lab_request
 from .limits import Limits
 
 DEFAULT_LIMITS = Limits()
@@ -110,7 +111,10 @@ def classify(exc: BaseException) -> tuple[int, str, str, bool]:
 
 async def handle_request(server: ChatKitServer[Any], body: bytes | str, context: Any, limits: Limits | None = None) -> Reply:
     """Run one ChatKit request through ``server`` and return what a client should receive;
-    ``limits`` (the defaults unless given) refuse what a request may not carry."""
+    ``limits`` (the defaults unless given) refuse what a request may not carry. chatkit-lab's
+    own ``lab.*`` requests (``lab_requests``) take the same path on a LabServer."""
+    if isinstance(server, LabServer) and is_lab_request(body):
+        return await _handle_lab_request(server, body, context)
     try:
         parsed = request_adapter.validate_json(body)
     except ValidationError as exc:
@@ -131,6 +135,17 @@ async def handle_request(server: ChatKitServer[Any], body: bytes | str, context:
     if not isinstance(result, StreamingResult):
         return Reply(200, JSON, result.json)
     return Reply(200, SSE, stream=_guarded(aiter(result)))
+
+
+async def _handle_lab_request(server: LabServer, body: bytes | str, context: Any) -> Reply:
+    try:
+        parsed = lab_request_adapter.validate_json(body)
+    except ValidationError as exc:
+        return error_reply(400, "invalid_request", describe_invalid(body, exc))
+    try:
+        return Reply(200, JSON, await process_lab_request(server.store, parsed, context))
+    except Exception as exc:
+        return error_reply(*classify(exc)[:3])
 
 
 async def _guarded(stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

@@ -77,10 +77,10 @@ class ChatWidget(anywidget.AnyWidget):
         self.on_msg(self._on_custom)
         self._runtime.add_view(self)
 
-    def _on_custom(self, _widget: Any, content: Any, _buffers: Any) -> None:
+    def _on_custom(self, _widget: Any, content: Any, buffers: Any) -> None:
         # Runs on the kernel's main thread or a subshell thread: only hand over, never wait.
         try:
-            if self._tunnel.on_message(content):
+            if self._tunnel.on_message(content, buffers):
                 return
             if isinstance(content, dict) and content.get("kind") == "hello":  # a view rendered: it needs the token
                 self.send({"kind": "welcome", "model_id": self.model_id})
@@ -121,12 +121,14 @@ class ChatWidget(anywidget.AnyWidget):
             self.show_warning(f"The client effect handler {msg.get('name')!r} failed: {type(exc).__name__}: {exc}")
 
     async def _fork(self, msg: dict[str, Any]) -> None:
-        """The ⑂ button: copy the open thread up to an item, as the view's user, and open the copy."""
+        """Fork from a reply (or edit a message and send it again): copy the open thread up to an
+        item, as the view's user; the view opens the copy."""
         try:
             token = msg.get("token")
             identity = await self._runtime.auth.identify({"authorization": f"Bearer {token}"} if token else {})
-            thread_id = await fork(self._runtime, str(msg.get("thread_id")), str(msg.get("item_id")), identity.user_id)
-            self.send({"kind": "forked", "thread_id": thread_id})
+            before = msg.get("before") is True  # "edit and send again": the copy stops before the message
+            thread_id = await fork(self._runtime, str(msg.get("thread_id")), str(msg.get("item_id")), identity.user_id, before=before)
+            self.send({"kind": "forked", "thread_id": thread_id, "request": msg.get("request")})
         except Exception as exc:  # a sentence in the chat, never a traceback
             log.info("fork refused: %s", exc)
             self.send({"kind": "forked", "error": f"Could not fork this thread: {exc}"})

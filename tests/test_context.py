@@ -39,6 +39,13 @@ def test_render_fills_dotted_placeholders_and_leaves_json_alone():
     assert out == 'Hi Ada on Q3; . Reply like {"ok": true}.'
 
 
+def test_a_placeholder_may_name_a_default_for_a_missing_or_empty_value():
+    template = "You help {user.name|the user} with {page.title|this notebook}{page.path|}."
+    assert render(template, {}) == "You help the user with this notebook."
+    assert render(template, {"user": {"name": ""}, "page": {"title": "Churn"}}) == "You help the user with Churn."
+    assert render(template, {"user": {"name": "Ada"}}) == "You help Ada with this notebook."
+
+
 def test_every_strategy_gets_the_context_to_the_model_and_the_inspector_shows_where(make_lab):
     lab = make_lab(instructions="Help {user.name}.")
     lab.context.update(project="apollo")

@@ -108,3 +108,12 @@ def test_openai_compatible_endpoint_three_turns_with_a_tool_call(make_lab, endpo
     assert usage.values.tolist() == [[11, 7], [22, 14], [11, 7]]
     generation = lab.sql("SELECT count(*) AS n FROM spans WHERE span_type = 'generation' AND input_tokens = 11")
     assert generation.n[0] == 4
+
+
+def test_the_offline_name_pins_the_offline_model_even_with_a_key(monkeypatch):
+    from chatkit_lab.models import MirrorModel, resolve_backend
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-used")
+    assert resolve_backend(None).kind == "openai"
+    pinned = resolve_backend("offline")
+    assert pinned.kind == "offline" and isinstance(pinned.model, MirrorModel)

@@ -18,6 +18,7 @@ EXPECTED = {
         "- history: 5 earlier items",
         "Could not reach the model provider at http://127.0.0.1:9/v1",
         "'ok'",
+        "✓ Correct\n✓ Correct",  # the exercises' solutions
     ],
     "02_context_injection.ipynb": [
         "user={'name': 'Ada Lovelace', 'id': 'ada'}",
@@ -25,12 +26,17 @@ EXPECTED = {
         "count  4.00000",
         "a hidden context item (project, df)",
         "the get_context tool (project, df)",
-        "You help Ada with the notebook Churn analysis.",
+        "You help Ada with Churn analysis.",
         "The context provider broken_provider failed: NameError",
+        '- instructions: "You help the user with this notebook.',  # a default, not an empty placeholder
+        "✗ Not yet: lab.context.update(name=value)",
+        "✓ Correct",
     ],
     "03_auth_patterns.ipynb": [
         "HS256 signed with the public key     401",
-        "tampered payload (sub: bob)     401",
+        "tampered payload (sub: bob)     401           The token's signature does not match: it was altered or signed with another key.",
+        "unknown kid     401 The token was signed with an unknown key (kid); it was not issued by this server's issuer.",  # whole, not cut
+        "✓ Correct",
         "threads.get_by_id     404",
         "AuthError - The token could not be read",
         "HttpOnly; Max-Age=28800; Path=/; SameSite=lax",
@@ -53,6 +59,7 @@ EXPECTED = {
         "True",
         "ada Hello from ada!",
         "<Chart size 700x300 with 1 Axes>",
+        "✓ Correct",
     ],
 }
 

@@ -28,7 +28,7 @@ log = logging.getLogger("chatkit_lab")
 
 STRATEGIES = ("instructions", "hidden", "input", "tool", "none")
 CREDENTIAL_HEADERS = {"authorization", "cookie", "proxy-authorization", "x-api-key"}
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\}")
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)(?:\|([^{}|]*))?\}")
 
 
 @dataclass
@@ -149,15 +149,19 @@ class ContextInjection:
 
 
 def render(template: str, context: Mapping[str, Any]) -> str:
-    """Fill ``{user.name}``-style placeholders from ``context``; unknown ones become empty.
-    Other braces (JSON examples in a prompt) are left alone."""
+    """Fill ``{user.name}``-style placeholders from ``context``; an unknown or empty one becomes
+    its default, ``{user.name|the user}``, or nothing. Other braces (JSON examples in a prompt)
+    are left alone."""
 
     def value(match: re.Match[str]) -> str:
+        default = match.group(2) or ""
         found: Any = context
         for part in match.group(1).split("."):
             if not isinstance(found, Mapping) or part not in found:
-                return ""
+                return default
             found = found[part]
+        if found is None or found == "":
+            return default
         return found if isinstance(found, str) else json.dumps(found, default=str, ensure_ascii=False)
 
     return _PLACEHOLDER.sub(value, template)

@@ -30,15 +30,21 @@ class Backend:
         return self.description
 
 
+OFFLINE = "offline"
+
+
 def resolve_backend(
     model: Model | str | None = None,
     *,
     base_url: str | None = None,
     api_key: str | None = None,
 ) -> Backend:
-    """Pick the backend: an SDK ``Model`` as given; ``base_url`` (or ``OPENAI_BASE_URL``) for an
-    OpenAI-compatible server over Chat Completions; ``OPENAI_API_KEY`` for OpenAI; otherwise the
-    deterministic offline ``MirrorModel``."""
+    """Pick the backend: an SDK ``Model`` as given; ``"offline"`` for the offline model whatever
+    the environment says (lessons pin it: the same transcript every run); ``base_url`` (or
+    ``OPENAI_BASE_URL``) for an OpenAI-compatible server over Chat Completions;
+    ``OPENAI_API_KEY`` for OpenAI; otherwise the deterministic offline ``MirrorModel``."""
+    if model == OFFLINE:
+        return Backend(MirrorModel(), 'offline mirror model (deterministic; pinned by model="offline")', "offline")
     if isinstance(model, Model):
         kind = "offline" if isinstance(model, MirrorModel) else "custom"
         return Backend(model, f"{model!r}", kind)

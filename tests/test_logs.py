@@ -230,12 +230,55 @@ def test_plots_show_latency_tokens_tools_and_feedback(recorded):
     lab, _ = recorded
     figures = {kind: lab.plot(kind) for kind in ("latency", "tokens", "tools", "feedback")}
     titles = {kind: fig.axes[0].get_title() for kind, fig in figures.items()}
-    assert titles == {"latency": "Latency per turn", "tokens": "Tokens per turn", "tools": "Tool usage", "feedback": "Feedback per thread"}
-    assert len(figures["latency"].axes[0].patches) == 5  # one bar per turn
+    assert titles == {"latency": "Latency per turn", "tokens": "Tokens per turn (input, then output lighter)", "tools": "Tool usage", "feedback": "Feedback per thread"}
+    bars = figures["latency"].axes[0].patches
+    assert len(bars) == 5  # one bar per turn, coloured by where its thread came from
+    assert {tuple(b.get_facecolor()) for b in bars[:3]} != {tuple(b.get_facecolor()) for b in bars[3:]}  # 3 original, 2 replayed
+    assert [t.get_text() for t in figures["latency"].axes[0].get_legend().get_texts()] == ["original", "replay", "first token"]
     assert [t.get_text() for t in figures["tools"].axes[0].get_yticklabels()] == ["lookup"]
+    assert [t.get_text() for t in figures["feedback"].axes[0].get_xticklabels()] == ["/lookup acme"]  # by title, not id
+    for fig, axis in ((figures["feedback"], "yaxis"), (figures["tools"], "xaxis"), (figures["latency"], "xaxis")):
+        ticks = getattr(fig.axes[0], axis).get_majorticklocs()
+        assert all(float(t).is_integer() for t in ticks)  # counts and turn numbers are whole
     assert hasattr(figures["latency"], "savefig")
     empty = ChatLab(":memory:", warm=False)
     assert empty.plot("latency").axes[0].get_title() == "Latency per turn (no turns yet)"
     empty.close()
     with pytest.raises(ChatLabError, match="Unknown plot 'pie'; choose one of latency, tokens, tools, feedback."):
         lab.plot("pie")
+
+
+def test_frames_export_as_they_show_and_jsonl_keeps_json_as_json(recorded, tmp_path):
+    lab, first = recorded
+    counts = lab.export(tmp_path / "turns.parquet", frame="turns")
+    shown = lab.turns_df()
+    written = pd.read_parquet(tmp_path / "turns.parquet")
+    assert counts == {"turns_df": len(shown)} and list(written.columns) == list(shown.columns)
+    assert {"user_text", "reply_text", "exchange", "lineage"} <= set(written.columns)
+    assert written.user_text.tolist() == shown.user_text.tolist()
+    lab.export(tmp_path / "threads.csv", frame="threads")
+    assert pd.read_csv(tmp_path / "threads.csv").title.tolist() == lab.threads_df().title.tolist()
+    with pytest.raises(ChatLabError, match="There is no frame 'turnz' to export; choose one of threads, items, turns"):
+        lab.export(tmp_path / "x.csv", frame="turnz")
+    with pytest.raises(ChatLabError, match="a table or a frame, not both"):
+        lab.export(tmp_path / "x.csv", "turns", frame="turns")
+
+    lab.export(tmp_path / "all.jsonl")
+    rows = [json.loads(line) for line in open(tmp_path / "all.jsonl")]
+    item = next(r for r in rows if r["_table"] == "items")
+    assert isinstance(item["data"], dict) and item["data"]["id"] == item["id"]  # an object, not a string of JSON
+
+
+def test_an_older_jsonl_export_with_json_as_strings_still_imports(recorded, tmp_path):
+    lab, _ = recorded
+    lab.export(tmp_path / "new.jsonl")
+    json_columns = {t: {c for (c,) in lab.sql(f"SELECT column_name FROM information_schema.columns WHERE table_name = '{t}' AND data_type = 'JSON'").values} for t in TABLES}
+    with open(tmp_path / "old.jsonl", "w") as out:  # what exports before this change wrote
+        for line in open(tmp_path / "new.jsonl"):
+            row = json.loads(line)
+            out.write(json.dumps({k: json.dumps(v, separators=(",", ":"), ensure_ascii=False) if k in json_columns[row["_table"]] and v is not None else v for k, v in row.items()}) + "\n")
+    lab.close()
+    with ChatLab(tmp_path / "copy.duckdb", warm=False) as copy:
+        copy.import_jsonl(tmp_path / "old.jsonl")
+        copy.export(tmp_path / "again.jsonl")
+    assert (tmp_path / "again.jsonl").read_text() == (tmp_path / "new.jsonl").read_text()

@@ -38,7 +38,7 @@ def test_replay_runs_turn_by_turn_into_a_new_ordinary_thread_with_its_lineage(ma
     r = lab.replay(source, instructions="You are a pirate.")
     assert (r.total, r.steps, r.done) == (3, [], False)
     assert lineage(lab, r.thread_id) == {"parent_thread_id": source, "kind": "replay", "at_item_id": None,
-                                         "overrides": json.dumps({"instructions": "You are a pirate."})}
+                                         "overrides": json.dumps({"instructions": "You are a pirate."}, separators=(",", ":"))}
     step = r.step_sync()
     assert (step.exchange, step.user_text, step.original) == (1, "first question", originals[0])
     assert '- instructions: "You are a pirate."' in step.reply and step.changed and step.error is None
@@ -250,3 +250,24 @@ def test_a_secret_in_the_overrides_is_written_nowhere(make_lab, db_path):
     lab.export(db_path.parent / "all.jsonl")
     lab.close()
     assert found_in_database(db_path, "crm-abc-123456") == [] and "crm-abc-123456" not in (db_path.parent / "all.jsonl").read_text()
+
+
+def test_the_diff_view_folds_unchanged_text_renders_markdown_and_lists_only_what_changed(make_lab):
+    from chatkit_lab.replay import word_diff_html
+
+    same = " ".join(f"w{n}" for n in range(60))
+    folded = word_diff_html(f"{same} old end", f"{same} new end")
+    assert "<del>old</del>" in folded and "<ins>new</ins>" in folded
+    assert "48 words the same" in folded and "w0 " not in folded and "w59" in folded  # a hunk, with its context
+    rendered = word_diff_html("The **plan** is <b>fine</b>", "The **plan** is <b>great</b>", markdown=True)
+    assert "<strong>plan</strong>" in rendered  # markdown rendered
+    assert "&lt;b&gt;" in rendered and "<b>" not in rendered  # model HTML stays text
+
+    lab = make_lab()
+    source = record(lab, "first question", "second question")
+    replay = lab.replay(source, instructions="Be terse.")
+    replay.run_sync(progress=False)
+    view = replay.diff()._repr_html_()
+    assert "text-align:left !important" in view
+    assert '<span class="ckl-diff-fact">tokens: ' in view  # the replies' tokens differ
+    assert '<span class="ckl-diff-fact">tools:' not in view  # no tools either side: not listed

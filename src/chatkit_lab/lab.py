@@ -290,16 +290,26 @@ class ChatLab:
         """A chart of the logs, shown inline: ``"latency"`` or ``"tokens"`` per turn, ``"tools"``
         (calls per tool) or ``"feedback"`` (per thread). Returns a matplotlib Figure."""
         turns = self.turns_df(thread_id, all_users=all_users)
-        return logs.plot(kind, turns, self.feedback_df(thread_id, all_users=all_users) if kind == "feedback" else None)
+        if kind != "feedback":
+            return logs.plot(kind, turns, None)
+        titles = self.threads_df(all_users=all_users).set_index("thread_id").title.to_dict()
+        return logs.plot(kind, turns, self.feedback_df(thread_id, all_users=all_users), titles)
 
-    def export(self, path: str | Path, table: str | None = None, *, all_users: bool = False) -> dict[str, int]:
+    def export(self, path: str | Path, table: str | None = None, *, frame: str | None = None, all_users: bool = False) -> dict[str, int]:
         """Write the logs to ``path``; the format follows the extension. ``.jsonl``: every table,
-        one row per line tagged with its table (``lab.import_jsonl`` loads it back exactly);
-        ``.parquet`` or ``.csv``: one table, ``items`` unless ``table`` names another. Streams
-        through DuckDB, so any size fits. Returns the rows written per table."""
+        one row per line tagged with its table, JSON columns as JSON (``lab.import_jsonl`` loads
+        it back exactly); ``.parquet`` or ``.csv``: one table, ``items`` unless ``table`` names
+        another. ``frame``: what a frame shows instead of a raw table (``"turns"`` writes
+        ``turns_df()``: the text, the reply, the exchange, the lineage), in any of the formats.
+        Streams through DuckDB, so any size fits. Returns the rows written per table or frame."""
         self.runtime.flush()
+        user = self._user(all_users)
         with self.db.cursor(invalidate=False) as cur:
-            return logs.export(cur, path, table=table, user_id=self._user(all_users))
+            if frame is None:
+                return logs.export(cur, path, table=table, user_id=user)
+            if table is not None:
+                raise ChatLabError("Export a table or a frame, not both: lab.export(path, 'turns') or lab.export(path, frame='turns').")
+            return logs.export_query(cur, path, f"{frame}_df", *queries.frame(frame, user))
 
     def import_jsonl(self, path: str | Path) -> dict[str, int]:
         """Load a JSONL export (``lab.export("x.jsonl")``) into this lab's file, all or nothing.

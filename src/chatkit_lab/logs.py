@@ -51,9 +51,7 @@ def _columns(cur: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, str]
 
 
 def _as_text(name: str, kind: str) -> str:
-    # JSONL keeps JSON columns as their exact text and bytes as base64, so an import is exact.
-    if kind == "JSON":
-        return f'"{name}"::VARCHAR AS "{name}"'
+    # JSONL keeps JSON columns as JSON (objects, not strings holding JSON) and bytes as base64.
     if kind == "BLOB":
         return f'to_base64("{name}") AS "{name}"'
     return f'"{name}"'
@@ -62,6 +60,8 @@ def _as_text(name: str, kind: str) -> str:
 def _from_text(name: str, kind: str) -> str:
     if kind == "BLOB":
         return f'from_base64("{name}")'
+    if kind == "JSON":  # exports before 0.3 wrote JSON columns as strings holding JSON
+        return f"""CASE WHEN json_type("{name}") = 'VARCHAR' THEN ("{name}" ->> '$')::JSON ELSE "{name}" END"""
     return f'"{name}"'
 
 
@@ -73,6 +73,18 @@ def _count(cur: duckdb.DuckDBPyConnection, sql: str, params: Any = None) -> int:
 
 def _quote(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
+
+
+def export_query(cur: duckdb.DuckDBPyConnection, path: str | Path, name: str, sql: str, params: dict[str, Any]) -> dict[str, int]:
+    """Write what a query returns (a frame, say) to ``path``, streamed: ``{name: rows}``."""
+    path = Path(path)
+    fmt = format_of(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as tmp:
+        part = Path(tmp) / f"{name}.{fmt}"
+        count = _count(cur, f"COPY ({sql}) TO {_quote(part)} (FORMAT {fmt})", params)
+        shutil.move(part, path)
+    return {name: count}
 
 
 def export(
@@ -131,7 +143,7 @@ def import_jsonl(cur: duckdb.DuckDBPyConnection, path: str | Path) -> dict[str, 
                 if table not in found:
                     continue
                 columns = _columns(cur, table)
-                read = ", ".join([f"'{TAG}': 'VARCHAR'", *(f"'{c}': '{'VARCHAR' if k in ('JSON', 'BLOB') else k}'" for c, k in columns)])
+                read = ", ".join([f"'{TAG}': 'VARCHAR'", *(f"'{c}': '{'VARCHAR' if k == 'BLOB' else k}'" for c, k in columns)])
                 names = ", ".join(f'"{c}"' for c, _ in columns)
                 values = ", ".join(_from_text(c, k) for c, k in columns)
                 counts[table] = _count(cur, f"INSERT OR IGNORE INTO {table} ({names}) SELECT {values} FROM {source % read} WHERE {TAG} = '{table}'")
@@ -241,40 +253,55 @@ def _chart() -> type:
     return Chart
 
 
-def plot(kind: str, turns: Any, feedback: Any) -> Any:
+LINEAGE_COLOURS = {"original": "#4c78a8", "replay": "#f58518", "fork": "#54a24b", "edit": "#b279a2"}
+
+
+def plot(kind: str, turns: Any, feedback: Any, titles: dict[str, str] | None = None) -> Any:
     """A matplotlib ``Figure`` of ``turns_df``/``feedback_df`` data: ``latency`` or ``tokens``
-    per turn, ``tools`` (calls per tool), ``feedback`` (positive and negative per thread)."""
+    per turn, coloured by where the thread came from (original, replay, fork, edit); ``tools``
+    (calls per tool); ``feedback`` (positive and negative per thread, by title from ``titles``)."""
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import MaxNLocator
+
     if kind not in PLOTS:
         raise ChatLabError(f"Unknown plot {kind!r}; choose one of {', '.join(PLOTS)}.")
     fig = _chart()(figsize=(7, 3), layout="constrained")
     ax = fig.subplots()
     n = list(range(1, len(turns) + 1))
+    origin = turns["lineage"].fillna("original").tolist() if "lineage" in turns else ["original"] * len(turns)
+    colours = [LINEAGE_COLOURS.get(o, "#9d755d") for o in origin]
+    kinds = [Patch(color=LINEAGE_COLOURS.get(o, "#9d755d"), label=o) for o in dict.fromkeys(origin)]
     if kind == "latency":
-        ax.bar(n, turns["latency_ms"].fillna(0), color="#4c78a8", label="whole turn")
-        ax.plot(n, turns["first_token_ms"], "o", color="#f58518", label="first token")
+        ax.bar(n, turns["latency_ms"].fillna(0), color=colours)
+        dots = ax.plot(n, turns["first_token_ms"], "o", color="#333", markersize=4, label="first token")
         ax.set(xlabel="turn", ylabel="ms", title="Latency per turn")
-        ax.legend()
+        ax.legend(handles=[*kinds, *dots])
     elif kind == "tokens":
         inp, out = turns["input_tokens"].fillna(0), turns["output_tokens"].fillna(0)
-        ax.bar(n, inp, color="#4c78a8", label="input")
-        ax.bar(n, out, bottom=inp, color="#72b7b2", label="output")
-        ax.set(xlabel="turn", ylabel="tokens", title="Tokens per turn")
-        ax.legend()
+        ax.bar(n, inp, color=colours)
+        ax.bar(n, out, bottom=inp, color=colours, alpha=0.45)
+        ax.set(xlabel="turn", ylabel="tokens", title="Tokens per turn (input, then output lighter)")
+        ax.legend(handles=kinds)
     elif kind == "tools":
         counts = turns["tools"].explode().dropna().value_counts()
         ax.barh(list(counts.index)[::-1], list(counts.values)[::-1], color="#54a24b")
         ax.set(xlabel="calls", title="Tool usage" if len(counts) else "Tool usage (no tool calls)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     else:
         table = feedback.pivot_table(index="thread_id", columns="kind", values="item_id", aggfunc="count", fill_value=0)
-        labels = [str(t) for t in table.index]
+        labels = [(titles or {}).get(str(t)) or str(t) for t in table.index]
+        labels = [label if len(label) <= 28 else label[:27] + "…" for label in labels]
         pos = table["positive"] if "positive" in table else [0] * len(table)
         neg = table["negative"] if "negative" in table else [0] * len(table)
         ax.bar(labels, pos, color="#54a24b", label="positive")
         ax.bar(labels, [-v for v in neg], color="#e45756", label="negative")
         ax.axhline(0, color="#888", linewidth=0.8)
         ax.set(ylabel="ratings", title="Feedback per thread" if len(table) else "Feedback (none yet)")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.tick_params(axis="x", labelrotation=30)
         ax.legend()
-    if kind in ("latency", "tokens") and not len(turns):
-        ax.set_title(ax.get_title() + " (no turns yet)")
+    if kind in ("latency", "tokens"):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if not len(turns):
+            ax.set_title(ax.get_title() + " (no turns yet)")
     return fig

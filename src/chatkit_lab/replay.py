@@ -30,6 +30,7 @@ from .models import resolve_backend
 from .server import LabServer
 from .store.items import item_adapter, item_text
 from .store.queries import EXCHANGE_FACTS, REPLAY_PLAN, thread_owner
+from .store.rows import stored_json
 from .turn import Turn
 
 if TYPE_CHECKING:
@@ -242,7 +243,7 @@ async def _start(
         )
         cur.execute(
             "INSERT INTO lineage (thread_id, parent_thread_id, kind, overrides, created_at) VALUES (?, ?, 'replay', ?, now()::TIMESTAMP)",
-            [thread_id, source, runtime.secrets.redact(json.dumps(overrides, default=str, ensure_ascii=False))],
+            [thread_id, source, runtime.secrets.redact(stored_json(overrides))],
         )
     server = LabServer(
         runtime.store, replay_agent, backend=backend, history_limit=lab_server.history_limit,
@@ -380,19 +381,19 @@ class ThreadDiff:
         esc = html.escape
         rows = []
         for r in self.df.itertuples():
-            facts = []
+            facts = []  # only what changed
             for name in ("tools", "handoffs", "guardrails", "latency_ms", "tokens"):
                 x, y = _shown(getattr(r, f"{name}_a")), _shown(getattr(r, f"{name}_b"))
-                if x or y:
-                    mark = "" if x == y else " ckl-diff-changed"
-                    facts.append(f'<span class="ckl-diff-fact{mark}">{name}: {esc(x or "–")} → {esc(y or "–")}</span>')
+                if x != y:
+                    facts.append(f'<span class="ckl-diff-fact">{name}: {esc(x or "–")} → {esc(y or "–")}</span>')
             said = r.user_text_a if isinstance(r.user_text_a, str) else r.user_text_b
             if isinstance(r.user_text_b, str) and r.user_text_b != said:
                 said = f"{said} → {r.user_text_b}"
+            a, b = _reply(r, "a"), _reply(r, "b")
+            reply = '<span class="ckl-same">the same reply</span>' if a == b else word_diff_html(a, b, markdown=True)
             rows.append(
-                f"<tr><td>{r.exchange}</td><td>{esc(str(said or ''))}</td>"
-                f'<td style="white-space:pre-wrap">{word_diff_html(_reply(r, "a"), _reply(r, "b"))}</td>'
-                f"<td>{'<br>'.join(facts)}</td></tr>"
+                f"<tr><td>{r.exchange}</td><td>{esc(str(said or ''))}</td><td>{reply}</td>"
+                f"<td>{'<br>'.join(facts) or '–'}</td></tr>"
             )
         head = f"<p><code>{esc(self.a)}</code> → <code>{esc(self.b)}</code>: {len(self.df)} turns, {int((~self.df['same_reply']).sum()) if len(self.df) else 0} replies differ.</p>"
         return head + _STYLE + '<table class="ckl-diff"><thead><tr><th>#</th><th>user</th><th>reply (<del>removed</del> <ins>added</ins>)</th><th>what changed</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table>"
@@ -418,24 +419,59 @@ def _shown(value: Any) -> str:
 _TOKEN = re.compile(r"\s+|[^\s]+")
 
 
-def word_diff_html(a: str, b: str) -> str:
-    """``b`` against ``a`` word by word: removed words in ``<del>``, added in ``<ins>``; escaped."""
+CONTEXT_WORDS = 12  # unchanged words kept either side of a change; longer runs fold into a hunk gap
+
+
+def word_diff_html(a: str, b: str, *, markdown: bool = False) -> str:
+    """``b`` against ``a`` word by word: removed words in ``<del>``, added in ``<ins>``; the text
+    escaped. Long unchanged runs fold to ``… N words the same …``, so the changes read as hunks.
+    ``markdown``: rendered as markdown (the marks kept; model text never becomes HTML)."""
     x, y = _TOKEN.findall(a or ""), _TOKEN.findall(b or "")
+    ops = difflib.SequenceMatcher(None, x, y, autojunk=False).get_opcodes()
     out = []
-    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, x, y, autojunk=False).get_opcodes():
+    for n, (op, i1, i2, j1, j2) in enumerate(ops):
         if op == "equal":
-            out.append(html.escape("".join(x[i1:i2])))
+            out.append(_folded(x[i1:i2], first=n == 0, last=n == len(ops) - 1))
             continue
         if i2 > i1:
-            out.append(f"<del>{html.escape(''.join(x[i1:i2]))}</del>")
+            out.append(f"<del>{_escape(''.join(x[i1:i2]))}</del>")
         if j2 > j1:
-            out.append(f"<ins>{html.escape(''.join(y[j1:j2]))}</ins>")
-    return "".join(out)
+            out.append(f"<ins>{_escape(''.join(y[j1:j2]))}</ins>")
+    marked = "".join(out)
+    if not markdown:
+        return f'<div style="white-space:pre-wrap">{marked}</div>'
+    return f'<div class="ckl-diff-md">{_MARKDOWN.render(marked)}</div>'
 
+
+def _folded(tokens: list[str], *, first: bool, last: bool) -> str:
+    words = [i for i, t in enumerate(tokens) if not t.isspace()]
+    keep = CONTEXT_WORDS
+    if len(words) <= (keep if first or last else 2 * keep) + 4:
+        return _escape("".join(tokens))
+    head = [] if first else tokens[: words[keep - 1] + 1]
+    tail = [] if last else tokens[words[-keep]:]
+    hidden = len(words) - (0 if first else keep) - (0 if last else keep)
+    gap = f' <span class="ckl-same">… {hidden} words the same …</span> '
+    return _escape("".join(head)) + gap + _escape("".join(tail))
+
+
+def _escape(text: str) -> str:
+    return html.escape(text, quote=False)  # (text only, never in an attribute)
+
+
+def _markdown() -> Any:
+    from markdown_it import MarkdownIt
+
+    # The text is escaped before the marks go in; "html" lets only our <ins>/<del> through.
+    return MarkdownIt("commonmark", {"html": True}).enable("table")
+
+
+_MARKDOWN = _markdown()
 
 _STYLE = """<style>
-.ckl-diff td{vertical-align:top;text-align:left}.ckl-diff del{background:#fdd;color:#900}
-.ckl-diff ins{background:#dfd;color:#060;text-decoration:none}.ckl-diff-changed{font-weight:bold}
+table.ckl-diff td, table.ckl-diff th{vertical-align:top;text-align:left !important}
+.ckl-diff del{background:#fdd;color:#900}.ckl-diff ins{background:#dfd;color:#060;text-decoration:none}
+.ckl-diff .ckl-same{color:#777;font-style:italic}.ckl-diff-md > :first-child{margin-top:0}.ckl-diff-md > :last-child{margin-bottom:0}
 </style>"""
 
 
@@ -444,7 +480,7 @@ def _table(steps: Sequence[ReplayStep]) -> str:
     rows = "".join(
         f"<tr><td>{s.exchange}</td><td>{esc(s.user_text)}</td>"
         f'<td style="white-space:pre-wrap">{esc(s.original or "")}</td>'
-        f'<td style="white-space:pre-wrap">{word_diff_html(s.original or "", s.reply) if s.reply else esc("[error: " + (s.error or "") + "]")}</td>'
+        f'<td>{word_diff_html(s.original or "", s.reply) if s.reply else esc("[error: " + (s.error or "") + "]")}</td>'
         f"<td>{s.latency_ms:.0f} ms</td></tr>"
         for s in steps
     )

@@ -51,7 +51,7 @@ from .failures import describe_failure
 from .models import Backend
 from .store.duckdb import user_of
 from .store.items import item_text
-from .store.rows import ModelInputRow, TurnRow
+from .store.rows import ModelInputRow, TurnRow, stored_json
 
 log = logging.getLogger("chatkit_lab")
 
@@ -418,9 +418,9 @@ class _TurnRecord:
         row = ModelInputRow(
             turn_id=self.row.turn_id, call_index=call, thread_id=self.row.thread_id, user_id=self.row.user_id,
             created_at=datetime.now(), agent=agent.name, strategy=strategy, instructions=instructions,
-            input=None, tools=tools, context=json.dumps(context, default=str, ensure_ascii=False),
+            input=None, tools=tools, context=stored_json(context),
         )
-        return row, [_INLINE_DATA.sub(_shorten, json.dumps(item, default=_plain, ensure_ascii=False)) for item in items]
+        return row, [_INLINE_DATA.sub(_shorten, stored_json(item, default=_plain)) for item in items]
 
     def finish(self, usage: Any, tools: list[str]) -> TurnRow:
         row = self.row

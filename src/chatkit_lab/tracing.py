@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import threading
 from collections import Counter
@@ -23,7 +22,7 @@ from agents.tracing import Span, Trace, TracingProcessor, set_trace_processors
 
 from .errors import DatabaseBusyError
 from .store.database import Database
-from .store.rows import InputItemRow, LogRow, ModelInputRow, SpanRow, TraceRow, TurnRow, insert
+from .store.rows import InputItemRow, LogRow, ModelInputRow, SpanRow, TraceRow, TurnRow, insert, stored_json
 from .store.transaction import in_transaction
 
 log = logging.getLogger(__name__)
@@ -81,7 +80,7 @@ class DuckDBTraceProcessor(TracingProcessor):
         row = TraceRow(
             trace_id=trace.trace_id, thread_id=metadata.get("thread_id") or info.get("group_id"),
             user_id=metadata.get("user_id"), workflow_name=info.get("workflow_name"), group_id=info.get("group_id"),
-            metadata=json.dumps(metadata, default=str), started_at=datetime.now(),
+            metadata=stored_json(metadata), started_at=datetime.now(),
         )
         with self._lock:
             self._open[trace.trace_id] = row
@@ -106,7 +105,7 @@ class DuckDBTraceProcessor(TracingProcessor):
         try:
             data = span.span_data.export()
             if isinstance(data.get("input"), list):  # a generation span carries the whole history
-                data["input_hashes"] = self._by_hash([json.dumps(i, default=str, ensure_ascii=False) for i in data.pop("input")])
+                data["input_hashes"] = self._by_hash([stored_json(i) for i in data.pop("input")])
             started, ended = _local(span.started_at), _local(span.ended_at)
             usage = data.get("usage") or {}
             with self._lock:
@@ -116,7 +115,7 @@ class DuckDBTraceProcessor(TracingProcessor):
                     span_type=data.get("type"), name=_span_name(data), started_at=started, ended_at=ended,
                     duration_ms=(ended - started).total_seconds() * 1000 if started and ended else None,
                     input_tokens=usage.get("input_tokens"), output_tokens=usage.get("output_tokens"),
-                    error=json.dumps(span.error, default=str) if span.error else None, data=json.dumps(data, default=str),
+                    error=stored_json(span.error) if span.error else None, data=stored_json(data),
                 ))
         except Exception:  # tracing must never break a run
             log.exception("could not record span %s", getattr(span, "span_id", "?"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from ..errors import ConfigurationError, ConflictError
 from .cache import LeaseCache
 from .database import Database
 from .items import item_adapter, item_role, item_text, naive, new_id
+from .rows import stored_json
 
 _attachment_adapter: TypeAdapter[Any] = TypeAdapter(Attachment)
 DELETE_PAUSE = 0.003  # seconds between two chunks
@@ -116,7 +116,7 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
             "title": self.redact(meta.title),
             "status": meta.status.type,
             "created": naive(meta.created_at),
-            "metadata": self.redact(json.dumps(meta.metadata, default=str)),
+            "metadata": self.redact(stored_json(meta.metadata)),
             "data": self.redact(meta.model_dump_json()),
         }
         update = """UPDATE threads SET title = $title, status = $status, updated_at = now()::TIMESTAMP,

@@ -188,3 +188,14 @@ EXCHANGE_FACTS = f"""
            t.latency_ms, t.input_tokens + t.output_tokens AS tokens, t.status, t.error
     FROM ex LEFT JOIN tu ON tu.user_item_id = ex.user_item_id LEFT JOIN turns t ON t.turn_id = tu.turn_id
     ORDER BY ex.exchange"""
+
+
+def frame(name: str, user_id: str | None) -> Query:
+    """The query behind ``lab.<name>_df()``, for every thread: what ``lab.export(frame=name)`` writes."""
+    frames = {
+        "threads": lambda: threads(user_id), "items": lambda: items(user_id, None), "turns": lambda: turns(user_id, None),
+        "spans": lambda: spans(user_id, None), "feedback": lambda: feedback(user_id, None), "model_inputs": lambda: model_inputs(user_id, None),
+    }
+    if name not in frames:
+        raise ChatLabError(f"There is no frame {name!r} to export; choose one of {', '.join(frames)}.")
+    return frames[name]()

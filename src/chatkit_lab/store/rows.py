@@ -8,10 +8,17 @@ breaks a log write, and a test pins each class to the table it fills.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
+
+
+def stored_json(value: Any, *, default: Callable[[Any], Any] = str) -> str:
+    """JSON as the log tables keep it: compact, non-ASCII as is. (A JSONL export writes JSON
+    columns compactly too, so what is imported is the same text.)"""
+    return json.dumps(value, default=default, ensure_ascii=False, separators=(",", ":"))
 
 
 @dataclass

@@ -10,7 +10,6 @@ import io
 import shutil
 import tempfile
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import duckdb
 
 from .errors import ChatLabError
 from .store.database import Database, is_lock_conflict
+from .store.items import utc_now
 from .store.queries import user_scope
 from .store.schema import MIGRATIONS, migrate
 from .store.transaction import in_transaction
@@ -224,7 +224,7 @@ def _merge_one(cur: duckdb.DuckDBPyConnection, source: Path, origin: str, shown:
         with in_transaction(cur):
             # A source that is itself a merge keeps its threads' origins.
             counts["origins"] = _count(cur, "INSERT OR IGNORE INTO origins SELECT * FROM src.origins")
-            counts["origins"] += _count(cur, "INSERT OR IGNORE INTO origins SELECT id, ?, ?, ? FROM src.threads", [origin, shown, datetime.now()])
+            counts["origins"] += _count(cur, "INSERT OR IGNORE INTO origins SELECT id, ?, ?, ? FROM src.threads", [origin, shown, utc_now()])
             for table in TABLES:
                 if table == "origins":
                     continue

@@ -57,7 +57,7 @@ async def fork(runtime: Runtime, thread_id: str, at_item: str | None, user_id: s
         kind = "edit" if before else "fork"
         new = await _new_thread(runtime, owner, f"{title or 'Untitled'} ({'edited' if before else 'fork'})")
         await runtime.store.copy_items(thread_id, new, RequestContext(user_id=owner), up_to=at_item, before=before)
-        cur.execute("INSERT INTO lineage (thread_id, parent_thread_id, kind, at_item_id, created_at) VALUES (?, ?, ?, ?, now()::TIMESTAMP)", [new, thread_id, kind, at_item])
+        cur.execute("INSERT INTO lineage (thread_id, parent_thread_id, kind, at_item_id, created_at) VALUES (?, ?, ?, ?, make_timestamp(epoch_us(now())))", [new, thread_id, kind, at_item])
     return new
 
 
@@ -242,7 +242,7 @@ async def _start(
             [a.id for p in plan for a in p.message.attachments], thread_id, RequestContext(user_id=owner), RequestContext(user_id=new_owner)
         )
         cur.execute(
-            "INSERT INTO lineage (thread_id, parent_thread_id, kind, overrides, created_at) VALUES (?, ?, 'replay', ?, now()::TIMESTAMP)",
+            "INSERT INTO lineage (thread_id, parent_thread_id, kind, overrides, created_at) VALUES (?, ?, 'replay', ?, make_timestamp(epoch_us(now())))",
             [thread_id, source, runtime.secrets.redact(stored_json(overrides))],
         )
     server = LabServer(

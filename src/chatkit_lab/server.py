@@ -50,7 +50,7 @@ from .errors import InvalidRequestError
 from .failures import describe_failure
 from .models import Backend
 from .store.duckdb import user_of
-from .store.items import item_text
+from .store.items import item_text, utc_now
 from .store.rows import ModelInputRow, TurnRow, stored_json
 
 log = logging.getLogger("chatkit_lab")
@@ -401,7 +401,7 @@ class _TurnRecord:
     def __init__(self, thread_id: str, user_id: str, message: UserMessageItem | None, agent: str, model: str | None) -> None:
         self.row = TurnRow(
             turn_id=f"turn_{uuid.uuid4().hex[:12]}", thread_id=thread_id, user_id=user_id,
-            user_item_id=message.id if message else None, started_at=datetime.now(), agent=agent, model=model,
+            user_item_id=message.id if message else None, started_at=utc_now(), agent=agent, model=model,
             trace_id=gen_trace_id(),
         )
         self._t0 = time.perf_counter()
@@ -417,14 +417,14 @@ class _TurnRecord:
         tools += [f"mcp:{s.name}" for s in agent.mcp_servers] + [getattr(h, "tool_name", None) or getattr(h, "name", "?") for h in agent.handoffs]
         row = ModelInputRow(
             turn_id=self.row.turn_id, call_index=call, thread_id=self.row.thread_id, user_id=self.row.user_id,
-            created_at=datetime.now(), agent=agent.name, strategy=strategy, instructions=instructions,
+            created_at=utc_now(), agent=agent.name, strategy=strategy, instructions=instructions,
             input=None, tools=tools, context=stored_json(context),
         )
         return row, [_INLINE_DATA.sub(_shorten, stored_json(item, default=_plain)) for item in items]
 
     def finish(self, usage: Any, tools: list[str]) -> TurnRow:
         row = self.row
-        row.ended_at, row.latency_ms, row.tools = datetime.now(), self.elapsed_ms(), tools
+        row.ended_at, row.latency_ms, row.tools = utc_now(), self.elapsed_ms(), tools
         row.input_tokens, row.output_tokens = getattr(usage, "input_tokens", None), getattr(usage, "output_tokens", None)
         if row.status == "cancelled" and self.partial_chars:
             # A stopped stream reports no usage for the reply it cut short: count what was

@@ -15,13 +15,14 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from agents.tracing import Span, Trace, TracingProcessor, set_trace_processors
 
 from .errors import DatabaseBusyError
 from .store.database import Database
+from .store.items import utc_now
 from .store.rows import InputItemRow, LogRow, ModelInputRow, SpanRow, TraceRow, TurnRow, insert, stored_json
 from .store.transaction import in_transaction
 
@@ -32,12 +33,12 @@ FLUSH_DELAY = 0.1
 HASHES_REMEMBERED = 100_000
 
 
-def _local(ts: str | None) -> datetime | None:
-    # Spans carry aware UTC ISO strings; items use naive local time, so convert to match.
+def _utc(ts: str | None) -> datetime | None:
+    # Spans carry aware UTC ISO strings; the tables keep naive UTC.
     if not ts:
         return None
     parsed = datetime.fromisoformat(ts)
-    return parsed.astimezone().replace(tzinfo=None) if parsed.tzinfo else parsed
+    return parsed.astimezone(UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
 
 
 def _span_name(data: dict[str, Any]) -> str | None:
@@ -80,7 +81,7 @@ class DuckDBTraceProcessor(TracingProcessor):
         row = TraceRow(
             trace_id=trace.trace_id, thread_id=metadata.get("thread_id") or info.get("group_id"),
             user_id=metadata.get("user_id"), workflow_name=info.get("workflow_name"), group_id=info.get("group_id"),
-            metadata=stored_json(metadata), started_at=datetime.now(),
+            metadata=stored_json(metadata), started_at=utc_now(),
         )
         with self._lock:
             self._open[trace.trace_id] = row
@@ -91,7 +92,7 @@ class DuckDBTraceProcessor(TracingProcessor):
         with self._lock:
             row = self._open.pop(trace.trace_id, None)
             if row is not None:
-                row.ended_at = datetime.now()
+                row.ended_at = utc_now()
                 self._rows.append(row)
         if self.forward:
             self.forward.on_trace_end(trace)
@@ -106,7 +107,7 @@ class DuckDBTraceProcessor(TracingProcessor):
             data = span.span_data.export()
             if isinstance(data.get("input"), list):  # a generation span carries the whole history
                 data["input_hashes"] = self._by_hash([stored_json(i) for i in data.pop("input")])
-            started, ended = _local(span.started_at), _local(span.ended_at)
+            started, ended = _utc(span.started_at), _utc(span.ended_at)
             usage = data.get("usage") or {}
             with self._lock:
                 thread_id = self._open[span.trace_id].thread_id if span.trace_id in self._open else None

@@ -119,7 +119,7 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
             "metadata": self.redact(stored_json(meta.metadata)),
             "data": self.redact(meta.model_dump_json()),
         }
-        update = """UPDATE threads SET title = $title, status = $status, updated_at = now()::TIMESTAMP,
+        update = """UPDATE threads SET title = $title, status = $status, updated_at = make_timestamp(epoch_us(now())),
                            metadata = $metadata, data = $data
                     WHERE id = $id AND user_id = $user RETURNING id"""
         changes = {k: v for k, v in row.items() if k != "created"}
@@ -133,7 +133,7 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
                 try:
                     cur.execute(
                         """INSERT INTO threads (id, user_id, title, status, created_at, updated_at, metadata, data)
-                           VALUES ($id, $user, $title, $status, $created, now()::TIMESTAMP, $metadata, $data)""",
+                           VALUES ($id, $user, $title, $status, $created, make_timestamp(epoch_us(now())), $metadata, $data)""",
                         row,
                     )
                 except duckdb.ConstraintException:
@@ -224,14 +224,14 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
                 if owned:  # the thread is the user's: a plain insert
                     cur.execute(
                         """INSERT INTO items (id, thread_id, user_id, created_at, updated_at, type, role, text, data)
-                           VALUES ($id, $thread, $user, $created, now()::TIMESTAMP, $type, $role, $text, $data)""",
+                           VALUES ($id, $thread, $user, $created, make_timestamp(epoch_us(now())), $type, $role, $text, $data)""",
                         row,
                     )
                     done: Any = True
                 else:
                     done = cur.execute(
                         """INSERT INTO items (id, thread_id, user_id, created_at, updated_at, type, role, text, data)
-                           SELECT $id, id, user_id, $created, now()::TIMESTAMP, $type, $role, $text, $data
+                           SELECT $id, id, user_id, $created, make_timestamp(epoch_us(now())), $type, $role, $text, $data
                            FROM threads WHERE id = $thread AND user_id = $user RETURNING id""",
                         row,
                     ).fetchone()
@@ -244,7 +244,7 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
                         "Send the message again."
                     ) from None
                 done = cur.execute(
-                    """UPDATE items SET updated_at = now()::TIMESTAMP, type = $type, role = $role,
+                    """UPDATE items SET updated_at = make_timestamp(epoch_us(now())), type = $type, role = $role,
                               text = $text, data = $data
                        WHERE thread_id = $thread AND id = $id AND user_id = $user RETURNING id""",
                     {k: v for k, v in row.items() if k != "created"},
@@ -313,7 +313,7 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
                     continue
                 cur.execute(
                     """INSERT OR REPLACE INTO feedback (thread_id, item_id, user_id, kind, created_at, comment)
-                       SELECT thread_id, id, user_id, ?, now()::TIMESTAMP, ? FROM items
+                       SELECT thread_id, id, user_id, ?, make_timestamp(epoch_us(now())), ? FROM items
                        WHERE thread_id = ? AND id = ? AND user_id = ?""",
                     [kind, self.redact(comment) if comment else None, thread_id, item_id, user],
                 )
@@ -358,7 +358,7 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
             self._known().forget_items(target_id)
             for start in range(0, len(copies), 200):
                 chunk = [self._item_row(target_id, user, item) for item in copies[start : start + 200]]
-                marks = ", ".join(["(?, ?, ?, ?, now()::TIMESTAMP, ?, ?, ?, ?)"] * len(chunk))
+                marks = ", ".join(["(?, ?, ?, ?, make_timestamp(epoch_us(now())), ?, ?, ?, ?)"] * len(chunk))
                 cur.execute(
                     f"INSERT INTO items (id, thread_id, user_id, created_at, updated_at, type, role, text, data) VALUES {marks}",
                     [v for row in chunk for v in row.values()],
@@ -389,7 +389,7 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
             async with self.db.acursor() as cur:
                 cur.execute(
                     """INSERT INTO attachments (id, user_id, thread_id, name, mime_type, size, bytes, created_at, data)
-                       SELECT $new, $owner, $thread, name, mime_type, size, bytes, now()::TIMESTAMP, $data
+                       SELECT $new, $owner, $thread, name, mime_type, size, bytes, make_timestamp(epoch_us(now())), $data
                        FROM attachments WHERE id = $old AND user_id = $source""",
                     {"new": new, "owner": user_of(target), "thread": thread_id, "old": old, "source": user_of(source),
                      "data": self.redact(_attachment_adapter.dump_json(copy).decode())},
@@ -418,7 +418,7 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
             row = cur.execute(
                 """
                 INSERT INTO attachments (id, user_id, thread_id, name, mime_type, size, created_at, data)
-                VALUES ($id, $user, $thread, $name, $mime, $size, now()::TIMESTAMP, $data)
+                VALUES ($id, $user, $thread, $name, $mime, $size, make_timestamp(epoch_us(now())), $data)
                 ON CONFLICT (id) DO UPDATE SET
                     thread_id = excluded.thread_id, name = excluded.name,
                     mime_type = excluded.mime_type, size = coalesce(excluded.size, attachments.size),

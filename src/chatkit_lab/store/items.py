@@ -55,5 +55,13 @@ def _task_text(task: Any) -> str:
 
 
 def naive(ts: datetime) -> datetime:
-    """ChatKit uses naive local times; store aware ones as naive UTC."""
-    return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts
+    """A time as the tables keep it: naive UTC (files from laptops in different time zones then
+    merge in order). ChatKit's own times are naive local ones; aware ones are converted too."""
+    return ts.astimezone(UTC).replace(tzinfo=None)
+
+
+def utc_now() -> datetime:
+    """Now, as the tables keep times (naive UTC). In SQL: ``make_timestamp(epoch_us(now()))``
+    (``now()::TIMESTAMP`` would be local time, and DuckDB's ICU extension, which could set the
+    session's zone, cannot be installed offline)."""
+    return datetime.now(UTC).replace(tzinfo=None)

@@ -7,6 +7,7 @@ each in its own transaction. The tables are documented in docs/schema.md.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime, timedelta
 
 import duckdb
 
@@ -202,6 +203,29 @@ def m006_input_items(con: duckdb.DuckDBPyConnection) -> None:
 def m007_feedback_comments(con: duckdb.DuckDBPyConnection) -> None:
     # A rating may carry a sentence of why (the chat asks for one, optionally).
     con.execute("ALTER TABLE feedback ADD COLUMN comment VARCHAR")
+
+
+# Every time column of the log tables (``_migrations.applied_at`` is DuckDB's own, already UTC).
+TIME_COLUMNS = {
+    "threads": ("created_at", "updated_at"), "items": ("created_at", "updated_at"), "attachments": ("created_at",),
+    "turns": ("started_at", "ended_at"), "feedback": ("created_at",), "traces": ("started_at", "ended_at"),
+    "spans": ("started_at", "ended_at"), "model_inputs": ("created_at",), "lineage": ("created_at",), "origins": ("merged_at",),
+}
+
+
+@migration
+def m008_utc_times(con: duckdb.DuckDBPyConnection) -> None:
+    # Times were naive local time, so class files merged from laptops in different time zones
+    # could not be ordered. From here on they are naive UTC; the rows already written are
+    # shifted by this machine's offset from UTC now (a file from another zone, or rows written
+    # on the other side of a daylight-saving change, stay off by that difference).
+    offset = datetime.now().astimezone().utcoffset() or timedelta(0)
+    seconds = int(offset.total_seconds())
+    if not seconds:
+        return
+    for table, columns in TIME_COLUMNS.items():
+        sets = ", ".join(f"{c} = {c} - to_seconds({seconds})" for c in columns)
+        con.execute(f"UPDATE {table} SET {sets}")
 
 
 def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:

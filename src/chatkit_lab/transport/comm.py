@@ -2,8 +2,9 @@
 
 The browser sends ``{"kind": "request", "id", "body", "headers"}`` and ``{"kind": "cancel",
 "id"}``; a file upload (the second phase of ChatKit's two-phase attachments) is a request with
-``upload`` (the upload URL) and the file's bytes as the message's one binary buffer. Comm handlers may run on the kernel's main thread or on a subshell thread, so
-``on_message`` only hands the message to the lab's loop. There each request runs as its own
+``upload`` (the upload URL) and the file's bytes as the message's one binary buffer. Comm
+handlers may run on the kernel's main thread or on a subshell thread, so ``on_message`` only
+hands the message to the lab's loop. There each request runs as its own
 task and answers with JSON frames ``{"id", "seq", "kind"}``, all sent from the loop's thread so
 their order holds:
 

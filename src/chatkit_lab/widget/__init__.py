@@ -112,10 +112,9 @@ class ChatWidget(anywidget.AnyWidget):
         handler = self._client_effects.get(msg.get("name", ""))
         if handler is None:
             return
+        data = msg.get("data") or {}
         try:
-            result = await asyncio.to_thread(handler, msg.get("data") or {})
-            if inspect.isawaitable(result):
-                await result
+            await handler(data) if inspect.iscoroutinefunction(handler) else await asyncio.to_thread(handler, data)
         except Exception as exc:  # the chat says so; the kernel and the reply go on
             log.warning("client effect %s failed: %s", msg.get("name"), exc, exc_info=True)
             self.show_warning(f"The client effect handler {msg.get('name')!r} failed: {type(exc).__name__}: {exc}")
@@ -131,7 +130,7 @@ class ChatWidget(anywidget.AnyWidget):
             self.send({"kind": "forked", "thread_id": thread_id, "request": msg.get("request")})
         except Exception as exc:  # a sentence in the chat, never a traceback
             log.info("fork refused: %s", exc)
-            self.send({"kind": "forked", "error": f"Could not fork this thread: {exc}"})
+            self.send({"kind": "forked", "error": f"Could not fork this thread: {exc}", "request": msg.get("request")})
 
     def send_token(self, token: str | None) -> None:
         """Hand the views the Bearer token (a message, never a trait: traits are saved in the notebook)."""

@@ -37,6 +37,9 @@ T = TypeVar("T")
 Events = list[dict[str, Any]]
 
 
+KEEP_ALIVE_S = 65
+
+
 class View(Protocol):
     """An open chat (the widget): shown turns made elsewhere, told the token and warnings."""
 
@@ -157,7 +160,12 @@ class Runtime:
 
         if self._http is not None:
             raise ChatLabError("This lab is already serving; call lab.stop_serving() first.")
-        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
+        # Keep idle connections longer than uvicorn's 5 s: a client that comes back to a
+        # connection the server is closing just then gets "connection reset" on its POST
+        # (seen in a CI run: 4 serve processes sharing a file, 500 turns), and a chat client
+        # often comes back within a minute. 65 s outlasts common proxies' 60 s idle timeout.
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off", timeout_keep_alive=KEEP_ALIVE_S)
+        server = uvicorn.Server(config)
         task = self.loop.submit(server.serve())
         while not server.started:
             if task.done():

@@ -64,7 +64,9 @@ function Composer({ state, client, placeholder, onSent, attachments = true }) {
     if (!accepted) setText((now) => now || value); // never taken: the draft comes back
   };
   if (blocked) return html`<div class="ckl-closed" role="status">This thread is ${status}${state.thread.status.reason ? `: ${state.thread.status.reason}` : ""}.</div>`;
-  // Key events stay here (as in ipywidgets' text boxes): Shift+Enter is a newline, not "run cell".
+  // Key events stay here: Shift+Enter is a newline, not "run cell". JupyterLab reads shortcuts
+  // as keydown bubbles (so stopping it is enough, as ipywidgets' text boxes do); Notebook 7 reads
+  // them on the way down, and skips any under data-lm-suppress-shortcuts.
   return html`<form class="ckl-composer" onSubmit=${(e) => { e.preventDefault(); send(); }}>
     ${files.files.length ? html`<div class="ckl-chips ckl-pending">${files.files.map((f) => html`<span class="ckl-chip" data-state=${f.error ? "error" : f.id ? "ready" : "uploading"} title=${f.error || (f.id ? f.name : "Uploading…")}>
       ${f.name}${f.error ? " (failed)" : f.id ? "" : "…"}<${IconButton} icon="close" label=${`Remove ${f.name}`} onClick=${() => files.remove(f.key)} /></span>`)}</div>` : null}
@@ -72,7 +74,7 @@ function Composer({ state, client, placeholder, onSent, attachments = true }) {
       <${IconButton} icon="attach" label="Attach files" onClick=${() => picker.current.click()} />`}
     <textarea class="ckl-input" rows="1" ref=${box} aria-label="Message" placeholder=${placeholder || "Message the assistant"} value=${text}
       onInput=${(e) => setText(e.currentTarget.value)}
-      onKeyDown=${(e) => { e.stopPropagation(); if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); send(); } }}
+      data-lm-suppress-shortcuts="true" onKeyDown=${(e) => { e.stopPropagation(); if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); send(); } }}
       onKeyUp=${(e) => e.stopPropagation()} onKeyPress=${(e) => e.stopPropagation()} />
     ${state.streaming && state.allowCancel
       ? html`<button type="button" class="ckl-stop" aria-label=${state.stopping ? "Stopping" : "Stop"} disabled=${state.stopping} onClick=${client.stop}><${Icon} name="stop" /> ${state.stopping ? "Stopping…" : "Stop"}</button>`

@@ -18,7 +18,7 @@ function UserMessage({ item, client, busy }) {
     return html`<div class="ckl-msg ckl-user ckl-editing" role="group" aria-label="Edit your message">
       <textarea class="ckl-input" aria-label="Edited message" value=${draft} ref=${(el) => el?.focus()}
         onInput=${(e) => setDraft(e.currentTarget.value)}
-        onKeyDown=${(e) => { e.stopPropagation(); if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); send(); } if (e.key === "Escape") setDraft(null); }} />
+        data-lm-suppress-shortcuts="true" onKeyDown=${(e) => { e.stopPropagation(); if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); send(); } if (e.key === "Escape") setDraft(null); }} />
       <div class="ckl-question-actions">
         <button type="button" class="ckl-secondary" onClick=${() => setDraft(null)}>Cancel</button>
         <button type="button" class="ckl-send" onClick=${send} title="Sends it in a new thread (a fork), keeping this one as it was">Send</button>
@@ -90,7 +90,7 @@ function FeedbackComment({ rating, onSave, onClose }) {
   return html`<div class="ckl-comment">
     <input class="ckl-question-input" aria-label="Why? (optional)" placeholder="Why? (optional)" value=${text} ref=${(el) => el?.focus()}
       onInput=${(e) => setText(e.currentTarget.value)}
-      onKeyDown=${(e) => { e.stopPropagation(); if (e.key === "Enter") onSave(text.trim()); if (e.key === "Escape") onClose(); }} />
+      data-lm-suppress-shortcuts="true" onKeyDown=${(e) => { e.stopPropagation(); if (e.key === "Enter") onSave(text.trim()); if (e.key === "Escape") onClose(); }} />
     <button type="button" class="ckl-secondary" onClick=${() => onSave(text.trim())}>Save</button>
   </div>`;
 }
@@ -184,7 +184,7 @@ function StructuredInput({ item, client, busy }) {
       </div>`}
       <input class="ckl-question-input" type="text" aria-label=${q.type === "multiple_choice" ? `Other answer: ${q.question}` : q.question}
         placeholder=${q.type === "multiple_choice" ? "Other…" : "Your answer"} value=${typed[q.id] || ""}
-        onKeyDown=${(e) => e.stopPropagation()} onInput=${(e) => setTyped({ ...typed, [q.id]: e.currentTarget.value })} />
+        data-lm-suppress-shortcuts="true" onKeyDown=${(e) => e.stopPropagation()} onInput=${(e) => setTyped({ ...typed, [q.id]: e.currentTarget.value })} />
     </fieldset>`)}
     <div class="ckl-question-actions">
       <button type="button" class="ckl-secondary" disabled=${busy} onClick=${() => submit("skipped")}>Skip</button>

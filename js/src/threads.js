@@ -16,7 +16,7 @@ function RenameField({ thread, onDone, client }) {
   };
   return html`<input class="ckl-rename" aria-label=${`New title for ${thread.title || "Untitled"}`} value=${title} ref=${(el) => el?.focus()}
     onInput=${(e) => setTitle(e.currentTarget.value)} onBlur=${save}
-    onKeyDown=${(e) => { e.stopPropagation(); if (e.key === "Enter") save(); if (e.key === "Escape") onDone(); }} />`;
+    data-lm-suppress-shortcuts="true" onKeyDown=${(e) => { e.stopPropagation(); if (e.key === "Enter") save(); if (e.key === "Escape") onDone(); }} />`;
 }
 
 export function ThreadList({ state, client, onClose }) {

@@ -292,3 +292,30 @@ def test_edit_a_message_and_send_it_again_in_a_fork(page, jupyter_lab):
     seen = page.evaluate(EXECUTE, "t = lab.threads_df().set_index('title'); print(t.loc['plan the trip (edited)', 'lineage'], len(lab.items_df(t.loc['plan the trip', 'thread_id'])))")
     assert seen == "edit 4\n"  # the original thread is unchanged
     page.evaluate(EXECUTE, "lab.close()")
+
+
+def test_in_notebook_7_the_composer_keeps_its_keys_and_code_inserts_below(page, tmp_path_factory, browser):
+    root = tmp_path_factory.mktemp("nb7-keys")
+    write_notebook(root / "code.ipynb", CODE_CELL)
+    server = JupyterServer(root, "notebook")
+    try:
+        open_and_run(page, server.url("code.ipynb", app="notebook"))
+        box = page.locator(f"{CHAT} .ckl-input")
+        box.click()
+        box.type("a draft")
+        box.press("Shift+Enter")
+        box.type("second line")
+        page.wait_for_timeout(1000)  # a re-run would have replaced the output by now
+        assert box.input_value() == "a draft\nsecond line"
+        assert "[1]" in page.locator(".jp-CodeCell .jp-InputPrompt").first.inner_text()
+        box.fill("some code please")
+        box.press("Enter")
+        page.locator(f"{CHAT} .ckl-code").wait_for(timeout=30_000)
+        idle(page)
+        page.get_by_role("button", name="Insert as a cell below").click()
+        cells = "() => window.jupyterapp.shell.currentWidget.content.model.sharedModel.cells.map(c => c.source)"
+        page.wait_for_function(f"() => ({cells})().length === 2", timeout=10_000)
+        assert page.evaluate(cells)[1] == "# add one\nx = 1 + 1"
+        page.evaluate(EXECUTE, "lab.close()")
+    finally:
+        server.stop()

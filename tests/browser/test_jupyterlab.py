@@ -176,9 +176,8 @@ def test_fork_from_a_reply_in_the_chat_and_open_a_replay_from_a_cell(page, jupyt
     page.evaluate(EXECUTE, "lab.close()")
 
 
-def test_the_composer_keeps_its_keys_shift_enter_is_a_newline_not_run_cell(page, jupyter_lab):
-    write_notebook(jupyter_lab.root / "keys.ipynb", CHAT_CELL.replace("lab.duckdb", "keys.duckdb"))
-    open_and_run(page, jupyter_lab.url("keys.ipynb"))
+def assert_shift_enter_is_a_newline(page):
+    """Shift+Enter in the composer makes a newline; the cell is not run again (same chat, [1])."""
     prompt = ".jp-CodeCell .jp-InputPrompt"
     page.wait_for_function(f"() => /\\[1\\]/.test(document.querySelector('{prompt}').textContent)", timeout=30_000)
     page.evaluate(f"() => {{ document.querySelector(\"{CHAT}\").marked = true; }}")
@@ -191,6 +190,24 @@ def test_the_composer_keeps_its_keys_shift_enter_is_a_newline_not_run_cell(page,
     assert box.input_value() == "a draft\nsecond line"
     assert page.evaluate(f"() => document.querySelector(\"{CHAT}\").marked") is True  # the same chat, not rebuilt
     assert "[1]" in page.locator(prompt).first.inner_text()
+    box.fill("")
+
+
+def assert_code_inserts_below(page):
+    """The scripted reply's code block goes into a new cell below the chat's (CODE_CELL)."""
+    send(page, "some code please")
+    page.locator(f"{CHAT} .ckl-code").wait_for(timeout=30_000)
+    idle(page)
+    page.get_by_role("button", name="Insert as a cell below").click()
+    cells = "() => window.jupyterapp.shell.currentWidget.content.model.sharedModel.cells.map(c => c.source)"
+    page.wait_for_function(f"() => ({cells})().length === 2", timeout=10_000)
+    assert page.evaluate(cells)[1] == "# add one\nx = 1 + 1"
+
+
+def test_the_composer_keeps_its_keys_shift_enter_is_a_newline_not_run_cell(page, jupyter_lab):
+    write_notebook(jupyter_lab.root / "keys.ipynb", CHAT_CELL.replace("lab.duckdb", "keys.duckdb"))
+    open_and_run(page, jupyter_lab.url("keys.ipynb"))
+    assert_shift_enter_is_a_newline(page)
     assert page.evaluate(EXECUTE, "print(len(lab.items_df()))") == "0\n"
     page.evaluate(EXECUTE, "lab.close()")
 
@@ -257,13 +274,7 @@ chat'''
 def test_code_inserts_as_a_cell_below_and_keeps_its_contrast_in_the_dark_theme(page, jupyter_lab):
     write_notebook(jupyter_lab.root / "code.ipynb", CODE_CELL)
     open_and_run(page, jupyter_lab.url("code.ipynb"))
-    send(page, "some code please")
-    page.locator(f"{CHAT} .ckl-code").wait_for(timeout=30_000)
-    idle(page)
-    page.get_by_role("button", name="Insert as a cell below").click()
-    cells = "() => window.jupyterapp.shell.currentWidget.content.model.sharedModel.cells.map(c => c.source)"
-    page.wait_for_function(f"() => ({cells})().length === 2", timeout=10_000)
-    assert page.evaluate(cells)[1] == "# add one\nx = 1 + 1"
+    assert_code_inserts_below(page)
     for theme in ("JupyterLab Light", "JupyterLab Dark"):
         page.evaluate(f"() => window.jupyterapp.commands.execute('apputils:change-theme', {{theme: '{theme}'}})")
         page.wait_for_function(f"() => document.body.dataset.jpThemeName === '{theme}'", timeout=10_000)
@@ -300,22 +311,8 @@ def test_in_notebook_7_the_composer_keeps_its_keys_and_code_inserts_below(page, 
     server = JupyterServer(root, "notebook")
     try:
         open_and_run(page, server.url("code.ipynb", app="notebook"))
-        box = page.locator(f"{CHAT} .ckl-input")
-        box.click()
-        box.type("a draft")
-        box.press("Shift+Enter")
-        box.type("second line")
-        page.wait_for_timeout(1000)  # a re-run would have replaced the output by now
-        assert box.input_value() == "a draft\nsecond line"
-        assert "[1]" in page.locator(".jp-CodeCell .jp-InputPrompt").first.inner_text()
-        box.fill("some code please")
-        box.press("Enter")
-        page.locator(f"{CHAT} .ckl-code").wait_for(timeout=30_000)
-        idle(page)
-        page.get_by_role("button", name="Insert as a cell below").click()
-        cells = "() => window.jupyterapp.shell.currentWidget.content.model.sharedModel.cells.map(c => c.source)"
-        page.wait_for_function(f"() => ({cells})().length === 2", timeout=10_000)
-        assert page.evaluate(cells)[1] == "# add one\nx = 1 + 1"
+        assert_shift_enter_is_a_newline(page)
+        assert_code_inserts_below(page)
         page.evaluate(EXECUTE, "lab.close()")
     finally:
         server.stop()

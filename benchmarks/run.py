@@ -35,6 +35,10 @@ HERE = Path(__file__).parent
 CTX = RequestContext("bench")
 
 
+# The columns the benchmarks fill the tables with, through DataFrames.
+THREAD_COLUMNS = ["thread_id", "user_id", "title", "status", "created_at", "updated_at", "metadata", "data"]
+ITEM_COLUMNS = ["item_id", "thread_id", "user_id", "created_at", "updated_at", "type", "role", "text", "data"]
+
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, round(q * (len(values) - 1)))]
@@ -128,8 +132,8 @@ def populate(store_db: Path, threads: int, items: int) -> None:
     import pandas as pd
 
     # DuckDB reads these DataFrames by their variable names in the INSERTs below.
-    threads_df = pd.DataFrame(thread_rows, columns=["id", "user_id", "title", "status", "created_at", "updated_at", "metadata", "data"])  # noqa: F841
-    items_df = pd.DataFrame(item_rows, columns=["id", "thread_id", "user_id", "created_at", "updated_at", "type", "role", "text", "data"])  # noqa: F841
+    threads_df = pd.DataFrame(thread_rows, columns=THREAD_COLUMNS)  # noqa: F841
+    items_df = pd.DataFrame(item_rows, columns=ITEM_COLUMNS)  # noqa: F841
     con = duckdb.connect(str(store_db))
     con.execute("INSERT INTO threads BY NAME SELECT * FROM threads_df")
     con.execute("INSERT INTO items BY NAME SELECT * FROM items_df")
@@ -235,8 +239,8 @@ def replay_source(path: Path, threads: int, turns: int) -> None:
             rows.append((item.id, tid, CTX.user_id, at, at, "user_message", "user", item.content[0].text, item_adapter.dump_json(item).decode()))
     import pandas as pd
 
-    threads_df = pd.DataFrame(thread_rows, columns=["id", "user_id", "title", "status", "created_at", "updated_at", "metadata", "data"])  # noqa: F841
-    items_df = pd.DataFrame(rows, columns=["id", "thread_id", "user_id", "created_at", "updated_at", "type", "role", "text", "data"])  # noqa: F841
+    threads_df = pd.DataFrame(thread_rows, columns=THREAD_COLUMNS)  # noqa: F841
+    items_df = pd.DataFrame(rows, columns=ITEM_COLUMNS)  # noqa: F841
     with duckdb.connect(str(path)) as con:
         con.execute("INSERT INTO threads BY NAME SELECT * FROM threads_df")
         con.execute("INSERT INTO items BY NAME SELECT * FROM items_df")
@@ -306,8 +310,8 @@ def bench_starvation(items: int, tmp: Path) -> dict[str, float]:
     import pandas as pd
 
     meta = json.dumps({"id": "thr_long", "created_at": base.isoformat(), "title": "long", "status": {"type": "active"}, "metadata": {}})
-    threads_df = pd.DataFrame([("thr_long", "heavy", "long", "active", base, base, "{}", meta)], columns=["id", "user_id", "title", "status", "created_at", "updated_at", "metadata", "data"])  # noqa: F841
-    items_df = pd.DataFrame(rows, columns=["id", "thread_id", "user_id", "created_at", "updated_at", "type", "role", "text", "data"])  # noqa: F841
+    threads_df = pd.DataFrame([("thr_long", "heavy", "long", "active", base, base, "{}", meta)], columns=THREAD_COLUMNS)  # noqa: F841
+    items_df = pd.DataFrame(rows, columns=ITEM_COLUMNS)  # noqa: F841
     with duckdb.connect(str(path)) as con:
         con.execute("INSERT INTO threads BY NAME SELECT * FROM threads_df")
         con.execute("INSERT INTO items BY NAME SELECT * FROM items_df")
@@ -358,7 +362,7 @@ def bench_export(items: int, tmp: Path) -> dict[str, dict[str, float]]:
     item = '{"type":"assistant_message","id":"msg_x","thread_id":"thr_x","created_at":"2026-01-01T00:00:00","content":[{"type":"output_text","text":"a reply of some length, as an assistant writes it","annotations":[]}]}'
     with duckdb.connect(str(path)) as con:
         con.execute(
-            f"""INSERT INTO items (id, thread_id, user_id, seq, created_at, updated_at, type, role, text, data)
+            f"""INSERT INTO items (item_id, thread_id, user_id, seq, created_at, updated_at, type, role, text, data)
                 SELECT 'msg_' || i, 'thr_' || (i // 100), 'bench', i, TIMESTAMP '2026-01-01' + to_microseconds(i),
                        TIMESTAMP '2026-01-01' + to_microseconds(i), 'assistant_message', 'assistant',
                        'a reply of some length, as an assistant writes it, number ' || i, replace(?, 'msg_x', 'msg_' || i)

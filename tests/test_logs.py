@@ -266,17 +266,20 @@ def test_frames_export_as_they_show_and_jsonl_keeps_json_as_json(recorded, tmp_p
     lab.export(tmp_path / "all.jsonl")
     rows = [json.loads(line) for line in open(tmp_path / "all.jsonl")]
     item = next(r for r in rows if r["_table"] == "items")
-    assert isinstance(item["data"], dict) and item["data"]["id"] == item["id"]  # an object, not a string of JSON
+    assert isinstance(item["data"], dict) and item["data"]["id"] == item["item_id"]  # an object, not a string of JSON
 
 
-def test_an_older_jsonl_export_with_json_as_strings_still_imports(recorded, tmp_path):
+def test_an_older_jsonl_export_with_json_as_strings_and_id_keys_still_imports(recorded, tmp_path):
     lab, _ = recorded
     lab.export(tmp_path / "new.jsonl")
     json_columns = {t: {c for (c,) in lab.sql(f"SELECT column_name FROM information_schema.columns WHERE table_name = '{t}' AND data_type = 'JSON'").values} for t in TABLES}
-    with open(tmp_path / "old.jsonl", "w") as out:  # what exports before this change wrote
+    old_keys = {"threads": "thread_id", "items": "item_id", "attachments": "attachment_id"}  # named "id" before m009
+    with open(tmp_path / "old.jsonl", "w") as out:  # what exports before these changes wrote
         for line in open(tmp_path / "new.jsonl"):
             row = json.loads(line)
-            out.write(json.dumps({k: json.dumps(v, separators=(",", ":"), ensure_ascii=False) if k in json_columns[row["_table"]] and v is not None else v for k, v in row.items()}) + "\n")
+            old = {("id" if k == old_keys.get(row["_table"]) else k): v for k, v in row.items()}
+            out.write(json.dumps({k: json.dumps(v, separators=(",", ":"), ensure_ascii=False) if k in json_columns[row["_table"]] and v is not None else v for k, v in old.items()}) + "\n")
+    assert '"id": "thr_' in (tmp_path / "old.jsonl").read_text()
     lab.close()
     with ChatLab(tmp_path / "copy.duckdb", warm=False) as copy:
         copy.import_jsonl(tmp_path / "old.jsonl")

@@ -102,7 +102,7 @@ def test_openai_compatible_endpoint_three_turns_with_a_tool_call(make_lab, endpo
     assert {"role": "assistant", "content": "echo: hello (2 messages)"} in bodies[1]["messages"]
     assert bodies[1]["stream_options"] == {"include_usage": True}
     assert [m["role"] for m in bodies[2]["messages"]][-2:] == ["assistant", "tool"]
-    replies = lab.sql("SELECT id FROM items WHERE type = 'assistant_message'").id.tolist()
+    replies = lab.sql("SELECT item_id FROM items WHERE type = 'assistant_message'").item_id.tolist()
     assert len(replies) == len(set(replies)) == 3 and "__fake_id__" not in replies
     usage = lab.sql("SELECT input_tokens, output_tokens FROM turns ORDER BY started_at")
     assert usage.values.tolist() == [[11, 7], [22, 14], [11, 7]]

@@ -112,10 +112,10 @@ def test_replay_and_fork_copy_attachments_so_deleting_the_original_loses_nothing
     fork = lab.fork(source)
     lab.request_sync({"type": "threads.delete", "params": {"thread_id": source}})
     for thread_id in (r.thread_id, fork):
-        kept = lab.sql("SELECT id, bytes FROM attachments WHERE thread_id = ?", [thread_id])
-        assert len(kept) == 1 and bytes(kept.bytes[0]) == b"pinned note" and kept.id[0] != attachment["id"]
+        kept = lab.sql("SELECT attachment_id, bytes FROM attachments WHERE thread_id = ?", [thread_id])
+        assert len(kept) == 1 and bytes(kept.bytes[0]) == b"pinned note" and kept.attachment_id[0] != attachment["id"]
         item = lab.request_sync({"type": "items.list", "params": {"thread_id": thread_id, "order": "asc"}})["data"][0]
-        assert item["attachments"][0]["id"] == kept.id[0] and item["thread_id"] == thread_id
+        assert item["attachments"][0]["id"] == kept.attachment_id[0] and item["thread_id"] == thread_id
     assert "pinned note" in lab.model_inputs_df(r.thread_id).input[0]  # the replayed turn read the file
     lab.send_sync("and the fork?", fork)
     assert "pinned note" in lab.model_inputs_df(fork).input.iloc[-1]

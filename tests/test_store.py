@@ -218,9 +218,9 @@ def test_duckdb_rows_are_relational_and_queryable(db_path):
     for item in every_item_type("thr_1")[:3]:
         run(store.add_thread_item("thr_1", item, ALICE))
     with store.db.cursor() as cur:
-        rows = cur.execute("SELECT id, user_id, type, role, text FROM items ORDER BY seq").fetchall()
+        rows = cur.execute("SELECT item_id, user_id, type, role, text FROM items ORDER BY seq").fetchall()
         title, status = cur.execute("SELECT title, status FROM threads").fetchone()
-        json_text = cur.execute("SELECT data->>'$.content[0].text' FROM items WHERE id = 'a1'").fetchone()[0]
+        json_text = cur.execute("SELECT data->>'$.content[0].text' FROM items WHERE item_id = 'a1'").fetchone()[0]
     store.close()
     assert rows == [
         ("u1", "alice", "user_message", "user", "hi@sales"),
@@ -254,4 +254,33 @@ def test_attachment_bytes_are_stored_per_user(db_path):
     done = run(store.write_attachment_bytes(att.id, b"a,b", ALICE))
     assert done.upload_descriptor is None
     assert run(store.load_attachment_bytes(att.id, ALICE)) == b"a,b"
+    store.close()
+
+
+def test_an_older_file_gets_named_keys_and_keeps_its_rows_and_keys(db_path):
+    import duckdb
+
+    from chatkit_lab.store.schema import MIGRATIONS, migrate
+
+    con = duckdb.connect(str(db_path))
+    con.execute("CREATE TABLE _migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMP DEFAULT current_timestamp)")
+    for fn in MIGRATIONS[:8]:  # the file as m008 left it: keys named "id"
+        fn(con)
+        con.execute("INSERT INTO _migrations (name) VALUES (?)", [fn.__name__])
+    for thread in ("thr_a", "thr_fork"):  # a fork copies its parent's item ids
+        data = ThreadMetadata(id=thread, created_at=T0).model_dump_json()
+        con.execute("INSERT INTO threads (id, user_id, status, created_at, updated_at, data) VALUES (?, 'alice', 'active', now(), now(), ?)", [thread, data])
+        con.execute("INSERT INTO items (id, thread_id, user_id, created_at, updated_at, type, data) VALUES ('msg_1', ?, 'alice', now(), now(), 'user_message', '{}')", [thread])
+    con.execute("INSERT INTO feedback (thread_id, item_id, user_id, kind, created_at) VALUES ('thr_a', 'msg_1', 'alice', 'positive', now())")
+    assert migrate(con) == ["m009_named_ids"]
+    assert con.execute("SELECT count(*) FROM feedback JOIN items USING (thread_id, item_id)").fetchone()[0] == 1  # one rating, once
+    assert [r[0] for r in con.execute("SELECT thread_id FROM threads ORDER BY thread_id").fetchall()] == ["thr_a", "thr_fork"]
+    with pytest.raises(duckdb.ConstraintException):  # the key is still (thread_id, item_id)
+        con.execute("INSERT INTO items (item_id, thread_id, user_id, created_at, updated_at, type, data) VALUES ('msg_1', 'thr_a', 'alice', now(), now(), 'user_message', '{}')")
+    names = {t: [c for (c,) in con.execute("SELECT column_name FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position", [t]).fetchall()][0]
+             for t in ("threads", "items", "attachments")}
+    con.close()
+    assert names == {"threads": "thread_id", "items": "item_id", "attachments": "attachment_id"}
+    store = DuckDBStore(db_path)  # and the store reads the migrated file
+    assert [t.id for t in run(store.load_threads(10, None, "asc", ALICE)).data] == ["thr_a", "thr_fork"]
     store.close()

@@ -56,7 +56,7 @@ def test_an_older_file_written_in_local_time_is_moved_to_utc(tmp_path):
         db = Database({str(path)!r})
         with db.cursor() as cur:
             print(json.dumps({{"started_at": str(cur.execute("SELECT started_at FROM turns").fetchone()[0]),
-                               "migrations": [n for (n,) in cur.execute("SELECT name FROM _migrations ORDER BY name").fetchall()][-1]}}))
+                               "migrations": [n for (n,) in cur.execute("SELECT name FROM _migrations ORDER BY name").fetchall()][7]}}))
         db.close()
     """)
     assert seen == {"started_at": "2026-01-01 00:00:00", "migrations": "m008_utc_times"}

@@ -19,7 +19,7 @@ from .errors import ChatLabError
 from .store.database import Database, is_lock_conflict
 from .store.items import utc_now
 from .store.queries import user_scope
-from .store.schema import MIGRATIONS, migrate
+from .store.schema import MIGRATIONS, RENAMED_IDS, migrate
 from .store.transaction import in_transaction
 
 TABLES = ("threads", "items", "attachments", "turns", "feedback", "traces", "spans", "model_inputs", "input_items", "lineage", "origins")
@@ -27,7 +27,7 @@ FORMATS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "json", ".ndjson": "j
 TAG = "_table"  # the JSONL field naming each row's table
 # JSONL rows come in key order, so exporting an import gives the same file byte for byte.
 ORDER = {
-    "threads": "created_at, seq, id", "items": "thread_id, created_at, seq, id", "attachments": "created_at, id",
+    "threads": "created_at, seq, thread_id", "items": "thread_id, created_at, seq, item_id", "attachments": "created_at, attachment_id",
     "turns": "started_at, turn_id", "feedback": "created_at, thread_id, item_id, user_id", "traces": "started_at, trace_id",
     "spans": "started_at, span_id", "model_inputs": "turn_id, call_index", "input_items": "hash", "lineage": "created_at, thread_id",
     "origins": "thread_id",
@@ -146,6 +146,10 @@ def import_jsonl(cur: duckdb.DuckDBPyConnection, path: str | Path) -> dict[str, 
                 read = ", ".join([f"'{TAG}': 'VARCHAR'", *(f"'{c}': '{'VARCHAR' if k == 'BLOB' else k}'" for c, k in columns)])
                 names = ", ".join(f'"{c}"' for c, _ in columns)
                 values = ", ".join(_from_text(c, k) for c, k in columns)
+                if table in RENAMED_IDS:  # an export from before m009 names the key ``id``
+                    old, new = RENAMED_IDS[table]
+                    read += f", '{old}': 'VARCHAR'"
+                    values = ", ".join(f'coalesce("{new}", "{old}")' if c == new else _from_text(c, k) for c, k in columns)
                 counts[table] = _count(cur, f"INSERT OR IGNORE INTO {table} ({names}) SELECT {values} FROM {source % read} WHERE {TAG} = '{table}'")
     except duckdb.Error as exc:
         raise ChatLabError(f"Nothing was imported from {path.name}: {str(exc).splitlines()[0]}") from None
@@ -224,7 +228,7 @@ def _merge_one(cur: duckdb.DuckDBPyConnection, source: Path, origin: str, shown:
         with in_transaction(cur):
             # A source that is itself a merge keeps its threads' origins.
             counts["origins"] = _count(cur, "INSERT OR IGNORE INTO origins SELECT * FROM src.origins")
-            counts["origins"] += _count(cur, "INSERT OR IGNORE INTO origins SELECT id, ?, ?, ? FROM src.threads", [origin, shown, utc_now()])
+            counts["origins"] += _count(cur, "INSERT OR IGNORE INTO origins SELECT thread_id, ?, ?, ? FROM src.threads", [origin, shown, utc_now()])
             for table in TABLES:
                 if table == "origins":
                     continue

@@ -52,7 +52,7 @@ async def fork(runtime: Runtime, thread_id: str, at_item: str | None, user_id: s
     lineage ``edit``, ``at_item_id`` the edited message)."""
     async with runtime.db.transaction() as cur:
         owner, title = thread_owner(cur, thread_id, user_id)
-        if at_item and cur.execute("SELECT 1 FROM items WHERE thread_id = ? AND id = ?", [thread_id, at_item]).fetchone() is None:
+        if at_item and cur.execute("SELECT 1 FROM items WHERE thread_id = ? AND item_id = ?", [thread_id, at_item]).fetchone() is None:
             raise ChatLabError(f"There is no item {at_item!r} in thread {thread_id!r}; lab.items_df({thread_id!r}) lists them.")
         kind = "edit" if before else "fork"
         new = await _new_thread(runtime, owner, f"{title or 'Untitled'} ({'edited' if before else 'fork'})")

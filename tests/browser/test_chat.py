@@ -277,10 +277,10 @@ def test_icons_are_svg_with_names_and_regenerate_replaces_the_last_reply(page, m
         button = page.get_by_role("button", name=name)
         assert button.locator("svg").count() == 1 and button.get_attribute("title") == name
     assert not any(ch in page.locator(".ckl-app").inner_text() for ch in "👍👎⑂☰✕🗑✎")  # no emoji glyphs
-    first_id = lab.sql("SELECT id FROM items WHERE type = 'assistant_message'").id[0]
+    first_id = lab.sql("SELECT item_id FROM items WHERE type = 'assistant_message'").item_id[0]
     page.get_by_role("button", name="Regenerate this reply").click()
     deadline = time.monotonic() + 10
-    while (ids := lab.sql("SELECT id FROM items WHERE type = 'assistant_message'").id.tolist()) in ([first_id], []):  # (deleted, then saved)
+    while (ids := lab.sql("SELECT item_id FROM items WHERE type = 'assistant_message'").item_id.tolist()) in ([first_id], []):  # (deleted, then saved)
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert len(ids) == 1 and ids[0] != first_id  # replaced, not added

@@ -84,7 +84,7 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
         while True:
             candidate = new_id("thread")
             with self.db.cursor_now() as cur:  # ChatKit asks without await
-                if cur is None or cur.execute("SELECT 1 FROM threads WHERE id = ?", [candidate]).fetchone() is None:
+                if cur is None or cur.execute("SELECT 1 FROM threads WHERE thread_id = ?", [candidate]).fetchone() is None:
                     return candidate
 
     def generate_item_id(self, item_type: Any, thread: Any, context: Any) -> str:
@@ -100,7 +100,7 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
             known = self._known()
             data = known.thread(thread_id, user)
             if data is None:
-                row = cur.execute("SELECT data FROM threads WHERE id = ? AND user_id = ?", [thread_id, user]).fetchone()
+                row = cur.execute("SELECT data FROM threads WHERE thread_id = ? AND user_id = ?", [thread_id, user]).fetchone()
                 if row is None:
                     raise NotFoundError(f"Thread {thread_id} not found")
                 data = row[0]
@@ -121,7 +121,7 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
         }
         update = """UPDATE threads SET title = $title, status = $status, updated_at = make_timestamp(epoch_us(now())),
                            metadata = $metadata, data = $data
-                    WHERE id = $id AND user_id = $user RETURNING id"""
+                    WHERE thread_id = $id AND user_id = $user RETURNING thread_id"""
         changes = {k: v for k, v in row.items() if k != "created"}
         # One statement either way (DuckDB's ON CONFLICT costs several ms): an UPDATE for a
         # thread known to exist, else an INSERT that falls back to the UPDATE on a key conflict.
@@ -132,7 +132,7 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
             else:
                 try:
                     cur.execute(
-                        """INSERT INTO threads (id, user_id, title, status, created_at, updated_at, metadata, data)
+                        """INSERT INTO threads (thread_id, user_id, title, status, created_at, updated_at, metadata, data)
                            VALUES ($id, $user, $title, $status, $created, make_timestamp(epoch_us(now())), $metadata, $data)""",
                         row,
                     )
@@ -149,14 +149,14 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
         where = "user_id = $user"
         if after:
             params["after"] = after
-            where += _keyset(direction, "threads", "id = $after AND user_id = $user")
+            where += _keyset(direction, "threads", "thread_id = $after AND user_id = $user")
         async with self.db.acursor() as cur:
             rows = cur.execute(
-                f"SELECT id, data FROM threads WHERE {where} "
+                f"SELECT thread_id, data FROM threads WHERE {where} "
                 f"ORDER BY created_at {direction}, seq {direction} LIMIT $limit",
                 params,
             ).fetchall()
-            if not rows and after and not _exists(cur, "threads", "id = $after AND user_id = $user", params):
+            if not rows and after and not _exists(cur, "threads", "thread_id = $after AND user_id = $user", params):
                 raise NotFoundError(f"Thread {after} not found")
         return _page(rows[:limit], len(rows) > limit, ThreadMetadata.model_validate_json)
 
@@ -166,7 +166,7 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
         # A long thread's items go in chunks first (see _delete_in_chunks); the rest in one transaction.
         await self._delete_in_chunks(thread_id, "thread_id = $thread AND user_id = $user", {"thread": thread_id, "user": params[1]})
         async with self.db.transaction() as cur:
-            gone = cur.execute("DELETE FROM threads WHERE id = ? AND user_id = ? RETURNING id", params).fetchall()
+            gone = cur.execute("DELETE FROM threads WHERE thread_id = ? AND user_id = ? RETURNING thread_id", params).fetchall()
             if gone:
                 for table in ("items", "attachments", "feedback"):
                     cur.execute(f"DELETE FROM {table} WHERE thread_id = ? AND user_id = ?", params)
@@ -182,7 +182,7 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
         user = user_of(context)
         params: dict[str, Any] = {"thread": thread_id, "user": user, "limit": limit + 1}
         where = "thread_id = $thread AND user_id = $user"
-        cursor_row = where + " AND id = $after"
+        cursor_row = where + " AND item_id = $after"
         if after:
             params["after"] = after
             where += _keyset(direction, "items", cursor_row)
@@ -193,7 +193,7 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
             if newest and owned and (hit := known.newest(thread_id, limit)) is not None:
                 return _page(*hit, item_adapter.validate_json)
             rows = cur.execute(
-                f"SELECT id, data, created_at FROM items WHERE {where} "
+                f"SELECT item_id, data, created_at FROM items WHERE {where} "
                 f"ORDER BY created_at {direction}, seq {direction} LIMIT $limit",
                 params,
             ).fetchall()
@@ -223,16 +223,16 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
             try:
                 if owned:  # the thread is the user's: a plain insert
                     cur.execute(
-                        """INSERT INTO items (id, thread_id, user_id, created_at, updated_at, type, role, text, data)
+                        """INSERT INTO items (item_id, thread_id, user_id, created_at, updated_at, type, role, text, data)
                            VALUES ($id, $thread, $user, $created, make_timestamp(epoch_us(now())), $type, $role, $text, $data)""",
                         row,
                     )
                     done: Any = True
                 else:
                     done = cur.execute(
-                        """INSERT INTO items (id, thread_id, user_id, created_at, updated_at, type, role, text, data)
-                           SELECT $id, id, user_id, $created, make_timestamp(epoch_us(now())), $type, $role, $text, $data
-                           FROM threads WHERE id = $thread AND user_id = $user RETURNING id""",
+                        """INSERT INTO items (item_id, thread_id, user_id, created_at, updated_at, type, role, text, data)
+                           SELECT $id, thread_id, user_id, $created, make_timestamp(epoch_us(now())), $type, $role, $text, $data
+                           FROM threads WHERE thread_id = $thread AND user_id = $user RETURNING thread_id""",
                         row,
                     ).fetchone()
                 if done and owned:
@@ -246,7 +246,7 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
                 done = cur.execute(
                     """UPDATE items SET updated_at = make_timestamp(epoch_us(now())), type = $type, role = $role,
                               text = $text, data = $data
-                       WHERE thread_id = $thread AND id = $id AND user_id = $user RETURNING id""",
+                       WHERE thread_id = $thread AND item_id = $id AND user_id = $user RETURNING item_id""",
                     {k: v for k, v in row.items() if k != "created"},
                 ).fetchone()
                 if done:
@@ -257,7 +257,7 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
     async def load_item(self, thread_id: str, item_id: str, context: Any) -> ThreadItem:
         async with self.db.acursor() as cur:
             row = cur.execute(
-                "SELECT data FROM items WHERE thread_id = ? AND id = ? AND user_id = ?",
+                "SELECT data FROM items WHERE thread_id = ? AND item_id = ? AND user_id = ?",
                 [thread_id, item_id, user_of(context)],
             ).fetchone()
         if row is None:
@@ -269,10 +269,10 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
         # another user's thread is.
         params = {"thread": thread_id, "item": item_id, "user": user_of(context)}
         async with self.db.acursor() as cur:
-            if not _exists(cur, "threads", "id = $thread AND user_id = $user", params):
+            if not _exists(cur, "threads", "thread_id = $thread AND user_id = $user", params):
                 raise NotFoundError(f"Thread {thread_id} not found")
             cur.execute(
-                "DELETE FROM items WHERE thread_id = $thread AND id = $item AND user_id = $user",
+                "DELETE FROM items WHERE thread_id = $thread AND item_id = $item AND user_id = $user",
                 params,
             )
             self._known().removed(thread_id, item_id)
@@ -282,7 +282,7 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
         params = {"thread": thread_id, "item": item_id, "user": user_of(context)}
         return await self._delete_in_chunks(
             thread_id, "thread_id = $thread AND user_id = $user AND (created_at, seq) > "
-            "(SELECT (created_at, seq) FROM items WHERE thread_id = $thread AND id = $item AND user_id = $user)", params,
+            "(SELECT (created_at, seq) FROM items WHERE thread_id = $thread AND item_id = $item AND user_id = $user)", params,
         )
 
     async def _delete_in_chunks(self, thread_id: str, where: str, params: dict[str, Any]) -> int:
@@ -313,8 +313,8 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
                     continue
                 cur.execute(
                     """INSERT OR REPLACE INTO feedback (thread_id, item_id, user_id, kind, created_at, comment)
-                       SELECT thread_id, id, user_id, ?, make_timestamp(epoch_us(now())), ? FROM items
-                       WHERE thread_id = ? AND id = ? AND user_id = ?""",
+                       SELECT thread_id, item_id, user_id, ?, make_timestamp(epoch_us(now())), ? FROM items
+                       WHERE thread_id = ? AND item_id = ? AND user_id = ?""",
                     [kind, self.redact(comment) if comment else None, thread_id, item_id, user],
                 )
 
@@ -340,7 +340,7 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
         upto = ""
         if up_to is not None:
             params["at"] = up_to
-            upto = f" AND (created_at, seq) {'<' if before else '<='} (SELECT (created_at, seq) FROM items WHERE thread_id = $thread AND id = $at AND user_id = $user)"
+            upto = f" AND (created_at, seq) {'<' if before else '<='} (SELECT (created_at, seq) FROM items WHERE thread_id = $thread AND item_id = $at AND user_id = $user)"
         async with self.db.acursor() as cur:
             rows = cur.execute(
                 f"SELECT data FROM items WHERE thread_id = $thread AND user_id = $user{upto} ORDER BY created_at, seq", params
@@ -360,7 +360,7 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
                 chunk = [self._item_row(target_id, user, item) for item in copies[start : start + 200]]
                 marks = ", ".join(["(?, ?, ?, ?, make_timestamp(epoch_us(now())), ?, ?, ?, ?)"] * len(chunk))
                 cur.execute(
-                    f"INSERT INTO items (id, thread_id, user_id, created_at, updated_at, type, role, text, data) VALUES {marks}",
+                    f"INSERT INTO items (item_id, thread_id, user_id, created_at, updated_at, type, role, text, data) VALUES {marks}",
                     [v for row in chunk for v in row.values()],
                 )
         return len(copies)
@@ -388,9 +388,9 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
                 copy.preview_url = AnyUrl(str(copy.preview_url).replace(old, new))
             async with self.db.acursor() as cur:
                 cur.execute(
-                    """INSERT INTO attachments (id, user_id, thread_id, name, mime_type, size, bytes, created_at, data)
+                    """INSERT INTO attachments (attachment_id, user_id, thread_id, name, mime_type, size, bytes, created_at, data)
                        SELECT $new, $owner, $thread, name, mime_type, size, bytes, make_timestamp(epoch_us(now())), $data
-                       FROM attachments WHERE id = $old AND user_id = $source""",
+                       FROM attachments WHERE attachment_id = $old AND user_id = $source""",
                     {"new": new, "owner": user_of(target), "thread": thread_id, "old": old, "source": user_of(source),
                      "data": self.redact(_attachment_adapter.dump_json(copy).decode())},
                 )
@@ -417,14 +417,14 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
         async with self.db.acursor() as cur:
             row = cur.execute(
                 """
-                INSERT INTO attachments (id, user_id, thread_id, name, mime_type, size, created_at, data)
+                INSERT INTO attachments (attachment_id, user_id, thread_id, name, mime_type, size, created_at, data)
                 VALUES ($id, $user, $thread, $name, $mime, $size, make_timestamp(epoch_us(now())), $data)
-                ON CONFLICT (id) DO UPDATE SET
+                ON CONFLICT (attachment_id) DO UPDATE SET
                     thread_id = excluded.thread_id, name = excluded.name,
                     mime_type = excluded.mime_type, size = coalesce(excluded.size, attachments.size),
                     data = excluded.data
                 WHERE attachments.user_id = excluded.user_id
-                RETURNING id""",
+                RETURNING attachment_id""",
                 {
                     "id": attachment.id,
                     "user": user_of(context),
@@ -441,7 +441,7 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
     async def load_attachment(self, attachment_id: str, context: Any) -> Attachment:
         async with self.db.acursor() as cur:
             row = cur.execute(
-                "SELECT data FROM attachments WHERE id = ? AND user_id = ?",
+                "SELECT data FROM attachments WHERE attachment_id = ? AND user_id = ?",
                 [attachment_id, user_of(context)],
             ).fetchone()
         if row is None:
@@ -452,14 +452,14 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
         # ChatKit calls this on both the AttachmentStore and the Store: the second is a no-op.
         async with self.db.acursor() as cur:
             cur.execute(
-                "DELETE FROM attachments WHERE id = ? AND user_id = ?", [attachment_id, user_of(context)]
+                "DELETE FROM attachments WHERE attachment_id = ? AND user_id = ?", [attachment_id, user_of(context)]
             )
 
     async def write_attachment_bytes(self, attachment_id: str, data: bytes, context: Any) -> Attachment:
         """Store an uploaded file's bytes (the second phase of a two-phase upload)."""
         async with self.db.acursor() as cur:
             row = cur.execute(
-                "UPDATE attachments SET bytes = ?, size = ? WHERE id = ? AND user_id = ? RETURNING data",
+                "UPDATE attachments SET bytes = ?, size = ? WHERE attachment_id = ? AND user_id = ? RETURNING data",
                 [data, len(data), attachment_id, user_of(context)],
             ).fetchone()
         if row is None:
@@ -472,7 +472,7 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
     async def load_attachment_bytes(self, attachment_id: str, context: Any) -> bytes:
         async with self.db.acursor() as cur:
             row = cur.execute(
-                "SELECT bytes FROM attachments WHERE id = ? AND user_id = ?",
+                "SELECT bytes FROM attachments WHERE attachment_id = ? AND user_id = ?",
                 [attachment_id, user_of(context)],
             ).fetchone()
         if row is None or row[0] is None:

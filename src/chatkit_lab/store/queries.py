@@ -30,7 +30,7 @@ def user_scope(table: str) -> str:
     if table == "spans":
         return "trace_id IN (SELECT trace_id FROM traces WHERE user_id = $user)"
     if table in ("lineage", "origins"):
-        return "thread_id IN (SELECT id FROM threads WHERE user_id = $user)"
+        return "thread_id IN (SELECT thread_id FROM threads WHERE user_id = $user)"
     if table == "input_items":  # shared by content: the items this user's calls and spans name
         return ("hash IN (SELECT unnest(input_hashes) FROM model_inputs WHERE user_id = $user) OR hash IN "
                 "(SELECT unnest(json_extract_string(data, '$.input_hashes[*]')) FROM spans "
@@ -43,13 +43,13 @@ def exchanges_sql(where: str) -> str:
     (every assistant message until the next user message), numbered per thread from 1."""
     return f"""
         WITH ordered AS (
-            SELECT thread_id, id, type, text, created_at, seq,
+            SELECT thread_id, item_id, type, text, created_at, seq,
                    sum(CASE WHEN type = 'user_message' THEN 1 ELSE 0 END)
                        OVER (PARTITION BY thread_id ORDER BY created_at, seq)::INTEGER AS exchange
             FROM items WHERE ({where}) AND type IN ('user_message', 'assistant_message')
         )
         SELECT thread_id, exchange,
-               any_value(id) FILTER (WHERE type = 'user_message') AS user_item_id,
+               any_value(item_id) FILTER (WHERE type = 'user_message') AS user_item_id,
                any_value(text) FILTER (WHERE type = 'user_message') AS user_text,
                string_agg(text, chr(10) || chr(10) ORDER BY created_at, seq)
                    FILTER (WHERE type = 'assistant_message') AS reply_text
@@ -60,18 +60,18 @@ def exchanges_sql(where: str) -> str:
 def threads(user_id: str | None) -> Query:
     where, params = scope(user_id, alias="t.")
     return f"""
-        SELECT t.id AS thread_id, t.user_id, t.title, t.status, t.created_at, t.updated_at,
-               (SELECT count(*) FROM items i WHERE i.thread_id = t.id) AS items,
+        SELECT t.thread_id, t.user_id, t.title, t.status, t.created_at, t.updated_at,
+               (SELECT count(*) FROM items i WHERE i.thread_id = t.thread_id) AS items,
                l.parent_thread_id, l.kind AS lineage, l.overrides, o.origin
         FROM threads t
-        LEFT JOIN lineage l ON l.thread_id = t.id
-        LEFT JOIN origins o ON o.thread_id = t.id
+        LEFT JOIN lineage l USING (thread_id)
+        LEFT JOIN origins o USING (thread_id)
         WHERE {where} ORDER BY t.created_at DESC, t.seq DESC""", params
 
 
 def items(user_id: str | None, thread_id: str | None) -> Query:
     where, params = scope(user_id, thread_id)
-    return f"""SELECT id AS item_id, thread_id, user_id, created_at, type, role, text, data
+    return f"""SELECT item_id, thread_id, user_id, created_at, type, role, text, data
                FROM items WHERE {where} ORDER BY thread_id, created_at, seq""", params
 
 
@@ -98,10 +98,10 @@ def turns(user_id: str | None, thread_id: str | None) -> Query:
                    i.created_at AS started_at, NULL AS latency_ms, NULL AS first_token_ms, NULL AS input_tokens,
                    NULL AS output_tokens, NULL AS tools, NULL AS agent, NULL AS model, 'not logged' AS status,
                    'The process ended before this turn was logged; its messages are in items.' AS error, NULL AS trace_id
-            FROM ex JOIN items i ON i.thread_id = ex.thread_id AND i.id = ex.user_item_id
+            FROM ex JOIN items i ON i.thread_id = ex.thread_id AND i.item_id = ex.user_item_id
             WHERE {unlogged_where}
               AND NOT EXISTS (SELECT 1 FROM turns t WHERE t.thread_id = ex.thread_id AND t.user_item_id = ex.user_item_id)
-              AND NOT EXISTS (SELECT 1 FROM lineage l JOIN items p ON p.thread_id = l.parent_thread_id AND p.id = ex.user_item_id
+              AND NOT EXISTS (SELECT 1 FROM lineage l JOIN items p ON p.thread_id = l.parent_thread_id AND p.item_id = ex.user_item_id
                               WHERE l.thread_id = ex.thread_id AND l.kind IN ('fork', 'edit'))
         )
         SELECT r.turn_id, r.thread_id, r.user_id, r.exchange, r.user_text, r.reply_text, r.started_at,
@@ -125,7 +125,7 @@ def spans(user_id: str | None, thread_id: str | None) -> Query:
 def feedback(user_id: str | None, thread_id: str | None) -> Query:
     where, params = scope(user_id, thread_id, "f.")
     return f"""SELECT f.thread_id, f.item_id, f.user_id, f.kind, f.comment, f.created_at, i.text
-               FROM feedback f LEFT JOIN items i ON i.thread_id = f.thread_id AND i.id = f.item_id
+               FROM feedback f LEFT JOIN items i USING (thread_id, item_id)
                WHERE {where} ORDER BY f.created_at""", params
 
 
@@ -157,7 +157,7 @@ def model_inputs(user_id: str | None, thread_id: str | None) -> Query:
 # -- one thread, for replay, fork and diff ----------------------------------------------------
 def thread_owner(cur: Any, thread_id: str, user_id: str | None = None) -> tuple[str, str | None]:
     """The thread's owner and title; ``user_id``: only that user's thread (others' look missing)."""
-    row = cur.execute("SELECT user_id, title FROM threads WHERE id = ?", [thread_id]).fetchone()
+    row = cur.execute("SELECT user_id, title FROM threads WHERE thread_id = ?", [thread_id]).fetchone()
     if row is None or (user_id is not None and row[0] != user_id):
         raise ChatLabError(f"There is no thread {thread_id!r} in this lab's database; lab.threads_df() lists them.")
     return row
@@ -170,7 +170,7 @@ _LAST_TURN = """tu AS (SELECT user_item_id, arg_max(turn_id, started_at) AS turn
 REPLAY_PLAN = f"""
     WITH ex AS ({exchanges_sql("thread_id = $thread")}), {_LAST_TURN}
     SELECT ex.exchange, i.data, ex.reply_text, m.context, m.strategy
-    FROM ex JOIN items i ON i.thread_id = ex.thread_id AND i.id = ex.user_item_id
+    FROM ex JOIN items i ON i.thread_id = ex.thread_id AND i.item_id = ex.user_item_id
     LEFT JOIN tu ON tu.user_item_id = ex.user_item_id
     LEFT JOIN model_inputs m ON m.turn_id = tu.turn_id AND m.call_index = 0
     ORDER BY ex.exchange"""

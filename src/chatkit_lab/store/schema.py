@@ -228,6 +228,19 @@ def m008_utc_times(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f"UPDATE {table} SET {sets}")
 
 
+# Old name → new name of the key columns m009 renames (a JSONL export from before it says ``id``).
+RENAMED_IDS = {"threads": ("id", "thread_id"), "items": ("id", "item_id"), "attachments": ("id", "attachment_id")}
+
+
+@migration
+def m009_named_ids(con: duckdb.DuckDBPyConnection) -> None:
+    # ``id`` meant a different thing in each table, and ``items.id`` is not unique (a fork copies
+    # its parent's items with their ids): named keys make the safe join the obvious one,
+    # ``feedback JOIN items USING (thread_id, item_id)``, and match the frames' column names.
+    for table, (old, new) in RENAMED_IDS.items():
+        con.execute(f"ALTER TABLE {table} RENAME COLUMN {old} TO {new}")
+
+
 def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Apply the migrations this file lacks, in order; return their names."""
     con.execute(

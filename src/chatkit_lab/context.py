@@ -47,6 +47,7 @@ class RequestContext:
     headers: dict[str, str] = field(default_factory=dict)  # without credential headers
     cookies: dict[str, str] = field(default_factory=dict, repr=False)
     secrets: dict[str, str] = field(default_factory=dict, repr=False)
+    guardrails: list[Any] = field(default_factory=list, repr=False)  # this request's input verdicts (guardrails.Report)
 
 
 def build_context(

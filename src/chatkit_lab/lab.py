@@ -18,6 +18,7 @@ from .auth.mcp import MCPConnections
 from .auth.secrets import MIN_LENGTH, Secrets, install_log_redaction
 from .context import ContextInjection
 from .errors import ChatLabError
+from .guardrails import Guardrails
 from .models import Backend, resolve_backend
 from .server import LabServer
 from .store import queries
@@ -54,6 +55,8 @@ class ChatLab:
     locally). ``mcp_servers``: Agents SDK MCP servers, connected now and closed with the lab.
     ``warm``: rehearse one offline turn in the background so the first reply comes fast.
     ``limits``: what one request may carry (message length, attachments, page size, body size).
+    ``guardrails``: an openai-guardrails config (dict, JSON, path) or a ``guardrails.Guardrails``,
+    run on every message and reply (``lab.guardrails_df()`` shows each verdict).
     """
 
     def __init__(
@@ -75,6 +78,7 @@ class ChatLab:
         mcp_servers: Sequence[Any] = (),
         warm: bool = True,
         limits: Limits | None = None,
+        guardrails: Any = None,
     ) -> None:
         secrets = Secrets()
         if api_key and len(api_key.strip()) >= MIN_LENGTH:  # a shorter one is no real key: the provider says so
@@ -90,13 +94,15 @@ class ChatLab:
             from agents.tracing.processors import default_processor
 
             forward = default_processor()
-        self.runtime = Runtime(db, secrets=secrets, auth=Authenticator(verifier, user_id), trace_forward=forward, limits=limits)
+        self.guardrails = guardrails if guardrails is None or isinstance(guardrails, Guardrails) else Guardrails(guardrails)
+        self.runtime = Runtime(db, secrets=secrets, auth=Authenticator(verifier, user_id), trace_forward=forward, limits=limits,
+                               mask=self.guardrails.redactor() if self.guardrails else None)
         self.issuer: LocalIssuer | None = None
         tracer = self.runtime.tracer
         self.runtime.attach(LabServer(
             self.runtime.store, agent, backend=self.backend, history_limit=history_limit,
             trace_metadata={"lab": self.runtime.key}, turn_log=tracer.record_turn, injection=injection,
-            secrets=secrets, input_log=tracer.record_input,
+            secrets=secrets, input_log=tracer.record_input, guardrails=self.guardrails, verdict_log=tracer.record_verdicts,
         ))
         self._mcp = MCPConnections(agent.mcp_servers, self.runtime.loop)
         self._closed = False
@@ -277,6 +283,11 @@ class ChatLab:
     def model_inputs_df(self, thread_id: str | None = None, *, all_users: bool = False, polars: bool = False) -> Any:
         """The context inspector's table: what every model call received (secrets redacted)."""
         return self._frame(queries.model_inputs(self._user(all_users), thread_id), polars)
+
+    def guardrails_df(self, thread_id: str | None = None, *, all_users: bool = False, polars: bool = False) -> Any:
+        """One row per guardrail verdict: the turn, stage, check, whether it tripped, its
+        confidence, ``info`` (what matched, as counts for PII and secrets) and duration."""
+        return self._frame(queries.guardrails(self._user(all_users), thread_id), polars)
 
     def inspect(self, turn: Turn | str | None = None) -> Inspection:
         """What the model received in a turn: a ``Turn`` from ``send``, a turn_id, a thread_id

@@ -22,7 +22,8 @@ from .store.queries import user_scope
 from .store.schema import MIGRATIONS, RENAMED_IDS, migrate
 from .store.transaction import in_transaction
 
-TABLES = ("threads", "items", "attachments", "turns", "feedback", "traces", "spans", "model_inputs", "input_items", "lineage", "origins")
+TABLES = ("threads", "items", "attachments", "turns", "feedback", "traces", "spans", "model_inputs", "input_items", "lineage", "origins",
+          "guardrail_results")
 FORMATS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "json", ".ndjson": "json"}
 TAG = "_table"  # the JSONL field naming each row's table
 # JSONL rows come in key order, so exporting an import gives the same file byte for byte.
@@ -30,7 +31,7 @@ ORDER = {
     "threads": "created_at, seq, thread_id", "items": "thread_id, created_at, seq, item_id", "attachments": "created_at, attachment_id",
     "turns": "started_at, turn_id", "feedback": "created_at, thread_id, item_id, user_id", "traces": "started_at, trace_id",
     "spans": "started_at, span_id", "model_inputs": "turn_id, call_index", "input_items": "hash", "lineage": "created_at, thread_id",
-    "origins": "thread_id",
+    "origins": "thread_id", "guardrail_results": "created_at, turn_id, stage, check_index",
 }
 
 

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, Protocol, cast, runtime_checkable
 
 from agents import Agent, RunConfig, RunHooks, Runner, RunResultStreaming
+from agents.exceptions import InputGuardrailTripwireTriggered, OutputGuardrailTripwireTriggered
 from agents.run_config import CallModelData, ModelInputData
 from agents.tracing import gen_trace_id
 from chatkit.agents import AgentContext, ThreadItemConverter, stream_agent_response
@@ -22,7 +23,9 @@ from chatkit.errors import CustomStreamError
 from chatkit.server import ChatKitServer, NonStreamingResult, StreamingResult
 from chatkit.store import AttachmentStore, NotFoundError, Store
 from chatkit.types import (
+    AssistantMessageContent,
     AssistantMessageContentPartTextDelta,
+    AssistantMessageItem,
     ChatKitReq,
     CustomTask,
     FeedbackKind,
@@ -48,10 +51,13 @@ from .auth.secrets import Secrets
 from .context import ContextInjection, RequestContext, context_tool, inject
 from .errors import InvalidRequestError
 from .failures import describe_failure
+from .guardrails import turn as guarded
+from .guardrails.engine import Guardrails
+from .guardrails.judge import ModelJudge
 from .models import Backend
 from .store.duckdb import user_of
 from .store.items import item_text, utc_now
-from .store.rows import ModelInputRow, TurnRow, stored_json
+from .store.rows import GuardrailRow, ModelInputRow, TurnRow, stored_json
 
 log = logging.getLogger("chatkit_lab")
 
@@ -193,7 +199,9 @@ class LabServer(ChatKitServer[RequestContext]):
     ``history_limit`` caps how many stored items are converted into model input.
     ``trace_metadata`` is added to every run's trace (the lab routes traces by it).
     ``injection``: the lab's context values, providers and strategy (``lab.context``); every
-    method's ``context`` is the ``RequestContext`` of one request.
+    method's ``context`` is the ``RequestContext`` of one request. ``guardrails``: checks on every
+    user message (before it is stored) and reply (see ``chatkit_lab.guardrails``); their verdicts
+    go to ``verdict_log``.
     """
 
     def __init__(
@@ -211,6 +219,8 @@ class LabServer(ChatKitServer[RequestContext]):
         injection: ContextInjection | None = None,
         secrets: Secrets | None = None,
         input_log: Callable[[ModelInputRow, list[str]], None] | None = None,
+        guardrails: Guardrails | None = None,
+        verdict_log: Callable[[list[GuardrailRow]], None] | None = None,
     ) -> None:
         super().__init__(store, attachment_store=store if isinstance(store, AttachmentStore) else None)
         self.agent = agent
@@ -224,6 +234,10 @@ class LabServer(ChatKitServer[RequestContext]):
         self.injection = injection
         self.secrets = secrets  # handed to tools as context.secrets; never shown to the model
         self.input_log = input_log  # receives one `model_inputs` row per model call, and its items as JSON
+        self.guardrails, self.verdict_log = guardrails, verdict_log
+        # The model checks' judge: the guardrails' own, else the lab's model when it is a real provider.
+        self.judge = guardrails.judge if guardrails and guardrails.judge else (
+            ModelJudge(backend.model) if guardrails and backend and backend.kind != "offline" else None)
 
     async def process(self, request: str | bytes | BaseModel, context: RequestContext) -> StreamingResult | NonStreamingResult:  # type: ignore[override]
         # ChatKit builds a pydantic TypeAdapter on every request (about 60% of a turn with the
@@ -239,6 +253,10 @@ class LabServer(ChatKitServer[RequestContext]):
             for attachment_id in request.params.input.attachments:
                 # A missing or another user's attachment is refused before a thread is created.
                 await self.store.load_attachment(attachment_id, context)
+            if self.guardrails is not None:
+                # Before ChatKit stores the message: masked text is all the store ever sees.
+                history = await self._history(request, context)
+                context.guardrails = await guarded.check_message(self.guardrails, request.params.input.content, history, self.judge)
         if isinstance(request, ThreadsRetryAfterItemReq) and isinstance(self.store, ItemsAfterStore):
             events = self._retry_after(request.params.thread_id, request.params.item_id, context)
             async for event in events:
@@ -246,6 +264,13 @@ class LabServer(ChatKitServer[RequestContext]):
             return
         async for chunk in self._process_streaming(request, context):
             yield chunk
+
+    async def _history(self, request: StreamingReq, context: RequestContext) -> list[dict[str, str]]:
+        """The thread's recent messages, for conversation-aware checks (none for a new thread)."""
+        if not isinstance(request, ThreadsAddUserMessageReq):
+            return []
+        page = await self.store.load_thread_items(request.params.thread_id, None, 40, "desc", context)
+        return guarded.history_of(list(reversed(page.data)))
 
     async def _retry_after(self, thread_id: str, item_id: str, context: RequestContext) -> AsyncIterator[ThreadStreamEvent]:
         """``threads.retry_after_item`` in one statement: ChatKit deletes the newer items one by
@@ -292,7 +317,13 @@ class LabServer(ChatKitServer[RequestContext]):
         row = turn.row
         hooks = _ToolProgress()
         result = None
+        checked = context.guardrails if input_user_message is not None else []
+        guard = None
+        if self.guardrails is not None and self.guardrails.has("output"):
+            guard = guarded.OutputGuard(self.guardrails, self.judge, [], lambda: _tool_outputs(result))
         try:
+            if (notice := guarded.masked_notice(checked)) is not None:
+                yield notice
             strategy, snapshot = await self._context_of(context)
             if strategy == "tool":
                 agent = agent.clone(tools=[*agent.tools, context_tool(snapshot)])
@@ -305,13 +336,17 @@ class LabServer(ChatKitServer[RequestContext]):
                     f"{self.history_limit} (`ChatLab(history_limit=...)` changes that)."))
             agent_ctx = AgentContext(thread=thread, store=self.store, request_context=context)
             agent_input = await PortableConverter(self.store, context).to_agent_input(list(reversed(page.data)))
-            result = Runner.run_streamed(
-                agent, agent_input, context=agent_ctx, hooks=hooks, max_turns=self.max_turns,
-                run_config=self._run_config(thread, context, turn, strategy, snapshot),
-            )
+            run_config = self._run_config(thread, context, turn, strategy, snapshot)
+            if checked or guard is not None:
+                run_config.input_guardrails = [*(run_config.input_guardrails or []), *guarded.sdk_input_guardrails(checked)]
+            if guard is not None:
+                guard.history[:] = guarded.history_of(list(reversed(page.data)))
+                run_config.output_guardrails = [*(run_config.output_guardrails or []), *guard.sdk_guardrails()]
+            result = Runner.run_streamed(agent, agent_input, context=agent_ctx, hooks=hooks, max_turns=self.max_turns, run_config=run_config)
             # A proxy of the run result: stream_agent_response reads its events and attributes only.
             events = stream_agent_response(agent_ctx, cast(RunResultStreaming, _PlainAnnotations(result)))
-            async for event in _own_ids(events, lambda: self.store.generate_item_id("message", thread, context)):
+            events = _own_ids(events, lambda: self.store.generate_item_id("message", thread, context))
+            async for event in (guard.filter(events) if guard is not None else events):
                 if isinstance(event, ThreadItemUpdatedEvent) and isinstance(event.update, AssistantMessageContentPartTextDelta):
                     if row.first_token_ms is None:
                         row.first_token_ms = turn.elapsed_ms()
@@ -320,6 +355,21 @@ class LabServer(ChatKitServer[RequestContext]):
                     turn.partial_chars = 0
                 yield event
             row.status = "completed"
+        except InputGuardrailTripwireTriggered:
+            # The model was never called: the verdicts stopped the run before its first call.
+            assert self.guardrails is not None
+            tripped = [r for report in checked for r in report.tripped]
+            row.status, row.error = "blocked", f"input: {guarded.summary(tripped)}"
+            for event in guarded.block_reply(self.guardrails, tripped, self.store.generate_item_id("message", thread, context), thread.id):
+                yield event
+        except OutputGuardrailTripwireTriggered:
+            # ChatKit has removed the reply's items; the message that says why takes their place.
+            assert self.guardrails is not None and guard is not None
+            row.status, row.error = "blocked", f"output: {guarded.summary(guard.tripped)}"
+            message = self.guardrails.output_message.format(checks=guarded.summary(guard.tripped))
+            yield ThreadItemDoneEvent(item=AssistantMessageItem(
+                id=self.store.generate_item_id("message", thread, context), thread_id=thread.id, created_at=datetime.now(),
+                content=[AssistantMessageContent(text=message)]))
         except (asyncio.CancelledError, GeneratorExit):
             row.status = "cancelled"
             raise
@@ -337,6 +387,8 @@ class LabServer(ChatKitServer[RequestContext]):
                 if not result.is_complete:
                     result.cancel()
                 usage = result.context_wrapper.usage
+            if self.verdict_log is not None and (checked or (guard and guard.reports)):
+                self.verdict_log(guarded.rows([*checked, *(guard.reports if guard else [])], row.turn_id, row.thread_id, row.user_id))
             if self.turn_log is not None:
                 self.turn_log(turn.finish(usage, hooks.tools))
 
@@ -431,6 +483,12 @@ class _TurnRecord:
             # streamed of it, at OpenAI's rule of thumb of four characters a token.
             row.output_tokens = (row.output_tokens or 0) + -(-self.partial_chars // CHARS_PER_TOKEN)
         return row
+
+
+def _tool_outputs(result: Any) -> list[str]:
+    """What the run's tools returned so far (Prompt Injection and Hallucination Detection read it)."""
+    items = getattr(result, "new_items", None) or []
+    return [str(i.output) for i in items if getattr(i, "type", None) == "tool_call_output_item"]
 
 
 _INLINE_DATA = re.compile(r"data:([\w/+.-]+);base64,[A-Za-z0-9+/=]{200,}")

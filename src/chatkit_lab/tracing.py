@@ -23,7 +23,17 @@ from agents.tracing import Span, Trace, TracingProcessor, set_trace_processors
 from .errors import DatabaseBusyError
 from .store.database import Database
 from .store.items import utc_now
-from .store.rows import InputItemRow, LogRow, ModelInputRow, SpanRow, TraceRow, TurnRow, insert, stored_json
+from .store.rows import (
+    GuardrailRow,
+    InputItemRow,
+    LogRow,
+    ModelInputRow,
+    SpanRow,
+    TraceRow,
+    TurnRow,
+    insert,
+    stored_json,
+)
 from .store.transaction import in_transaction
 
 log = logging.getLogger(__name__)
@@ -128,6 +138,11 @@ class DuckDBTraceProcessor(TracingProcessor):
         with self._lock:
             self._rows.append(row)
         self._flush_soon()
+
+    def record_verdicts(self, rows: list[GuardrailRow]) -> None:
+        """Queue a turn's ``guardrail_results`` rows; written with the turn's other rows."""
+        with self._lock:
+            self._rows.extend(rows)
 
     def record_input(self, row: ModelInputRow, items: list[str]) -> None:
         """Queue one ``model_inputs`` row (what one model call received; ``items`` as JSON)."""

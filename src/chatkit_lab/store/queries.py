@@ -129,6 +129,17 @@ def feedback(user_id: str | None, thread_id: str | None) -> Query:
                WHERE {where} ORDER BY f.created_at""", params
 
 
+def guardrails(user_id: str | None, thread_id: str | None) -> Query:
+    where, params = scope(user_id, thread_id, "g.")
+    return f"""SELECT g.thread_id, g.turn_id, g.user_id, g.stage, g.check_name, g.triggered, g.execution_failed, g.confidence,
+                      g.info, g.duration_ms, g.created_at, t.status AS turn_status
+               FROM guardrail_results g LEFT JOIN turns t USING (turn_id)
+               WHERE {where} ORDER BY g.created_at, g.turn_id, {STAGE_ORDER}, g.check_index""", params
+
+
+STAGE_ORDER = "CASE g.stage WHEN 'pre_flight' THEN 0 WHEN 'input' THEN 1 ELSE 2 END"
+
+
 def expanded_input(alias: str) -> str:
     """A model call's input as the JSON array the model received: since m006 the items are kept
     once, in ``input_items``, and each call names them by hash (``input_hashes``)."""
@@ -195,6 +206,7 @@ def frame(name: str, user_id: str | None) -> Query:
     frames = {
         "threads": lambda: threads(user_id), "items": lambda: items(user_id, None), "turns": lambda: turns(user_id, None),
         "spans": lambda: spans(user_id, None), "feedback": lambda: feedback(user_id, None), "model_inputs": lambda: model_inputs(user_id, None),
+        "guardrails": lambda: guardrails(user_id, None),
     }
     if name not in frames:
         raise ChatLabError(f"There is no frame {name!r} to export; choose one of {', '.join(frames)}.")

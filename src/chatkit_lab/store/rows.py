@@ -107,8 +107,27 @@ class InputItemRow:
     item: str  # JSON text
 
 
-LogRow = TurnRow | TraceRow | SpanRow | ModelInputRow | InputItemRow
-ROW_CLASSES: tuple[type[Any], ...] = (TraceRow, SpanRow, TurnRow, ModelInputRow, InputItemRow)
+@dataclass
+class GuardrailRow:
+    """One check's verdict in one stage of a turn: ``guardrail_results``."""
+
+    TABLE: ClassVar[str] = "guardrail_results"
+    turn_id: str
+    thread_id: str
+    user_id: str
+    stage: str
+    check_index: int
+    check_name: str
+    triggered: bool
+    execution_failed: bool
+    confidence: float | None
+    info: str  # JSON text, without what the text said (see CheckResult.stored_info)
+    duration_ms: float
+    created_at: datetime
+
+
+LogRow = TurnRow | TraceRow | SpanRow | ModelInputRow | InputItemRow | GuardrailRow
+ROW_CLASSES: tuple[type[Any], ...] = (TraceRow, SpanRow, TurnRow, ModelInputRow, InputItemRow, GuardrailRow)
 _IGNORE_EXISTING = {InputItemRow}  # content-addressed: a row already there is the same row
 
 

@@ -241,6 +241,29 @@ def m009_named_ids(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f"ALTER TABLE {table} RENAME COLUMN {old} TO {new}")
 
 
+
+@migration
+def m010_guardrail_results(con: duckdb.DuckDBPyConnection) -> None:
+    # Every verdict of every guardrail check of a turn (chatkit_lab.guardrails).
+    con.execute(
+        """
+        CREATE TABLE guardrail_results (
+            turn_id VARCHAR NOT NULL,
+            thread_id VARCHAR NOT NULL,
+            user_id VARCHAR NOT NULL,
+            stage VARCHAR NOT NULL,
+            check_index INTEGER NOT NULL,
+            check_name VARCHAR NOT NULL,
+            triggered BOOLEAN NOT NULL,
+            execution_failed BOOLEAN NOT NULL,
+            confidence DOUBLE,
+            info JSON,
+            duration_ms DOUBLE,
+            created_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (turn_id, stage, check_index)
+        )"""
+    )
+
 def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Apply the migrations this file lacks, in order; return their names."""
     con.execute(

@@ -1,0 +1,53 @@
+"""Guardrails in openai-guardrails' JSON, run natively and offline: ``check`` a text, or give a
+config to ``ChatLab(guardrails=...)`` and every turn is checked, masked and logged.
+
+    >>> from chatkit_lab.guardrails import check
+    >>> check("Mail me at ada@example.com", {"version": 1, "input": {"version": 1,
+    ...       "guardrails": [{"name": "Contains PII", "config": {}}]}}).checked_text
+    'Mail me at <EMAIL_ADDRESS>'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Sequence
+from typing import Any
+
+from .config import CHECKS, PII_ENTITIES, STAGES, Pipeline, load_config
+from .engine import CheckResult, Guardrails, Report
+from .judge import Judge, ModelJudge, Verdict
+from .pii import SUPPORTED as PII_ENTITIES_DETECTED
+
+__all__ = [
+    "CHECKS", "PII_ENTITIES", "PII_ENTITIES_DETECTED", "STAGES", "CheckResult", "Guardrails", "Judge", "ModelJudge",
+    "Pipeline", "Report", "Verdict", "acheck", "check", "load_config",
+]
+
+
+def _guardrails(config: Any, judge: Judge | None) -> Guardrails:
+    return config if isinstance(config, Guardrails) else Guardrails(config, judge=judge)
+
+
+async def acheck(
+    text: str, config: Any, stage: str = "input", *, judge: Judge | None = None,
+    history: Sequence[dict[str, str]] = (), tool_outputs: Sequence[str] = (),
+) -> Report:
+    """Run ``stage`` of ``config`` (either JSON form, a dict, a path or a ``Guardrails``) on
+    ``text``. ``history``: recent turns ``[{"role", "content"}]`` for conversation-aware checks;
+    ``tool_outputs``: what the turn's tools returned (Prompt Injection and Hallucination Detection)."""
+    return await _guardrails(config, judge).run(stage, text, history=history, tool_outputs=tool_outputs)
+
+
+def check(
+    text: str, config: Any, stage: str = "input", *, judge: Judge | None = None,
+    history: Sequence[dict[str, str]] = (), tool_outputs: Sequence[str] = (),
+) -> Report:
+    """``acheck``, for code that is not async (a notebook cell: it runs beside the kernel's loop)."""
+    run = acheck(text, config, stage, judge=judge, history=history, tool_outputs=tool_outputs)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(run)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, run).result()

@@ -1,0 +1,289 @@
+"""Runs a guardrails pipeline on text: the engine behind ``check()`` and the chat loop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import detector, pii, text
+from .config import LLMConfig, Pipeline, load_config
+from .judge import ANSWER, PROMPTS, Judge
+
+DETERMINISTIC = ("Contains PII", "Keyword Filter", "Competitors", "URL Filter", "Secret Keys")
+# Checks whose info holds what the text said: stored as counts only.
+_SENSITIVE_INFO = {"detected_entities": "detected_counts", "detected_secrets": "secret_count"}
+BLOCK_MESSAGE = "I can't help with that message: it was stopped by a guardrail ({checks})."
+OUTPUT_MESSAGE = "This reply was withheld by a guardrail ({checks})."
+
+
+@dataclass
+class CheckResult:
+    """One check's verdict. ``info`` holds what matched, the confidence and so on, with
+    openai-guardrails' keys; ``execution_failed`` means the check could not run."""
+
+    name: str
+    stage: str
+    tripwire_triggered: bool
+    info: dict[str, Any] = field(default_factory=dict)
+    execution_failed: bool = False
+    duration_ms: float = 0.0
+
+    @property
+    def confidence(self) -> float | None:
+        value = self.info.get("confidence")
+        return float(value) if isinstance(value, int | float) else None
+
+    def stored_info(self) -> dict[str, Any]:
+        """``info`` without what the text said (matched PII values, secrets): safe to write."""
+        out = {}
+        for key, value in self.info.items():
+            if key in _SENSITIVE_INFO:
+                out[_SENSITIVE_INFO[key]] = {k: len(v) for k, v in value.items()} if isinstance(value, dict) else len(value)
+            elif key != "checked_text":
+                out[key] = value
+        return out
+
+
+@dataclass
+class Report:
+    """A stage's verdicts: ``checked_text`` is the text after masking (the text itself when
+    nothing was masked); ``results`` come in config order."""
+
+    stage: str
+    checked_text: str
+    results: list[CheckResult]
+
+    @property
+    def tripwire_triggered(self) -> bool:
+        return any(r.tripwire_triggered for r in self.results)
+
+    @property
+    def tripped(self) -> list[CheckResult]:
+        return [r for r in self.results if r.tripwire_triggered]
+
+    @property
+    def masked(self) -> bool:
+        return any(r.info.get("pii_detected") and not r.info.get("block_mode") for r in self.results)
+
+    def to_frame(self) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame([{"stage": r.stage, "check_name": r.name, "triggered": r.tripwire_triggered, "confidence": r.confidence,
+                              "execution_failed": r.execution_failed, "duration_ms": round(r.duration_ms, 3), "info": r.stored_info()}
+                             for r in self.results])
+
+    def __repr__(self) -> str:
+        verdicts = ", ".join(f"{r.name}: {'tripped' if r.tripwire_triggered else 'failed' if r.execution_failed else 'passed'}" for r in self.results)
+        return f"<Report {self.stage}: {verdicts}>"
+
+
+class Guardrails:
+    """A guardrails config ready to run, with how a chat acts on it.
+
+    ``judge`` answers the model checks (default: the lab's model when it is a real provider);
+    without one, Jailbreak and Prompt Injection Detection use the offline detector and the other
+    model checks fail. ``fail_closed``: a check that fails counts as tripped (default: as in
+    openai-guardrails, it does not, so an unreachable judge does not stop every turn; every
+    failure is still a verdict row). ``block_message`` and ``output_message`` are what the chat
+    shows for a stopped message or reply (``{checks}`` names the checks); ``output_action``
+    "replace" swaps a tripped reply for ``output_message``, "flag" keeps it and says so.
+    """
+
+    def __init__(
+        self,
+        config: Any,
+        *,
+        judge: Judge | None = None,
+        fail_closed: bool = False,
+        block_message: str = BLOCK_MESSAGE,
+        output_message: str = OUTPUT_MESSAGE,
+        output_action: str = "replace",
+    ) -> None:
+        from ..errors import ChatLabError
+
+        if output_action not in ("replace", "flag"):
+            raise ChatLabError(f"output_action is 'replace' or 'flag', not {output_action!r}.")
+        self.pipeline: Pipeline = load_config(config)
+        self.judge, self.fail_closed = judge, fail_closed
+        self.block_message, self.output_message, self.output_action = block_message, output_message, output_action
+
+    def has(self, stage: str) -> bool:
+        return self.pipeline.stage(stage) is not None
+
+    def masked_entities(self, stages: Sequence[str] = ("pre_flight", "input", "output")) -> list[str]:
+        """The PII entities that mask-mode checks of ``stages`` rewrite."""
+        found: dict[str, None] = {}
+        for name in stages:
+            stage = self.pipeline.stage(name)
+            for check in stage.checks if stage else ():
+                if check.name == "Contains PII" and not check.config.block:
+                    found.update(dict.fromkeys(check.config.entities))
+        return list(found)
+
+    def redactor(self) -> Callable[[str], str] | None:
+        """Masks the mask-mode entities in any text (JSON keeps its structure), or None."""
+        entities = [e for e in self.masked_entities() if e in pii.SUPPORTED]
+        if not entities:
+            return None
+        return lambda value: _mask_json_or_text(value, entities)
+
+    async def run(
+        self, stage: str, data: str, *, history: Sequence[dict[str, str]] = (), tool_outputs: Sequence[str] = (), judge: Judge | None = None
+    ) -> Report:
+        """Run ``stage``'s checks on ``data``. PII masking comes first, so the other checks
+        (and any judge) see the masked text; the model checks run concurrently."""
+        spec = self.pipeline.stage(stage)
+        if spec is None:
+            return Report(stage, data, [])
+        judge = judge or self.judge
+        checked = data
+        results: dict[int, CheckResult] = {}
+        order = sorted(range(len(spec.checks)), key=lambda i: spec.checks[i].name != "Contains PII")
+        pending = []
+        for i in order:
+            check = spec.checks[i]
+            if check.name in DETERMINISTIC:
+                results[i], checked = _timed(stage, check.name, check.config, checked)
+            else:
+                pending.append(i)
+        if pending:
+            done = await asyncio.gather(*(self._model_check(stage, spec.checks[i].name, spec.checks[i].config, checked, history, tool_outputs, judge)
+                                          for i in pending))
+            results.update(zip(pending, done, strict=True))
+        ordered = [results[i] for i in range(len(spec.checks))]
+        if self.fail_closed:
+            for r in ordered:
+                r.tripwire_triggered = r.tripwire_triggered or r.execution_failed
+        if spec.suppress_tripwire:
+            for r in ordered:
+                r.info["tripwire_suppressed"], r.tripwire_triggered = r.tripwire_triggered, False
+        for r in ordered:
+            r.info.setdefault("guardrail_name", r.name)
+            r.info.setdefault("stage_name", stage)
+        return Report(stage, checked, ordered)
+
+    async def _model_check(
+        self, stage: str, name: str, config: LLMConfig, data: str, history: Sequence[dict[str, str]], tool_outputs: Sequence[str], judge: Judge | None
+    ) -> CheckResult:
+        t0 = time.perf_counter()
+        try:
+            info = await _judged(name, config, data, history, tool_outputs, judge)
+        except Exception as exc:
+            reason = str(exc).strip() or type(exc).__name__
+            return CheckResult(name, stage, False, {"error": reason}, execution_failed=True, duration_ms=(time.perf_counter() - t0) * 1000)
+        tripped = bool(info.get("flagged")) and float(info.get("confidence", 0)) >= config.confidence_threshold
+        return CheckResult(name, stage, tripped, info, duration_ms=(time.perf_counter() - t0) * 1000)
+
+
+class NeedsModelError(Exception):
+    """A check that cannot run without a judge or a provider."""
+
+
+async def _judged(
+    name: str, config: Any, data: str, history: Sequence[dict[str, str]], tool_outputs: Sequence[str], judge: Judge | None
+) -> dict[str, Any]:
+    recent = list(history)[-config.max_turns :] if hasattr(config, "max_turns") else []
+    if name == "Moderation":
+        raise NeedsModelError("Moderation needs OpenAI's moderation endpoint, which this lab has no provider for; "
+                              "configure OPENAI_API_KEY, or use the offline checks (Keyword Filter, Jailbreak).")
+    if name == "Prompt Injection Detection" and tool_outputs:
+        data = "\n\n".join(tool_outputs)  # what the agent read after the user's message
+    if judge is None:
+        if name in ("Jailbreak", "Prompt Injection Detection"):
+            kind = "jailbreak" if name == "Jailbreak" else "injection"
+            scored = [detector.score(data, kind)]
+            if name == "Jailbreak" and recent:  # attacks spread over turns: the user's recent turns together
+                users = [m["content"] for m in recent if m.get("role") == "user"]
+                scored.append(detector.score("\n".join([*users, data]), kind))
+            confidence, signals = max(scored, key=lambda s: s[0])
+            info = {"flagged": confidence >= 0.5, "confidence": round(confidence, 4), "threshold": config.confidence_threshold,
+                    "judge": "offline detector", "signals": signals}
+            if name == "Jailbreak" or config.include_reasoning:
+                info["reason"] = f"signals: {', '.join(signals)}" if signals else "no attack signals"
+            return info
+        raise NeedsModelError(f"{name} needs a model to judge it: this lab runs offline. Pass judge= (any Agents SDK model, "
+                              "or ModelJudge.endpoint(...)) or configure a provider.")
+    instructions = PROMPTS[name]
+    if getattr(config, "system_prompt_details", None):
+        instructions += "\n\n" + config.system_prompt_details
+    if name == "Hallucination Detection":
+        instructions += "\n\nReference material:\n" + ("\n---\n".join(tool_outputs) or "(none: the turn used no tools)")
+    payload = json.dumps({"conversation": recent, "latest_input": data}, ensure_ascii=False) if recent else data
+    verdict = await judge(instructions + "\n\n" + ANSWER, payload)
+    info = {"flagged": verdict.flagged, "confidence": verdict.confidence, "threshold": config.confidence_threshold, "judge": judge.name}
+    if name == "Jailbreak" or config.include_reasoning:
+        info["reason"] = verdict.reason
+    return info
+
+
+def _timed(stage: str, name: str, config: Any, data: str) -> tuple[CheckResult, str]:
+    t0 = time.perf_counter()
+    tripped, info, checked = _deterministic(name, config, data)
+    return CheckResult(name, stage, tripped, info, duration_ms=(time.perf_counter() - t0) * 1000), checked
+
+
+def _deterministic(name: str, config: Any, data: str) -> tuple[bool, dict[str, Any], str]:
+    """(tripped, info, the text after this check) for one deterministic check."""
+    if name == "Contains PII":
+        normal = pii.normalise(data)
+        entities = [e for e in config.entities if e in pii.SUPPORTED]
+        hits = pii.find(normal, entities, encoded=config.detect_encoded_pii)
+        detected: dict[str, list[str]] = {}
+        for hit in hits:
+            detected.setdefault(hit.mask[1:-1], []).append(hit.value)
+        checked = pii.masked(normal, hits) if hits else data
+        info = {"detected_entities": detected, "entity_types_checked": list(config.entities), "checked_text": checked,
+                "block_mode": config.block, "pii_detected": bool(hits), "detect_encoded_pii": config.detect_encoded_pii}
+        unsupported = [e for e in config.entities if e not in pii.SUPPORTED]
+        if unsupported and "entities" in config.model_fields_set:
+            info["not_detected_offline"] = unsupported  # they need a language model (NER)
+        return bool(hits) and config.block, info, checked  # blocked text is masked too: it may still be stored
+    if name in ("Keyword Filter", "Competitors"):
+        tripped, info = text.keywords(data, config)
+    elif name == "URL Filter":
+        tripped, info = text.url_filter(data, config)
+    else:
+        tripped, info = text.secret_keys(data, config)
+    return tripped, info, data
+
+
+_STRUCTURAL_KEYS = frozenset({"id", "thread_id", "created_at", "updated_at", "type", "status", "role", "preview_url", "url",
+                              "mime_type", "upload_descriptor", "trace_id", "span_id", "parent_id", "call_id", "item_id"})
+
+
+_ID = re.compile(r"[A-Za-z]+_[A-Za-z0-9]+")  # thr_…, msg_…, turn_…, trace_…: never PII, never rewritten
+
+
+def _mask_json_or_text(value: str, entities: list[str]) -> str:
+    if _ID.fullmatch(value):
+        return value
+    stripped = value.lstrip()
+    if stripped[:1] in ("{", "["):
+        try:
+            data = json.loads(value)
+        except ValueError:
+            pass
+        else:
+            return json.dumps(_mask_tree(data, entities), ensure_ascii=False, separators=(",", ":"))
+    return mask_text(value, entities)
+
+
+def mask_text(value: str, entities: list[str]) -> str:
+    normal = pii.normalise(value)
+    hits = pii.find(normal, entities)
+    return pii.masked(normal, hits) if hits else value
+
+
+def _mask_tree(node: Any, entities: list[str], key: str | None = None) -> Any:
+    if isinstance(node, str):
+        return node if key in _STRUCTURAL_KEYS else mask_text(node, entities)
+    if isinstance(node, list):
+        return [_mask_tree(v, entities, key) for v in node]
+    if isinstance(node, dict):
+        return {k: _mask_tree(v, entities, k) for k, v in node.items()}
+    return node

@@ -1,0 +1,195 @@
+"""Guardrails in a chat turn: the user's message is checked (and masked) before ChatKit stores
+it, the reply is masked while it streams and checked when it is done, and every verdict becomes
+a ``guardrail_results`` row and an Agents SDK guardrail span of the turn's trace."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from typing import Any
+
+from agents import GuardrailFunctionOutput, InputGuardrail, OutputGuardrail
+from chatkit.types import (
+    AssistantMessageContent,
+    AssistantMessageContentPartDone,
+    AssistantMessageContentPartTextDelta,
+    AssistantMessageItem,
+    NoticeEvent,
+    ThreadItemAddedEvent,
+    ThreadItemDoneEvent,
+    ThreadItemUpdatedEvent,
+    ThreadStreamEvent,
+)
+
+from ..store.items import item_text, utc_now
+from ..store.rows import GuardrailRow, stored_json
+from . import pii
+from .engine import CheckResult, Guardrails, Report, mask_text
+
+HOLDBACK = 64  # characters of a streaming reply held back until no PII pattern can still grow into them
+
+
+def summary(results: list[CheckResult]) -> str:
+    """``Jailbreak (confidence 0.98), Keyword Filter``: what tripped."""
+    return ", ".join(f"{r.name} (confidence {r.confidence:.2f})" if r.confidence is not None else r.name for r in results)
+
+
+async def check_message(guardrails: Guardrails, content: list[Any], history: list[dict[str, str]], judge: Any) -> list[Report]:
+    """Run pre_flight, then input, on a user message's text parts; mask the parts in place."""
+    reports = []
+    for stage in ("pre_flight", "input"):
+        if not guardrails.has(stage):
+            continue
+        text = "\n".join(part.text for part in content if getattr(part, "type", None) == "input_text")
+        report = await guardrails.run(stage, text, history=history, judge=judge)
+        reports.append(report)
+        entities = [e for e in guardrails.masked_entities((stage,)) if e in pii.SUPPORTED]
+        if entities and any(r.info.get("pii_detected") for r in report.results):
+            for part in content:
+                if getattr(part, "type", None) == "input_text":
+                    part.text = mask_text(part.text, entities)
+    return reports
+
+
+def history_of(items: list[Any]) -> list[dict[str, str]]:
+    """Stored items (oldest first) as the ``[{"role", "content"}]`` conversation checks read."""
+    roles = {"user_message": "user", "assistant_message": "assistant"}
+    return [{"role": roles[i.type], "content": item_text(i) or ""} for i in items if i.type in roles]
+
+
+def masked_notice(reports: list[Report]) -> NoticeEvent | None:
+    counts: dict[str, int] = {}
+    for report in reports:
+        for r in report.results:
+            for entity, values in (r.info.get("detected_entities") or {}).items():
+                if not r.info.get("block_mode"):
+                    counts[entity] = counts.get(entity, 0) + len(values)
+    if not counts:
+        return None
+    what = ", ".join(f"{n} × {entity}" for entity, n in counts.items())
+    return NoticeEvent(level="info", title="Masked by a guardrail", message=f"Masked before the model saw it: {what}.")
+
+
+def sdk_input_guardrails(reports: list[Report]) -> list[InputGuardrail[Any]]:
+    """The input verdicts, already known, as sequential SDK guardrails: the run records each as a
+    span, and a tripped one stops the run before the model is called."""
+
+    def verdict(result: CheckResult) -> Any:
+        async def fn(ctx: Any, agent: Any, given: Any) -> GuardrailFunctionOutput:
+            return GuardrailFunctionOutput(output_info=result.stored_info(), tripwire_triggered=result.tripwire_triggered)
+        return fn
+
+    return [InputGuardrail(guardrail_function=verdict(r), name=r.name, run_in_parallel=False) for rep in reports for r in rep.results]
+
+
+def rows(reports: list[Report], turn_id: str, thread_id: str, user_id: str) -> list[GuardrailRow]:
+    out, index = [], dict.fromkeys(("pre_flight", "input", "output"), 0)
+    now = utc_now()
+    for report in reports:
+        for r in report.results:
+            out.append(GuardrailRow(
+                turn_id=turn_id, thread_id=thread_id, user_id=user_id, stage=report.stage, check_index=index[report.stage],
+                check_name=r.name, triggered=r.tripwire_triggered, execution_failed=r.execution_failed, confidence=r.confidence,
+                info=stored_json(r.stored_info()), duration_ms=round(r.duration_ms, 3), created_at=now,
+            ))
+            index[report.stage] += 1
+    return out
+
+
+class OutputGuard:
+    """The output stage of one turn, over its event stream: masks the reply's PII as it streams
+    (holding back the last ``HOLDBACK`` characters), and checks each finished reply, which is
+    replaced or flagged when a check trips, before ChatKit stores it."""
+
+    def __init__(self, guardrails: Guardrails, judge: Any, history: list[dict[str, str]], tool_outputs: Callable[[], list[str]]) -> None:
+        self.guardrails, self.judge, self.history, self.tool_outputs = guardrails, judge, history, tool_outputs
+        self.entities = [e for e in guardrails.masked_entities(("output",)) if e in pii.SUPPORTED]
+        self.reports: list[Report] = []
+        self.tripped: list[CheckResult] = []
+        self._verdicts: dict[str, asyncio.Future[Report]] = {}
+        self._raw: dict[tuple[str, int], str] = {}
+        self._sent: dict[tuple[str, int], str] = {}
+
+    async def verdict(self, text: str) -> Report:
+        """The output report of ``text``, computed once (the stream and the SDK guardrail share it)."""
+        if text not in self._verdicts:
+            future = self._verdicts[text] = asyncio.get_running_loop().create_future()
+            try:
+                report = await self.guardrails.run("output", text, history=self.history, tool_outputs=self.tool_outputs(), judge=self.judge)
+            except BaseException as exc:
+                future.set_exception(exc)
+                raise
+            future.set_result(report)
+            self.reports.append(report)
+            self.tripped += report.tripped
+        return await self._verdicts[text]
+
+    def sdk_guardrails(self) -> list[OutputGuardrail[Any]]:
+        """One SDK output guardrail per check (a span each) on the run's final output. Only
+        "replace" trips the run (ChatKit then removes the reply); "flag" lets it stand."""
+        stage = self.guardrails.pipeline.stage("output")
+        replace = self.guardrails.output_action == "replace"
+
+        def verdict(index: int) -> Any:
+            async def fn(ctx: Any, agent: Any, output: Any) -> GuardrailFunctionOutput:
+                result = (await self.verdict(output if isinstance(output, str) else str(output))).results[index]
+                return GuardrailFunctionOutput(output_info=result.stored_info(), tripwire_triggered=result.tripwire_triggered and replace)
+            return fn
+
+        return [OutputGuardrail(guardrail_function=verdict(i), name=c.name) for i, c in enumerate(stage.checks if stage else ())]
+
+    def _mask(self, text: str) -> str:
+        return mask_text(text, self.entities) if self.entities else text
+
+    def _streamed(self, key: tuple[str, int], piece: str) -> str:
+        raw = self._raw[key] = self._raw.get(key, "") + piece
+        if not self.entities:
+            return piece
+        normal = pii.normalise(raw)
+        hits = pii.find(normal, self.entities)
+        cut = len(normal) - HOLDBACK
+        for hit in hits:
+            if hit.start < cut < hit.end:
+                cut = hit.start
+        if cut <= 0:
+            return ""
+        safe = pii.masked(normal[:cut], [h for h in hits if h.end <= cut])
+        sent = self._sent.get(key, "")
+        if not safe.startswith(sent):
+            return ""  # the masked prefix changed (it should not): send the rest when the reply is done
+        self._sent[key] = safe
+        return safe[len(sent):]
+
+    async def filter(self, events: AsyncIterator[ThreadStreamEvent]) -> AsyncIterator[ThreadStreamEvent]:
+        async for event in events:
+            if isinstance(event, ThreadItemUpdatedEvent) and isinstance(event.update, AssistantMessageContentPartTextDelta):
+                event.update.delta = self._streamed((event.item_id, event.update.content_index), event.update.delta)
+                if not event.update.delta:
+                    continue
+            elif isinstance(event, ThreadItemUpdatedEvent) and isinstance(event.update, AssistantMessageContentPartDone):
+                event.update.content.text = self._mask(event.update.content.text)
+            elif isinstance(event, ThreadItemAddedEvent) and isinstance(event.item, AssistantMessageItem):
+                for part in event.item.content:
+                    part.text = self._mask(part.text)
+            elif isinstance(event, ThreadItemDoneEvent) and isinstance(event.item, AssistantMessageItem):
+                report = await self.verdict("".join(part.text for part in event.item.content))
+                for part in event.item.content:
+                    part.text = self._mask(part.text)
+                if report.tripped:
+                    names = summary(report.tripped)
+                    if self.guardrails.output_action == "replace":
+                        event.item.content = [AssistantMessageContent(text=self.guardrails.output_message.format(checks=names))]
+                    yield event
+                    action = "withheld" if self.guardrails.output_action == "replace" else "flagged"
+                    yield NoticeEvent(level="warning", title="Guardrail", message=f"The reply was {action}: {names}.")
+                    continue
+            yield event
+
+
+def block_reply(guardrails: Guardrails, tripped: list[CheckResult], item_id: str, thread_id: str) -> list[ThreadStreamEvent]:
+    """What the chat shows instead of an answer when the user's message tripped a check."""
+    names = summary(tripped)
+    item = AssistantMessageItem(id=item_id, thread_id=thread_id, created_at=datetime.now(),
+                                content=[AssistantMessageContent(text=guardrails.block_message.format(checks=names))])
+    return [ThreadItemDoneEvent(item=item), NoticeEvent(level="warning", title="Guardrail", message=f"Stopped before the model: {names}.")]

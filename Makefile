@@ -44,7 +44,7 @@ browser:
 	  else echo "!!! $$missing missing and cannot be installed here: their tests will be skipped !!!"; fi; fi
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks js/test
+	$(VENV)/bin/ruff check src tests benchmarks scripts js/test
 	$(VENV)/bin/mypy
 
 test: $(STAMP) browser lint

@@ -19,6 +19,7 @@ import tempfile
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import httpx
@@ -383,6 +384,66 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {mem} GiB RAM, Linux {platform.release()}, Python {platform.python_version()}, DuckDB {duckdb.__version__}"
 
 
+PROSE = ("The quarterly numbers look steady and the team shipped the new onboarding flow on 12 March; "
+         "next week we review the roadmap (see https://intranet.example.com/roadmap) with design. ")
+DENSE = "Hi, I'm ada@example.com, call +1 415 555 0132, card 4111 1111 1111 1111, docs at https://example.com/q3. "
+DETERMINISTIC = {"version": 1, "input": {"version": 1, "guardrails": [
+    {"name": "Contains PII", "config": {}}, {"name": "URL Filter", "config": {"url_allow_list": ["example.com"], "allow_subdomains": True}},
+    {"name": "Keyword Filter", "config": {"keywords": ["confidential", "internal only"]}}, {"name": "Competitors", "config": {"keywords": ["Acme"]}},
+    {"name": "Secret Keys", "config": {}}]}}
+
+
+def bench_guardrails(turns: int, runs: int, tmp: Path) -> dict[str, Any]:
+    from chatkit_lab.guardrails import DEFAULT_CONFIG, Guardrails, dataset_path, evaluate_guardrails
+
+    out: dict[str, Any] = {}
+    checks = Guardrails(DETERMINISTIC)
+    for name, unit in (("prose", PROSE), ("dense", DENSE)):
+        text = (unit * (10_240 // len(unit) + 1))[:10_240]
+
+        async def timed(text: str = text) -> list[float]:
+            times = []
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                await checks.run("input", text)
+                times.append((time.perf_counter() - t0) * 1000)
+            return times
+
+        out[f"{name}_ms"] = pct(asyncio.run(timed()), 0.5)
+        report = asyncio.run(checks.run("input", text))
+        out[f"{name}_checks"] = {r.name: r.duration_ms for r in report.results}
+        out[f"{name}_hits"] = sum(len(v) for v in report.results[0].info["detected_entities"].values())
+
+    pii = evaluate_guardrails(dataset_path("pii"), {"version": 1, "input": {"version": 1, "guardrails": [{"name": "Contains PII", "config": {"block": True}}]}})
+    out["pii"], out["pii_samples"] = pii.entities, len(pii.results)
+    demo = [json.loads(line) for line in (HERE / "data" / "openai-guardrails-demo.jsonl").read_text().splitlines() if line.strip()]
+    benign = [json.loads(line) for line in dataset_path("prompts").read_text().splitlines()]
+    jailbreak = evaluate_guardrails(demo + benign, {"version": 1, "input": {"version": 1, "guardrails": [{"name": "Jailbreak", "config": {}}]}})
+    out["jailbreak"] = jailbreak.metrics.iloc[0].to_dict()
+    negatives = jailbreak.results[~jailbreak.results.expected.astype(bool)]
+    out["jailbreak_fpr_at_default"] = float(negatives.triggered.mean())
+    out["jailbreak_counts"] = (int(jailbreak.results.expected.sum()), len(negatives))
+
+    # The default pipeline on a single-agent turn, offline model: the two labs take turns, a
+    # thread of five messages each, so machine noise falls on both alike.
+    plain, guarded = ChatLab(tmp / "plain.duckdb", warm=False), ChatLab(tmp / "guarded.duckdb", warm=False, guardrails=DEFAULT_CONFIG)
+    times: dict[str, list[float]] = {"plain": [], "guarded": []}
+    try:
+        for n in range(turns // 5 + 4):
+            for key, lab in (("plain", plain), ("guarded", guarded)) if n % 2 else (("guarded", guarded), ("plain", plain)):
+                thread = None
+                for i in range(5):
+                    t0 = time.perf_counter()
+                    thread = lab.send_sync(f"turn {i}: how is it going? mail me at ada{n}@example.com", thread).thread_id
+                    if n >= 4:  # the first threads warm both up
+                        times[key].append((time.perf_counter() - t0) * 1000)
+    finally:
+        plain.close()
+        guarded.close()
+    out["plain_p50"], out["guarded_p50"] = pct(times["plain"], 0.5), pct(times["guarded"], 0.5)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the script runs")
@@ -455,6 +516,24 @@ def main() -> None:
         say(f"\n- lab.export / DuckDB's COPY of the same table: **{lab_e['s'] / copy_e['s']:.2f}x** (goal <= 1.5x)")
         say(f"- memory the export added to the process: lab {lab_e['peak_mb'] - lab_e['before_mb']:.0f} MB, "
             f"plain DuckDB {copy_e['peak_mb'] - copy_e['before_mb']:.0f} MB (the rows never pass through Python)\n")
+
+        g = bench_guardrails(turns, 20 if args.quick else 200, tmp)
+        say("## Guardrails\n")
+        say(f"- all five deterministic checks (PII, URL Filter, Keyword Filter, Competitors, Secret Keys) over 10 KB: prose with a date and a link "
+            f"per sentence **{g['prose_ms']:.2f} ms**, text dense with PII ({g['dense_hits']} hits) **{g['dense_ms']:.2f} ms** (goal <= 2 ms)")
+        say("  - per check, prose: " + ", ".join(f"{k} {v:.2f} ms" for k, v in g["prose_checks"].items()))
+        say("  - per check, dense: " + ", ".join(f"{k} {v:.2f} ms" for k, v in g["dense_checks"].items()))
+        say(f"- the default pipeline (`guardrails.DEFAULT_CONFIG`) on a single-agent offline turn, p50: {g['guarded_p50']:.2f} vs {g['plain_p50']:.2f} ms "
+            f"without: **{g['guarded_p50'] / g['plain_p50']:.2f}x** (goal <= 1.10x)")
+        j, (positives, negatives) = g["jailbreak"], g["jailbreak_counts"]
+        say(f"- offline Jailbreak detector, {positives} attacks (openai-guardrails' demo set) against {negatives} benign prompts (its benign lines and "
+            f"chatkit-lab's `prompts` set): ROC AUC **{j['roc_auc']:.3f}**, recall at <= 1% false positives **{j['recall_at_fpr_1pct']:.2f}**; "
+            f"at the default threshold 0.7: recall {j['recall']:.2f}, false-positive rate {g['jailbreak_fpr_at_default']:.3f} (goal: recall at 1% FPR, reported)")
+        say(f"- Contains PII on the shipped `pii` set ({g['pii_samples']} sentences, generated with Faker, 400 hard negatives), per entity (goal >= 0.98 each):\n")
+        say("| entity | precision | recall | TP | FP | FN |\n|---|---|---|---|---|---|")
+        for row in g["pii"].itertuples():
+            say(f"| {row.entity} | {row.precision:.3f} | {row.recall:.3f} | {row.tp} | {row.fp} | {row.fn} |")
+        say("")
 
     if args.quick:
         say("\n## Browser\n\nNot run with --quick.")

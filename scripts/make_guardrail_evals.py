@@ -54,7 +54,7 @@ def _grouped(digits: str, rng: random.Random) -> str:
 
 def pii_rows(rng: random.Random, fake: Faker, europe: Faker) -> list[dict[str, object]]:
     values = {
-        "EMAIL_ADDRESS": lambda: fake.email(),
+        "EMAIL_ADDRESS": fake.email,
         "PHONE_NUMBER": lambda: _phone(rng),
         "CREDIT_CARD": lambda: _grouped(fake.credit_card_number(card_type=rng.choice(["visa16", "mastercard", "discover", "visa13"])), rng),
         "US_SSN": lambda: fake.ssn() if rng.random() < 0.8 else fake.ssn().replace("-", " "),

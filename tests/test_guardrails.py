@@ -201,10 +201,54 @@ def test_conversation_aware_checks_send_the_recent_turns_and_hallucination_the_t
     assert "Paris: 14°C, rain" in model.inputs[1]["instructions"]
 
 
-def test_check_works_inside_a_running_loop_and_pii_runs_first():
+def test_check_works_inside_a_running_loop_and_judges_never_see_what_was_masked():
+    model = Scripted(json.dumps({"flagged": False, "confidence": 0.1, "reason": ""}))
+    config = pipeline(("NSFW Text", {}), ("URL Filter", {}), ("Contains PII", {}))
+
     async def inside():
-        return check("mail ada@example.com now", pipeline(("Keyword Filter", {"keywords": ["ada@example.com"]}), ("Contains PII", {})))
+        return check("mail ada@example.com about https://evil.example", config, judge=ModelJudge(model))
 
     report = run(inside())
-    keyword, masking = report.results  # config order kept; the keyword check saw the masked text
-    assert report.checked_text == "mail <EMAIL_ADDRESS> now" and not keyword.tripwire_triggered and masking.name == "Contains PII"
+    nsfw, urls, masking = report.results  # config order kept
+    assert report.checked_text == "mail <EMAIL_ADDRESS> about <URL>" and masking.name == "Contains PII"
+    assert urls.tripwire_triggered and urls.info["blocked"] == ["https://evil.example"]  # the URL Filter read the text itself
+    assert "ada@example.com" not in json.dumps(model.inputs) and "<EMAIL_ADDRESS>" in json.dumps(model.inputs)
+
+
+# -- measuring ------------------------------------------------------------------------------------
+def test_evaluate_guardrails_scores_each_check_as_openai_guardrails_does(tmp_path):
+    from chatkit_lab.guardrails import dataset_path, evaluate_guardrails
+
+    lines = [("a", "the secret plan", True), ("b", "secrets everywhere", True), ("c", "nothing here", True), ("d", "a secret", False), ("e", "hello", False)]
+    path = tmp_path / "keywords.jsonl"
+    path.write_text("".join(json.dumps({"id": i, "data": d, "expected_triggers": {"Keyword Filter": e}}) + "\n" for i, d, e in lines))
+    metrics = evaluate_guardrails(path, pipeline(("Keyword Filter", {"keywords": ["secret"]}))).metrics.iloc[0]
+    assert (metrics.tp, metrics.fp, metrics.fn, metrics.tn) == (1, 1, 2, 1)  # "secrets" is not the word "secret"
+    assert metrics.precision == 0.5 and metrics.recall == 1 / 3 and abs(metrics.f1 - 0.4) < 1e-9
+
+    scores = [("p1", 0.9, True), ("p2", 0.8, True), ("p3", 0.4, True), ("n1", 0.5, False), ("n2", 0.1, False)]
+    judge = ModelJudge(Scripted(*[json.dumps({"flagged": s >= 0.5, "confidence": s, "reason": ""}) for _, s, _ in scores]))
+    samples = [{"id": i, "data": json.dumps([{"role": "user", "content": "earlier"}, {"role": "user", "content": i}]), "expected_triggers": {"Jailbreak": e}} for i, _, e in scores]
+    scored = evaluate_guardrails(samples, pipeline(("Jailbreak", {"confidence_threshold": 0.5})), judge=judge, concurrency=1)
+    m = scored.metrics.iloc[0]
+    assert abs(m.roc_auc - 5 / 6) < 1e-9  # positives outscore negatives in 5 of 6 pairs
+    assert m.recall_at_fpr_1pct == 2 / 3 and m["precision_at_recall_0.8"] == 0.75
+    assert judge.model.inputs[0]["input"] and "earlier" in json.dumps(judge.model.inputs[0]["input"])  # a multi-turn sample's history
+    assert scored.plot()._repr_png_().startswith(b"\x89PNG")
+
+    pii_eval = evaluate_guardrails(dataset_path("pii"), pipeline(("Contains PII", {"block": True})))
+    assert set(pii_eval.entities.entity) >= {"EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "IBAN_CODE", "IP_ADDRESS"}
+    assert (pii_eval.entities.precision >= 0.98).all() and (pii_eval.entities.recall >= 0.98).all()
+
+
+def test_a_wrong_dataset_says_which_line(tmp_path):
+    from chatkit_lab.guardrails import evaluate_guardrails
+
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"id": 1, "data": "x", "expected_triggers": {"Jailbreak": true}}\n{not json\n')
+    with pytest.raises(ChatLabError, match="bad.jsonl, line 2: not JSON"):
+        evaluate_guardrails(path, PII)
+    with pytest.raises(ChatLabError, match='Sample 1 should be {"id": ..., "data": "...", "expected_triggers"'):
+        evaluate_guardrails([{"id": 1, "data": "x", "expected_triggers": {"Jailbreak": "yes"}}], PII)
+    with pytest.raises(ChatLabError, match="There is no dataset file"):
+        evaluate_guardrails(tmp_path / "missing.jsonl", PII)

@@ -244,7 +244,7 @@ def _merge_one(cur: duckdb.DuckDBPyConnection, source: Path, origin: str, shown:
 PLOTS = ("latency", "tokens", "tools", "feedback")
 
 
-def _chart() -> type:
+def chart() -> type:
     # A Figure (not pyplot's: no global state) that a notebook shows as a PNG without
     # %matplotlib inline.
     from matplotlib.figure import Figure
@@ -270,7 +270,7 @@ def plot(kind: str, turns: Any, feedback: Any, titles: dict[str, str] | None = N
 
     if kind not in PLOTS:
         raise ChatLabError(f"Unknown plot {kind!r}; choose one of {', '.join(PLOTS)}.")
-    fig = _chart()(figsize=(7, 3), layout="constrained")
+    fig = chart()(figsize=(7, 3), layout="constrained")
     ax = fig.subplots()
     n = list(range(1, len(turns) + 1))
     origin = turns["lineage"].fillna("original").tolist() if "lineage" in turns else ["original"] * len(turns)

@@ -266,10 +266,12 @@ class LabServer(ChatKitServer[RequestContext]):
             yield chunk
 
     async def _history(self, request: StreamingReq, context: RequestContext) -> list[dict[str, str]]:
-        """The thread's recent messages, for conversation-aware checks (none for a new thread)."""
-        if not isinstance(request, ThreadsAddUserMessageReq):
+        """The thread's recent messages, for conversation-aware checks (none for a new thread, or
+        when no check of the message's stages reads them)."""
+        if not isinstance(request, ThreadsAddUserMessageReq) or self.guardrails is None or not self.guardrails.reads_history():
             return []
-        page = await self.store.load_thread_items(request.params.thread_id, None, 40, "desc", context)
+        # The same page the turn reads next, so the store's cache answers one of the two.
+        page = await self.store.load_thread_items(request.params.thread_id, None, self.history_limit, "desc", context)
         return guarded.history_of(list(reversed(page.data)))
 
     async def _retry_after(self, thread_id: str, item_id: str, context: RequestContext) -> AsyncIterator[ThreadStreamEvent]:

@@ -9,19 +9,18 @@ config to ``ChatLab(guardrails=...)`` and every turn is checked, masked and logg
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 from collections.abc import Sequence
 from typing import Any
 
-from .config import CHECKS, PII_ENTITIES, STAGES, Pipeline, load_config
-from .engine import CheckResult, Guardrails, Report
+from .config import CHECKS, DEFAULT_CONFIG, PII_ENTITIES, STAGES, Pipeline, load_config
+from .engine import CheckResult, Guardrails, Report, run_sync
+from .evals import GuardrailEval, aevaluate_guardrails, dataset_path, evaluate_guardrails
 from .judge import Judge, ModelJudge, Verdict
 from .pii import SUPPORTED as PII_ENTITIES_DETECTED
 
 __all__ = [
-    "CHECKS", "PII_ENTITIES", "PII_ENTITIES_DETECTED", "STAGES", "CheckResult", "Guardrails", "Judge", "ModelJudge",
-    "Pipeline", "Report", "Verdict", "acheck", "check", "load_config",
+    "CHECKS", "DEFAULT_CONFIG", "PII_ENTITIES", "PII_ENTITIES_DETECTED", "STAGES", "CheckResult", "GuardrailEval", "Guardrails", "Judge", "ModelJudge",
+    "Pipeline", "Report", "Verdict", "acheck", "aevaluate_guardrails", "check", "dataset_path", "evaluate_guardrails", "load_config",
 ]
 
 
@@ -44,10 +43,5 @@ def check(
     history: Sequence[dict[str, str]] = (), tool_outputs: Sequence[str] = (),
 ) -> Report:
     """``acheck``, for code that is not async (a notebook cell: it runs beside the kernel's loop)."""
-    run = acheck(text, config, stage, judge=judge, history=history, tool_outputs=tool_outputs)
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(run)
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, run).result()
+    report: Report = run_sync(acheck(text, config, stage, judge=judge, history=history, tool_outputs=tool_outputs))
+    return report

@@ -263,3 +263,15 @@ def _reason(error: Any) -> str:
     if error["type"] == "missing":
         return " is required"
     return ": " + str(error["msg"]).removeprefix("Value error, ")
+
+
+# A sensible pipeline to start from: personal data masked on the way in and out, jailbreaks
+# stopped (the offline detector unless a judge is configured), secrets kept out of replies.
+DEFAULT_ENTITIES = ["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "US_ITIN", "IBAN_CODE", "IP_ADDRESS", "US_BANK_NUMBER", "CRYPTO"]
+DEFAULT_CONFIG: dict[str, Any] = {
+    "version": 1,
+    "pre_flight": {"version": 1, "guardrails": [{"name": "Contains PII", "config": {"entities": DEFAULT_ENTITIES}}]},
+    "input": {"version": 1, "guardrails": [{"name": "Jailbreak", "config": {"confidence_threshold": 0.7}}]},
+    "output": {"version": 1, "guardrails": [{"name": "Contains PII", "config": {"entities": DEFAULT_ENTITIES}},
+                                            {"name": "Secret Keys", "config": {"threshold": "balanced"}}]},
+}

@@ -18,7 +18,7 @@ from typing import Any
 WEIGHTS = Path(__file__).with_name("data") / "detector.json"
 _I = re.IGNORECASE
 
-SIGNALS: dict[str, re.Pattern[str]] = {name: re.compile(pattern, _I) for name, pattern in {
+PATTERNS: dict[str, str] = {
     "override": r"\b(?:ignore|disregard|forget|override|discard)\b[\w\s,'-]{0,25}\b(?:instructions?|rules|guidelines|directives|programming|prompts?|directions)\b",
     "ignore_task": r"\b(?:ignore|disregard|forget)\b (?:the |your )?(?:user'?s?|original|previous|prior|above|actual) (?:request|question|task|message|query)s?\b",
     "void_rules": r"\b(?:instructions?|guidelines|rules|directions)\b[\w\s]{0,15}\b(?:are|is) (?:now )?(?:void|cancell?ed|replaced|no longer valid)",
@@ -38,7 +38,7 @@ SIGNALS: dict[str, re.Pattern[str]] = {name: re.compile(pattern, _I) for name, p
     "fake_roles": r"(?:^|\n|\s)(?:SYSTEM|ASSISTANT|\[system\])\s*:?\s*(?:safety|override|the user has|understood|new)",
     "amoral": r"\b(?:does not|doesn't|don't|do not|no longer)\b (?:care about|have|follow|abide by)\b[\w\s]{0,10}\b(?:ethics|morals|laws|guidelines|policies|ethical guidelines)",
     "harmful_detail": r"\b(?:exact|precise|specific|step[- ]by[- ]step|working)\b[^.]{0,40}\b(?:instructions|details|steps|quantities)\b[^.]{0,40}\b(?:make|build|synthesi[sz]e|cook)\b|\bhow to make\b[^.]{0,30}\b(?:bomb|napalm|meth|poison|weapon)",
-    "grandma": r"\bgrandm(?:a|other)\b[^.]{0,60}\b(?:instructions|recipe for|how to make)\b",
+    "grandma": r"\bgrandm(?:a|other)\b[^.]{0,80}\b(?:napalm|bombs?|meth\w*|poisons?|weapons?|malware|ransomware|explosives?|drugs)\b",
     # Adversarial suffixes (GCG-style): runs of code-like punctuation inside a prose request.
     "gibberish": r"(?:[\[\]{}()<>$\\\"'`;|^~@#]\S*\s*){12,}",
     # Injected into content the agent reads (tool output, pages, mail): orders for the agent.
@@ -46,12 +46,25 @@ SIGNALS: dict[str, re.Pattern[str]] = {name: re.compile(pattern, _I) for name, p
     "exfiltrate": r"\b(?:send|forward|email|exfiltrate|transfer|append|post|upload)\b[^.\n]{0,40}\b(?:to (?:\S+@\S+|https?://\S+|external|attacker|account)|api key|credentials|password|history|secrets?)\b",
     "hidden_order": r"<!--[^>]*\b(?:assistant|ignore|instructions?)\b|\bdo not tell the user\b|\bquietly\b[^.]{0,30}\bchange\b|\binstead (?:say|reply|tell)\b",
     "new_instructions": r"\bnew (?:system )?(?:instructions|prompt|rules)\b[^.]{0,30}(?::|replaces?)|\bsystem override\b|\b(?:call|use|run) the \w+ tool\b",
-}.items()}
+}
+
+
+def _folded(pattern: str) -> str:
+    # The pattern for lower-cased text: letters lowered, escapes (\\S, \\W, ...) kept as written.
+    return re.sub(r"\\.|[A-Z]", lambda m: m.group(0) if m.group(0).startswith("\\") else m.group(0).lower(), pattern)
+
+
+SIGNALS: dict[str, re.Pattern[str]] = {name: re.compile(pattern, _I) for name, pattern in PATTERNS.items()}
+# Matching lower-cased text without IGNORECASE is about twice as fast (the engine can skip ahead).
+_FOLDED: dict[str, re.Pattern[str]] = {name: re.compile(_folded(pattern)) for name, pattern in PATTERNS.items()}
 
 
 def signals(text: str) -> list[str]:
     """The names of the signals that fire in ``text``."""
-    return [name for name, pattern in SIGNALS.items() if pattern.search(text)]
+    lower = text.lower()
+    if len(lower) != len(text):
+        return [name for name, pattern in SIGNALS.items() if pattern.search(text)]
+    return [name for name, pattern in _FOLDED.items() if pattern.search(lower)]
 
 
 def features(text: str) -> dict[str, float]:

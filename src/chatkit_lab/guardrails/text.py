@@ -3,6 +3,7 @@ with openai-guardrails' documented semantics and ``info`` keys."""
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 from collections import Counter
@@ -16,54 +17,98 @@ from .config import TRAILING_PUNCTUATION, KeywordConfig, SecretKeysConfig, URLCo
 
 # -- Keyword Filter, Competitors -----------------------------------------------------------
 @lru_cache(maxsize=256)
-def _keyword_pattern(keywords: tuple[str, ...]) -> re.Pattern[str]:
-    # Word boundaries only where a keyword ends in a word character: "foo" is not in "food".
+def _keyword_pattern(keywords: tuple[str, ...], flags: int) -> re.Pattern[str]:
+    # Word boundaries only where a keyword ends in a word character: "foo" is not in "food". Each
+    # alternative starts with its first character (then looks behind it): the engine can skip ahead.
     parts = []
     for k in keywords:
-        start = r"(?<!\w)" if k[:1].isalnum() or k[:1] == "_" else ""
+        first = re.escape(k[:1])
+        start = rf"(?<!\w{first})" if k[:1].isalnum() or k[:1] == "_" else ""
         end = r"(?!\w)" if k[-1:].isalnum() or k[-1:] == "_" else ""
-        parts.append(start + re.escape(k) + end)
-    return re.compile("|".join(parts), re.IGNORECASE)
+        parts.append(first + start + re.escape(k[1:]) + end)
+    return re.compile("|".join(parts), flags)
 
 
 def keywords(text: str, config: KeywordConfig) -> tuple[bool, dict[str, Any]]:
     sanitized = [TRAILING_PUNCTUATION.sub("", k) for k in config.keywords]
-    pattern = _keyword_pattern(tuple(sorted(sanitized, key=len, reverse=True)))
+    ordered = tuple(sorted(sanitized, key=len, reverse=True))
+    lower = text.lower()
+    if len(lower) == len(text):  # case-folding kept the offsets: search the folded text (fast)
+        found = _keyword_pattern(tuple(k.lower() for k in ordered), 0).finditer(lower)
+    else:
+        found = _keyword_pattern(ordered, re.IGNORECASE).finditer(text)
     unique: dict[str, str] = {}
-    for m in pattern.finditer(text):
-        unique.setdefault(m.group(0).lower(), m.group(0))
+    for m in found:
+        unique.setdefault(m.group(0).lower(), text[m.start() : m.end()])
     matched = list(unique.values())
     return bool(matched), {"matched": matched, "checked": list(config.keywords), "sanitized_keywords": sanitized}
 
 
 # -- URL Filter ------------------------------------------------------------------------------
 _HOSTLESS = {"data", "javascript", "vbscript", "mailto"}
-_URL = re.compile(
-    r"(?i)(?:\b(?:[a-z][a-z0-9+.-]*://|(?:data|javascript|vbscript|mailto):)[^\s<>\"'`]+"
-    r"|(?<![\w@.-])(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,24}(?::\d+)?(?:/[^\s<>\"'`]*)?(?![\w@-])"
-    r"|(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?(?:/[^\s<>\"'`]*)?(?![\w.]))"
-)
+# URLs are found from their anchors, which the regex engine finds fast: "://", a hostless
+# scheme, a dot before a top-level domain, or an IPv4 address; each is then widened to the URL.
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*$")
+_REST = re.compile(r"[^\s<>\"'`]*")
+_HOSTLESS_START = re.compile(r"(?:d(?<![\w]d)ata|j(?<![\w]j)avascript|v(?<![\w]v)bscript|m(?<![\w]m)ailto):(?!//)")
+_DOT_LABEL = re.compile(r"\.([a-z]{2,24})(?![\w-])")
+_IPV4 = re.compile(r"[0-9](?<![\w.][0-9])[0-9]{0,2}(?:\.[0-9]{1,3}){3}(?![\w.])")
 _TRAILING = ".,;:!?)]}'\""
 # A bare "name.word" is a URL only when its last label is a top-level domain people link to;
 # otherwise file names (report.pdf) and code (os.path) would all be URLs.
-_TLDS = frozenset(
-    ["com", "org", "net", "edu", "gov", "io", "ai", "co", "app", "dev", "info", "biz", "me", "tv", "us", "uk", "de", "fr", "es", "it", "nl", "be", "ch", "at", "se", "no", "dk", "fi", "pl", "cz", "ru", "cn", "jp", "kr", "in", "br", "au", "ca", "mx", "ar", "za", "nz", "ie", "pt", "gr", "tr", "il", "sg", "hk", "tw", "eu", "xyz", "online", "site", "tech", "cloud", "page", "link", "news", "blog", "shop", "store"]
-)
+_TLDS = frozenset([
+    "com", "org", "net", "edu", "gov", "io", "ai", "co", "app", "dev", "info", "biz", "me", "tv", "us", "uk", "de",
+    "fr", "es", "it", "nl", "be", "ch", "at", "se", "no", "dk", "fi", "pl", "cz", "ru", "cn", "jp", "kr", "in", "br",
+    "au", "ca", "mx", "ar", "za", "nz", "ie", "pt", "gr", "tr", "il", "sg", "hk", "tw", "eu", "xyz", "online",
+    "site", "tech", "cloud", "page", "link", "news", "blog", "shop", "store",
+])
 
 
-def _bare_is_url(candidate: str) -> bool:
-    host = candidate.split("/", 1)[0].split(":", 1)[0]
-    return host.rsplit(".", 1)[-1].lower() in _TLDS or host.replace(".", "").isdigit()
+_HOST = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-")
 
 
 def detect_urls(text: str) -> list[str]:
-    found = []
-    for m in _URL.finditer(text):
-        url = m.group(0).rstrip(_TRAILING)
-        explicit = "://" in url or url.split(":", 1)[0].lower() in _HOSTLESS
-        if url and (explicit or _bare_is_url(url)):
-            found.append(url)
-    return list(dict.fromkeys(found))
+    lower = text.lower() if len(text.lower()) == len(text) else text
+    found: list[tuple[int, str]] = []
+    starts: list[int] = []  # the found URLs' spans, sorted, so an anchor inside one is skipped
+    ends: list[int] = []
+
+    def add(start: int, end: int) -> None:
+        url = text[start:end].rstrip(_TRAILING)
+        i = bisect.bisect_right(starts, start)
+        if not url or (i and start < ends[i - 1]):
+            return
+        found.append((start, url))
+        starts.insert(i, start)
+        ends.insert(i, start + len(url))
+
+    def rest(at: int) -> int:
+        m = _REST.match(text, at)
+        return m.end() if m else at
+
+    at = text.find("://")
+    while at != -1:
+        scheme = _SCHEME.search(text, max(0, at - 32), at)
+        if scheme:
+            add(scheme.start(), rest(at + 3))
+        at = text.find("://", at + 3)
+    if ":" in text:
+        for m in _HOSTLESS_START.finditer(lower):
+            add(m.start(), rest(m.end()))
+    for m in _DOT_LABEL.finditer(lower):
+        if m.group(1) not in _TLDS:
+            continue
+        start = m.start()
+        while start > 0 and lower[start - 1] in _HOST:
+            start -= 1
+        while start < m.start() and not lower[start].isalnum():
+            start += 1
+        if start == m.start() or (start and lower[start - 1] in "@_"):  # no name, or an e-mail's domain
+            continue
+        add(start, rest(m.end()) if text[m.end() : m.end() + 1] in ("/", ":") else m.end())
+    for m in _IPV4.finditer(text):
+        add(m.start(), rest(m.end()) if text[m.end() : m.end() + 1] in ("/", ":") else m.end())
+    return list(dict.fromkeys(url for _, url in sorted(found)))
 
 
 def _port(parsed: ParseResult) -> int | None:
@@ -71,6 +116,14 @@ def _port(parsed: ParseResult) -> int | None:
         return parsed.port or {"http": 80, "https": 443}.get(parsed.scheme.lower())
     except ValueError:
         return None
+
+
+@lru_cache(maxsize=1024)
+def _entry(entry: str) -> tuple[bool, ParseResult]:
+    """An allow-list entry, parsed once: whether it names a scheme, and its parts."""
+    entry = entry.strip()
+    explicit = bool(re.match(r"^[a-z][a-z0-9+.-]*://", entry, re.I))
+    return explicit, urlparse(entry if explicit else f"//{entry}")
 
 
 def _allowed(parsed: ParseResult, config: URLConfig, explicit: bool) -> bool:
@@ -81,9 +134,8 @@ def _allowed(parsed: ParseResult, config: URLConfig, explicit: bool) -> bool:
         url_ip = ip_address(host)
     except ValueError:
         url_ip = None
-    for entry in (e.strip() for e in config.url_allow_list):
-        entry_explicit = bool(re.match(r"^[a-z][a-z0-9+.-]*://", entry, re.I))
-        allowed = urlparse(entry if entry_explicit else f"//{entry}")
+    for entry in config.url_allow_list:
+        entry_explicit, allowed = _entry(entry)
         allowed_host = (allowed.hostname or "").lower()
         if entry_explicit and explicit and allowed.scheme.lower() != parsed.scheme.lower():
             continue

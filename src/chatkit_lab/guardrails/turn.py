@@ -108,8 +108,8 @@ class OutputGuard:
         self.reports: list[Report] = []
         self.tripped: list[CheckResult] = []
         self._verdicts: dict[str, asyncio.Future[Report]] = {}
-        self._raw: dict[tuple[str, int], str] = {}
-        self._sent: dict[tuple[str, int], str] = {}
+        self._raw: dict[tuple[str, int], str] = {}  # the reply so far, normalised, per content part
+        self._settled: dict[tuple[str, int], int] = {}  # how much of it has been released
 
     async def verdict(self, text: str) -> Report:
         """The output report of ``text``, computed once (the stream and the SDK guardrail share it)."""
@@ -143,23 +143,26 @@ class OutputGuard:
         return mask_text(text, self.entities) if self.entities else text
 
     def _streamed(self, key: tuple[str, int], piece: str) -> str:
-        raw = self._raw[key] = self._raw.get(key, "") + piece
+        """The part of a streaming reply that can be shown now, masked. Text is held back until
+        ``HOLDBACK`` characters follow it (no PII pattern is longer) and released in chunks of at
+        least that size; each release scans only the text not yet released."""
         if not self.entities:
             return piece
-        normal = pii.normalise(raw)
-        hits = pii.find(normal, self.entities)
+        normal = self._raw[key] = self._raw.get(key, "") + pii.normalise(piece)
+        settled = self._settled.get(key, 0)
+        if len(normal) - settled < 2 * HOLDBACK:
+            return ""
+        start = max(0, settled - 8)  # a little context for the patterns' lookbehinds
+        hits = [h for h in pii.find(normal[start:], self.entities) if h.start + start >= settled]
         cut = len(normal) - HOLDBACK
         for hit in hits:
-            if hit.start < cut < hit.end:
-                cut = hit.start
-        if cut <= 0:
+            if hit.start + start < cut < hit.end + start:
+                cut = hit.start + start
+        if cut <= settled:
             return ""
-        safe = pii.masked(normal[:cut], [h for h in hits if h.end <= cut])
-        sent = self._sent.get(key, "")
-        if not safe.startswith(sent):
-            return ""  # the masked prefix changed (it should not): send the rest when the reply is done
-        self._sent[key] = safe
-        return safe[len(sent):]
+        self._settled[key] = cut
+        inside = [pii.Hit(h.start + start - settled, h.end + start - settled, h.entity, h.value) for h in hits if h.end + start <= cut]
+        return pii.masked(normal[settled:cut], inside)
 
     async def filter(self, events: AsyncIterator[ThreadStreamEvent]) -> AsyncIterator[ThreadStreamEvent]:
         async for event in events:

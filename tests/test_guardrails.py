@@ -190,6 +190,47 @@ def test_checks_that_need_a_model_say_so_offline():
     assert hallucination.startswith("Hallucination Detection needs a model")
 
 
+def test_moderation_asks_openais_endpoint_when_there_is_one():
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from openai import AsyncOpenAI
+
+    seen = []
+    categories = ["sexual", "sexual/minors", "hate", "hate/threatening", "harassment", "harassment/threatening", "self-harm", "self-harm/intent",
+                  "self-harm/instructions", "violence", "violence/graphic", "illicit", "illicit/violent"]
+
+    class Moderations(BaseHTTPRequestHandler):  # OpenAI's /v1/moderations, on 127.0.0.1
+        def do_POST(self):
+            seen.append((self.path, json.loads(self.rfile.read(int(self.headers["Content-Length"])))))
+            flagged = {c: c == "violence" for c in categories}
+            body = json.dumps({"id": "modr-1", "model": "omni-moderation-latest", "results": [{
+                "flagged": True, "categories": flagged, "category_scores": {c: 0.91 if c == "violence" else 0.01 for c in categories},
+                "category_applied_input_types": {c: ["text"] for c in categories}}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Moderations)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = AsyncOpenAI(base_url=f"http://127.0.0.1:{server.server_port}/v1", api_key="test-key")
+        violent = Guardrails(pipeline(("Moderation", {"categories": ["violence", "hate"]})), moderation=client)
+        result = run(violent.run("input", "a violent text")).results[0]
+        assert result.tripwire_triggered and result.info["flagged_categories"] == ["violence"]
+        assert result.info["category_details"] == {"violence": 0.91, "hate": 0.01}
+        assert seen[0][0] == "/v1/moderations" and seen[0][1]["input"] == "a violent text"
+        unwatched = Guardrails(pipeline(("Moderation", {"categories": ["hate"]})), moderation=client)
+        assert not run(unwatched.run("input", "a violent text")).tripwire_triggered  # only the configured categories trip
+    finally:
+        server.shutdown()
+
+
 def test_conversation_aware_checks_send_the_recent_turns_and_hallucination_the_tool_outputs():
     model = Scripted(json.dumps({"flagged": False, "confidence": 0.1, "reason": ""}))
     history = [{"role": "user", "content": f"turn {i}"} for i in range(5)]

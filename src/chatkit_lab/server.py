@@ -23,9 +23,7 @@ from chatkit.errors import CustomStreamError
 from chatkit.server import ChatKitServer, NonStreamingResult, StreamingResult
 from chatkit.store import AttachmentStore, NotFoundError, Store
 from chatkit.types import (
-    AssistantMessageContent,
     AssistantMessageContentPartTextDelta,
-    AssistantMessageItem,
     ChatKitReq,
     CustomTask,
     FeedbackKind,
@@ -234,10 +232,14 @@ class LabServer(ChatKitServer[RequestContext]):
         self.injection = injection
         self.secrets = secrets  # handed to tools as context.secrets; never shown to the model
         self.input_log = input_log  # receives one `model_inputs` row per model call, and its items as JSON
-        self.guardrails, self.verdict_log = guardrails, verdict_log
-        # The model checks' judge: the guardrails' own, else the lab's model when it is a real provider.
-        self.judge = guardrails.judge if guardrails and guardrails.judge else (
-            ModelJudge(backend.model) if guardrails and backend and backend.kind != "offline" else None)
+        self.verdict_log = verdict_log
+        # The model checks' judge is the guardrails' own, else the lab's model when it is a real
+        # provider; Moderation uses OpenAI's endpoint when the provider is OpenAI.
+        real = backend is not None and backend.kind != "offline"
+        self.guardrails = guardrails.using(
+            judge=ModelJudge(backend.model) if real and backend else None,
+            moderation=_openai_client() if real and backend and backend.kind == "openai" and _uses_moderation(guardrails) else None,
+        ) if guardrails else None
 
     async def process(self, request: str | bytes | BaseModel, context: RequestContext) -> StreamingResult | NonStreamingResult:  # type: ignore[override]
         # ChatKit builds a pydantic TypeAdapter on every request (about 60% of a turn with the
@@ -256,7 +258,7 @@ class LabServer(ChatKitServer[RequestContext]):
             if self.guardrails is not None:
                 # Before ChatKit stores the message: masked text is all the store ever sees.
                 history = await self._history(request, context)
-                context.guardrails = await guarded.check_message(self.guardrails, request.params.input.content, history, self.judge)
+                context.guardrails = await guarded.check_message(self.guardrails, request.params.input.content, history)
         if isinstance(request, ThreadsRetryAfterItemReq) and isinstance(self.store, ItemsAfterStore):
             events = self._retry_after(request.params.thread_id, request.params.item_id, context)
             async for event in events:
@@ -320,9 +322,13 @@ class LabServer(ChatKitServer[RequestContext]):
         hooks = _ToolProgress()
         result = None
         checked = context.guardrails if input_user_message is not None else []
+        if input_user_message is not None and not checked and self.guardrails is not None:
+            # A stored message answered again (retry, regenerate) is checked again: stored masked,
+            # it may still be what a check stops.
+            checked = await guarded.check_message(self.guardrails, input_user_message.content, [])
         guard = None
         if self.guardrails is not None and self.guardrails.has("output"):
-            guard = guarded.OutputGuard(self.guardrails, self.judge, [], lambda: _tool_outputs(result))
+            guard = guarded.OutputGuard(self.guardrails, [], lambda: _tool_outputs(result))
         try:
             if (notice := guarded.masked_notice(checked)) is not None:
                 yield notice
@@ -339,7 +345,7 @@ class LabServer(ChatKitServer[RequestContext]):
             agent_ctx = AgentContext(thread=thread, store=self.store, request_context=context)
             agent_input = await PortableConverter(self.store, context).to_agent_input(list(reversed(page.data)))
             run_config = self._run_config(thread, context, turn, strategy, snapshot)
-            if checked or guard is not None:
+            if checked:
                 run_config.input_guardrails = [*(run_config.input_guardrails or []), *guarded.sdk_input_guardrails(checked)]
             if guard is not None:
                 guard.history[:] = guarded.history_of(list(reversed(page.data)))
@@ -359,19 +365,18 @@ class LabServer(ChatKitServer[RequestContext]):
             row.status = "completed"
         except InputGuardrailTripwireTriggered:
             # The model was never called: the verdicts stopped the run before its first call.
-            assert self.guardrails is not None
             tripped = [r for report in checked for r in report.tripped]
             row.status, row.error = "blocked", f"input: {guarded.summary(tripped)}"
-            for event in guarded.block_reply(self.guardrails, tripped, self.store.generate_item_id("message", thread, context), thread.id):
+            template = self.guardrails.block_message if self.guardrails else guarded.BLOCK_MESSAGE
+            for event in guarded.stopped(template, "Stopped before the model", tripped, self.store.generate_item_id("message", thread, context), thread.id):
                 yield event
         except OutputGuardrailTripwireTriggered:
             # ChatKit has removed the reply's items; the message that says why takes their place.
-            assert self.guardrails is not None and guard is not None
-            row.status, row.error = "blocked", f"output: {guarded.summary(guard.tripped)}"
-            message = self.guardrails.output_message.format(checks=guarded.summary(guard.tripped))
-            yield ThreadItemDoneEvent(item=AssistantMessageItem(
-                id=self.store.generate_item_id("message", thread, context), thread_id=thread.id, created_at=datetime.now(),
-                content=[AssistantMessageContent(text=message)]))
+            tripped = guard.tripped if guard else []
+            row.status, row.error = "blocked", f"output: {guarded.summary(tripped)}"
+            template = self.guardrails.output_message if self.guardrails else guarded.OUTPUT_MESSAGE
+            for event in guarded.stopped(template, None, tripped, self.store.generate_item_id("message", thread, context), thread.id):
+                yield event
         except (asyncio.CancelledError, GeneratorExit):
             row.status = "cancelled"
             raise
@@ -485,6 +490,16 @@ class _TurnRecord:
             # streamed of it, at OpenAI's rule of thumb of four characters a token.
             row.output_tokens = (row.output_tokens or 0) + -(-self.partial_chars // CHARS_PER_TOKEN)
         return row
+
+
+def _uses_moderation(guardrails: Guardrails) -> bool:
+    return any(c.name == "Moderation" for c in guardrails.pipeline.checks())
+
+
+def _openai_client() -> Any:
+    from openai import AsyncOpenAI
+
+    return AsyncOpenAI()  # OPENAI_API_KEY: the lab's provider is OpenAI
 
 
 def _tool_outputs(result: Any) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import copy
 import functools
 import json
 import re
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import detector, pii, text
-from .config import LLMConfig, Pipeline, load_config
+from .config import Pipeline, load_config
 from .judge import ANSWER, PROMPTS, Judge
 
 DETERMINISTIC = ("Contains PII", "Keyword Filter", "Competitors", "URL Filter", "Secret Keys")
@@ -89,7 +90,8 @@ class Guardrails:
 
     ``judge`` answers the model checks (default: the lab's model when it is a real provider);
     without one, Jailbreak and Prompt Injection Detection use the offline detector and the other
-    model checks fail. ``fail_closed``: a check that fails counts as tripped (default: as in
+    model checks fail. ``moderation``: an ``AsyncOpenAI`` client for Moderation (default: the
+    lab's, when its provider is OpenAI). ``fail_closed``: a check that fails counts as tripped (default: as in
     openai-guardrails, it does not, so an unreachable judge does not stop every turn; every
     failure is still a verdict row). ``block_message`` and ``output_message`` are what the chat
     shows for a stopped message or reply (``{checks}`` names the checks); ``output_action``
@@ -101,6 +103,7 @@ class Guardrails:
         config: Any,
         *,
         judge: Judge | None = None,
+        moderation: Any = None,
         fail_closed: bool = False,
         block_message: str = BLOCK_MESSAGE,
         output_message: str = OUTPUT_MESSAGE,
@@ -111,8 +114,14 @@ class Guardrails:
         if output_action not in ("replace", "flag"):
             raise ChatLabError(f"output_action is 'replace' or 'flag', not {output_action!r}.")
         self.pipeline: Pipeline = load_config(config)
-        self.judge, self.fail_closed = judge, fail_closed
+        self.judge, self.moderation, self.fail_closed = judge, moderation, fail_closed
         self.block_message, self.output_message, self.output_action = block_message, output_message, output_action
+
+    def using(self, *, judge: Judge | None = None, moderation: Any = None) -> Guardrails:
+        """A copy that uses ``judge`` and ``moderation`` where this one names none (a lab fills in its provider)."""
+        filled = copy.copy(self)
+        filled.judge, filled.moderation = self.judge or judge, self.moderation or moderation
+        return filled
 
     def has(self, stage: str) -> bool:
         return self.pipeline.stage(stage) is not None
@@ -139,7 +148,8 @@ class Guardrails:
         return lambda value: _mask_json_or_text(value, entities)
 
     async def run(
-        self, stage: str, data: str, *, history: Sequence[dict[str, str]] = (), tool_outputs: Sequence[str] = (), judge: Judge | None = None
+        self, stage: str, data: str, *, history: Sequence[dict[str, str]] = (), tool_outputs: Sequence[str] = (), judge: Judge | None = None,
+        moderation: Any = None,
     ) -> Report:
         """Run ``stage``'s checks on ``data``. The deterministic checks all read ``data`` (as in
         openai-guardrails, so a URL Filter still sees the URLs a PII check masks); the model checks
@@ -147,7 +157,7 @@ class Guardrails:
         spec = self.pipeline.stage(stage)
         if spec is None:
             return Report(stage, data, [])
-        judge = judge or self.judge
+        judge, moderation = judge or self.judge, moderation or self.moderation
         checked = data
         results: dict[int, CheckResult] = {}
         pending = []
@@ -158,7 +168,7 @@ class Guardrails:
             else:
                 pending.append(i)
         if pending:
-            done = await asyncio.gather(*(self._model_check(stage, spec.checks[i].name, spec.checks[i].config, checked, history, tool_outputs, judge)
+            done = await asyncio.gather(*(self._model_check(stage, spec.checks[i].name, spec.checks[i].config, checked, history, tool_outputs, judge, moderation)
                                           for i in pending))
             results.update(zip(pending, done, strict=True))
         ordered = [results[i] for i in range(len(spec.checks))]
@@ -174,10 +184,14 @@ class Guardrails:
         return Report(stage, checked, ordered)
 
     async def _model_check(
-        self, stage: str, name: str, config: LLMConfig, data: str, history: Sequence[dict[str, str]], tool_outputs: Sequence[str], judge: Judge | None
+        self, stage: str, name: str, config: Any, data: str, history: Sequence[dict[str, str]], tool_outputs: Sequence[str], judge: Judge | None,
+        moderation: Any,
     ) -> CheckResult:
         t0 = time.perf_counter()
         try:
+            if name == "Moderation":
+                info = await _moderated(config, data, moderation)
+                return CheckResult(name, stage, bool(info["flagged_categories"]), info, duration_ms=(time.perf_counter() - t0) * 1000)
             info = await _judged(name, config, data, history, tool_outputs, judge)
         except Exception as exc:
             reason = str(exc).strip() or type(exc).__name__
@@ -205,9 +219,6 @@ async def _judged(
     name: str, config: Any, data: str, history: Sequence[dict[str, str]], tool_outputs: Sequence[str], judge: Judge | None
 ) -> dict[str, Any]:
     recent = list(history)[-config.max_turns :] if hasattr(config, "max_turns") else []
-    if name == "Moderation":
-        raise NeedsModelError("Moderation needs OpenAI's moderation endpoint, which this lab has no provider for; "
-                              "configure OPENAI_API_KEY, or use the offline checks (Keyword Filter, Jailbreak).")
     if name == "Prompt Injection Detection" and tool_outputs:
         data = "\n\n".join(tool_outputs)  # what the agent read after the user's message
     if judge is None:
@@ -236,6 +247,21 @@ async def _judged(
     if name == "Jailbreak" or config.include_reasoning:
         info["reason"] = verdict.reason
     return info
+
+
+MODERATION_MODEL = "omni-moderation-latest"
+
+
+async def _moderated(config: Any, data: str, client: Any) -> dict[str, Any]:
+    """OpenAI's moderation endpoint on ``data``: which of the configured categories it flags."""
+    if client is None:
+        raise NeedsModelError("Moderation needs OpenAI's moderation endpoint, which this lab has no provider for; "
+                              "configure OPENAI_API_KEY (or pass Guardrails(moderation=AsyncOpenAI(...))), or use the offline checks.")
+    response = await client.moderations.create(model=MODERATION_MODEL, input=data)
+    result = response.results[0]
+    flags, scores = result.categories.model_dump(by_alias=True), result.category_scores.model_dump(by_alias=True)
+    return {"flagged_categories": [c for c in config.categories if flags.get(c)], "categories_checked": list(config.categories),
+            "category_details": {c: scores.get(c) for c in config.categories}}
 
 
 def _timed(stage: str, name: str, config: Any, data: str) -> tuple[CheckResult, str]:

@@ -25,8 +25,10 @@ from chatkit.types import (
 from ..store.items import item_text, utc_now
 from ..store.rows import GuardrailRow, stored_json
 from . import pii
-from .engine import CheckResult, Guardrails, Report, mask_text
+from .engine import BLOCK_MESSAGE, OUTPUT_MESSAGE, CheckResult, Guardrails, Report, mask_text
 
+__all__ = ["BLOCK_MESSAGE", "HOLDBACK", "OUTPUT_MESSAGE", "OutputGuard", "check_message", "history_of", "masked_notice", "rows",
+           "sdk_input_guardrails", "stopped", "summary"]
 HOLDBACK = 64  # characters of a streaming reply held back until no PII pattern can still grow into them
 
 
@@ -35,14 +37,14 @@ def summary(results: list[CheckResult]) -> str:
     return ", ".join(f"{r.name} (confidence {r.confidence:.2f})" if r.confidence is not None else r.name for r in results)
 
 
-async def check_message(guardrails: Guardrails, content: list[Any], history: list[dict[str, str]], judge: Any) -> list[Report]:
+async def check_message(guardrails: Guardrails, content: list[Any], history: list[dict[str, str]]) -> list[Report]:
     """Run pre_flight, then input, on a user message's text parts; mask the parts in place."""
     reports = []
     for stage in ("pre_flight", "input"):
         if not guardrails.has(stage):
             continue
         text = "\n".join(part.text for part in content if getattr(part, "type", None) == "input_text")
-        report = await guardrails.run(stage, text, history=history, judge=judge)
+        report = await guardrails.run(stage, text, history=history)
         reports.append(report)
         entities = [e for e in guardrails.masked_entities((stage,)) if e in pii.SUPPORTED]
         if entities and any(r.info.get("pii_detected") for r in report.results):
@@ -102,8 +104,8 @@ class OutputGuard:
     (holding back the last ``HOLDBACK`` characters), and checks each finished reply, which is
     replaced or flagged when a check trips, before ChatKit stores it."""
 
-    def __init__(self, guardrails: Guardrails, judge: Any, history: list[dict[str, str]], tool_outputs: Callable[[], list[str]]) -> None:
-        self.guardrails, self.judge, self.history, self.tool_outputs = guardrails, judge, history, tool_outputs
+    def __init__(self, guardrails: Guardrails, history: list[dict[str, str]], tool_outputs: Callable[[], list[str]]) -> None:
+        self.guardrails, self.history, self.tool_outputs = guardrails, history, tool_outputs
         self.entities = [e for e in guardrails.masked_entities(("output",)) if e in pii.SUPPORTED]
         self.reports: list[Report] = []
         self.tripped: list[CheckResult] = []
@@ -116,7 +118,7 @@ class OutputGuard:
         if text not in self._verdicts:
             future = self._verdicts[text] = asyncio.get_running_loop().create_future()
             try:
-                report = await self.guardrails.run("output", text, history=self.history, tool_outputs=self.tool_outputs(), judge=self.judge)
+                report = await self.guardrails.run("output", text, history=self.history, tool_outputs=self.tool_outputs())
             except BaseException as exc:
                 future.set_exception(exc)
                 raise
@@ -190,9 +192,13 @@ class OutputGuard:
             yield event
 
 
-def block_reply(guardrails: Guardrails, tripped: list[CheckResult], item_id: str, thread_id: str) -> list[ThreadStreamEvent]:
-    """What the chat shows instead of an answer when the user's message tripped a check."""
+def stopped(template: str, notice: str | None, tripped: list[CheckResult], item_id: str, thread_id: str) -> list[ThreadStreamEvent]:
+    """What the chat shows instead of an answer when a check stopped the turn: ``template`` with
+    ``{checks}`` filled in, and a warning notice that starts with ``notice``."""
     names = summary(tripped)
     item = AssistantMessageItem(id=item_id, thread_id=thread_id, created_at=datetime.now(),
-                                content=[AssistantMessageContent(text=guardrails.block_message.format(checks=names))])
-    return [ThreadItemDoneEvent(item=item), NoticeEvent(level="warning", title="Guardrail", message=f"Stopped before the model: {names}.")]
+                                content=[AssistantMessageContent(text=template.format(checks=names))])
+    events: list[ThreadStreamEvent] = [ThreadItemDoneEvent(item=item)]
+    if notice:
+        events.append(NoticeEvent(level="warning", title="Guardrail", message=f"{notice}: {names}."))
+    return events

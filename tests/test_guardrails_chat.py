@@ -43,7 +43,11 @@ def test_masked_text_is_what_the_model_received_and_all_that_is_stored(db_path, 
     for path in ("all.jsonl", "items.parquet", "turns.csv", "guardrails.csv"):
         frame = "guardrails" if path.startswith("guardrails") else None
         lab.export(tmp_path / path, **({"frame": frame} if frame else {"table": None if path.endswith("jsonl") else path.split(".")[0]}))
+    verdict_count = len(lab.guardrails_df())
     lab.close()
+    with ChatLab(tmp_path / "restored.duckdb", warm=False) as restored:  # the verdicts travel with a JSONL export
+        assert restored.import_jsonl(tmp_path / "all.jsonl")["guardrail_results"] == verdict_count
+        assert len(restored.guardrails_df()) == verdict_count
     for secret in (EMAIL, SSN, PHONE, "536-22", "lovelace@"):
         assert found_in_database(db_path, secret) == [], secret
         for path in ("all.jsonl", "items.parquet", "turns.csv", "guardrails.csv"):
@@ -149,3 +153,44 @@ def test_retrying_a_blocked_message_is_checked_again(make_lab):
     assert model.inputs == []  # regenerating does not get past the check
     reply = next(e["item"] for e in events if e["type"] == "thread.item.done" and e["item"]["type"] == "assistant_message")
     assert reply["content"][0]["text"].startswith("I can't help with that message")
+
+
+def test_a_message_blocked_for_pii_is_stored_masked(db_path):
+    config = {"version": 1, "input": {"version": 1, "guardrails": [{"name": "Contains PII", "config": {"block": True}}]}}
+    model = Scripted("never")
+    lab = ChatLab(db_path, model=model, guardrails=config, warm=False)
+    turn = lab.send_sync(f"my SSN is {SSN}")
+    assert model.inputs == [] and turn.text.startswith("I can't help with that message: it was stopped by a guardrail (Contains PII)")
+    assert lab.items_df(turn.thread_id).text.tolist()[0] == "my SSN is <US_SSN>"
+    lab.close()
+    assert found_in_database(db_path, SSN) == []
+
+
+def test_a_check_that_cannot_run_says_so_in_the_chat(make_lab):
+    config = {"version": 1, "input": {"version": 1, "guardrails": [{"name": "NSFW Text", "config": {}}]}}
+    open_lab = make_lab(model=Scripted("fine"), guardrails=config, warm=False)
+    turn = open_lab.send_sync("hello")
+    notice = next(e for e in turn.events if e["type"] == "notice")
+    assert notice["message"].startswith("NSFW Text: NSFW Text needs a model to judge it") and notice["message"].endswith("let through (fail-open).")
+    assert turn.text == "fine"
+    closed_lab = make_lab(db=":memory:", model=Scripted("fine"), guardrails=Guardrails(config, fail_closed=True), warm=False)
+    closed = closed_lab.send_sync("hello")
+    assert closed.text.startswith("I can't help with that message") and "counted as tripped (fail-closed)" in json.dumps(closed.events)
+
+
+def test_tool_outputs_include_file_search_hits():
+    from types import SimpleNamespace
+
+    from agents import Agent
+    from agents.items import ToolCallItem, ToolCallOutputItem
+    from openai.types.responses import ResponseFileSearchToolCall
+    from openai.types.responses.response_file_search_tool_call import Result
+
+    from chatkit_lab.guardrails.turn import tool_outputs
+
+    agent = Agent(name="a")
+    search = ResponseFileSearchToolCall(id="fs_1", queries=["refunds"], status="completed", type="file_search_call",
+                                        results=[Result(file_id="f1", filename="policy.md", score=0.9, text="Refunds within 30 days.")])
+    output = ToolCallOutputItem(agent=agent, raw_item={"type": "function_call_output", "call_id": "c1", "output": "42"}, output="42")
+    run = SimpleNamespace(new_items=[ToolCallItem(agent=agent, raw_item=search), output])
+    assert tool_outputs(run) == ["Refunds within 30 days.", "42"]

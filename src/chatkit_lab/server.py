@@ -328,10 +328,11 @@ class LabServer(ChatKitServer[RequestContext]):
             checked = await guarded.check_message(self.guardrails, input_user_message.content, [])
         guard = None
         if self.guardrails is not None and self.guardrails.has("output"):
-            guard = guarded.OutputGuard(self.guardrails, [], lambda: _tool_outputs(result))
+            guard = guarded.OutputGuard(self.guardrails, [], lambda: guarded.tool_outputs(result))
         try:
-            if (notice := guarded.masked_notice(checked)) is not None:
-                yield notice
+            for notice in (guarded.masked_notice(checked), guarded.failure_notice(checked, self.guardrails.fail_closed) if self.guardrails else None):
+                if notice is not None:
+                    yield notice
             strategy, snapshot = await self._context_of(context)
             if strategy == "tool":
                 agent = agent.clone(tools=[*agent.tools, context_tool(snapshot)])
@@ -500,12 +501,6 @@ def _openai_client() -> Any:
     from openai import AsyncOpenAI
 
     return AsyncOpenAI()  # OPENAI_API_KEY: the lab's provider is OpenAI
-
-
-def _tool_outputs(result: Any) -> list[str]:
-    """What the run's tools returned so far (Prompt Injection and Hallucination Detection read it)."""
-    items = getattr(result, "new_items", None) or []
-    return [str(i.output) for i in items if getattr(i, "type", None) == "tool_call_output_item"]
 
 
 _INLINE_DATA = re.compile(r"data:([\w/+.-]+);base64,[A-Za-z0-9+/=]{200,}")

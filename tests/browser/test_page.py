@@ -440,6 +440,7 @@ def test_model_output_makes_the_browser_fetch_no_host_it_chose(page, make_lab, h
     open_chat(page, url)
     send(page, "show me")
     page.locator(".ckl-image-blocked").first.wait_for()
+    wait_idle(page)  # while a reply streams, Enter does not send (CI once sent too early)
     send(page, "and a card")
     page.locator(".ckl-w-card").wait_for()
     wait_idle(page)

@@ -7,6 +7,7 @@ import concurrent.futures
 import copy
 import functools
 import json
+import logging
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -17,6 +18,7 @@ from . import detector, pii, text
 from .config import Pipeline, load_config
 from .judge import ANSWER, PROMPTS, Judge
 
+log = logging.getLogger("chatkit_lab")
 DETERMINISTIC = ("Contains PII", "Keyword Filter", "Competitors", "URL Filter", "Secret Keys")
 # Checks whose info holds what the text said: stored as counts only.
 _SENSITIVE_INFO = {"detected_entities": "detected_counts", "detected_secrets": "secret_count"}
@@ -131,17 +133,19 @@ class Guardrails:
         return any(c.name not in DETERMINISTIC for name in stages if (stage := self.pipeline.stage(name)) for c in stage.checks)
 
     def masked_entities(self, stages: Sequence[str] = ("pre_flight", "input", "output")) -> list[str]:
-        """The PII entities that mask-mode checks of ``stages`` rewrite."""
+        """The PII entities the Contains PII checks of ``stages`` look for, which the chat masks
+        in what it stores and writes: a blocking check's finds too, as a stopped message is still
+        stored (masked), and a withheld reply still reached the trace."""
         found: dict[str, None] = {}
         for name in stages:
             stage = self.pipeline.stage(name)
             for check in stage.checks if stage else ():
-                if check.name == "Contains PII" and not check.config.block:
+                if check.name == "Contains PII":
                     found.update(dict.fromkeys(check.config.entities))
         return list(found)
 
     def redactor(self) -> Callable[[str], str] | None:
-        """Masks the mask-mode entities in any text (JSON keeps its structure), or None."""
+        """Masks those entities in any text (JSON keeps its structure), or None without a PII check."""
         entities = [e for e in self.masked_entities() if e in pii.SUPPORTED]
         if not entities:
             return None
@@ -195,6 +199,7 @@ class Guardrails:
             info = await _judged(name, config, data, history, tool_outputs, judge)
         except Exception as exc:
             reason = str(exc).strip() or type(exc).__name__
+            log.warning("guardrail %s (%s) could not run: %s", name, stage, reason)
             return CheckResult(name, stage, False, {"error": reason}, execution_failed=True, duration_ms=(time.perf_counter() - t0) * 1000)
         tripped = bool(info.get("flagged")) and float(info.get("confidence", 0)) >= config.confidence_threshold
         return CheckResult(name, stage, tripped, info, duration_ms=(time.perf_counter() - t0) * 1000)

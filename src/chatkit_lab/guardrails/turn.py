@@ -12,6 +12,7 @@ from typing import Any
 from agents import GuardrailFunctionOutput, InputGuardrail, OutputGuardrail
 from chatkit.types import (
     AssistantMessageContent,
+    AssistantMessageContentPartAdded,
     AssistantMessageContentPartDone,
     AssistantMessageContentPartTextDelta,
     AssistantMessageItem,
@@ -27,8 +28,8 @@ from ..store.rows import GuardrailRow, stored_json
 from . import pii
 from .engine import BLOCK_MESSAGE, OUTPUT_MESSAGE, CheckResult, Guardrails, Report, mask_text
 
-__all__ = ["BLOCK_MESSAGE", "HOLDBACK", "OUTPUT_MESSAGE", "OutputGuard", "check_message", "history_of", "masked_notice", "rows",
-           "sdk_input_guardrails", "stopped", "summary"]
+__all__ = ["BLOCK_MESSAGE", "HOLDBACK", "OUTPUT_MESSAGE", "OutputGuard", "check_message", "failure_notice", "history_of", "masked_notice", "rows",
+           "sdk_input_guardrails", "stopped", "summary", "tool_outputs"]
 HOLDBACK = 64  # characters of a streaming reply held back until no PII pattern can still grow into them
 
 
@@ -60,6 +61,18 @@ def history_of(items: list[Any]) -> list[dict[str, str]]:
     return [{"role": roles[i.type], "content": item_text(i) or ""} for i in items if i.type in roles]
 
 
+def tool_outputs(result: Any) -> list[str]:
+    """What a run's tools returned so far, and the text of its file-search hits (Prompt Injection
+    and Hallucination Detection read them)."""
+    out = []
+    for item in getattr(result, "new_items", None) or []:
+        if item.type == "tool_call_output_item":
+            out.append(str(item.output))
+        elif item.type == "tool_call_item" and getattr(item.raw_item, "type", None) == "file_search_call":
+            out += [hit.text for hit in getattr(item.raw_item, "results", None) or [] if getattr(hit, "text", None)]
+    return out
+
+
 def masked_notice(reports: list[Report]) -> NoticeEvent | None:
     counts: dict[str, int] = {}
     for report in reports:
@@ -71,6 +84,16 @@ def masked_notice(reports: list[Report]) -> NoticeEvent | None:
         return None
     what = ", ".join(f"{n} × {entity}" for entity, n in counts.items())
     return NoticeEvent(level="info", title="Masked by a guardrail", message=f"Masked before the model saw it: {what}.")
+
+
+def failure_notice(reports: list[Report], fail_closed: bool) -> NoticeEvent | None:
+    """Says which checks could not run, and what that meant for the message."""
+    failed = [r for report in reports for r in report.results if r.execution_failed]
+    if not failed:
+        return None
+    what = "; ".join(f"{r.name}: {r.info.get('error', 'failed')}" for r in failed)
+    outcome = "counted as tripped (fail-closed)" if fail_closed else "let through (fail-open)"
+    return NoticeEvent(level="warning", title="A guardrail could not run", message=f"{what} — {outcome}.")
 
 
 def sdk_input_guardrails(reports: list[Report]) -> list[InputGuardrail[Any]]:
@@ -172,13 +195,15 @@ class OutputGuard:
                 event.update.delta = self._streamed((event.item_id, event.update.content_index), event.update.delta)
                 if not event.update.delta:
                     continue
-            elif isinstance(event, ThreadItemUpdatedEvent) and isinstance(event.update, AssistantMessageContentPartDone):
+            elif isinstance(event, ThreadItemUpdatedEvent) and isinstance(event.update, AssistantMessageContentPartDone | AssistantMessageContentPartAdded):
                 event.update.content.text = self._mask(event.update.content.text)
             elif isinstance(event, ThreadItemAddedEvent) and isinstance(event.item, AssistantMessageItem):
                 for part in event.item.content:
                     part.text = self._mask(part.text)
             elif isinstance(event, ThreadItemDoneEvent) and isinstance(event.item, AssistantMessageItem):
                 report = await self.verdict("".join(part.text for part in event.item.content))
+                if (failed := failure_notice([report], self.guardrails.fail_closed)) is not None:
+                    yield failed
                 for part in event.item.content:
                     part.text = self._mask(part.text)
                 if report.tripped:

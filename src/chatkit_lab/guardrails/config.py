@@ -45,16 +45,20 @@ MODERATION_CATEGORIES = (
 )
 
 
+def _only(values: list[str], allowed: tuple[str, ...], what: str, hint: str) -> list[str]:
+    unknown = [v for v in values if v not in allowed]
+    if unknown:
+        raise ValueError(f"unknown {what} {unknown}; {hint} {', '.join(allowed)}")
+    return values
+
+
 class ModerationConfig(_Strict):
     categories: list[str] = Field(default_factory=lambda: list(MODERATION_CATEGORIES))
 
     @field_validator("categories")
     @classmethod
     def _known(cls, value: list[str]) -> list[str]:
-        unknown = [c for c in value if c not in MODERATION_CATEGORIES]
-        if unknown:
-            raise ValueError(f"unknown categories {unknown}; choose from {', '.join(MODERATION_CATEGORIES)}")
-        return value
+        return _only(value, MODERATION_CATEGORIES, "categories", "choose from")
 
 
 TRAILING_PUNCTUATION = re.compile(r"[.,!?;:]+$")
@@ -120,10 +124,7 @@ class PIIConfig(_Strict):
     @field_validator("entities")
     @classmethod
     def _known(cls, value: list[str]) -> list[str]:
-        unknown = [e for e in value if e not in PII_ENTITIES]
-        if unknown:
-            raise ValueError(f"unknown entities {unknown}; the entity names are Presidio's: {', '.join(PII_ENTITIES)}")
-        return value
+        return _only(value, PII_ENTITIES, "entities", "the entity names are Presidio's:")
 
 
 # Each check's config model, and an example of a right config (shown when one is wrong).

@@ -142,8 +142,11 @@ class OutputGuard:
             future = self._verdicts[text] = asyncio.get_running_loop().create_future()
             try:
                 report = await self.guardrails.run("output", text, history=self.history, tool_outputs=self.tool_outputs())
-            except BaseException as exc:
-                future.set_exception(exc)
+            except BaseException:
+                # A turn being stopped, mostly: whoever waits on the same reply stops too (a
+                # cancelled future, not an exception nobody retrieves).
+                del self._verdicts[text]
+                future.cancel()
                 raise
             future.set_result(report)
             self.reports.append(report)

@@ -71,10 +71,6 @@ class Report:
     def tripped(self) -> list[CheckResult]:
         return [r for r in self.results if r.tripwire_triggered]
 
-    @property
-    def masked(self) -> bool:
-        return any(r.info.get("pii_detected") and not r.info.get("block_mode") for r in self.results)
-
     def to_frame(self) -> Any:
         import pandas as pd
 

@@ -58,9 +58,7 @@ class Runtime:
         self.secrets, self.auth = secrets, auth
         self.limits = limits or Limits()
         self.db = Database(db)
-        # Everything written passes here: secrets out, and with ``mask`` (a guardrail's PII
-        # masking) the masked entities too, so a reply or tool output cannot write them either.
-        self.redact: Callable[[str], str] = secrets.redact if mask is None else (lambda text: mask(secrets.redact(text)))
+        self.masks: list[Callable[[str], str]] = [mask] if mask is not None else []
         self.store = DuckDBStore(self.db, redact=self.redact)
         self.loop = LoopThread()
         self.key = f"lab_{uuid.uuid4().hex[:8]}"  # routes this lab's traces to its tracer
@@ -74,6 +72,15 @@ class Runtime:
         self.token: str | None = None  # the views' Bearer token; never in a trait or the notebook
         self._http: tuple[Any, Any] | None = None
         self.closed = False
+
+    def redact(self, text: str) -> str:
+        """Everything written passes here: secrets out, and with ``masks`` (the PII masking of
+        the lab's guardrails and its workflow's guardrails nodes) the masked entities too, so a
+        reply or tool output cannot write them either."""
+        text = self.secrets.redact(text)
+        for mask in self.masks:
+            text = mask(text)
+        return text
 
     @property
     def server(self) -> LabServer:

@@ -24,6 +24,10 @@ from .server import LabServer
 from .store import queries
 from .transport.limits import Limits
 from .turn import Turn
+from .workflows import Workflow, versions
+from .workflows.run import Services, services_for
+from .workflows.turns import ChatWorkflow, redactors
+from .workflows.versions import Resolved
 
 if TYPE_CHECKING:
     from .inspector import Inspection
@@ -57,6 +61,8 @@ class ChatLab:
     ``limits``: what one request may carry (message length, attachments, page size, body size).
     ``guardrails``: an openai-guardrails config (dict, JSON, path) or a ``guardrails.Guardrails``,
     run on every message and reply (``lab.guardrails_df()`` shows each verdict).
+    ``workflow``: a ``workflows.Workflow`` (or a published ``"name@3"``, or a JSON file) that
+    answers every turn instead of the agent, node by node (``lab.nodes_df()`` shows each node run).
     """
 
     def __init__(
@@ -79,6 +85,7 @@ class ChatLab:
         warm: bool = True,
         limits: Limits | None = None,
         guardrails: Any = None,
+        workflow: Any = None,
     ) -> None:
         secrets = Secrets()
         if api_key and len(api_key.strip()) >= MIN_LENGTH:  # a shorter one is no real key: the provider says so
@@ -102,7 +109,7 @@ class ChatLab:
         self.runtime.attach(LabServer(
             self.runtime.store, agent, backend=self.backend, history_limit=history_limit,
             trace_metadata={"lab": self.runtime.key}, turn_log=tracer.record_turn, injection=injection,
-            secrets=secrets, input_log=tracer.record_input, guardrails=self.guardrails, verdict_log=tracer.record_verdicts,
+            secrets=secrets, input_log=tracer.record_input, guardrails=self.guardrails, row_log=tracer.record_rows,
         ))
         self._mcp = MCPConnections(agent.mcp_servers, self.runtime.loop)
         self._closed = False
@@ -110,6 +117,8 @@ class ChatLab:
         try:
             self.runtime.open()
             self._mcp.connect()
+            if workflow is not None:
+                self.use_workflow(workflow)
         except BaseException:
             self.close()
             raise
@@ -197,6 +206,64 @@ class ChatLab:
             return handler
 
         return register
+
+    # -- workflows -------------------------------------------------------------------------
+    def use_workflow(self, workflow: Any) -> Resolved | None:
+        """Answer every turn with ``workflow`` from now on: a ``Workflow`` (a draft), a published
+        ``"name"`` (its default version) or ``"name@3"``, a JSON file's path, or None for the agent
+        again. Each thread records the workflow and version its turns ran with."""
+        server = self.server
+        if workflow is None:
+            server.workflow = None
+            self.runtime.masks[:] = [m for m in [self.guardrails.redactor() if self.guardrails else None] if m]
+            return None
+        resolved = self.runtime.call(self._resolve(workflow))
+        server.workflow = ChatWorkflow(resolved, self.workflow_services(), self.db, self.runtime.tracer.record_rows, self.runtime.redact)
+        self.runtime.masks[:] = [m for m in [self.guardrails.redactor() if self.guardrails else None] if m] + redactors(resolved.workflow)
+        return resolved
+
+    async def _resolve(self, workflow: Any) -> Resolved:
+        if isinstance(workflow, Path) or (isinstance(workflow, str) and workflow.endswith(".json")):
+            workflow = Workflow.load(workflow)
+        async with self.db.transaction() as cur:
+            if isinstance(workflow, Workflow):
+                return Resolved(workflow, None, versions.remember(cur, workflow))
+            if isinstance(workflow, str):
+                return versions.resolve(cur, workflow)
+        raise ChatLabError(f"workflow= takes a Workflow, a published 'name' or 'name@3', or a .json path, not {type(workflow).__name__}.")
+
+    @property
+    def workflow(self) -> Resolved | None:
+        """The workflow that answers (``.workflow``, ``.version``, ``.label``), or None."""
+        return self.server.workflow.resolved if self.server.workflow else None
+
+    def publish(self, workflow: Workflow, note: str | None = None) -> int:
+        """Store ``workflow`` as a new immutable, numbered version and make it the default for its
+        name (publishing an unchanged graph returns the version it already is)."""
+        return self.runtime.call(self._in_transaction(versions.publish, workflow, note))
+
+    def rollback(self, name: str, version: int) -> None:
+        """Make an earlier version of ``name`` the default again (``"name"`` resolves to it)."""
+        self.runtime.call(self._in_transaction(versions.rollback, name, version))
+
+    async def _in_transaction(self, fn: Any, *args: Any) -> Any:
+        async with self.db.transaction() as cur:
+            return fn(cur, *args)
+
+    def workflow_versions_df(self, name: str | None = None) -> Any:
+        """Every published version: name, version, whether it is the default, hash, note, date."""
+        return self.sql(versions.VERSIONS_SQL, [name, name])
+
+    def nodes_df(self, thread_id: str | None = None, *, all_users: bool = False, polars: bool = False) -> Any:
+        """One row per node run of the workflow turns: thread, turn, node id, type and name, start,
+        duration, status, the edge it left by, its output (JSON) and the workflow version."""
+        return self._frame(queries.nodes(self._user(all_users), thread_id), polars)
+
+    def workflow_services(self) -> Services:
+        """What workflow nodes use from this lab: its model (or provider), tools and MCP servers."""
+        agent = self.server.agent if isinstance(self.server.agent, Agent) else None
+        return services_for(self.backend, tools=agent.tools if agent else (), mcp_servers=agent.mcp_servers if agent else (),
+                            max_turns=self.server.max_turns)
 
     # -- auth ------------------------------------------------------------------------------
     def login(self, user_id: str | None = None, *, token: str | None = None, ttl: float = 3600, **claims: Any) -> None:

@@ -23,7 +23,7 @@ from .store.schema import MIGRATIONS, RENAMED_IDS, migrate
 from .store.transaction import in_transaction
 
 TABLES = ("threads", "items", "attachments", "turns", "feedback", "traces", "spans", "model_inputs", "input_items", "lineage", "origins",
-          "guardrail_results")
+          "guardrail_results", "workflow_definitions", "workflow_versions", "workflow_defaults", "workflow_nodes", "workflow_runs")
 FORMATS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "json", ".ndjson": "json"}
 TAG = "_table"  # the JSONL field naming each row's table
 # JSONL rows come in key order, so exporting an import gives the same file byte for byte.
@@ -32,6 +32,8 @@ ORDER = {
     "turns": "started_at, turn_id", "feedback": "created_at, thread_id, item_id, user_id", "traces": "started_at, trace_id",
     "spans": "started_at, span_id", "model_inputs": "turn_id, call_index", "input_items": "hash", "lineage": "created_at, thread_id",
     "origins": "thread_id", "guardrail_results": "created_at, turn_id, stage, check_index",
+    "workflow_definitions": "created_at, workflow_hash", "workflow_versions": "workflow_name, version", "workflow_defaults": "workflow_name",
+    "workflow_nodes": "started_at, turn_id, node_index", "workflow_runs": "created_at, run_id",
 }
 
 
@@ -110,7 +112,8 @@ def export(
                 order = f" ORDER BY {ORDER[name]}"
             where = user_scope(name) if user_id is not None else "true"
             part = Path(tmp) / f"{name}.{fmt}"
-            counts[name] = _count(cur, f"COPY (SELECT {select} FROM {name} WHERE {where}{order}) TO {_quote(part)} (FORMAT {fmt})", params)
+            counts[name] = _count(cur, f"COPY (SELECT {select} FROM {name} WHERE {where}{order}) TO {_quote(part)} (FORMAT {fmt})",
+                                  params if "$user" in where else {})
             parts.append(part)
         if len(parts) == 1:
             shutil.move(parts[0], path)

@@ -40,6 +40,7 @@ from chatkit.types import (
     ThreadsRetryAfterItemReq,
     ThreadStreamEvent,
     UserMessageItem,
+    WidgetItem,
     is_streaming_req,
 )
 from pydantic import BaseModel, TypeAdapter
@@ -55,7 +56,12 @@ from .guardrails.judge import ModelJudge
 from .models import Backend
 from .store.duckdb import user_of
 from .store.items import item_text, utc_now
-from .store.rows import GuardrailRow, ModelInputRow, TurnRow, stored_json
+from .store.rows import ModelInputRow, TurnRow, stored_json
+from .workflows import chat as wf_chat
+from .workflows import run as wf_run
+from .workflows.run import Paused
+from .workflows.turns import ChatWorkflow
+from .workflows.versions import PausedRun, Resolved
 
 log = logging.getLogger("chatkit_lab")
 
@@ -199,7 +205,8 @@ class LabServer(ChatKitServer[RequestContext]):
     ``injection``: the lab's context values, providers and strategy (``lab.context``); every
     method's ``context`` is the ``RequestContext`` of one request. ``guardrails``: checks on every
     user message (before it is stored) and reply (see ``chatkit_lab.guardrails``); their verdicts
-    go to ``verdict_log``.
+    go to ``row_log``. ``workflow``: a graph that answers every turn instead of ``agent``, node by
+    node (see ``chatkit_lab.workflows``); its node runs go to ``row_log`` too.
     """
 
     def __init__(
@@ -218,7 +225,8 @@ class LabServer(ChatKitServer[RequestContext]):
         secrets: Secrets | None = None,
         input_log: Callable[[ModelInputRow, list[str]], None] | None = None,
         guardrails: Guardrails | None = None,
-        verdict_log: Callable[[list[GuardrailRow]], None] | None = None,
+        row_log: Callable[[list[Any]], None] | None = None,
+        workflow: ChatWorkflow | None = None,
     ) -> None:
         super().__init__(store, attachment_store=store if isinstance(store, AttachmentStore) else None)
         self.agent = agent
@@ -232,7 +240,8 @@ class LabServer(ChatKitServer[RequestContext]):
         self.injection = injection
         self.secrets = secrets  # handed to tools as context.secrets; never shown to the model
         self.input_log = input_log  # receives one `model_inputs` row per model call, and its items as JSON
-        self.verdict_log = verdict_log
+        self.row_log = row_log  # receives a turn's guardrail verdicts and workflow node runs
+        self.workflow = workflow  # when set, every turn runs this graph instead of ``agent``
         # The model checks' judge is the guardrails' own, else the lab's model when it is a real
         # provider; Moderation uses OpenAI's endpoint when the provider is OpenAI.
         real = backend is not None and backend.kind != "offline"
@@ -289,7 +298,12 @@ class LabServer(ChatKitServer[RequestContext]):
 
     async def action(self, thread: ThreadMetadata, action: Any, sender: Any, context: RequestContext) -> AsyncIterator[ThreadStreamEvent]:
         """A widget button (``threads.custom_action``): its registered handler answers; without
-        one, the click becomes hidden context and the agent answers it."""
+        one, the click becomes hidden context and the agent answers it. A workflow approval's
+        Approve / Reject resumes its paused run."""
+        if action.type in (wf_chat.APPROVE, wf_chat.REJECT) and self.workflow is not None:
+            async for event in self._decide(thread, action, sender, context):
+                yield event
+            return
         handler = self.actions.get(action.type)
         if handler is not None:
             async for event in handler(thread, action, sender, context):
@@ -304,12 +318,34 @@ class LabServer(ChatKitServer[RequestContext]):
         async for event in self.respond(thread, None, context):
             yield event
 
+    async def _decide(self, thread: ThreadMetadata, action: Any, sender: Any, context: RequestContext) -> AsyncIterator[ThreadStreamEvent]:
+        """Approve or Reject: the paused run is taken once (a second click finds nothing) and resumed."""
+        assert self.workflow is not None
+        decision = wf_chat.decision_of(action.type)
+        run_id = wf_chat.payload_run_id(action.payload)
+        taken = await self.workflow.take(run_id, user_of(context), thread.id, decision) if run_id else None
+        if taken is None:
+            yield NoticeEvent(level="info", message="This approval was answered already, or it is not yours to answer.")
+            return
+        for event in self.workflow.decided(sender if isinstance(sender, WidgetItem) else None, decision, context.user.get("name") or user_of(context)):
+            yield event
+        async for event in self._turn(thread, None, context, resume=(*taken, decision)):
+            yield event
+
     def agent_for(self, thread: ThreadMetadata, context: RequestContext) -> Agent:
         return self.agent if isinstance(self.agent, Agent) else self.agent(thread, context)
 
     async def respond(
         self, thread: ThreadMetadata, input_user_message: UserMessageItem | None, context: RequestContext
     ) -> AsyncIterator[ThreadStreamEvent]:
+        async for event in self._turn(thread, input_user_message, context):
+            yield event
+
+    async def _turn(
+        self, thread: ThreadMetadata, input_user_message: UserMessageItem | None, context: RequestContext,
+        resume: tuple[PausedRun, Resolved, str] | None = None,
+    ) -> AsyncIterator[ThreadStreamEvent]:
+        """One turn: the agent's run, or the workflow's (from its start, or ``resume``d at an approval)."""
         if thread.status.type != "active":
             reason = getattr(thread.status, "reason", None)
             raise CustomStreamError(f"This thread is {thread.status.type}{': ' + reason if reason else ''}.", allow_retry=False)
@@ -321,6 +357,7 @@ class LabServer(ChatKitServer[RequestContext]):
         row = turn.row
         hooks = _ToolProgress()
         result = None
+        execution = None
         checked = context.guardrails if input_user_message is not None else []
         if input_user_message is not None and not checked and self.guardrails is not None:
             # A stored message answered again (retry, regenerate) is checked again: stored masked,
@@ -346,14 +383,32 @@ class LabServer(ChatKitServer[RequestContext]):
             agent_ctx = AgentContext(thread=thread, store=self.store, request_context=context)
             agent_input = await PortableConverter(self.store, context).to_agent_input(list(reversed(page.data)))
             run_config = self._run_config(thread, context, turn, strategy, snapshot)
-            if checked:
-                run_config.input_guardrails = [*(run_config.input_guardrails or []), *guarded.sdk_input_guardrails(checked)]
+            if self.workflow is not None:
+                # The lab's input checks stop the turn before the graph, as they stop an agent.
+                if tripped := [r for report in checked for r in report.tripped]:
+                    row.status, row.error = "blocked", f"input: {guarded.summary(tripped)}"
+                    template = self.guardrails.block_message if self.guardrails else guarded.BLOCK_MESSAGE
+                    for event in guarded.stopped(template, "Stopped before the workflow", tripped, self.store.generate_item_id("message", thread, context), thread.id):
+                        yield event
+                    return
+                paused, resolved, decision = (Paused.from_json(resume[0].paused), resume[1], resume[2]) if resume else (None, None, None)
+                execution = self.workflow.execution(
+                    input_text=(item_text(input_user_message) or "") if input_user_message else "", history=agent_input,
+                    run_config=run_config, context=agent_ctx, hooks=hooks, paused=paused, resolved=resolved,
+                )
+                row.agent, row.model = execution.workflow.name, None
+                events = self.workflow.events(execution, agent_ctx, lambda kind: self.store.generate_item_id(cast(Any, kind), thread, context),
+                                              turn_id=row.turn_id, user_id=row.user_id, decision=decision)
+            else:
+                if checked:
+                    run_config.input_guardrails = [*(run_config.input_guardrails or []), *guarded.sdk_input_guardrails(checked)]
+                if guard is not None:
+                    run_config.output_guardrails = [*(run_config.output_guardrails or []), *guard.sdk_guardrails()]
+                result = Runner.run_streamed(agent, agent_input, context=agent_ctx, hooks=hooks, max_turns=self.max_turns, run_config=run_config)
+                # A proxy of the run result: stream_agent_response reads its events and attributes only.
+                events = stream_agent_response(agent_ctx, cast(RunResultStreaming, _PlainAnnotations(result)))
             if guard is not None:
                 guard.history[:] = guarded.history_of(list(reversed(page.data)))
-                run_config.output_guardrails = [*(run_config.output_guardrails or []), *guard.sdk_guardrails()]
-            result = Runner.run_streamed(agent, agent_input, context=agent_ctx, hooks=hooks, max_turns=self.max_turns, run_config=run_config)
-            # A proxy of the run result: stream_agent_response reads its events and attributes only.
-            events = stream_agent_response(agent_ctx, cast(RunResultStreaming, _PlainAnnotations(result)))
             events = _own_ids(events, lambda: self.store.generate_item_id("message", thread, context))
             async for event in (guard.filter(events) if guard is not None else events):
                 if isinstance(event, ThreadItemUpdatedEvent) and isinstance(event.update, AssistantMessageContentPartTextDelta):
@@ -363,7 +418,9 @@ class LabServer(ChatKitServer[RequestContext]):
                 elif isinstance(event, ThreadItemDoneEvent) and event.item.type == "assistant_message":
                     turn.partial_chars = 0
                 yield event
-            row.status = "completed"
+            if execution is not None and execution.status == "failed":
+                raise wf_run.NodeFailed(execution.error or "The workflow failed.")
+            row.status = execution.status if execution is not None else "completed"
         except InputGuardrailTripwireTriggered:
             # The model was never called: the verdicts stopped the run before its first call.
             tripped = [r for report in checked for r in report.tripped]
@@ -395,8 +452,12 @@ class LabServer(ChatKitServer[RequestContext]):
                 if not result.is_complete:
                     result.cancel()
                 usage = result.context_wrapper.usage
-            if self.verdict_log is not None and (checked or (guard and guard.reports)):
-                self.verdict_log(guarded.rows([*checked, *(guard.reports if guard else [])], row.turn_id, row.thread_id, row.user_id))
+            if execution is not None:
+                usage = execution.total_usage()
+                if self.workflow is not None:
+                    self.workflow.log(execution, turn_id=row.turn_id, thread_id=row.thread_id, user_id=row.user_id)
+            if self.row_log is not None and (checked or (guard and guard.reports)):
+                self.row_log(guarded.rows([*checked, *(guard.reports if guard else [])], row.turn_id, row.thread_id, row.user_id))
             if self.turn_log is not None:
                 self.turn_log(turn.finish(usage, hooks.tools))
 

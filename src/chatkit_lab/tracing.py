@@ -24,7 +24,6 @@ from .errors import DatabaseBusyError
 from .store.database import Database
 from .store.items import utc_now
 from .store.rows import (
-    GuardrailRow,
     InputItemRow,
     LogRow,
     ModelInputRow,
@@ -139,8 +138,8 @@ class DuckDBTraceProcessor(TracingProcessor):
             self._rows.append(row)
         self._flush_soon()
 
-    def record_verdicts(self, rows: list[GuardrailRow]) -> None:
-        """Queue a turn's ``guardrail_results`` rows; written with the turn's other rows."""
+    def record_rows(self, rows: list[LogRow]) -> None:
+        """Queue a turn's other rows (guardrail verdicts, workflow node runs); written with its turn row."""
         with self._lock:
             self._rows.extend(rows)
 

@@ -25,6 +25,20 @@ class Backend:
     kind: str  # "offline" | "openai" | "compatible" | "custom"
     settings: ModelSettings = field(default_factory=ModelSettings)
     base_url: str | None = None
+    client: Any = None  # the AsyncOpenAI client of an endpoint given by base_url or api_key
+
+    def model_named(self, name: str | None) -> Model | str:
+        """The model a workflow node naming ``name`` runs on: offline (and with your own
+        ``Model``) always this backend's model; with a provider, ``name`` on that provider."""
+        if not name or self.kind in ("offline", "custom"):
+            return self.model
+        if self.client is None:
+            return name  # OpenAI from the environment: the SDK resolves names itself
+        from agents import OpenAIChatCompletionsModel, OpenAIResponsesModel
+
+        if self.kind == "compatible":
+            return OpenAIChatCompletionsModel(model=name, openai_client=self.client)
+        return OpenAIResponsesModel(model=name, openai_client=self.client)
 
     def __str__(self) -> str:
         return self.description
@@ -70,7 +84,8 @@ def _compatible(name: str, base_url: str, api_key: str | None, responses: bool =
     # Local servers (Ollama, vLLM, llama.cpp) accept any key; the client insists on one.
     client = AsyncOpenAI(base_url=base_url, api_key=api_key or os.environ.get("OPENAI_API_KEY") or "not-needed")
     if responses:
-        return Backend(OpenAIResponsesModel(model=name, openai_client=client), f"OpenAI Responses API, model {name}", "openai", base_url=base_url)
+        return Backend(OpenAIResponsesModel(model=name, openai_client=client), f"OpenAI Responses API, model {name}", "openai", base_url=base_url,
+                       client=client)
     model: Any = OpenAIChatCompletionsModel(model=name, openai_client=client)
     return Backend(
         model,
@@ -79,4 +94,5 @@ def _compatible(name: str, base_url: str, api_key: str | None, responses: bool =
         # The SDK asks for streamed usage only from api.openai.com; other servers need this.
         settings=ModelSettings(include_usage=True),
         base_url=base_url,
+        client=client,
     )

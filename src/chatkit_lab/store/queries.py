@@ -35,6 +35,11 @@ def user_scope(table: str) -> str:
         return ("hash IN (SELECT unnest(input_hashes) FROM model_inputs WHERE user_id = $user) OR hash IN "
                 "(SELECT unnest(json_extract_string(data, '$.input_hashes[*]')) FROM spans "
                 "WHERE trace_id IN (SELECT trace_id FROM traces WHERE user_id = $user))")
+    if table == "workflow_definitions":  # the graphs this user's turns ran
+        return ("workflow_hash IN (SELECT workflow_hash FROM workflow_nodes WHERE user_id = $user "
+                "UNION SELECT workflow_hash FROM workflow_runs WHERE user_id = $user) OR workflow_hash IN (SELECT workflow_hash FROM workflow_versions)")
+    if table in ("workflow_versions", "workflow_defaults"):  # the lab's published workflows: no one's data
+        return "true"
     return "user_id = $user"
 
 
@@ -137,6 +142,13 @@ def guardrails(user_id: str | None, thread_id: str | None) -> Query:
                WHERE {where} ORDER BY g.created_at, g.turn_id, {STAGE_ORDER}, g.check_index""", params
 
 
+def nodes(user_id: str | None, thread_id: str | None) -> Query:
+    where, params = scope(user_id, thread_id, "n.")
+    return f"""SELECT n.thread_id, n.turn_id, n.node_index, n.node_id, n.node_type, n.name, n.started_at, n.duration_ms, n.status, n.edge,
+                      n.output, n.error, n.model, n.workflow_name, n.workflow_version, n.workflow_hash, n.span_id, n.user_id
+               FROM workflow_nodes n WHERE {where} ORDER BY n.started_at, n.turn_id, n.node_index""", params
+
+
 STAGE_ORDER = "CASE g.stage WHEN 'pre_flight' THEN 0 WHEN 'input' THEN 1 ELSE 2 END"
 
 
@@ -206,7 +218,7 @@ def frame(name: str, user_id: str | None) -> Query:
     frames = {
         "threads": lambda: threads(user_id), "items": lambda: items(user_id, None), "turns": lambda: turns(user_id, None),
         "spans": lambda: spans(user_id, None), "feedback": lambda: feedback(user_id, None), "model_inputs": lambda: model_inputs(user_id, None),
-        "guardrails": lambda: guardrails(user_id, None),
+        "guardrails": lambda: guardrails(user_id, None), "nodes": lambda: nodes(user_id, None),
     }
     if name not in frames:
         raise ChatLabError(f"There is no frame {name!r} to export; choose one of {', '.join(frames)}.")

@@ -126,8 +126,33 @@ class GuardrailRow:
     created_at: datetime
 
 
-LogRow = TurnRow | TraceRow | SpanRow | ModelInputRow | InputItemRow | GuardrailRow
-ROW_CLASSES: tuple[type[Any], ...] = (TraceRow, SpanRow, TurnRow, ModelInputRow, InputItemRow, GuardrailRow)
+@dataclass
+class NodeRow:
+    """One node run of a workflow turn: ``workflow_nodes``."""
+
+    TABLE: ClassVar[str] = "workflow_nodes"
+    turn_id: str
+    node_index: int
+    thread_id: str
+    user_id: str
+    workflow_name: str
+    workflow_version: int | None
+    workflow_hash: str
+    node_id: str
+    node_type: str
+    name: str
+    started_at: datetime
+    duration_ms: float | None
+    status: str
+    edge: str | None
+    output: str | None  # JSON text
+    error: str | None
+    model: str | None
+    span_id: str | None
+
+
+LogRow = TurnRow | TraceRow | SpanRow | ModelInputRow | InputItemRow | GuardrailRow | NodeRow
+ROW_CLASSES: tuple[type[Any], ...] = (TraceRow, SpanRow, TurnRow, ModelInputRow, InputItemRow, GuardrailRow, NodeRow)
 _IGNORE_EXISTING = {InputItemRow}  # content-addressed: a row already there is the same row
 
 

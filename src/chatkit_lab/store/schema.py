@@ -264,6 +264,74 @@ def m010_guardrail_results(con: duckdb.DuckDBPyConnection) -> None:
         )"""
     )
 
+@migration
+def m011_workflows(con: duckdb.DuckDBPyConnection) -> None:
+    # Workflow graphs by content hash (every graph that ran or was published), numbered published
+    # versions and each name's default, one row per node run, and runs paused at an approval.
+    con.execute(
+        """
+        CREATE TABLE workflow_definitions (
+            workflow_hash VARCHAR PRIMARY KEY,
+            workflow_name VARCHAR NOT NULL,
+            definition JSON NOT NULL,
+            created_at TIMESTAMP NOT NULL
+        )"""
+    )
+    con.execute(
+        """
+        CREATE TABLE workflow_versions (
+            workflow_name VARCHAR NOT NULL,
+            version INTEGER NOT NULL,
+            workflow_hash VARCHAR NOT NULL,
+            note VARCHAR,
+            published_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (workflow_name, version)
+        )"""
+    )
+    con.execute("CREATE TABLE workflow_defaults (workflow_name VARCHAR PRIMARY KEY, version INTEGER NOT NULL)")
+    con.execute(
+        """
+        CREATE TABLE workflow_nodes (
+            turn_id VARCHAR NOT NULL,
+            node_index INTEGER NOT NULL,
+            thread_id VARCHAR NOT NULL,
+            user_id VARCHAR NOT NULL,
+            workflow_name VARCHAR NOT NULL,
+            workflow_version INTEGER,
+            workflow_hash VARCHAR NOT NULL,
+            node_id VARCHAR NOT NULL,
+            node_type VARCHAR NOT NULL,
+            name VARCHAR NOT NULL,
+            started_at TIMESTAMP NOT NULL,
+            duration_ms DOUBLE,
+            status VARCHAR NOT NULL,
+            edge VARCHAR,
+            output JSON,
+            error VARCHAR,
+            model VARCHAR,
+            span_id VARCHAR,
+            PRIMARY KEY (turn_id, node_index)
+        )"""
+    )
+    con.execute(
+        """
+        CREATE TABLE workflow_runs (
+            run_id VARCHAR PRIMARY KEY,
+            thread_id VARCHAR NOT NULL,
+            user_id VARCHAR NOT NULL,
+            turn_id VARCHAR NOT NULL,
+            workflow_hash VARCHAR NOT NULL,
+            workflow_version INTEGER,
+            node_id VARCHAR NOT NULL,
+            status VARCHAR NOT NULL,
+            paused JSON NOT NULL,
+            decision VARCHAR,
+            created_at TIMESTAMP NOT NULL,
+            decided_at TIMESTAMP
+        )"""
+    )
+
+
 def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Apply the migrations this file lacks, in order; return their names."""
     con.execute(

@@ -17,6 +17,7 @@ from .auth.jwt import Authenticator, JWKSVerifier, LocalIssuer
 from .auth.mcp import MCPConnections
 from .auth.secrets import MIN_LENGTH, Secrets, install_log_redaction
 from .context import ContextInjection
+from .documents import Documents, openai_embedder
 from .errors import ChatLabError
 from .guardrails import Guardrails
 from .models import Backend, resolve_backend
@@ -38,6 +39,12 @@ DEFAULT_INSTRUCTIONS = "You are a helpful assistant inside a Jupyter notebook. A
 
 log = logging.getLogger("chatkit_lab")
 _LABS: weakref.WeakSet[ChatLab] = weakref.WeakSet()
+
+
+def _openai() -> Any:
+    from openai import AsyncOpenAI
+
+    return AsyncOpenAI()  # OPENAI_API_KEY: the lab's provider is OpenAI
 
 
 @atexit.register
@@ -112,6 +119,8 @@ class ChatLab:
             secrets=secrets, input_log=tracer.record_input, guardrails=self.guardrails, row_log=tracer.record_rows,
         ))
         self._mcp = MCPConnections(agent.mcp_servers, self.runtime.loop)
+        self.documents = Documents(self.db, self.runtime.call, user_id=lambda: self.user_id,
+                                   embedder=openai_embedder(self.backend.client or _openai()) if self.backend.kind == "openai" else None)
         self._closed = False
         _LABS.add(self)
         try:
@@ -260,10 +269,10 @@ class ChatLab:
         return self._frame(queries.nodes(self._user(all_users), thread_id), polars)
 
     def workflow_services(self) -> Services:
-        """What workflow nodes use from this lab: its model (or provider), tools and MCP servers."""
+        """What workflow nodes use from this lab: its model (or provider), tools, MCP servers and documents."""
         agent = self.server.agent if isinstance(self.server.agent, Agent) else None
         return services_for(self.backend, tools=agent.tools if agent else (), mcp_servers=agent.mcp_servers if agent else (),
-                            max_turns=self.server.max_turns)
+                            max_turns=self.server.max_turns, documents=self.documents)
 
     # -- auth ------------------------------------------------------------------------------
     def login(self, user_id: str | None = None, *, token: str | None = None, ttl: float = 3600, **claims: Any) -> None:

@@ -332,6 +332,34 @@ def m011_workflows(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+@migration
+def m012_documents(con: duckdb.DuckDBPyConnection) -> None:
+    # The lab's documents for file search (chatkit_lab.documents): files and their chunks, with an
+    # embedding when the lab's provider gives them.
+    con.execute(
+        """
+        CREATE TABLE documents (
+            document_id VARCHAR PRIMARY KEY,
+            filename VARCHAR NOT NULL,
+            path VARCHAR NOT NULL,
+            content_hash VARCHAR NOT NULL,
+            chars INTEGER NOT NULL,
+            added_by VARCHAR NOT NULL,
+            added_at TIMESTAMP NOT NULL
+        )"""
+    )
+    con.execute(
+        """
+        CREATE TABLE document_chunks (
+            document_id VARCHAR NOT NULL,
+            chunk_index INTEGER NOT NULL,
+            text VARCHAR NOT NULL,
+            embedding FLOAT[],
+            PRIMARY KEY (document_id, chunk_index)
+        )"""
+    )
+
+
 def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Apply the migrations this file lacks, in order; return their names."""
     con.execute(

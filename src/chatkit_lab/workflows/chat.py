@@ -19,6 +19,8 @@ from chatkit.types import (
     AssistantMessageContent,
     AssistantMessageItem,
     CustomTask,
+    FileSource,
+    FileTask,
     ThreadItemAddedEvent,
     ThreadItemDoneEvent,
     ThreadItemUpdatedEvent,
@@ -33,7 +35,7 @@ from chatkit.types import (
 from .run import AgentStreaming, ApprovalNeeded, Execution, NodeFinished, NodeRun, NodeStarted
 
 APPROVE, REJECT = "workflow.approve", "workflow.reject"
-QUIET = ("start", "note")  # node types that run without a task
+QUIET = ("start", "note", "end")  # node types that run without a task (an end with text shows it as the reply)
 
 
 class NodeTasks:
@@ -81,14 +83,24 @@ class NodeTasks:
         return [ThreadItemDoneEvent(item=item)]
 
 
+def _clip(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _title(run: NodeRun) -> str:
     return f"{run.name} · {run.node_type}"
 
 
-def _finished_task(run: NodeRun) -> CustomTask:
+def _finished_task(run: NodeRun) -> CustomTask | FileTask:
     took = f" ({run.duration_ms:.0f} ms)" if run.duration_ms is not None else ""
     if run.status == "failed":
         return CustomTask(title=f"{_title(run)} failed", content=run.error, status_indicator="complete")
+    if run.node_type == "file_search" and isinstance(run.output, dict):
+        # The hits as the chat's sources: file name, and the excerpt as the description.
+        sources = [FileSource(title=f"{hit['filename']} §{hit['chunk_index'] + 1}", filename=hit["filename"], description=_clip(hit["text"]))
+                   for hit in run.output.get("results", [])]
+        return FileTask(title=f"{_title(run)}{took}: {len(sources)} sources", sources=sources, status_indicator="complete")
     edge = f"→ {run.edge}: " if run.edge else ""
     return CustomTask(title=_title(run) + took, content=(edge + run.summary()) or None, status_indicator="complete")
 

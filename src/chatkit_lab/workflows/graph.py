@@ -12,7 +12,7 @@ import itertools
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -20,6 +20,7 @@ from ..errors import ChatLabError
 from ..guardrails.config import load_config
 from ..guardrails.engine import run_sync
 from ..models import resolve_backend
+from .agent_builder import ImportReport, read_export, write_python
 from .expressions import Compiled, Names, compile_expression, compile_template
 from .run import WorkflowResult, run_workflow, services_for
 
@@ -84,7 +85,7 @@ def chain(*node_ids: str) -> list[Edge]:
 class Node(_Model):
     """What every node has: ``id`` (a name for edges and ``nodes.<id>``), ``type`` and ``name``."""
 
-    id: str = Field(pattern=r"^[A-Za-z_][\w-]{0,63}$", kw_only=False)  # positional: AgentNode("classify", ...)
+    id: str = Field(pattern=r"^[A-Za-z_]\w{0,63}$", kw_only=False)  # positional, and a CEL name: nodes.<id>
     type: str
     name: str = ""
     # The edge labels this node type leaves by (None: one unlabelled edge).
@@ -121,6 +122,8 @@ class AgentNode(Node):
     """An Agents SDK agent. ``instructions`` may use ``{{state.x}}`` and ``{{input.output_text}}``;
     ``model`` is a model name (resolved like ``ChatLab(model=)``; offline, the lab's model runs it);
     ``output_schema`` is a JSON Schema object, and the agent's output is then ``output_parsed``.
+    ``message``: a user message (a template) sent after the history, as exports write
+    ``Original question: {workflow['input_as_text']}``.
     ``tools``: names of the lab's function tools, or hosted tool specs (``{"type": "file_search",
     ...}``, ``{"type": "mcp", ...}``, ``{"type": "web_search"}``). ``show_in_chat``: whether its
     reply streams to the chat (default: text agents do, structured ones show as a task)."""
@@ -131,11 +134,14 @@ class AgentNode(Node):
     model_settings: dict[str, Any] = Field(default_factory=dict)
     tools: list[str | dict[str, Any]] = Field(default_factory=list)
     output_schema: dict[str, Any] | None = None
+    message: str | None = None
     include_history: bool = True
     show_in_chat: bool | None = None
 
     def templates(self) -> Iterator[tuple[str, str]]:
         yield "instructions", self.instructions
+        if self.message is not None:
+            yield "message", self.message
 
     def shown(self) -> bool:
         return self.show_in_chat if self.show_in_chat is not None else self.output_schema is None
@@ -399,6 +405,31 @@ class Workflow(_Model):
         result: WorkflowResult = run_sync(self.run(text, **kwargs))
         return result
 
+    # -- Agent Builder ---------------------------------------------------------------------
+    @classmethod
+    def from_agent_builder(cls, source: str | Path) -> Imported:
+        """Import a file Agent Builder's "Code → Agents SDK" produced (Python or TypeScript; a path
+        or its text), by parsing it, never running it: ``wf, report = Workflow.from_agent_builder(path)``.
+        The report says what mapped to what, what was kept as a note, which known export bugs were
+        found and which embedded credentials were removed."""
+        data, report = read_export(source)
+        try:
+            workflow = cls.model_validate(data)
+        except WorkflowError as exc:
+            raise WorkflowError(f"The export was read, but its graph does not hold together: {exc}") from None
+        return Imported(workflow, report)
+
+    def to_python(self) -> str:
+        """Runnable Agents SDK code in the idiom of Agent Builder's exports, with their known bugs
+        fixed (see ``agent_builder.codegen``); ``Workflow.from_agent_builder`` of it is this graph."""
+        draft, _ = read_export(write_python(self))
+        module = _differences(self, draft)
+        code = write_python(self, module)
+        again, _ = read_export(code)
+        if type(self).model_validate(again) != self:  # pragma: no cover - a bug of the writer, said plainly
+            raise WorkflowError(f"to_python could not write {self.name!r} so that it reads back the same; please report this workflow.")
+        return code
+
     # -- files -----------------------------------------------------------------------------
     def to_json(self) -> str:
         return self.model_dump_json(indent=2, by_alias=True) + "\n"
@@ -424,6 +455,36 @@ class Workflow(_Model):
             return cls.model_validate(text) if isinstance(text, dict) else cls.model_validate_json(text)
         except WorkflowError as exc:
             raise WorkflowError(f"{source}: {exc}") from None
+
+
+class Imported(NamedTuple):
+    """What ``Workflow.from_agent_builder`` returns: the graph and the import report."""
+
+    workflow: Workflow
+    report: ImportReport
+
+
+def _differences(wf: Workflow, data: dict[str, Any]) -> dict[str, Any]:
+    """What the code alone would read back wrong (for to_python's module marker)."""
+    mine = wf.model_dump(mode="json", by_alias=True)
+    try:
+        theirs = Workflow.model_validate(data).model_dump(mode="json", by_alias=True)
+    except WorkflowError:
+        theirs = {**data, "description": data.get("description", ""), "start": data.get("start")}
+    read = {n["id"]: n for n in theirs["nodes"]}
+    module: dict[str, Any] = {}
+    nodes = {n["id"]: {k: v for k, v in n.items() if read[n["id"]].get(k) != v} for n in mine["nodes"] if n["id"] in read}
+    if any(nodes.values()):
+        module["nodes"] = {i: fields for i, fields in nodes.items() if fields}
+    if notes := [n for n in mine["nodes"] if n["id"] not in read]:
+        module["notes"] = notes
+    if [n["id"] for n in mine["nodes"]] != [n["id"] for n in theirs["nodes"]]:
+        module["order"] = [n["id"] for n in mine["nodes"]]
+    if mine["edges"] != theirs["edges"]:
+        module["edges"] = mine["edges"]
+    if fields := {k: mine[k] for k in ("name", "description", "state", "start", "metadata") if mine[k] != theirs.get(k)}:
+        module["workflow"] = fields
+    return module
 
 
 def _names(wf: Workflow) -> Names:

@@ -420,9 +420,11 @@ class Execution:
             name=node.name, instructions=instructions or None, model=self.services.model_for(node.model), model_settings=settings,
             tools=self._tools(node), output_type=JsonSchemaOutput(node.output_schema, f"{node.id}_output") if node.output_schema else None,
         )
-        given = self.history if node.include_history else [{"role": "user", "content": self.input_text}]
+        given: list[Any] = [*self.history, *self.added_history] if node.include_history else [{"role": "user", "content": self.input_text}]
+        if (node.id, "message") in self.compiled.templates:
+            given.append({"role": "user", "content": self.compiled.templates[node.id, "message"].render(self._scope())})
         with _current(self._trace, span):  # the agent's spans are the node span's children
-            result = Runner.run_streamed(agent, [*given, *self.added_history], context=self.context, hooks=self.hooks if node.shown() else None,
+            result = Runner.run_streamed(agent, given, context=self.context, hooks=self.hooks if node.shown() else None,
                                          max_turns=self.services.max_turns, run_config=self.run_config)
         try:
             yield AgentStreaming(run, node, result, node.shown())
@@ -601,6 +603,7 @@ async def run_workflow(
     ``approvals`` (``{node_id: "approve" | "reject"}``)."""
     compiled = workflow.compiled()
     history = history if history is not None else [{"role": "user", "content": text}]
+    earlier: list[NodeRun] = []  # the runs before an approval answered here
     while True:
         execution = Execution(workflow, services, input_text=text, history=history, compiled=compiled, version=version, metadata=metadata,
                               paused=paused, tracing_disabled=tracing_disabled)
@@ -608,11 +611,12 @@ async def run_workflow(
         async for step in execution.steps(decision):
             if isinstance(step, ApprovalNeeded):
                 needed = step
+        result = execution.result()
+        result.nodes[:0] = earlier
         if needed is None:
-            return execution.result()
+            return result
         answer = (approvals or {}).get(needed.run.node_id)
         if answer is None:
-            result = execution.result()
             result.approval = needed.message
             snapshot = needed.paused
 
@@ -622,4 +626,4 @@ async def run_workflow(
 
             result.resume_with = resume
             return result
-        paused, decision = needed.paused, answer
+        paused, decision, earlier = needed.paused, answer, result.nodes

@@ -1,0 +1,182 @@
+"""Agent Builder exports: read (Python and TypeScript, never run), the import report, and to_python back."""
+
+import ast
+import asyncio
+import builtins
+import json
+import types
+from pathlib import Path
+
+import pytest
+from agents import ModelProvider, RunConfig
+
+from chatkit_lab.errors import ChatLabError
+from chatkit_lab.models import MirrorModel
+from chatkit_lab.workflows import Workflow, templates
+
+FIXTURES = Path(__file__).parent / "fixtures" / "agent_builder"
+SECRET = "sk-test-0123456789abcdefghijklmnop"
+
+
+def load(name):
+    return Workflow.from_agent_builder(FIXTURES / name)
+
+
+@pytest.mark.parametrize("language", ["py", "ts"])
+def test_a_single_agent_export_becomes_start_agent_end(language):
+    wf, report = load(f"single_agent.{language}")
+    assert [(n.id, n.type) for n in wf.nodes] == [("start", "start"), ("my_agent", "agent"), ("end", "end")]
+    agent = wf.node("my_agent")
+    assert agent.name == "My agent" and agent.model == "gpt-4.1" and agent.instructions.startswith("You are a helpful assistant")
+    assert agent.model_settings == {"temperature": 1, "top_p": 1, "max_tokens": 2048, "store": True}
+    assert wf.name == "Single agent" and wf.metadata == {"__trace_source__": "agent-builder", "workflow_id": "wf_0001single"}
+    assert report.language == {"py": "python", "ts": "typescript"}[language]
+    assert wf.run_sync("hello").path == ["start", "my_agent", "end"]
+
+
+@pytest.mark.parametrize("language", ["py", "ts"])
+def test_guardrails_a_classifier_nested_branches_file_search_and_mcp_map_to_the_graph(language):
+    wf, report = load(f"support.{language}")
+    types_ = {n.id: n.type for n in wf.nodes}
+    assert types_["guardrails"] == "guardrails" and types_["policies"] == "file_search" and types_["classifier"] == "agent"
+    assert [n.type for n in wf.nodes].count("if_else") == 2 and types_["code"] == "note"
+    guard = wf.node("guardrails")
+    assert [c["name"] for c in guard.config["guardrails"]] == ["Contains PII", "Jailbreak"] and guard.text is None
+    edges = {(e.source, e.label): e.target for e in wf.edges}
+    assert edges["guardrails", "fail"] == "end" and edges["guardrails", "pass"] == "policies"
+    route = wf.node("if_else")
+    assert route.branches == {"billing": 'input.output_parsed.classification == "billing"', "technical": 'input.output_parsed.classification == "technical"',
+                              "order": 'input.output_parsed.classification == "order"'}
+    assert wf.node("if_else1").branches == {"case_1": "input.output_parsed.confidence >= 0.8"}  # nested inside the technical branch
+    assert edges["if_else", "technical"] == "if_else1" and edges["if_else1", "else"] == "tech_agent"
+    assert wf.node("policies").vector_store_ids == ["vs_0002policies"] and wf.node("policies").query == "input.output_text" and wf.node("policies").max_results == 3
+    assert wf.node("urgent_tech_agent").message == "Urgent: {{workflow.input_as_text}}"
+    assert wf.node("classifier").output_schema["properties"]["priority"] == {"type": "integer"}  # the `integer` bug, read as meant
+    billing_tools = wf.node("billing_agent").tools
+    assert billing_tools[0] == {"type": "file_search", "vector_store_ids": ["vs_0002policies"]} and billing_tools[1] in ("refund_order", "refundOrder")
+    mcp = wf.node("order_agent").tools[0]
+    assert mcp["server_label"] == "orders" and SECRET not in json.dumps(mcp) and "api_key=REDACTED" in mcp["server_url"] and "region=eu" in mcp["server_url"]
+    kinds = {f.kind for f in report.findings}
+    assert {"mapped", "note", "bug", "secret"} <= kinds
+    bugs = " ".join(f.message for f in report.bugs)
+    assert "integer" in bugs and "never returns it" in bugs and "Tech agent" in bugs
+    assert SECRET not in str(report) and SECRET not in wf.to_json()
+
+
+def test_python_and_typescript_exports_of_one_workflow_give_the_same_graph():
+    for name in ("single_agent", "loop_approval"):
+        assert load(f"{name}.py").workflow == load(f"{name}.ts").workflow
+    py, ts = load("support.py").workflow, load("support.ts").workflow
+    assert py.edges == ts.edges and [n.id for n in py.nodes] == [n.id for n in ts.nodes]
+
+
+@pytest.mark.parametrize("language", ["py", "ts"])
+def test_state_a_while_loop_an_instructions_function_and_an_approval_stub(language):
+    wf, report = load(f"loop_approval.{language}")
+    assert {v.name: (v.type, v.default) for v in wf.state} == {"topic": ("string", ""), "drafts": ("number", 0), "max_drafts": ("number", 2)}
+    assert wf.node("set_topic").assignments == {"topic": "workflow.input_as_text"}
+    assert wf.node("loop").condition == "state.drafts < state.max_drafts"
+    assert wf.node("drafter").instructions == "Write draft number {{state.drafts}} of a short announcement about {{state.topic}}."
+    assert wf.node("set_drafts").assignments == {"drafts": "state.drafts + 1.0"}  # CEL: the state's numbers are doubles
+    assert wf.node("approval").message == "Publish the last draft?"
+    assert any("always approves" in f.message for f in report.bugs)
+    paused = wf.run_sync("the new library")
+    assert paused.status == "paused" and paused.path.count("drafter") == 2 and paused.state["drafts"] == 2.0
+    done = asyncio.run(paused.resume("reject"))
+    assert done.output == {"message": "Not published."}
+
+
+def test_the_export_is_parsed_never_run(tmp_path):
+    marker = tmp_path / "ran"
+    source = (FIXTURES / "single_agent.py").read_text().replace("from pydantic import BaseModel", f"from pydantic import BaseModel\nopen({str(marker)!r}, 'w')")
+    wf, report = Workflow.from_agent_builder(source)
+    assert not marker.exists() and wf.node("my_agent").name == "My agent"
+    assert any("Kept as note" in f.message for f in report.findings) is False  # module-level code is not a node either
+
+
+@pytest.mark.parametrize(("source", "message"), [
+    ("def run_workflow(:\n", "not Python the import can read"),
+    ("import os\n\nx = 1\n", "no run_workflow"),
+    ("import { Agent } from '@openai/agents';\nconst x = {;\n", "not TypeScript the import can read"),
+    ("/nonexistent/export.py", "Cannot read the export"),
+])
+def test_what_is_not_an_export_is_one_sentence(source, message):
+    with pytest.raises(ChatLabError, match=message):
+        Workflow.from_agent_builder(source)
+
+
+# -- to_python ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("make", list(templates.TEMPLATES.values()), ids=list(templates.TEMPLATES))
+def test_to_python_reads_back_as_the_same_graph(make):
+    wf = make()
+    code = wf.to_python()
+    ast.parse(code)
+    again, report = Workflow.from_agent_builder(code)
+    assert again == wf and not report.bugs
+    assert ".json()" not in code and "return True" not in code and "integer" not in code.replace("int", "")
+
+
+@pytest.mark.parametrize("name", ["support.py", "support.ts", "loop_approval.py"])
+def test_an_imported_export_written_back_has_its_bugs_fixed_and_reads_back_the_same(name):
+    wf, _ = load(name)
+    code = wf.to_python()
+    again, report = Workflow.from_agent_builder(code)
+    assert again == wf and report.bugs == []
+    assert SECRET not in code
+
+
+class _Offline(ModelProvider):
+    def get_model(self, model_name):
+        return MirrorModel(model_name or "mirror")
+
+
+@pytest.mark.parametrize("name", ["research-assistant", "customer-service"])
+def test_the_written_code_runs_and_branches_as_the_graph_does(name, monkeypatch):
+    wf = templates.TEMPLATES[name]()
+    module = types.ModuleType("generated")
+    exec(compile(wf.to_python(), f"<{name}>", "exec"), module.__dict__)  # our own generated code, not an export
+    module.run_config = lambda: RunConfig(model_provider=_Offline(), tracing_disabled=True)
+    asked = []
+    monkeypatch.setattr(builtins, "input", lambda prompt: asked.append(prompt) or "y")
+    text = "octopuses: return_item these shoes"
+    out = asyncio.run(module.run_workflow(module.WorkflowInput(input_as_text=text)))
+    graph = wf.run_sync(text, approvals={"approve_return": "approve"})
+    if name == "customer-service":
+        assert out == {"output_text": graph.output_text} and asked and asked[0].startswith("Approve this return?")
+    else:
+        assert "Write a short summary of these notes on octopuses" in out["output_text"] and graph.status == "completed"
+
+
+# -- the lab's documents and file search ------------------------------------------------------
+def test_documents_are_chunked_stored_and_ranked_with_bm25(make_lab, tmp_path):
+    docs = tmp_path / "kb"
+    docs.mkdir()
+    (docs / "refunds.md").write_text("# Refunds\n\nRefunds are issued within 30 days of a return. Keep the receipt.\n\n" + "Filler text. " * 100)
+    (docs / "shipping.md").write_text("# Shipping\n\nStandard shipping takes five business days; express takes two.")
+    (docs / "image.bin").write_bytes(b"\x00\x01")
+    lab = make_lab(workflow=templates.knowledge_base(), warm=False)
+    added = lab.documents.add(docs)
+    assert added.filename.tolist() == ["refunds.md", "shipping.md"] and added.chunks.tolist()[0] >= 2
+    assert lab.documents.add(docs / "refunds.md").document_id.tolist() == added.document_id.tolist()[:1]  # the same content: not added again
+    hits = lab.documents.search("how many days for a refund after a return", k=2)
+    assert hits[0].filename == "refunds.md" and hits[0].score > 0
+    assert lab.documents.search("zebra") == []
+    turn = lab.send_sync("How long does express shipping take?")
+    task = next(t for w in turn.events if w["type"] == "thread.item.done" and w["item"]["type"] == "workflow" for t in w["item"]["workflow"]["tasks"])
+    assert task["type"] == "file" and task["sources"][0]["filename"] == "shipping.md"
+    assert "express takes two" in turn.text  # the agent was given the excerpt
+    with pytest.raises(ChatLabError, match="no file or folder"):
+        lab.documents.add(tmp_path / "missing.md")
+
+
+def test_an_imported_support_export_runs_end_to_end_offline_on_local_documents(make_lab, tmp_path):
+    (tmp_path / "policy.md").write_text("Refund policy: refunds within 30 days.")
+    wf, _ = load("support.py")
+    lab = make_lab(workflow=wf, warm=False)
+    lab.documents.add(tmp_path / "policy.md")
+    turn = lab.send_sync("I was charged twice, refund please")
+    assert turn.error is None
+    nodes = lab.nodes_df()
+    assert nodes.node_id.tolist()[:4] == ["start", "guardrails", "policies", "classifier"] and "failed" not in set(nodes.status)
+    assert json.loads(nodes.output[2])["results"][0]["filename"] == "policy.md"
+    assert set(nodes.model.dropna()) <= {"gpt-4.1-mini", "gpt-4.1", "gpt-5"}  # the node's model is recorded; the offline model ran it

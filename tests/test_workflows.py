@@ -276,3 +276,109 @@ def test_published_versions_are_numbered_immutable_and_can_be_rolled_back(make_l
         lab.use_workflow("nope")
     lab.use_workflow(None)
     assert lab.workflow is None and "offline model" in lab.send_sync("hi").text
+
+
+def test_a_diff_between_versions_lists_added_removed_and_changed_nodes(make_lab):
+    lab = make_lab(warm=False)
+    first = support()
+    data = first.model_dump(by_alias=True)
+    data["nodes"] = [n for n in data["nodes"] if n["id"] != "grounded"]
+    data["edges"] = [e for e in data["edges"] if "grounded" not in (e["source"], e["target"])] + [
+        {"source": f"{k}_agent", "target": "end", "label": None} for k in ("billing", "technical", "general")]
+    for node in data["nodes"]:
+        if node["id"] == "billing_agent":
+            node["instructions"] = "Billing, briefly."
+        if node["id"] == "route":
+            node["branches"]["billing"] = 'input.output_parsed.classification == "billing" && input.output_parsed.confidence > 0.5'
+    data["nodes"].append({"id": "audit", "type": "note", "text": "v2 drops the hallucination check"})
+    second = Workflow.model_validate(data)
+    assert lab.publish(first) == 1 and lab.publish(second) == 2
+    changes = lab.workflow_diff("customer-support@1", "customer-support@2")
+    assert changes.added == ["audit"] and changes.removed == ["grounded"] and changes.changed == ["route", "billing_agent"]
+    fields = {(r["id"], r["field"]) for r in changes.rows if r["change"] == "changed"}
+    assert ("billing_agent", "instructions") in fields and ("route", "branches") in fields
+    edges = {(r["id"], r["change"]) for r in changes.rows if r["what"] == "edge"}
+    assert ("billing_agent → end", "added") in edges and ("grounded → end", "removed") in edges
+    assert "customer-support@1 → customer-support@2: 1 nodes added, 1 removed, 2 changed" in str(changes)
+    assert not first.diff(first) and list(changes.df.columns) == ["what", "id", "change", "field", "before", "after"]
+
+
+def test_replay_reruns_a_thread_on_another_version_for_the_diff(make_lab):
+    lab = make_lab(warm=False)
+    first = support()
+    second = first.model_copy(update={"nodes": [n.model_copy(update={"instructions": "BILLING V2"}) if n.id == "billing_agent" else n
+                                                for n in first.nodes]}).checked()
+    lab.publish(first)
+    lab.publish(second)
+    lab.use_workflow("customer-support@1")
+    thread = lab.send_sync("billing: my invoice is wrong").thread_id
+    replayed = lab.replay(thread, workflow="customer-support@2").run_sync()
+    assert "BILLING V2" in replayed.steps[0].reply and "BILLING V2" not in lab.turns_df(thread).reply_text[0]
+    versions = lab.nodes_df().groupby("thread_id").workflow_version.first().to_dict()
+    assert versions == {thread: 1, replayed.thread_id: 2}
+    assert json.loads(lab.sql("SELECT overrides FROM lineage").overrides[0]) == {"workflow": "customer-support@2"}
+    assert lab.diff(thread, replayed.thread_id).df.same_reply.tolist() == [False]
+
+
+def test_stop_during_an_agent_node_keeps_what_was_streamed_and_records_the_cancel(make_lab):
+    import asyncio
+
+    from chatkit_lab.context import build_context
+    from chatkit_lab.models import MirrorModel
+    from chatkit_lab.transport.requests import handle_request, parse_sse
+
+    lab = make_lab(model=MirrorModel(delay=0.005), workflow=linear(AgentNode("writer", instructions="Write."), EndNode("end")), warm=False)
+    thread = lab.send_sync("hello").thread_id
+
+    async def stream_then_cancel():
+        body = json.dumps({"type": "threads.add_user_message", "params": {"thread_id": thread, "input": {
+            "content": [{"type": "input_text", "text": "/words 3000"}], "attachments": [], "inference_options": {}}}})
+        reply = await handle_request(lab.server, body, build_context(body, user_id="local"))
+        deltas = 0
+
+        async def consume():
+            nonlocal deltas
+            async for chunk in reply.stream:
+                deltas += sum(1 for e in parse_sse(chunk) if e["type"] == "thread.item.updated" and e["update"]["type"].endswith("text_delta"))
+
+        task = asyncio.create_task(consume())
+        while deltas < 20:
+            await asyncio.sleep(0.005)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    lab.runtime.loop.call(stream_then_cancel(), timeout=30)
+    lab.runtime.call(asyncio.sleep(0.2))
+    kept = lab.sql("SELECT text FROM items WHERE thread_id = ? AND type = 'assistant_message' ORDER BY created_at", [thread]).text.tolist()
+    assert len(kept) == 2 and kept[1].startswith("w1 w2") and "w3000" not in kept[1]
+    assert lab.turns_df(thread).status.tolist() == ["completed", "cancelled"]
+    assert lab.nodes_df(thread).status.tolist()[-1] == "cancelled"
+
+
+def test_an_mcp_node_calls_the_labs_mcp_server_with_the_credential_injected_server_side(make_lab, db_path):
+    import subprocess
+    import sys
+
+    from chatkit_lab.auth import mcp_server
+    from chatkit_lab.workflows import MCPNode
+
+    from .conftest import found_in_database, free_port
+    from .test_mcp import SERVER, TOKEN
+
+    proc = subprocess.Popen([sys.executable, str(SERVER), str(free_port())], stdout=subprocess.PIPE, text=True, env={"CRM_TOKEN": TOKEN, "PATH": ""})
+    try:
+        url = proc.stdout.readline().split()[1]
+        wf = linear(MCPNode("orders", server="crm", tool="lookup_orders", arguments={"customer": "workflow.input_as_text"}),
+                    EndNode("end", output="Orders: {{input.output_text}}"))
+        lab = make_lab(mcp_servers=[mcp_server(url, credential="crm_token", name="crm")], workflow=wf, warm=False)
+        lab.secrets.set("crm_token", TOKEN, user_id="local")
+        assert lab.send_sync("acme").text == "Orders: acme: 2 open orders (#1001 anvils, #1002 rockets)"
+        assert "unauthorized" in lab.send_sync("acme", user_id="bob").text.lower()  # bob has no token
+        missing = linear(MCPNode("orders", server="erp", tool="x"), EndNode("end"))
+        lab.use_workflow(missing)
+        assert "calls the MCP server 'erp', which this lab is not connected to (its servers: crm)" in lab.send_sync("x").error
+        lab.close()
+        assert found_in_database(db_path, TOKEN) == []
+    finally:
+        proc.kill()
+        proc.wait(10)

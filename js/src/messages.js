@@ -141,6 +141,8 @@ function TaskRow({ task }) {
     <span class="ckl-task-mark" aria-hidden="true">${INDICATOR[task.status_indicator] || "•"}</span>
     <span class="ckl-task-title" dangerouslySetInnerHTML=${{ __html: renderInline(title) }} />
     ${body && html`<div class="ckl-task-body">${body}</div>`}
+    ${task.sources?.length ? html`<ul class="ckl-task-sources" aria-label="Sources">${task.sources.map((s, i) => html`<li key=${i}
+      class="ckl-task-source" title=${s.description || ""}>${s.title || s.filename || s.url}</li>`)}</ul>` : null}
   </li>`;
 }
 

@@ -26,6 +26,7 @@ from .store import queries
 from .transport.limits import Limits
 from .turn import Turn
 from .workflows import Workflow, versions
+from .workflows.diff import WorkflowDiff
 from .workflows.run import Services, services_for
 from .workflows.turns import ChatWorkflow, redactors
 from .workflows.versions import Resolved
@@ -226,10 +227,13 @@ class ChatLab:
             server.workflow = None
             self.runtime.masks[:] = [m for m in [self.guardrails.redactor() if self.guardrails else None] if m]
             return None
+        server.workflow = self._chat_workflow(workflow)
+        self.runtime.masks[:] = [m for m in [self.guardrails.redactor() if self.guardrails else None] if m] + redactors(server.workflow.resolved.workflow)
+        return server.workflow.resolved
+
+    def _chat_workflow(self, workflow: Any) -> ChatWorkflow:
         resolved = self.runtime.call(self._resolve(workflow))
-        server.workflow = ChatWorkflow(resolved, self.workflow_services(), self.db, self.runtime.tracer.record_rows, self.runtime.redact)
-        self.runtime.masks[:] = [m for m in [self.guardrails.redactor() if self.guardrails else None] if m] + redactors(resolved.workflow)
-        return resolved
+        return ChatWorkflow(resolved, self.workflow_services(), self.db, self.runtime.tracer.record_rows, self.runtime.redact)
 
     async def _resolve(self, workflow: Any) -> Resolved:
         if isinstance(workflow, Path) or (isinstance(workflow, str) and workflow.endswith(".json")):
@@ -258,6 +262,12 @@ class ChatLab:
     async def _in_transaction(self, fn: Any, *args: Any) -> Any:
         async with self.db.transaction() as cur:
             return fn(cur, *args)
+
+    def workflow_diff(self, before: Any, after: Any) -> WorkflowDiff:
+        """What changed from ``before`` to ``after`` (each a ``Workflow``, ``"name@1"`` or a path): nodes
+        added, removed and changed (instructions, conditions, models…) and edges added and removed."""
+        a, b = (self.runtime.call(self._resolve(w)) for w in (before, after))
+        return a.workflow.diff(b.workflow, before=a.label, after=b.label)
 
     def workflow_versions_df(self, name: str | None = None) -> Any:
         """Every published version: name, version, whether it is the default, hash, note, date."""
@@ -409,7 +419,7 @@ class ChatLab:
     def replay(
         self, thread_id: str, *, instructions: str | None = None, model: Any = None, tools: Sequence[Tool] | None = None,
         context: dict[str, Any] | None = None, user_id: str | None = None, strategy: str | None = None,
-        agent: Agent | None = None,
+        agent: Agent | None = None, workflow: Any = None,
     ) -> Replay:
         """Re-run a thread's user messages under changed settings into a new thread, which
         records what it was replayed from and with which overrides. Returns a ``Replay``: run it
@@ -417,10 +427,13 @@ class ChatLab:
 
         Each turn gets the context its original turn had, updated with ``context``; ``user_id``
         replays as another user (the new thread is theirs); ``strategy`` changes the injection.
+        ``workflow``: another workflow or version (``"support@2"``) to answer the turns; by default
+        the lab's own workflow answers, when it has one.
         """
+        chosen = self._chat_workflow(workflow) if workflow is not None else None
         return replay.start(
             self.runtime, thread_id, instructions=instructions, model=model, tools=tools, context=context,
-            user_id=user_id, strategy=strategy, agent=agent,
+            user_id=user_id, strategy=strategy, agent=agent, workflow=chosen,
         )
 
     async def replay_many(self, thread_ids: Sequence[str], *, concurrency: int = 4, progress: bool = True, **overrides: Any) -> list[Replay]:

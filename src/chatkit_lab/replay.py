@@ -32,6 +32,7 @@ from .store.items import item_adapter, item_text
 from .store.queries import EXCHANGE_FACTS, REPLAY_PLAN, thread_owner
 from .store.rows import stored_json
 from .turn import Turn
+from .workflows.turns import ChatWorkflow
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -193,18 +194,20 @@ class Replay:
 def start(
     runtime: Runtime, source: str, *, instructions: str | None = None, model: Any = None, tools: Sequence[Tool] | None = None,
     context: dict[str, Any] | None = None, user_id: str | None = None, strategy: str | None = None, agent: Agent | None = None,
+    workflow: ChatWorkflow | None = None,
 ) -> Replay:
     """A ``Replay`` of thread ``source`` into a new thread, under these overrides (see ``lab.replay``)."""
     runtime.flush()  # the original turns' recorded context is read from model_inputs
     return runtime.call(_start(
         runtime, source, instructions=instructions, model=model, tools=tools, context=context,
-        user_id=user_id, strategy=strategy, agent=agent,
+        user_id=user_id, strategy=strategy, agent=agent, workflow=workflow,
     ))
 
 
 async def _start(
     runtime: Runtime, source: str, *, instructions: str | None, model: Any, tools: Sequence[Tool] | None,
     context: dict[str, Any] | None, user_id: str | None, strategy: str | None, agent: Agent | None,
+    workflow: ChatWorkflow | None = None,
 ) -> Replay:
     if strategy is not None:
         ContextInjection(strategy)  # a clear error for an unknown strategy, before anything is written
@@ -225,6 +228,7 @@ async def _start(
         "instructions": instructions, "model": backend.description if model is not None and backend else None,
         "tools": [getattr(t, "name", str(t)) for t in tools] if tools is not None else None,
         "context": context, "user_id": user_id, "strategy": strategy, "agent": agent.name if agent else None,
+        "workflow": workflow.resolved.label if workflow is not None else None,
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     async with runtime.db.transaction() as cur:
@@ -249,6 +253,7 @@ async def _start(
         runtime.store, replay_agent, backend=backend, history_limit=lab_server.history_limit,
         trace_metadata={**lab_server.trace_metadata, "replay_of": source}, turn_log=runtime.tracer.record_turn,
         actions=lab_server.actions, secrets=runtime.secrets, input_log=runtime.tracer.record_input,
+        row_log=runtime.tracer.record_rows, workflow=workflow or lab_server.workflow,
     )
     return Replay(runtime, source, thread_id, new_owner, server, plan, attachments, context, strategy, user_id is not None)
 

@@ -114,8 +114,9 @@ async def chat_events(
     thread_id = agent_ctx.thread.id
     tasks = NodeTasks(thread_id, lambda: new_id("workflow"))
     replied = False
+    steps = execution.steps(decision)
     try:
-        async for step in execution.steps(decision):
+        async for step in steps:
             match step:
                 case NodeStarted(run=run) if run.node_type not in QUIET:
                     for event in tasks.started(run):
@@ -146,6 +147,7 @@ async def chat_events(
                     id=new_id("message"), thread_id=thread_id, created_at=datetime.now(), content=[AssistantMessageContent(text=text)]))
     finally:
         agent_ctx.workflow_item = None
+        await steps.aclose()  # on Stop: the running node is marked cancelled before the turn is logged
 
 
 def _end_text(execution: Execution, final: NodeRun | None, replied: bool) -> str | None:

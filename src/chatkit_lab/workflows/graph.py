@@ -21,8 +21,10 @@ from ..guardrails.config import load_config
 from ..guardrails.engine import run_sync
 from ..models import resolve_backend
 from .agent_builder import ImportReport, read_export, write_python
+from .diff import WorkflowDiff, diff
 from .expressions import Compiled, Names, compile_expression, compile_template
 from .run import WorkflowResult, run_workflow, services_for
+from .view import GraphView, draw
 
 NODE_TYPES = ("start", "agent", "guardrails", "if_else", "while", "user_approval", "set_state", "transform", "file_search", "mcp", "note", "end")
 STATE_TYPES: dict[str, type | tuple[type, ...]] = {"string": str, "number": (int, float), "boolean": bool, "object": dict, "list": list}
@@ -405,6 +407,19 @@ class Workflow(_Model):
         result: WorkflowResult = run_sync(self.run(text, **kwargs))
         return result
 
+    def diff(self, other: Workflow, *, before: str = "before", after: str = "after") -> WorkflowDiff:
+        """Nodes added, removed and changed (field by field), and edges added and removed, from this graph to ``other``."""
+        return diff(self, other, before, after)
+
+    # -- the graph view --------------------------------------------------------------------
+    def show(self, run: Any = None, *, lab: Any = None) -> GraphView:
+        """The graph as SVG (a notebook cell shows it), with the path of ``run`` highlighted: a
+        ``WorkflowResult``, a list of node ids, or (with ``lab``) a ``Turn`` or a turn_id."""
+        return draw(self, _path_of(run, lab))
+
+    def _repr_html_(self) -> str:
+        return draw(self)._repr_html_()
+
     # -- Agent Builder ---------------------------------------------------------------------
     @classmethod
     def from_agent_builder(cls, source: str | Path) -> Imported:
@@ -462,6 +477,24 @@ class Imported(NamedTuple):
 
     workflow: Workflow
     report: ImportReport
+
+
+def _path_of(run: Any, lab: Any) -> list[str]:
+    if run is None:
+        return []
+    if isinstance(run, WorkflowResult):
+        return run.path
+    if isinstance(run, list | tuple):
+        return [str(node_id) for node_id in run]
+    if lab is None:
+        raise ChatLabError("To show the path of a chat turn, pass the lab too: wf.show(turn, lab=lab).")
+    thread_id = getattr(run, "thread_id", None)
+    nodes = lab.nodes_df(thread_id) if thread_id else lab.nodes_df()
+    turn_id = run if isinstance(run, str) else (nodes.turn_id.iloc[-1] if len(nodes) else None)
+    path = nodes[nodes.turn_id == turn_id].sort_values("node_index").node_id.tolist()
+    if not path:
+        raise ChatLabError(f"No workflow nodes ran in {'turn ' + run if isinstance(run, str) else 'that turn'}.")
+    return list(path)
 
 
 def _differences(wf: Workflow, data: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -269,7 +269,7 @@ class Execution:
         )
 
     # -- the run -----------------------------------------------------------------------------
-    async def steps(self, decision: str | None = None) -> AsyncIterator[Step]:
+    async def steps(self, decision: str | None = None) -> AsyncGenerator[Step, None]:
         """Run from the start (or, resumed, from the approval with ``decision`` "approve" or
         "reject") to an end, a failure, or the next approval."""
         self._trace.start(mark_as_current=False)

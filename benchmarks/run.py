@@ -444,6 +444,92 @@ def bench_guardrails(turns: int, runs: int, tmp: Path) -> dict[str, Any]:
     return out
 
 
+def big_export(agents: int) -> str:
+    """A Python export in Agent Builder's idiom: a classifier routing to ``agents`` specialists."""
+    labels = [f"topic_{i}" for i in range(agents)]
+    head = ["from agents import Agent, ModelSettings, TResponseInputItem, Runner, RunConfig, trace", "from pydantic import BaseModel", "",
+            "class ClassifierSchema(BaseModel):", "  classification: str", "", "",
+            'classifier = Agent(name="Classifier", instructions="Pick a topic.", model="gpt-4.1-mini", output_type=ClassifierSchema,',
+            "  model_settings=ModelSettings(temperature=0, store=True))", ""]
+    for label in labels:
+        head += [f"{label}_agent = Agent(", f'  name="{label} agent",', f'  instructions="You answer questions about {label}.",',
+                 '  model="gpt-4.1",', "  model_settings=ModelSettings(", "    store=True", "  )", ")", ""]
+    body = ["class WorkflowInput(BaseModel):", "  input_as_text: str", "", "", "async def run_workflow(workflow_input: WorkflowInput):",
+            '  with trace("Big router"):', "    state = {}", "    workflow = workflow_input.model_dump()",
+            '    conversation_history: list[TResponseInputItem] = [{"role": "user", "content": [{"type": "input_text", "text": workflow["input_as_text"]}]}]',
+            "    classifier_result_temp = await Runner.run(classifier, input=[*conversation_history], run_config=RunConfig(trace_metadata={",
+            '      "__trace_source__": "agent-builder", "workflow_id": "wf_big"}))',
+            "    conversation_history.extend([item.to_input_item() for item in classifier_result_temp.new_items])",
+            '    classifier_result = {"output_text": classifier_result_temp.final_output.model_dump_json(), "output_parsed": classifier_result_temp.final_output.model_dump()}']
+    for i, label in enumerate(labels):
+        body += [f'    {"if" if i == 0 else "elif"} classifier_result["output_parsed"]["classification"] == "{label}":',
+                 f"      {label}_agent_result_temp = await Runner.run(", f"        {label}_agent,", "        input=[", "          *conversation_history", "        ],",
+                 "        run_config=RunConfig(trace_metadata={", '          "__trace_source__": "agent-builder",', '          "workflow_id": "wf_big"', "        })",
+                 "      )", f"      conversation_history.extend([item.to_input_item() for item in {label}_agent_result_temp.new_items])",
+                 f'      {label}_agent_result = {{"output_text": {label}_agent_result_temp.final_output_as(str)}}', f"      return {label}_agent_result"]
+    return "\n".join(head + body) + "\n"
+
+
+def bench_workflows(turns: int, runs: int, tmp: Path) -> dict[str, Any]:
+    from chatkit_lab.workflows import (
+        AgentNode,
+        Edge,
+        EndNode,
+        GuardrailsNode,
+        IfElseNode,
+        StartNode,
+        Workflow,
+        chain,
+        templates,
+    )
+
+    out: dict[str, Any] = {}
+    schema = templates.classifier_schema("billing", "general")
+    five = Workflow(name="five", nodes=[
+        StartNode("start"), GuardrailsNode("pii", config={"guardrails": [{"name": "Contains PII", "config": {}}]}),
+        AgentNode("classify", instructions="Classify.", output_schema=schema),
+        IfElseNode("route", branches={"billing": 'input.output_parsed.classification == "billing"'}),
+        AgentNode("answer", instructions="Answer."), EndNode("end"),
+    ], edges=[*chain("start", "pii"), Edge("pii", "classify", "pass"), *chain("classify", "route"), Edge("route", "answer", "billing"),
+              Edge("route", "answer", "else"), *chain("answer", "end")])
+    lab = ChatLab(tmp / "workflow.duckdb", warm=False)
+    times: dict[str, list[float]] = {"agent": [], "workflow": []}
+    try:
+        for n in range(turns // 5 + 4):  # the two take turns, a thread of five each, so noise falls on both
+            for key in ("agent", "workflow") if n % 2 else ("workflow", "agent"):
+                lab.use_workflow(five if key == "workflow" else None)
+                thread = None
+                for i in range(5):
+                    t0 = time.perf_counter()
+                    thread = lab.send_sync(f"turn {i}: a billing question about invoice {n}", thread).thread_id
+                    if n >= 4:
+                        times[key].append((time.perf_counter() - t0) * 1000)
+        out["nodes_per_turn"] = float(lab.sql("SELECT count(*) / count(DISTINCT turn_id) AS n FROM workflow_nodes").n[0])
+    finally:
+        lab.close()
+    out["agent_p50"], out["workflow_p50"] = pct(times["agent"], 0.5), pct(times["workflow"], 0.5)
+    source = big_export(21)
+    out["lines"] = source.count("\n")
+    timings = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        imported, _ = Workflow.from_agent_builder(source)
+        timings.append((time.perf_counter() - t0) * 1000)
+    out["import_ms"], out["import_nodes"] = pct(timings, 0.5), len(imported.nodes)
+    ts = (Path(__file__).parent.parent / "tests" / "fixtures" / "agent_builder" / "support.ts").read_text()
+    out["ts_lines"] = ts.count("\n")
+    timings = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        Workflow.from_agent_builder(ts)
+        timings.append((time.perf_counter() - t0) * 1000)
+    out["ts_import_ms"] = pct(timings, 0.5)
+    t0 = time.perf_counter()
+    code = imported.to_python()
+    out["to_python_ms"], out["to_python_lines"] = (time.perf_counter() - t0) * 1000, code.count("\n")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the script runs")
@@ -534,6 +620,15 @@ def main() -> None:
         for row in g["pii"].itertuples():
             say(f"| {row.entity} | {row.precision:.3f} | {row.recall:.3f} | {row.tp} | {row.fp} | {row.fn} |")
         say("")
+
+        w = bench_workflows(turns, 5 if args.quick else 30, tmp)
+        say("## Workflows\n")
+        say(f"- a 5-node workflow turn (guardrail → classifier → if/else → agent → end; {w['nodes_per_turn']:.0f} node runs a turn, two of them "
+            f"model calls) against the same lab's single-agent turn, offline model, p50: {w['workflow_p50']:.2f} vs {w['agent_p50']:.2f} ms: "
+            f"**{w['workflow_p50'] / w['agent_p50']:.2f}x** (goal <= 1.5x)")
+        say(f"- import of a {w['lines']}-line Python export ({w['import_nodes']} nodes; `ast`, never run): **{w['import_ms']:.1f} ms** (goal <= 100 ms); "
+            f"the {w['ts_lines']}-line TypeScript fixture (tree-sitter): {w['ts_import_ms']:.1f} ms; `to_python()` of the imported graph "
+            f"({w['to_python_lines']} lines, read back to check it): {w['to_python_ms']:.0f} ms\n")
 
     if args.quick:
         say("\n## Browser\n\nNot run with --quick.")

@@ -180,3 +180,24 @@ def test_an_imported_support_export_runs_end_to_end_offline_on_local_documents(m
     assert nodes.node_id.tolist()[:4] == ["start", "guardrails", "policies", "classifier"] and "failed" not in set(nodes.status)
     assert json.loads(nodes.output[2])["results"][0]["filename"] == "policy.md"
     assert set(nodes.model.dropna()) <= {"gpt-4.1-mini", "gpt-4.1", "gpt-5"}  # the node's model is recorded; the offline model ran it
+
+
+def test_an_embedder_reranks_the_bm25_hits_and_a_failing_one_costs_only_the_reranking(make_lab, caplog):
+    from chatkit_lab.documents import Documents
+
+    async def embed(texts):  # a scripted embedder: "fast" things point one way, the rest the other
+        return [[1.0, 0.0] if ("fast" in t.lower() or "express" in t.lower()) else [0.0, 1.0] for t in texts]
+
+    async def broken(texts):
+        raise RuntimeError("no embeddings here")
+
+    lab = make_lab(warm=False)
+    docs = Documents(lab.db, lab.runtime.call, user_id=lambda: "local", embedder=embed)
+    docs.add_text("standard.md", "Standard shipping takes five business days.")
+    docs.add_text("express.md", "Express shipping takes two business days.")
+    assert [h.filename for h in docs.search("fast shipping", k=2)] == ["express.md", "standard.md"]
+    assert lab.sql("SELECT count(*) AS n FROM document_chunks WHERE embedding IS NOT NULL").n[0] == 2
+    failing = Documents(lab.db, lab.runtime.call, user_id=lambda: "local", embedder=broken)
+    failing.add_text("returns.md", "Returns within 30 days.")
+    assert [h.filename for h in failing.search("returns", k=1)] == ["returns.md"]
+    assert "stored without embeddings" in caplog.text and "ranked by BM25 alone" in caplog.text

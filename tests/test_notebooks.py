@@ -61,6 +61,22 @@ EXPECTED = {
         "<Chart size 700x300 with 1 Axes>",
         "✓ Correct",
     ],
+    "05_workflows.ipynb": [
+        "Node 'route' (if_else), branch 'billing': `input.output_parsed.clasification = \"billing\"` is not valid CEL: Syntax error",
+        "completed ['start', 'pii', 'classify', 'route', 'billing', 'end']",
+        "My invoice shows a billing error, write to <EMAIL_ADDRESS>",
+        "Mask PII · guardrails\nClassifier · agent\nRoute · if_else\nTech agent · agent",
+        "['paused']",
+        "Your return is approved; a label is on its way.",
+        "['paused', 'completed']",
+        "support@1 → support@2: 0 nodes added, 0 removed, 1 changed",
+        "1 turns, 1 replies differ",
+        "Imported 'Refund desk' from python: 7 mapped, 0 kept as notes, 3 export bugs, 1 secrets removed",
+        "False https://mcp.example.com/sse?api_key=REDACTED",
+        "144 lines; True False",
+        "['shipping.md']",
+        "✓ Correct",
+    ],
     "06_guardrails.ipynb": [
         "I'm <EMAIL_ADDRESS>, call <PHONE_NUMBER>, SSN <US_SSN>",
         "Order 4155550132 shipped on 2026-12-01 with v1.2.3; card 4111 1111 1111 1112 was a typo",  # left alone

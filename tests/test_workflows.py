@@ -382,3 +382,42 @@ def test_an_mcp_node_calls_the_labs_mcp_server_with_the_credential_injected_serv
     finally:
         proc.kill()
         proc.wait(10)
+
+
+def test_an_approval_can_be_answered_from_a_cell(make_lab):
+    lab = make_lab(workflow=templates.customer_service(), warm=False)
+    thread = lab.send_sync("I want to return_item my shoes").thread_id
+    with pytest.raises(ChatLabError, match="is waiting for 'bob'"):
+        lab.decide_sync(thread, user_id="bob")
+    with pytest.raises(ChatLabError, match="'approve' or 'reject', not 'maybe'"):
+        lab.decide_sync(thread, "maybe")
+    assert lab.decide_sync(thread, "reject").text.startswith("The return was not approved")
+    with pytest.raises(ChatLabError, match="No workflow in thread"):
+        lab.decide_sync(thread)
+
+
+def test_a_structured_output_that_breaks_its_schema_fails_the_node_with_the_reason():
+    schema = templates.classifier_schema("billing", "general")
+    wf = linear(AgentNode("classify", output_schema=schema), EndNode("end"))
+    result = wf.run_sync("x", model=Scripted('{"classification": "weather", "confidence": 0.4}'))
+    assert result.status == "failed" and "does not match the node's schema: 'weather' is not one of ['billing', 'general']" in result.error
+    result = wf.run_sync("x", model=Scripted("not json"))
+    assert "the output is not JSON" in result.error
+
+
+def test_run_from_a_cell_with_a_lab_uses_its_tools_and_writes_its_traces(make_lab):
+    import asyncio
+
+    from agents import function_tool
+
+    @function_tool
+    def lookup_order(order_id: str) -> str:
+        """The order's status."""
+        return f"order {order_id}: shipped"
+
+    lab = make_lab(tools=[lookup_order], warm=False)
+    wf = linear(AgentNode("clerk", tools=["lookup_order"]), EndNode("end"))
+    result = asyncio.run(wf.run('call lookup_order {"order_id": "42"}', lab=lab))
+    assert result.status == "completed" and result["clerk"].output["output_text"] == "Tool `lookup_order` returned: order 42: shipped"
+    spans = lab.sql("SELECT name FROM spans WHERE trace_id = ?", [result.trace_id]).name.tolist()
+    assert "clerk" in spans and "lookup_order" in spans  # the node span, the agent's and the tool's, in the lab's file

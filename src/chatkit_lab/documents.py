@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -24,6 +25,7 @@ from .errors import ChatLabError
 from .store.database import Database
 from .store.items import utc_now
 
+log = logging.getLogger("chatkit_lab")
 CHUNK_CHARS = 800
 OVERLAP_CHARS = 120
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst", ".csv", ".json", ".jsonl", ".html", ".htm", ".xml", ".yaml", ".yml", ".py", ".ts", ".js"}
@@ -107,7 +109,7 @@ class Documents:
         for path, text in texts:
             digest = hashlib.sha256(text.encode()).hexdigest()
             pieces = chunks(text)
-            vectors = await self.embedder(pieces) if self.embedder is not None and pieces else None
+            vectors = await self._embedded(pieces, path.name)
             async with self.db.transaction() as cur:
                 same = cur.execute("SELECT document_id FROM documents WHERE path = ? AND content_hash = ?", [str(path), digest]).fetchone()
                 if same:
@@ -125,6 +127,17 @@ class Documents:
             ids.append(document_id)
         self._generation += 1
         return self.df(ids)
+
+    async def _embedded(self, pieces: list[str], name: str) -> list[list[float]] | None:
+        """The chunks' embeddings, or None: without them BM25 alone ranks, so a provider that
+        cannot embed (no key, no such model) costs the re-ranking, not the document."""
+        if self.embedder is None or not pieces:
+            return None
+        try:
+            return await self.embedder(pieces)
+        except Exception as exc:
+            log.warning("%s is stored without embeddings (BM25 ranks it alone): %s: %s", name, type(exc).__name__, exc)
+            return None
 
     def remove(self, document_id: str) -> None:
         self._run(self._remove(document_id))
@@ -160,7 +173,10 @@ class Documents:
         found, scores = index.retrieve(tokens, k=min(len(rows), max(k, 1) * (4 if self.embedder else 1)), show_progress=False)
         candidates = [(int(i), float(s)) for i, s in zip(found[0], scores[0], strict=True) if s > 0]
         if self.embedder is not None and candidates:
-            candidates = await self._rerank(query, candidates, rows)
+            try:
+                candidates = await self._rerank(query, candidates, rows)
+            except Exception as exc:
+                log.warning("search is ranked by BM25 alone: the embedder failed: %s: %s", type(exc).__name__, exc)
         return [Hit(rows[i][0], rows[i][1], rows[i][2], rows[i][3], score) for i, score in candidates[:k]]
 
     async def _rerank(self, query: str, candidates: list[tuple[int, float]], rows: list[tuple[str, str, int, str]]) -> list[tuple[int, float]]:
@@ -222,11 +238,15 @@ def _stemmer() -> Any:
     return _STEMMER
 
 
-def openai_embedder(client: Any, model: str = "text-embedding-3-small") -> Embedder:
-    """Embeddings from an OpenAI(-compatible) client, for ``Documents(embedder=...)``."""
+def openai_embedder(client: Callable[[], Any], model: str = "text-embedding-3-small") -> Embedder:
+    """Embeddings from an OpenAI(-compatible) client, made on first use (``client()``), for
+    ``Documents(embedder=...)``."""
+    made: list[Any] = []
 
     async def embed(texts: list[str]) -> list[list[float]]:
-        reply = await client.embeddings.create(model=model, input=texts)
+        if not made:
+            made.append(client())
+        reply = await made[0].embeddings.create(model=model, input=texts)
         return [list(d.embedding) for d in reply.data]
 
     return embed

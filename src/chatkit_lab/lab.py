@@ -26,6 +26,7 @@ from .store import queries
 from .transport.limits import Limits
 from .turn import Turn
 from .workflows import Workflow, versions
+from .workflows.chat import APPROVE, REJECT
 from .workflows.diff import WorkflowDiff
 from .workflows.run import Services, services_for
 from .workflows.turns import ChatWorkflow, redactors
@@ -121,7 +122,7 @@ class ChatLab:
         ))
         self._mcp = MCPConnections(agent.mcp_servers, self.runtime.loop)
         self.documents = Documents(self.db, self.runtime.call, user_id=lambda: self.user_id,
-                                   embedder=openai_embedder(self.backend.client or _openai()) if self.backend.kind == "openai" else None)
+                                   embedder=openai_embedder(lambda: self.backend.client or _openai()) if self.backend.kind == "openai" else None)
         self._closed = False
         _LABS.add(self)
         try:
@@ -262,6 +263,26 @@ class ChatLab:
     async def _in_transaction(self, fn: Any, *args: Any) -> Any:
         async with self.db.transaction() as cur:
             return fn(cur, *args)
+
+    async def decide(self, thread_id: str, decision: str = "approve", *, user_id: str | None = None) -> Turn:
+        """Answer the approval a workflow is waiting for in ``thread_id``, as a click on its Approve
+        (``"approve"``) or Reject (``"reject"``) button would; the run goes on and its reply is returned."""
+        return await self.runtime.run(self._decide(thread_id, decision, user_id or self.user_id))
+
+    def decide_sync(self, thread_id: str, decision: str = "approve", *, user_id: str | None = None) -> Turn:
+        return self.runtime.call(self._decide(thread_id, decision, user_id or self.user_id))
+
+    async def _decide(self, thread_id: str, decision: str, user_id: str) -> Turn:
+        if decision not in ("approve", "reject"):
+            raise ChatLabError(f"An approval is answered with 'approve' or 'reject', not {decision!r}.")
+        async with self.db.acursor() as cur:
+            found = cur.execute(versions.PENDING_SQL, [thread_id, user_id]).fetchone()
+        if found is None:
+            raise ChatLabError(f"No workflow in thread {thread_id!r} is waiting for {user_id!r} to approve anything.")
+        run_id, item_id = found
+        action = {"type": APPROVE if decision == "approve" else REJECT, "payload": {"run_id": run_id}}
+        body = {"type": "threads.custom_action", "params": {"thread_id": thread_id, "item_id": item_id, "action": action}}
+        return Turn.of(thread_id, await self.runtime.request(body, user_id))
 
     def workflow_diff(self, before: Any, after: Any) -> WorkflowDiff:
         """What changed from ``before`` to ``after`` (each a ``Workflow``, ``"name@1"`` or a path): nodes

@@ -36,6 +36,7 @@ from .run import AgentStreaming, ApprovalNeeded, Execution, NodeFinished, NodeRu
 
 APPROVE, REJECT = "workflow.approve", "workflow.reject"
 QUIET = ("start", "note", "end")  # node types that run without a task (an end with text shows it as the reply)
+INSTANT = ("if_else", "while", "set_state", "transform")  # CEL only: their task appears once, finished
 
 
 class NodeTasks:
@@ -46,8 +47,8 @@ class NodeTasks:
         self.item: WorkflowItem | None = None
         self._task: dict[int, tuple[WorkflowItem, int]] = {}  # run index -> (its item, task index)
 
-    def started(self, run: NodeRun) -> list[ThreadStreamEvent]:
-        task = CustomTask(title=_title(run), content=None, status_indicator="loading")
+    def started(self, run: NodeRun, task: CustomTask | FileTask | None = None) -> list[ThreadStreamEvent]:
+        task = task or CustomTask(title=_title(run), content=None, status_indicator="loading")
         if self.item is None:
             self.item = WorkflowItem(id=self.new_id(), thread_id=self.thread_id, created_at=datetime.now(),
                                      workflow=Workflow(type="custom", tasks=[task], expanded=True))
@@ -60,6 +61,8 @@ class NodeTasks:
 
     def finished(self, run: NodeRun) -> list[ThreadStreamEvent]:
         where = self._task.get(run.index)
+        if where is None and run.node_type in INSTANT:
+            return self.started(run, _finished_task(run))
         if where is None:
             return []
         item, index = where
@@ -118,7 +121,7 @@ async def chat_events(
     try:
         async for step in steps:
             match step:
-                case NodeStarted(run=run) if run.node_type not in QUIET:
+                case NodeStarted(run=run) if run.node_type not in (*QUIET, *INSTANT):
                     for event in tasks.started(run):
                         yield event
                 case AgentStreaming(run=run, result=result, shown=True):

@@ -184,6 +184,8 @@ class JsonSchemaOutput(AgentOutputSchemaBase):
 
     def __init__(self, schema: dict[str, Any], name: str = "output") -> None:
         self.schema, self._name = schema, name
+        # Built once: jsonschema.validate() checks the schema itself on every call (a few ms).
+        self._validator = jsonschema.validators.validator_for(schema)(schema)
         try:
             self._strict: dict[str, Any] | None = ensure_strict_json_schema(json.loads(json.dumps(schema)))
         except Exception:
@@ -204,10 +206,11 @@ class JsonSchemaOutput(AgentOutputSchemaBase):
     def validate_json(self, json_str: str) -> Any:
         try:
             value = json.loads(json_str)
-            jsonschema.validate(value, self.schema)
-        except (ValueError, jsonschema.ValidationError) as exc:
-            message = exc.message if isinstance(exc, jsonschema.ValidationError) else str(exc)
-            raise ModelBehaviorError(f"the output does not match the node's schema: {message}") from None
+        except ValueError as exc:
+            raise ModelBehaviorError(f"the output is not JSON: {exc}") from None
+        error = jsonschema.exceptions.best_match(self._validator.iter_errors(value))
+        if error is not None:
+            raise ModelBehaviorError(f"the output does not match the node's schema: {error.message}")
         return value
 
 
@@ -423,17 +426,24 @@ class Execution:
         given: list[Any] = [*self.history, *self.added_history] if node.include_history else [{"role": "user", "content": self.input_text}]
         if (node.id, "message") in self.compiled.templates:
             given.append({"role": "user", "content": self.compiled.templates[node.id, "message"].render(self._scope())})
-        with _current(self._trace, span):  # the agent's spans are the node span's children
-            result = Runner.run_streamed(agent, given, context=self.context, hooks=self.hooks if node.shown() else None,
-                                         max_turns=self.services.max_turns, run_config=self.run_config)
-        try:
-            yield AgentStreaming(run, node, result, node.shown())
-            async for _ in result.stream_events():  # what the consumer left unread
-                pass
-        finally:
-            if not result.is_complete:
-                result.cancel()
+        result: Any
+        if not node.shown():
+            # Nothing of it streams to the chat: one awaited run, without the streaming machinery.
+            with _current(self._trace, span):  # the agent's spans are the node span's children
+                result = await Runner.run(agent, given, context=self.context, max_turns=self.services.max_turns, run_config=self.run_config)
             self.usage.append(result.context_wrapper.usage)
+        else:
+            with _current(self._trace, span):
+                result = Runner.run_streamed(agent, given, context=self.context, hooks=self.hooks, max_turns=self.services.max_turns,
+                                             run_config=self.run_config)
+            try:
+                yield AgentStreaming(run, node, result, True)
+                async for _ in result.stream_events():  # what the consumer left unread
+                    pass
+            finally:
+                if not result.is_complete:
+                    result.cancel()
+                self.usage.append(result.context_wrapper.usage)
         final = result.final_output
         if node.output_schema is not None:
             run.output = {"output_text": json.dumps(final, ensure_ascii=False), "output_parsed": final}

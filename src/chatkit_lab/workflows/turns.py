@@ -51,9 +51,12 @@ class ChatWorkflow:
         decision: str | None = None,
     ) -> AsyncIterator[ThreadStreamEvent]:
         thread_id = agent_ctx.thread.id
-        # The graph that runs is stored first: a paused run, a thread and a replay can name it.
-        digest = await self._remember(execution)
-        agent_ctx.thread.metadata["workflow"] = {"name": execution.workflow.name, "version": execution.version, "hash": digest}
+        # The graph is in workflow_definitions already (stored when the lab took it, or loaded from
+        # there to resume), so a paused run and the thread can name it by hash.
+        digest = self._digest(execution)
+        ran = {"name": execution.workflow.name, "version": execution.version, "hash": digest}
+        if agent_ctx.thread.metadata.get("workflow") != ran:  # saved with the thread only when it changes
+            agent_ctx.thread.metadata["workflow"] = ran
 
         async def pause(needed: ApprovalNeeded) -> str:
             async with self.db.transaction() as cur:
@@ -63,14 +66,8 @@ class ChatWorkflow:
         async for event in chat_events(execution, agent_ctx, new_id, decision=decision, on_pause=pause):
             yield event
 
-    async def _remember(self, execution: Execution) -> str:
-        if execution.workflow is self.resolved.workflow:
-            digest = self.resolved.workflow_hash
-        else:
-            digest = execution.workflow.content_hash()
-        async with self.db.transaction() as cur:
-            versions.remember(cur, execution.workflow)
-        return digest
+    def _digest(self, execution: Execution) -> str:
+        return self.resolved.workflow_hash if execution.workflow is self.resolved.workflow else str(execution.workflow.content_hash())
 
     async def take(self, run_id: str, user_id: str, thread_id: str, decision: str) -> tuple[PausedRun, Resolved] | None:
         """The paused run a click decides (once), with the graph it ran; None if there is none."""
@@ -88,7 +85,7 @@ class ChatWorkflow:
         if self.row_log is None or not execution.runs:
             return
         wf = execution.workflow
-        digest = digest or (self.resolved.workflow_hash if wf is self.resolved.workflow else wf.content_hash())
+        digest = digest or self._digest(execution)
         self.row_log([
             NodeRow(turn_id=turn_id, node_index=r.index, thread_id=thread_id, user_id=user_id, workflow_name=wf.name,
                     workflow_version=execution.version, workflow_hash=digest, node_id=r.node_id, node_type=r.node_type, name=r.name,

@@ -113,6 +113,13 @@ VERSIONS_SQL = """
 
 
 # -- paused runs -------------------------------------------------------------------------------
+# The newest run of a thread waiting for this user, and the approval card that asks (its item).
+PENDING_SQL = """
+    SELECT r.run_id, i.item_id FROM workflow_runs r
+    JOIN items i ON i.thread_id = r.thread_id AND i.type = 'widget' AND contains(i.data::VARCHAR, r.run_id)
+    WHERE r.thread_id = ? AND r.user_id = ? AND r.status = 'paused'
+    ORDER BY r.created_at DESC LIMIT 1"""
+
 def save_paused(cur: Any, *, thread_id: str, user_id: str, turn_id: str, workflow_hash: str, version: int | None, node_id: str,
                 paused: str) -> str:
     run_id = f"wfrun_{uuid.uuid4().hex}"

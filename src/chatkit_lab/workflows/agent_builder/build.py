@@ -78,9 +78,15 @@ class _Builder:
     # -- the graph ---------------------------------------------------------------------------
     def workflow(self) -> dict[str, Any]:
         exits = self.block(self.export.body, [("start", None)])
-        for node_id, _ in exits:
-            if node_id != "start" and node_id not in self.implicit_ends:
-                self.export.note("bug", 0, f"The branch ending at {self.named(node_id)['name']!r} computes a result but never returns it (the export "
+        for node_id, label in exits:
+            if node_id == "start" or node_id in self.implicit_ends:
+                continue
+            node = self.named(node_id)
+            if node["type"] == "if_else" and label == "else":
+                self.export.note("bug", 0, f"When no branch of {node_id!r} matches, the export returns None; the graph ends with the last output, "
+                                           "and to_python() returns it.")
+            else:
+                self.export.note("bug", 0, f"The branch ending at {node.get('name', node_id)!r} computes a result but never returns it (the export "
                                            "returns None there); the graph ends with that node's output, and to_python() returns it.")
         metadata = {"__trace_source__": "agent-builder"}
         if self.export.workflow_id:

@@ -252,6 +252,9 @@ def test_an_approval_in_the_chat_is_stored_resumed_once_and_survives_a_restart(d
 def test_a_rejected_approval_takes_the_reject_edge(make_lab):
     lab = make_lab(workflow=templates.customer_service(), warm=False)
     turn = lab.send_sync("I want to return_item my shoes")
+    lab.use_workflow(None)
+    assert "runs no workflow now" in _click(lab, turn, "Reject")[-1]["message"]  # the paused run waits
+    lab.use_workflow(templates.customer_service())
     events = _click(lab, turn, "Reject")
     assert _done(events, "assistant_message")[-1]["content"][0]["text"].startswith("The return was not approved")
 

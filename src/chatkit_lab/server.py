@@ -300,7 +300,11 @@ class LabServer(ChatKitServer[RequestContext]):
         """A widget button (``threads.custom_action``): its registered handler answers; without
         one, the click becomes hidden context and the agent answers it. A workflow approval's
         Approve / Reject resumes its paused run."""
-        if action.type in (wf_chat.APPROVE, wf_chat.REJECT) and self.workflow is not None:
+        if action.type in (wf_chat.APPROVE, wf_chat.REJECT):
+            if self.workflow is None:
+                yield NoticeEvent(level="warning", message="This lab runs no workflow now, so the approval cannot resume; "
+                                                           "lab.use_workflow(...) brings it back, and the click works again.")
+                return
             async for event in self._decide(thread, action, sender, context):
                 yield event
             return

@@ -295,9 +295,10 @@ class Execution:
                 span = custom_span(node.name, data={}, parent=self._trace)
                 span.start(mark_as_current=False)
                 run.span_id = span.span_id
-                yield NodeStarted(run)
-                t0 = time.perf_counter()  # after the consumer has shown the start
+                t0 = time.perf_counter()
                 try:
+                    yield NodeStarted(run)
+                    t0 = time.perf_counter()  # after the consumer has shown the start
                     if node.type == "agent":
                         async for step in self._agent(node, run, span):
                             yield step

@@ -1,0 +1,28 @@
+"""Evals in the notebook, offline by default: OpenAI's grader JSON graded locally.
+
+    >>> from chatkit_lab.evals import grade
+    >>> grade({"type": "string_check", "name": "exact", "input": "{{ sample.output_text }}",
+    ...        "reference": "{{ item.answer }}", "operation": "eq"},
+    ...       {"output_text": "Paris"}, {"answer": "Paris"}).passed
+    True
+
+Grader types: ``string_check``, ``text_similarity``, ``score_model``, ``label_model``, ``python``
+and ``multi`` as OpenAI defines them, and chatkit-lab's ``latency``, ``tokens`` and ``cost``.
+"""
+
+from .graders import (
+           DEFAULT_PRICES,
+           METRICS,
+           Graded,
+           GraderError,
+           agrade,
+           cost_of,
+           grade,
+           load_grader,
+           model_judge,
+           similarity,
+)
+from .templating import TemplateError, render
+
+__all__ = ["DEFAULT_PRICES", "METRICS", "Graded", "GraderError", "TemplateError", "agrade", "cost_of", "grade", "load_grader", "model_judge",
+           "render", "similarity"]

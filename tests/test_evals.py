@@ -1,0 +1,194 @@
+"""Graders: OpenAI's grader JSON graded locally, with the edge cases pinned."""
+
+import asyncio
+import json
+
+import pytest
+
+from chatkit_lab.evals import GraderError, cost_of, grade, load_grader, render
+from chatkit_lab.evals.sandbox import run_grader
+from chatkit_lab.evals.templating import TemplateError
+
+from .test_guardrails import Scripted
+
+SAMPLE = {"output_text": "The refund was issued.", "output_tools": [{"function": {"name": "refund", "arguments": '{"order": 42}'}}],
+          "latency_ms": 1200.0, "input_tokens": 1000, "output_tokens": 500, "model": "gpt-4.1-mini"}
+ITEM = {"expected": "refund", "answer": "The refund was issued.", "tags": ["billing", "urgent"]}
+
+
+def check(operation, input="{{ sample.output_text }}", reference="{{item.expected}}", sample=SAMPLE, item=ITEM):
+    return grade({"type": "string_check", "name": "s", "input": input, "reference": reference, "operation": operation}, sample, item)
+
+
+def test_templates_follow_openais_rules():
+    values = {"sample": SAMPLE, "item": ITEM}
+    assert render("{{sample.output_tools[0].function.name}} / {{ item.tags[1] }}", values) == "refund / urgent"
+    assert render("{{item.tags}}", values) == '["billing", "urgent"]'  # a non-string value as JSON
+    with pytest.raises(TemplateError, match="the namespaces are item and sample"):
+        render("{{ output.text }}", values)
+    with pytest.raises(TemplateError, match=r"item\.tags\[5\] is not in the data"):
+        render("{{ item.tags[5] }}", values)
+
+
+def test_string_check_operations():
+    assert check("eq", reference="{{ item.answer }}").passed and not check("eq").passed
+    assert check("ne").score == 1.0 and check("ne", reference="{{item.answer}}").score == 0.0
+    assert check("like").passed and not check("like", reference="Refund").passed  # contains, case-sensitive
+    assert check("ilike", reference="REFUND").passed
+    errored = check("eq", input="{{ sample.missing }}")
+    assert errored.score == 0.0 and not errored.passed and "sample.missing is not in the data" in errored.error
+
+
+def _direct(metric, text, reference):
+    """The library call each metric is documented to be."""
+    if metric == "fuzzy_match":
+        from rapidfuzz import fuzz, utils
+
+        return fuzz.WRatio(text, reference, processor=utils.default_process) / 100
+    if metric == "bleu":
+        import sacrebleu
+
+        return sacrebleu.sentence_bleu(text, [reference]).score / 100
+    if metric == "gleu":
+        from nltk.translate.gleu_score import sentence_gleu
+
+        return sentence_gleu([reference.split()], text.split())
+    if metric == "meteor":
+        from nltk.translate.meteor_score import meteor_score
+
+        from chatkit_lab.evals.graders import _NoSynonyms
+
+        return meteor_score([reference.lower().split()], text.lower().split(), wordnet=_NoSynonyms())
+    from rouge_score import rouge_scorer
+
+    kind = "rougeL" if metric == "rouge_l" else f"rouge{metric[-1]}"
+    return rouge_scorer.RougeScorer([kind]).score(reference, text)[kind].fmeasure
+
+
+@pytest.mark.parametrize("metric", ["fuzzy_match", "bleu", "gleu", "meteor", "rouge_1", "rouge_2", "rouge_5", "rouge_l"])
+def test_text_similarity_metrics_are_the_libraries_functions(metric):
+    reference = "The refund has been issued to your card today."
+    config = {"type": "text_similarity", "name": "t", "input": "{{sample.output_text}}", "reference": reference,
+              "evaluation_metric": metric, "pass_threshold": 0.2}
+    result = grade(config, SAMPLE, ITEM)
+    assert result.score == pytest.approx(_direct(metric, SAMPLE["output_text"], reference)) and result.error is None
+    assert 0 < result.score < 1 if metric != "rouge_5" else result.score == 0.0
+    long = "the refund for your order was issued to the card you paid with today"
+    same = grade({**config, "reference": long}, {**SAMPLE, "output_text": long}, ITEM)
+    assert same.score == pytest.approx(1.0, abs=0.01) and same.passed  # identical texts (METEOR's fragmentation penalty leaves < 1%)
+    assert not grade({**config, "pass_threshold": 1.01}, SAMPLE, ITEM).passed
+
+
+def test_pass_threshold_is_inclusive():
+    config = {"type": "text_similarity", "name": "t", "input": "abc", "reference": "abc", "evaluation_metric": "fuzzy_match", "pass_threshold": 1.0}
+    assert grade(config, SAMPLE, ITEM).passed  # score 1.0 >= 1.0
+
+
+def test_cosine_uses_the_embedder_it_is_given():
+    async def embed(texts):
+        return [[1.0, 0.0] if "refund" in t else [0.0, 1.0] for t in texts]
+
+    config = {"type": "text_similarity", "name": "c", "input": "{{sample.output_text}}", "reference": "a refund", "evaluation_metric": "cosine",
+              "pass_threshold": 0.9}
+    assert grade(config, SAMPLE, ITEM, embedder=embed).score == pytest.approx(1.0)
+    assert "needs embeddings" in grade(config, SAMPLE, ITEM).error
+
+
+SCORE = {"type": "score_model", "name": "helpful", "range": [1, 5], "pass_threshold": 4,
+         "input": [{"role": "system", "content": "Rate helpfulness 1-5."}, {"role": "user", "content": "{{ sample.output_text }}"}]}
+
+
+@pytest.mark.parametrize(("reply", "score", "passed", "error"), [
+    ({"result": 4, "steps": []}, 4.0, True, None),
+    ({"result": 9.5, "steps": []}, 5.0, True, None),   # clamped to the range
+    ({"result": -2, "steps": []}, 1.0, False, None),
+    ({"result": 3.99, "steps": []}, 3.99, False, None),
+])
+def test_score_model_clamps_to_its_range_and_passes_at_the_threshold(reply, score, passed, error):
+    result = grade(SCORE, SAMPLE, ITEM, model=Scripted(json.dumps(reply)))
+    assert (result.score, result.passed, result.error) == (pytest.approx(score), passed, error)
+
+
+def test_a_judge_that_gives_no_number_scores_zero_with_the_reason():
+    async def judge(messages, schema, model):
+        return {"result": "excellent"}
+
+    from chatkit_lab.evals import agrade
+
+    result = asyncio.run(agrade(SCORE, SAMPLE, ITEM, judge=judge))
+    assert result.score == 0.0 and not result.passed and 'the judge\'s result "excellent" is not a number' in result.error
+
+
+def test_the_judge_receives_the_rendered_messages():
+    model = Scripted(json.dumps({"result": 5, "steps": []}))
+    grade(SCORE, SAMPLE, ITEM, model=model)
+    assert model.inputs[0]["instructions"] == "Rate helpfulness 1-5." and "The refund was issued." in json.dumps(model.inputs[0]["input"])
+
+
+def test_label_model_passes_on_a_passing_label_and_refuses_a_bad_config():
+    config = {"type": "label_model", "name": "tone", "labels": ["polite", "neutral", "rude"], "passing_labels": ["polite", "neutral"],
+              "input": [{"role": "user", "content": "Tone of: {{sample.output_text}}"}]}
+    assert grade(config, SAMPLE, ITEM, model=Scripted('{"label": "neutral"}')).passed
+    assert not grade(config, SAMPLE, ITEM, model=Scripted('{"label": "rude"}')).passed
+    with pytest.raises(GraderError, match=r"passing_labels \['kind'\] are not among labels"):
+        load_grader({**config, "passing_labels": ["kind"]})
+
+
+@pytest.mark.parametrize(("source", "score", "error"), [
+    ("def grade(sample, item):\n    return 0.75", 0.75, None),
+    ("def grade(sample, item):\n    return 1 if item['expected'] in sample['output_text'] else 0", 1.0, None),
+    ("def grade(sample, item):\n    raise ValueError('boom')", 0.0, "ValueError: boom"),
+    ("def grade(sample, item):\n    return 'high'", 0.0, "grade returned str, not a float"),
+    ("def grade(sample, item):\n    return float('nan')", 0.0, "grade returned nan, not a finite number"),
+    ("def grade(sample):\n    return 1.0", 0.0, "grade takes exactly two arguments"),
+    ("def grade(sample, item)\n    return 1.0", 0.0, "SyntaxError"),
+    ("import socket\ndef grade(sample, item):\n    socket.create_connection(('127.0.0.1', 9))\n    return 1.0", 0.0, "no network"),
+])
+def test_the_python_grader_runs_apart_and_any_failure_is_an_errored_zero(source, score, error):
+    result = grade({"type": "python", "name": "py", "source": source}, SAMPLE, ITEM)
+    assert result.score == score
+    assert (result.error is None) if error is None else (error in result.error)
+
+
+def test_a_python_grader_that_hangs_is_stopped():
+    outcome = asyncio.run(run_grader("def grade(sample, item):\n    while True: pass", {}, {}, limit_s=1.0))
+    assert outcome.score is None and "did not finish within 1 s" in outcome.error
+
+
+def test_multi_combines_graders_with_a_safe_formula_and_refuses_nesting():
+    config = {"type": "multi", "name": "combined", "calculate_output": "(exact + fast * 2) / 3 + 0 * 2 ^ 3",
+              "graders": {"exact": {"type": "string_check", "name": "exact", "input": "{{sample.output_text}}", "reference": "{{item.answer}}",
+                                    "operation": "eq"},
+                          "fast": {"type": "latency", "name": "fast", "max": 1000}}}
+    result = grade(config, SAMPLE, ITEM)
+    assert result.score == pytest.approx(1 / 3) and result.info == {"exact": 1.0, "fast": 0.0} and not result.passed
+    assert grade({**config, "calculate_output": "max(exact, fast) ^ 2"}, SAMPLE, ITEM).score == 1.0
+    with pytest.raises(GraderError, match="cannot hold another multi grader"):
+        load_grader({**config, "graders": {"inner": {**config}}})
+    for formula, message in [("__import__('os').system('x')", "may call only"), ("exact.real", "numbers, grader names"),
+                             ("email + 1", "reads 'email'"), ("exact +", "is not a formula")]:
+        with pytest.raises(GraderError, match=message):
+            load_grader({**config, "calculate_output": formula})
+
+
+def test_metric_graders_for_latency_tokens_and_cost():
+    assert grade({"type": "latency", "name": "rt", "max": 5000}, SAMPLE, ITEM).passed  # the seed's "response time < 5000 ms"
+    assert not grade({"type": "latency", "name": "rt", "max": 1200}, SAMPLE, ITEM).passed  # strictly below
+    assert grade({"type": "tokens", "name": "tok", "max": 1600}, SAMPLE, ITEM).info == {"value": 1500.0, "max": 1600}
+    assert cost_of(SAMPLE) == pytest.approx((1000 * 0.40 + 500 * 1.60) / 1e6)
+    assert cost_of(SAMPLE, {"gpt-4.1-mini": (1.0, 1.0)}) == pytest.approx(1500 / 1e6)
+    unknown = grade({"type": "cost", "name": "usd", "max": 0.01}, {**SAMPLE, "model": "local-llama"}, ITEM)
+    assert unknown.error.startswith("there is no price for model 'local-llama'") and not unknown.passed
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    ({"type": "string_check", "name": "s", "input": "x", "reference": "y", "operation": "contains"}, "operation"),
+    ({"type": "text_similarity", "name": "t", "input": "x", "reference": "y", "evaluation_metric": "bertscore", "pass_threshold": 0.5},
+     "evaluation_metric"),
+    ({"type": "score_model", "name": "m", "input": [], "range": [5, 1]}, "must go from a low to a higher number"),
+    ({"type": "string_check", "name": "s", "input": "x", "reference": "y", "operation": "eq", "extra": 1}, "extra"),
+    ("string_check", "is a JSON object"),
+])
+def test_a_bad_grader_config_is_one_sentence(config, message):
+    with pytest.raises(GraderError, match=message):
+        load_grader(config)

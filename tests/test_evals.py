@@ -192,3 +192,53 @@ def test_metric_graders_for_latency_tokens_and_cost():
 def test_a_bad_grader_config_is_one_sentence(config, message):
     with pytest.raises(GraderError, match=message):
         load_grader(config)
+
+
+# -- datasets ----------------------------------------------------------------------------------
+SEED = [
+    {"input": "My card was charged twice", "expected_type": "billing", "expected_response_contains": "refund"},
+    {"input": "The app crashes on login", "expected_type": "technical", "expected_response_contains": "steps"},
+]
+
+
+def test_datasets_load_from_every_source_with_one_content_hash(tmp_path):
+    import pandas as pd
+
+    from chatkit_lab.evals import Dataset, load_dataset
+
+    jsonl = tmp_path / "seed.jsonl"
+    jsonl.write_text("\n".join(json.dumps(r) for r in SEED) + "\n\n")
+    pd.DataFrame(SEED).to_csv(tmp_path / "seed.csv", index=False)
+    pd.DataFrame(SEED).to_parquet(tmp_path / "seed.parquet")
+    (tmp_path / "openai.jsonl").write_text("\n".join(json.dumps({"item": r}) for r in SEED))  # OpenAI evals' data source rows
+    loaded = [load_dataset(p) for p in (jsonl, tmp_path / "seed.csv", tmp_path / "seed.parquet", tmp_path / "openai.jsonl")]
+    loaded += [load_dataset(pd.DataFrame(SEED)), load_dataset(SEED), load_dataset(Dataset(list(SEED)))]
+    assert {d.hash for d in loaded} == {loaded[0].hash} and [len(d) for d in loaded] == [2] * 7
+    assert loaded[0].name == "seed" and loaded[0].items[0]["expected_type"] == "billing"
+    assert load_dataset([{**SEED[0], "input": "changed"}]).hash != loaded[0].hash
+
+
+@pytest.mark.parametrize(("rows", "message"), [
+    ([{"question": "no input"}], "has no input text"),
+    (["just a string"], "is a str"),
+])
+def test_a_dataset_without_inputs_is_one_sentence(rows, message):
+    from chatkit_lab.evals import load_dataset
+
+    with pytest.raises(Exception, match=message):
+        load_dataset(rows)
+
+
+def test_recorded_threads_become_multi_turn_items(make_lab):
+    from chatkit_lab.evals import from_threads
+
+    lab = make_lab(warm=False)
+    thread = lab.send_sync("first question").thread_id
+    lab.send_sync("second question", thread)
+    lab.send_sync("another thread", new_thread=True)
+    data = from_threads(lab.turns_df())
+    by_thread = {item["thread_id"]: item for item in data.items}
+    item = by_thread[thread]
+    assert item["input"] == "second question" and [m["role"] for m in item["conversation"]] == ["user", "assistant"]
+    assert item["conversation"][0]["content"] == "first question" and "you said" in item["recorded_reply"]
+    assert len(data) == 2

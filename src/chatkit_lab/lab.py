@@ -20,7 +20,7 @@ from .context import ContextInjection
 from .documents import Documents, openai_embedder
 from .errors import ChatLabError
 from .guardrails import Guardrails
-from .models import Backend, resolve_backend
+from .models import Backend, openai_client, resolve_backend
 from .server import LabServer
 from .store import queries
 from .transport.limits import Limits
@@ -41,12 +41,6 @@ DEFAULT_INSTRUCTIONS = "You are a helpful assistant inside a Jupyter notebook. A
 
 log = logging.getLogger("chatkit_lab")
 _LABS: weakref.WeakSet[ChatLab] = weakref.WeakSet()
-
-
-def _openai() -> Any:
-    from openai import AsyncOpenAI
-
-    return AsyncOpenAI()  # OPENAI_API_KEY: the lab's provider is OpenAI
 
 
 @atexit.register
@@ -122,7 +116,7 @@ class ChatLab:
         ))
         self._mcp = MCPConnections(agent.mcp_servers, self.runtime.loop)
         self.documents = Documents(self.db, self.runtime.call, user_id=lambda: self.user_id,
-                                   embedder=openai_embedder(lambda: self.backend.client or _openai()) if self.backend.kind == "openai" else None)
+                                   embedder=openai_embedder(lambda: self.backend.client or openai_client()) if self.backend.kind == "openai" else None)
         self._closed = False
         _LABS.add(self)
         try:

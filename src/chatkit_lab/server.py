@@ -53,7 +53,7 @@ from .failures import describe_failure
 from .guardrails import turn as guarded
 from .guardrails.engine import Guardrails
 from .guardrails.judge import ModelJudge
-from .models import Backend
+from .models import Backend, openai_client
 from .store.duckdb import user_of
 from .store.items import item_text, utc_now
 from .store.rows import ModelInputRow, TurnRow, stored_json
@@ -247,7 +247,7 @@ class LabServer(ChatKitServer[RequestContext]):
         real = backend is not None and backend.kind != "offline"
         self.guardrails = guardrails.using(
             judge=ModelJudge(backend.model) if real and backend else None,
-            moderation=_openai_client() if real and backend and backend.kind == "openai" and _uses_moderation(guardrails) else None,
+            moderation=openai_client() if real and backend and backend.kind == "openai" and _uses_moderation(guardrails) else None,
         ) if guardrails else None
 
     async def process(self, request: str | bytes | BaseModel, context: RequestContext) -> StreamingResult | NonStreamingResult:  # type: ignore[override]
@@ -560,12 +560,6 @@ class _TurnRecord:
 
 def _uses_moderation(guardrails: Guardrails) -> bool:
     return any(c.name == "Moderation" for c in guardrails.pipeline.checks())
-
-
-def _openai_client() -> Any:
-    from openai import AsyncOpenAI
-
-    return AsyncOpenAI()  # OPENAI_API_KEY: the lab's provider is OpenAI
 
 
 _INLINE_DATA = re.compile(r"data:([\w/+.-]+);base64,[A-Za-z0-9+/=]{200,}")

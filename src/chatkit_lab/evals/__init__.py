@@ -10,6 +10,7 @@ Grader types: ``string_check``, ``text_similarity``, ``score_model``, ``label_mo
 and ``multi`` as OpenAI defines them, and chatkit-lab's ``latency``, ``tokens`` and ``cost``.
 """
 
+from .datasets import Dataset, content_hash, from_threads, load_dataset
 from .graders import (
            DEFAULT_PRICES,
            METRICS,
@@ -24,5 +25,21 @@ from .graders import (
 )
 from .templating import TemplateError, render
 
-__all__ = ["DEFAULT_PRICES", "METRICS", "Graded", "GraderError", "TemplateError", "agrade", "cost_of", "grade", "load_grader", "model_judge",
-           "render", "similarity"]
+__all__ = [
+           "DEFAULT_PRICES",
+           "METRICS",
+           "Dataset",
+           "Graded",
+           "GraderError",
+           "TemplateError",
+           "agrade",
+           "content_hash",
+           "cost_of",
+           "from_threads",
+           "grade",
+           "load_dataset",
+           "load_grader",
+           "model_judge",
+           "render",
+           "similarity",
+]

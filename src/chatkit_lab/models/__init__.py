@@ -11,7 +11,7 @@ from agents.models.interface import Model
 
 from .mirror import MirrorModel
 
-__all__ = ["Backend", "MirrorModel", "resolve_backend"]
+__all__ = ["Backend", "MirrorModel", "openai_client", "resolve_backend"]
 
 DEFAULT_OPENAI_MODEL = "gpt-4.1-mini"
 
@@ -45,6 +45,14 @@ class Backend:
 
 
 OFFLINE = "offline"
+
+
+def openai_client() -> Any:
+    """An ``AsyncOpenAI`` from the environment (OPENAI_API_KEY): for OpenAI's own endpoints
+    (moderation, embeddings) when the lab's provider is OpenAI."""
+    from openai import AsyncOpenAI
+
+    return AsyncOpenAI()
 
 
 def resolve_backend(

@@ -9,7 +9,6 @@ or after a restart.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
@@ -32,7 +31,7 @@ from chatkit.types import (
     WorkflowTaskUpdated,
 )
 
-from .run import AgentStreaming, ApprovalNeeded, Execution, NodeFinished, NodeRun, NodeStarted
+from .run import AgentStreaming, ApprovalNeeded, Execution, NodeFinished, NodeRun, NodeStarted, output_text
 
 APPROVE, REJECT = "workflow.approve", "workflow.reject"
 QUIET = ("start", "note", "end")  # node types that run without a task (an end with text shows it as the reply)
@@ -156,8 +155,6 @@ async def chat_events(
 def _end_text(execution: Execution, final: NodeRun | None, replied: bool) -> str | None:
     """What the chat shows at the end: an end node's template, or, when no agent replied in the
     chat, the workflow's output text (a guardrail's fail message, a transform's result)."""
-    from .run import output_text
-
     if final is not None and final.node_type == "end" and execution.workflow.node(final.node_id).output is not None:
         return output_text(final.output)
     if not replied:
@@ -199,4 +196,4 @@ def payload_run_id(payload: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-__all__ = ["APPROVE", "REJECT", "NodeTasks", "approval_item", "chat_events", "decided_item", "json"]
+__all__ = ["APPROVE", "REJECT", "NodeTasks", "approval_item", "chat_events", "decided_item"]

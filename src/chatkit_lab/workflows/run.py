@@ -19,7 +19,18 @@ from datetime import datetime
 from typing import Any
 
 import jsonschema
-from agents import Agent, ModelSettings, RunConfig, Runner, RunResultStreaming, Tool, Usage
+from agents import (
+    Agent,
+    FileSearchTool,
+    HostedMCPTool,
+    ModelSettings,
+    RunConfig,
+    Runner,
+    RunResultStreaming,
+    Tool,
+    Usage,
+    WebSearchTool,
+)
 from agents.agent_output import AgentOutputSchemaBase
 from agents.exceptions import ModelBehaviorError
 from agents.strict_schema import ensure_strict_json_schema
@@ -28,6 +39,8 @@ from agents.tracing.scope import Scope
 
 from ..errors import ChatLabError, StreamSentenceError
 from ..failures import describe_failure
+from ..guardrails.engine import Guardrails
+from ..guardrails.judge import ModelJudge
 from ..models import Backend
 from ..store.items import utc_now
 from .expressions import Compiled, ExpressionError, as_text
@@ -474,8 +487,6 @@ class Execution:
             what = {"file_search": "OpenAI vector stores (add local documents with lab.documents.add(...) to search those instead)",
                     "web_search": "OpenAI's web search", "mcp": "a hosted MCP server"}.get(str(kind), f"the hosted tool {kind!r}")
             raise NodeFailed(f"Node {node.name!r} needs {what}, which runs only on OpenAI's Responses API; this lab's model cannot run it.")
-        from agents import FileSearchTool, HostedMCPTool, WebSearchTool
-
         if kind == "file_search":
             return FileSearchTool(vector_store_ids=list(spec.get("vector_store_ids") or []), max_num_results=spec.get("max_num_results"))
         if kind == "web_search":
@@ -581,9 +592,6 @@ def services_for(
 ) -> Services:
     """The services of a lab with ``backend``: node models resolve like ``ChatLab(model=)``, and
     guardrails nodes judge with the lab's model when it is a real provider."""
-    from ..guardrails.engine import Guardrails
-    from ..guardrails.judge import ModelJudge
-
     judge = judge or (ModelJudge(backend.model) if backend.kind != "offline" else None)
     engines: dict[str, Guardrails] = {}
     models: dict[str | None, Any] = {}

@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from chatkit_lab.errors import ChatLabError
 from chatkit_lab.evals import GraderError, cost_of, grade, load_grader, render
 from chatkit_lab.evals.sandbox import run_grader
 from chatkit_lab.evals.templating import TemplateError
@@ -242,3 +243,97 @@ def test_recorded_threads_become_multi_turn_items(make_lab):
     assert item["input"] == "second question" and [m["role"] for m in item["conversation"]] == ["user", "assistant"]
     assert item["conversation"][0]["content"] == "first question" and "you said" in item["recorded_reply"]
     assert len(data) == 2
+
+
+# -- trace grading ------------------------------------------------------------------------
+def tool(name, **arguments):
+    return {"type": "tool", "name": name, "arguments": arguments}
+
+
+TRACED = {"output_text": "done", "trajectory": [
+    {"type": "agent", "name": "Support"}, tool("search", q="refund", filters={"year": 2026, "tags": ["a", "b"]}), tool("lookup_order", order_id="A1"),
+    {"type": "handoff", "name": "Billing"}, tool("search", q="policy"), tool("refund", order_id="A1", amount=10),
+    {"type": "node", "id": "route", "name": "Route", "edge": "billing"}, {"type": "guardrail", "name": "Contains PII", "stage": "input", "triggered": True},
+]}
+
+
+def traced(type, value=None, sample=TRACED):
+    return grade({"type": type, "value": value}, sample, {})
+
+
+@pytest.mark.parametrize(("type", "value", "passed"), [
+    ("trajectory:tool-used", "refund", True),
+    ("trajectory:tool-used", ["search", "refund"], True),
+    ("trajectory:tool-used", ["search", "cancel"], False),  # every listed tool must appear
+    ("trajectory:tool-used", {"name": "search", "min": 2}, True),
+    ("trajectory:tool-used", {"name": "search", "max": 1}, False),  # two calls, at most one allowed
+    ("trajectory:tool-used", {"name": "look*"}, True),  # a glob
+    ("not-trajectory:tool-used", "cancel", True),  # not- inverts
+    ("trajectory:tool-sequence", ["search", "refund"], True),  # in order, gaps allowed
+    ("trajectory:tool-sequence", ["refund", "lookup_order"], False),  # out of order
+    ("trajectory:tool-sequence", {"steps": ["search", "refund"], "mode": "exact"}, False),
+    ("trajectory:tool-sequence", {"steps": ["search", "lookup_order", "search", "refund"], "mode": "exact"}, True),
+    ("trajectory:tool-args-match", {"name": "search", "args": {"filters": {"year": 2026}}}, True),  # partial, recursive
+    ("trajectory:tool-args-match", {"name": "search", "args": {"filters": {"tags": ["a"]}}}, False),  # lists match whole
+    ("trajectory:tool-args-match", {"name": "search", "args": {"q": "policy"}}, True),  # any call may match
+    ("trajectory:tool-args-match", {"name": "refund", "args": {"order_id": "A1"}, "mode": "exact"}, False),
+    ("trajectory:step-count", {"type": "tool", "min": 4, "max": 4}, True),
+    ("trajectory:step-count", {"type": "tool", "pattern": "s*", "max": 1}, False),
+    ("trajectory:handoff", "Billing", True),
+    ("trajectory:branch", {"node": "route", "edge": "billing"}, True),
+    ("trajectory:branch", {"node": "Route", "edge": "general"}, False),
+    ("trajectory:guardrail", {"check": "Contains PII", "stage": "input"}, True),
+    ("not-trajectory:guardrail", {"stage": "output"}, True),
+])
+def test_trajectory_graders_match_promptfoo(type, value, passed):
+    result = traced(type, value)
+    assert (result.passed, result.score, result.error, result.name) == (passed, 1.0 if passed else 0.0, None, type)
+
+
+def test_trajectory_graders_on_a_sample_without_steps_fail_and_bad_values_are_config_errors():
+    assert not traced("trajectory:tool-used", "search", sample={"output_text": ""}).passed
+    assert traced("not-trajectory:tool-used", "search", sample={"output_text": ""}).passed
+    with pytest.raises(GraderError, match="needs a value"):
+        load_grader({"type": "trajectory:tool-used"})
+    with pytest.raises(GraderError, match="in_order"):
+        load_grader({"type": "trajectory:tool-sequence", "value": {"steps": ["a"], "mode": "sometimes"}})
+    with pytest.raises(GraderError, match="an unknown grader type 'trajectory:tool-maybe'"):
+        load_grader({"type": "trajectory:tool-maybe", "value": "x"})
+    assert grade({"type": "multi", "name": "both", "calculate_output": "(a + b) / 2", "graders": {
+        "a": {"type": "trajectory:tool-used", "value": "refund"}, "b": {"type": "trajectory:handoff", "value": "Sales"}}}, TRACED, {}).score == 0.5
+
+
+def test_recorded_threads_are_graded_from_the_file_without_a_model(make_lab, db_path):
+    import duckdb
+    from agents import function_tool
+
+    from chatkit_lab.evals.samples import recorded_sample
+    from chatkit_lab.workflows import templates
+
+    @function_tool
+    def lookup_order(order_id: str) -> str:
+        """Look up an order."""
+        return f"order {order_id} shipped"
+
+    lab = make_lab(tools=[lookup_order], warm=False,
+                   guardrails={"version": 1, "input": {"version": 1, "guardrails": [{"name": "Contains PII", "config": {"entities": ["EMAIL_ADDRESS"]}}]}})
+    tooled = lab.send_sync('call lookup_order {"order_id": "A1"}', new_thread=True).thread_id
+    lab.use_workflow(templates.customer_support())
+    routed = lab.send_sync("billing: I was charged twice", new_thread=True).thread_id
+    lab.close()  # the lab and its model are gone: grading reads only the file
+
+    with duckdb.connect(str(db_path), read_only=True) as cur:
+        first, second = recorded_sample(cur, tooled), recorded_sample(cur, routed)
+        with pytest.raises(ChatLabError, match="has no recorded turn"):
+            recorded_sample(cur, "thr_missing")
+    assert first["output_text"] == "Tool `lookup_order` returned: order A1 shipped"
+    assert first["output_tools"] == [{"id": "call_0", "type": "function", "function": {"name": "lookup_order", "arguments": '{"order_id": "A1"}'}}]
+    assert first["input_tokens"] > 0 and first["latency_ms"] > 0
+    assert grade({"type": "trajectory:tool-args-match", "value": {"name": "lookup_order", "args": {"order_id": "A1"}}}, first, {}).passed
+    assert grade({"type": "string_check", "name": "tool", "input": "{{sample.output_tools[0].function.name}}", "reference": "lookup_order",
+                  "operation": "eq"}, first, {}).passed
+    assert grade({"type": "trajectory:guardrail", "value": {"check": "Contains PII", "triggered": False}}, first, {}).passed
+    assert [s["id"] for s in second["trajectory"] if s["type"] == "node"] == ["start", "pii", "classify", "route", "billing_agent", "grounded", "end"]
+    assert grade({"type": "trajectory:branch", "value": {"node": "route", "edge": "billing"}}, second, {}).passed
+    assert not grade({"type": "trajectory:branch", "value": "technical_agent"}, second, {}).passed
+    assert grade({"type": "trajectory:step-count", "value": {"type": "generation", "min": 2, "max": 2}}, second, {}).passed  # classifier + specialist

@@ -7,7 +7,9 @@
     True
 
 Grader types: ``string_check``, ``text_similarity``, ``score_model``, ``label_model``, ``python``
-and ``multi`` as OpenAI defines them, and chatkit-lab's ``latency``, ``tokens`` and ``cost``.
+and ``multi`` as OpenAI defines them, chatkit-lab's ``latency``, ``tokens`` and ``cost``, and
+trace graders in promptfoo's ``trajectory:*`` shapes (``evals.trajectory``) over what a turn did.
+``recorded_sample`` reads a stored thread's last turn as a sample, so it is graded without a model.
 """
 
 from .datasets import Dataset, content_hash, from_threads, load_dataset
@@ -23,6 +25,7 @@ from .graders import (
            model_judge,
            similarity,
 )
+from .samples import recorded_sample
 from .templating import TemplateError, render
 
 __all__ = [
@@ -40,6 +43,7 @@ __all__ = [
            "load_dataset",
            "load_grader",
            "model_judge",
+           "recorded_sample",
            "render",
            "similarity",
 ]

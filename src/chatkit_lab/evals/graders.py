@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ..errors import ChatLabError
 from . import formula, sandbox
 from .templating import TemplateError, render
+from .trajectory import KINDS, Trajectory, grade_trajectory
 
 METRICS = ("fuzzy_match", "bleu", "gleu", "meteor", "rouge_1", "rouge_2", "rouge_3", "rouge_4", "rouge_5", "rouge_l", "cosine")
 Embedder = Callable[[list[str]], Awaitable[list[list[float]]]]
@@ -118,13 +119,14 @@ class Metric(_Strict):
 class Multi(_Strict):
     type: Literal["multi"]
     name: str
-    graders: dict[str, Annotated[StringCheck | TextSimilarity | ScoreModel | LabelModel | PythonGrader | Metric, Field(discriminator="type")]]
+    graders: dict[str, Annotated[StringCheck | TextSimilarity | ScoreModel | LabelModel | PythonGrader | Metric | Trajectory, Field(discriminator="type")]]
     calculate_output: str
     pass_threshold: float | None = None
 
 
-Grader = Annotated[StringCheck | TextSimilarity | ScoreModel | LabelModel | PythonGrader | Metric | Multi, Field(discriminator="type")]
-TYPES = ("string_check", "text_similarity", "score_model", "label_model", "python", "multi", "latency", "tokens", "cost")
+Grader = Annotated[StringCheck | TextSimilarity | ScoreModel | LabelModel | PythonGrader | Metric | Trajectory | Multi, Field(discriminator="type")]
+TYPES = ("string_check", "text_similarity", "score_model", "label_model", "python", "multi", "latency", "tokens", "cost",
+         *(f"trajectory:{kind}" for kind in KINDS))
 
 
 def load_grader(config: dict[str, Any] | BaseModel) -> Any:
@@ -212,6 +214,9 @@ async def _grade(config: Any, values: dict[str, Any], judge: Judge | None, embed
             return Graded(config.name, config.type, outcome.score, outcome.score >= threshold)
         case Metric():
             return _metric(config, values["sample"], prices)
+        case Trajectory():
+            ok, seen = grade_trajectory(config, values["sample"])
+            return Graded(config.name, config.type, 1.0 if ok else 0.0, ok, None, seen)
         case Multi():
             parts = {key: await _grade(g, values, judge, embedder, prices) for key, g in config.graders.items()}
             errors = [f"{k}: {p.error}" for k, p in parts.items() if p.error]

@@ -337,3 +337,33 @@ def test_recorded_threads_are_graded_from_the_file_without_a_model(make_lab, db_
     assert grade({"type": "trajectory:branch", "value": {"node": "route", "edge": "billing"}}, second, {}).passed
     assert not grade({"type": "trajectory:branch", "value": "technical_agent"}, second, {}).passed
     assert grade({"type": "trajectory:step-count", "value": {"type": "generation", "min": 2, "max": 2}}, second, {}).passed  # classifier + specialist
+
+
+# -- bridges ------------------------------------------------------------------------------
+def test_datasets_go_out_to_inspect_promptfoo_and_fine_tuning(tmp_path):
+    from chatkit_lab.evals.bridges import to_finetuning, to_inspect, to_promptfoo
+
+    items = [{"input": "Where is my order?", "expected_type": "shipping", "ideal": "It ships today."},
+             {"input": "And the refund?", "conversation": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}],
+              "expected_type": "billing"}]
+    assert to_inspect(items, tmp_path / "inspect.jsonl") == {"written": 2, "target": "ideal"}
+    first, second = (json.loads(line) for line in (tmp_path / "inspect.jsonl").read_text().splitlines())
+    assert first == {"id": 0, "input": "Where is my order?", "target": "It ships today.", "metadata": {"expected_type": "shipping"}}
+    assert second["input"][-1] == {"role": "user", "content": "And the refund?"} and len(second["input"]) == 3 and "target" not in second
+
+    graders = [{"type": "string_check", "name": "type", "input": "{{ sample.output_text }}", "reference": "{{ item.expected_type }}", "operation": "ilike"},
+               {"type": "latency", "name": "fast", "max": 5000},
+               {"type": "not-trajectory:tool-used", "value": "refund"},
+               {"type": "score_model", "name": "tone", "input": [{"role": "user", "content": "Rate {{sample.output_text}}"}]}]
+    assert to_promptfoo(items, tmp_path / "tests.json", graders) == {"written": 2, "assertions": 3, "unmapped": ["tone"]}
+    tests = json.loads((tmp_path / "tests.json").read_text())
+    assert tests[0]["assert"] == [{"type": "icontains", "value": "{{expected_type}}", "metric": "type"},
+                                  {"type": "latency", "threshold": 5000, "metric": "fast"},
+                                  {"type": "not-trajectory:tool-used", "value": "refund", "metric": "not-trajectory:tool-used"}]
+    assert tests[1]["vars"] == {"input": "And the refund?", "expected_type": "billing"}
+
+    assert to_finetuning(items, tmp_path / "train.jsonl", instructions="Be brief.") == {"written": 1, "skipped": 1, "reply": "ideal"}
+    row = json.loads((tmp_path / "train.jsonl").read_text())
+    assert [m["role"] for m in row["messages"]] == ["system", "user", "assistant"] and row["messages"][-1]["content"] == "It ships today."
+    with pytest.raises(ChatLabError, match="pass reply="):
+        to_finetuning([{"input": "x"}], tmp_path / "none.jsonl")

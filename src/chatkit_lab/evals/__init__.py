@@ -9,9 +9,11 @@
 Grader types: ``string_check``, ``text_similarity``, ``score_model``, ``label_model``, ``python``
 and ``multi`` as OpenAI defines them, chatkit-lab's ``latency``, ``tokens`` and ``cost``, and
 trace graders in promptfoo's ``trajectory:*`` shapes (``evals.trajectory``) over what a turn did.
+``to_inspect``, ``to_promptfoo`` and ``to_finetuning`` write a dataset for other tools.
 ``recorded_sample`` reads a stored thread's last turn as a sample, so it is graded without a model.
 """
 
+from .bridges import to_finetuning, to_inspect, to_promptfoo
 from .datasets import Dataset, content_hash, from_threads, load_dataset
 from .graders import (
            DEFAULT_PRICES,
@@ -46,4 +48,7 @@ __all__ = [
            "recorded_sample",
            "render",
            "similarity",
+           "to_finetuning",
+           "to_inspect",
+           "to_promptfoo",
 ]

@@ -20,10 +20,11 @@ def recorded_sample(cur: Any, thread_id: str, user_id: str | None = None) -> dic
     ``output_json`` (when the reply is JSON), ``output_tools`` (OpenAI's ``tool_calls`` shape),
     ``trajectory`` (see ``evals.trajectory``), ``latency_ms``, tokens, ``model``, ``turn_id``, ``trace_id``."""
     sql, params = queries.turns(user_id, thread_id)
-    turn = cur.execute(f"SELECT * FROM ({sql}) ORDER BY exchange DESC NULLS LAST, started_at DESC LIMIT 1", params).fetchdf()
-    if turn.empty:
+    found = cur.execute(f"SELECT * FROM ({sql}) ORDER BY exchange DESC NULLS LAST, started_at DESC LIMIT 1", params)
+    values = found.fetchone()
+    if values is None:
         raise ChatLabError(f"Thread {thread_id!r} has no recorded turn to grade.")
-    row = {k: (None if _missing(v) else v) for k, v in turn.iloc[0].to_dict().items()}
+    row = dict(zip([column[0] for column in found.description], values, strict=True))
     steps = _trajectory(cur, row["turn_id"], row["trace_id"])
     text = row["reply_text"] or ""
     sample: dict[str, Any] = {
@@ -76,15 +77,6 @@ def _span_step(kind: str, name: str | None, data: dict[str, Any], duration: floa
     if kind in ("agent", "generation", "mcp_tools"):
         return {"type": kind, "name": name, "duration_ms": duration}
     return None  # the SDK's bookkeeping spans (turn, task) are not steps
-
-
-def _missing(value: Any) -> bool:
-    import pandas as pd
-
-    try:
-        return bool(pd.isna(value))  # None, NaN, NaT, pd.NA
-    except (TypeError, ValueError):  # a list column
-        return False
 
 
 def _int(value: Any) -> int | None:

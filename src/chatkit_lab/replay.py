@@ -126,11 +126,11 @@ class Replay:
 
     async def run(self, *, progress: bool = True) -> Replay:
         """Run every remaining turn, with a progress bar."""
-        await _awaiting(_Job(self.runtime.loop, self.run_remaining()), lambda: len(self.steps), self.total, f"replay {self.source}", progress, start=len(self.steps))
+        await awaiting(Job(self.runtime.loop, self.run_remaining()), lambda: len(self.steps), self.total, f"replay {self.source}", progress, start=len(self.steps))
         return self
 
     def run_sync(self, *, progress: bool = True) -> Replay:
-        _waiting(_Job(self.runtime.loop, self.run_remaining()), lambda: len(self.steps), self.total, f"replay {self.source}", progress, start=len(self.steps))
+        waiting(Job(self.runtime.loop, self.run_remaining()), lambda: len(self.steps), self.total, f"replay {self.source}", progress, start=len(self.steps))
         return self
 
     def diff(self) -> ThreadDiff:
@@ -249,13 +249,20 @@ async def _start(
             "INSERT INTO lineage (thread_id, parent_thread_id, kind, overrides, created_at) VALUES (?, ?, 'replay', ?, make_timestamp(epoch_us(now())))",
             [thread_id, source, runtime.secrets.redact(stored_json(overrides))],
         )
-    server = LabServer(
-        runtime.store, replay_agent, backend=backend, history_limit=lab_server.history_limit,
-        trace_metadata={**lab_server.trace_metadata, "replay_of": source}, turn_log=runtime.tracer.record_turn,
-        actions=lab_server.actions, secrets=runtime.secrets, input_log=runtime.tracer.record_input,
-        row_log=runtime.tracer.record_rows, workflow=workflow or lab_server.workflow,
-    )
+    server = derived_server(runtime, replay_agent, backend, workflow or lab_server.workflow, {"replay_of": source})
     return Replay(runtime, source, thread_id, new_owner, server, plan, attachments, context, strategy, user_id is not None)
+
+
+def derived_server(runtime: Runtime, agent: Agent, backend: Any, workflow: ChatWorkflow | None, metadata: dict[str, Any]) -> LabServer:
+    """A server like the lab's, on its store and logs, answering with ``workflow`` when given, else
+    ``agent`` on ``backend``; its traces carry ``metadata`` besides the lab's."""
+    lab_server = runtime.server
+    return LabServer(
+        runtime.store, agent, backend=backend, history_limit=lab_server.history_limit,
+        trace_metadata={**lab_server.trace_metadata, **metadata}, turn_log=runtime.tracer.record_turn,
+        actions=lab_server.actions, secrets=runtime.secrets, input_log=runtime.tracer.record_input,
+        row_log=runtime.tracer.record_rows, workflow=workflow,
+    )
 
 
 class Batch:
@@ -277,11 +284,11 @@ class Batch:
         return (lambda: sum(len(r.steps) for r in self.replays)), sum(r.total for r in self.replays)
 
     async def run(self, *, progress: bool = True) -> list[Replay]:
-        await _awaiting(_Job(self.runtime.loop, self._run_all()), *self._progress(), "replay", progress)
+        await awaiting(Job(self.runtime.loop, self._run_all()), *self._progress(), "replay", progress)
         return self.replays
 
     def run_sync(self, *, progress: bool = True) -> list[Replay]:
-        _waiting(_Job(self.runtime.loop, self._run_all()), *self._progress(), "replay", progress)
+        waiting(Job(self.runtime.loop, self._run_all()), *self._progress(), "replay", progress)
         return self.replays
 
 
@@ -294,7 +301,7 @@ def _bar(total: int, desc: str, enabled: bool, start: int) -> Any:
     return tqdm(total=total, desc=desc, unit="turn", initial=start)
 
 
-class _Job:
+class Job:
     """A coroutine on the lab's loop that the caller can interrupt and wait for: an interrupted
     cell cancels the running turn and returns once the replay has noted it."""
 
@@ -314,7 +321,7 @@ class _Job:
         self.future.cancel()
 
 
-async def _awaiting(job: _Job, done: Callable[[], int], total: int, desc: str, progress: bool, start: int = 0) -> Any:
+async def awaiting(job: Job, done: Callable[[], int], total: int, desc: str, progress: bool, start: int = 0) -> Any:
     bar = _bar(total, desc, progress, start)
     try:
         while not job.future.done():
@@ -331,7 +338,7 @@ async def _awaiting(job: _Job, done: Callable[[], int], total: int, desc: str, p
             bar.close()
 
 
-def _waiting(job: _Job, done: Callable[[], int], total: int, desc: str, progress: bool, start: int = 0) -> Any:
+def waiting(job: Job, done: Callable[[], int], total: int, desc: str, progress: bool, start: int = 0) -> Any:
     bar = _bar(total, desc, progress, start)
     try:
         while True:

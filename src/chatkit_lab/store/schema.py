@@ -360,6 +360,66 @@ def m012_documents(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+@migration
+def m013_evals(con: duckdb.DuckDBPyConnection) -> None:
+    # Eval datasets (named by a content hash, so a run names exactly the data it used), runs, each
+    # item's answer (linked to the thread and trace it produced) and each grader's result.
+    con.execute("CREATE TABLE eval_datasets (dataset_hash VARCHAR PRIMARY KEY, name VARCHAR NOT NULL, source VARCHAR, n_items INTEGER NOT NULL, created_at TIMESTAMP NOT NULL)")
+    con.execute("CREATE TABLE eval_dataset_items (dataset_hash VARCHAR NOT NULL, item_index INTEGER NOT NULL, item JSON NOT NULL, PRIMARY KEY (dataset_hash, item_index))")
+    con.execute(
+        """
+        CREATE TABLE eval_runs (
+            run_id VARCHAR PRIMARY KEY,
+            name VARCHAR NOT NULL,
+            kind VARCHAR NOT NULL,
+            dataset_hash VARCHAR NOT NULL,
+            target JSON NOT NULL,
+            graders JSON NOT NULL,
+            status VARCHAR NOT NULL,
+            user_id VARCHAR NOT NULL,
+            concurrency INTEGER NOT NULL,
+            parent_run_id VARCHAR,
+            created_at TIMESTAMP NOT NULL,
+            finished_at TIMESTAMP
+        )"""
+    )
+    con.execute(
+        """
+        CREATE TABLE eval_items (
+            run_id VARCHAR NOT NULL,
+            item_index INTEGER NOT NULL,
+            item_hash VARCHAR NOT NULL,
+            thread_id VARCHAR,
+            turn_id VARCHAR,
+            trace_id VARCHAR,
+            status VARCHAR NOT NULL,
+            output_text VARCHAR,
+            latency_ms DOUBLE,
+            model VARCHAR,
+            input_tokens BIGINT,
+            output_tokens BIGINT,
+            cost_usd DOUBLE,
+            error VARCHAR,
+            created_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (run_id, item_index)
+        )"""
+    )
+    con.execute(
+        """
+        CREATE TABLE eval_results (
+            run_id VARCHAR NOT NULL,
+            item_index INTEGER NOT NULL,
+            grader_name VARCHAR NOT NULL,
+            grader_type VARCHAR NOT NULL,
+            score DOUBLE NOT NULL,
+            passed BOOLEAN NOT NULL,
+            error VARCHAR,
+            info JSON,
+            PRIMARY KEY (run_id, item_index, grader_name)
+        )"""
+    )
+
+
 def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Apply the migrations this file lacks, in order; return their names."""
     con.execute(

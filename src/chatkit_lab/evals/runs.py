@@ -1,0 +1,165 @@
+"""Eval runs: a dataset through a target, graded, stored.
+
+Phase 1 answers each pending item as a real protocol turn (a new thread per item) through the
+target's server, ``concurrency`` at a time, writing one ``eval_items`` row per finished item (so an
+interrupted run resumes where it stopped). Phase 2 flushes the trace rows once, reads each item's
+sample from the store (``recorded_sample``) and writes every grader's result to ``eval_results``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ChatLabError
+from ..turn import Turn
+from .datasets import Dataset, content_hash
+from .graders import Graded, agrade, cost_of, load_grader
+from .samples import recorded_sample
+
+NOW = "make_timestamp(epoch_us(now()))"
+
+
+@dataclass
+class Target:
+    """What answers each item: ``server`` (a LabServer for the lab, an agent or a workflow), or
+    None for recorded threads (items with ``thread_id``), graded as they are."""
+
+    description: dict[str, Any]
+    server: Any | None
+
+
+def store_dataset(cur: Any, dataset: Dataset) -> None:
+    if cur.execute("SELECT 1 FROM eval_datasets WHERE dataset_hash = ?", [dataset.hash]).fetchone():
+        return
+    cur.execute(f"INSERT INTO eval_datasets VALUES (?, ?, ?, ?, {NOW})", [dataset.hash, dataset.name, dataset.source, len(dataset)])
+    cur.executemany("INSERT INTO eval_dataset_items VALUES (?, ?, ?)",
+                    [[dataset.hash, n, json.dumps(item, sort_keys=True, default=str)] for n, item in enumerate(dataset.items)])
+
+
+def new_run(cur: Any, dataset: Dataset, target: Target, graders: Sequence[Any], *, name: str | None, user_id: str, concurrency: int,
+            kind: str = "evaluate", parent: str | None = None) -> str:
+    configs = [load_grader(g) for g in graders]
+    names = [c.name for c in configs]
+    if len(set(names)) != len(names):
+        raise ChatLabError(f"Two graders share a name ({', '.join(sorted({n for n in names if names.count(n) > 1}))}); each result is stored by its grader's name.")
+    if target.description.get("kind") == "recorded" and not all(item.get("thread_id") for item in dataset.items):
+        raise ChatLabError('target="recorded" grades recorded threads: each item needs a "thread_id" (evals.from_threads makes them).')
+    store_dataset(cur, dataset)
+    run_id = f"evalrun_{uuid.uuid4().hex[:12]}"
+    cur.execute(f"INSERT INTO eval_runs VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, {NOW}, NULL)", [
+        run_id, name or f"{dataset.name} × {target.description.get('label', 'lab')}", kind, dataset.hash, json.dumps(target.description),
+        json.dumps([c.model_dump(mode="json", exclude_none=True) for c in configs]), user_id, concurrency, parent])
+    return run_id
+
+
+async def answer_all(runtime: Any, run_id: str, dataset: Dataset, target: Target, user_id: str, concurrency: int, done: list[int]) -> None:
+    """Phase 1: every item without an ``eval_items`` row, ``concurrency`` at a time."""
+    async with runtime.db.acursor() as cur:
+        finished = {n for (n,) in cur.execute("SELECT item_index FROM eval_items WHERE run_id = ?", [run_id]).fetchall()}
+    done[0] = len(finished)
+    gate = asyncio.Semaphore(max(1, concurrency))
+
+    async def one(index: int, item: dict[str, Any]) -> None:
+        async with gate:
+            row = await _answer(runtime, target, user_id, item)
+            async with runtime.db.acursor() as cur:
+                cur.execute(f"INSERT INTO eval_items (run_id, item_index, item_hash, thread_id, status, output_text, latency_ms, error, created_at) "
+                            f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, {NOW})",
+                            [run_id, index, content_hash([item]), row["thread_id"], row["status"], row["output_text"], row["latency_ms"], row["error"]])
+            done[0] += 1
+
+    try:
+        await asyncio.gather(*(one(n, item) for n, item in enumerate(dataset.items) if n not in finished))
+    except asyncio.CancelledError:
+        async with runtime.db.acursor() as cur:
+            cur.execute("UPDATE eval_runs SET status = 'interrupted' WHERE run_id = ?", [run_id])
+        raise
+
+
+async def _answer(runtime: Any, target: Target, user_id: str, item: dict[str, Any]) -> dict[str, Any]:
+    if target.server is None:  # a recorded thread, graded as it is
+        return {"thread_id": item["thread_id"], "status": "done", "output_text": item.get("recorded_reply"), "latency_ms": None, "error": None}
+    if item.get("conversation"):
+        raise ChatLabError("Multi-turn items (with a conversation) are graded from their recorded thread for now: target=\"recorded\".")
+    message = {"content": [{"type": "input_text", "text": item["input"]}], "attachments": [], "inference_options": {}}
+    started = time.perf_counter()
+    try:
+        turn = Turn.of(None, await runtime.request({"type": "threads.create", "params": {"input": message}}, user_id, server=target.server))
+    except ChatLabError as exc:
+        return {"thread_id": None, "status": "error", "output_text": None, "latency_ms": None, "error": str(exc)}
+    return {"thread_id": turn.thread_id, "status": "error" if turn.error else "done", "output_text": turn.text,
+            "latency_ms": (time.perf_counter() - started) * 1000, "error": turn.error}
+
+
+async def grade_all(runtime: Any, run_id: str, dataset: Dataset, graders: Sequence[Any], user_id: str, *, judge: Any = None,
+                    prices: dict[str, tuple[float, float]] | None = None, concurrency: int = 16) -> None:
+    """Phase 2: grade every answered item that has no results yet, from the store."""
+    await runtime.tracer.aflush()
+    async with runtime.db.acursor() as cur:
+        pending = cur.execute("SELECT item_index, thread_id, status, error FROM eval_items i WHERE run_id = ? AND NOT EXISTS "
+                              "(SELECT 1 FROM eval_results r WHERE r.run_id = i.run_id AND r.item_index = i.item_index) ORDER BY item_index",
+                              [run_id]).fetchall()
+        samples = {n: (recorded_sample(cur, thread, user_id) if thread and status == "done" else None) for n, thread, status, _ in pending}
+    gate = asyncio.Semaphore(max(1, concurrency))
+    configs = [load_grader(g) for g in graders]
+
+    async def one(index: int, error: str | None) -> list[Graded]:
+        sample = samples[index]
+        if sample is None:
+            return [Graded(c.name, c.type, 0.0, False, f"the target failed: {error}") for c in configs]
+        async with gate:
+            return [await agrade(c, sample, dataset.items[index], judge=judge, prices=prices) for c in configs]
+
+    results = await asyncio.gather(*(one(n, error) for n, _, _, error in pending))
+    async with runtime.db.transaction() as cur:
+        for (index, *_), graded in zip(pending, results, strict=True):
+            sample = samples[index] or {}
+            cur.execute("UPDATE eval_items SET turn_id = ?, trace_id = ?, model = ?, input_tokens = ?, output_tokens = ?, cost_usd = ?, "
+                        "latency_ms = coalesce(?, latency_ms) WHERE run_id = ? AND item_index = ?",
+                        [sample.get("turn_id"), sample.get("trace_id"), sample.get("model"), sample.get("input_tokens"), sample.get("output_tokens"),
+                         cost_of(sample, prices) if sample else None, sample.get("latency_ms"), run_id, index])
+            cur.executemany("INSERT INTO eval_results VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            [[run_id, index, g.name, g.type, g.score, g.passed, g.error, json.dumps(g.info, default=str) if g.info else None] for g in graded])
+        cur.execute(f"UPDATE eval_runs SET status = 'completed', finished_at = {NOW} WHERE run_id = ?", [run_id])
+
+
+SUMMARY_SQL = """
+    WITH per_item AS (
+        SELECT item_index, bool_and(passed) AS passed, bool_or(error IS NOT NULL) AS errored FROM eval_results WHERE run_id = ? GROUP BY item_index)
+    SELECT count(*), count(*) FILTER (WHERE passed AND NOT errored), count(*) FILTER (WHERE NOT passed AND NOT errored), count(*) FILTER (WHERE errored)
+    FROM per_item"""
+
+
+def summary(cur: Any, run_id: str) -> dict[str, Any]:
+    """The run in OpenAI's shape: ``result_counts`` and ``per_testing_criteria_results``."""
+    row = cur.execute("SELECT name, status, dataset_hash FROM eval_runs WHERE run_id = ?", [run_id]).fetchone()
+    if row is None:
+        raise ChatLabError(f"There is no eval run {run_id!r}.")
+    total, passed, failed, errored = cur.execute(SUMMARY_SQL, [run_id]).fetchone()
+    criteria = cur.execute("SELECT grader_name, count(*) FILTER (WHERE passed), count(*) FILTER (WHERE NOT passed AND error IS NULL), "
+                           "count(*) FILTER (WHERE error IS NOT NULL) FROM eval_results WHERE run_id = ? GROUP BY grader_name ORDER BY grader_name",
+                           [run_id]).fetchall()
+    return {"id": run_id, "name": row[0], "status": row[1], "dataset_hash": row[2],
+            "result_counts": {"total": total, "passed": passed, "failed": failed, "errored": errored},
+            "per_testing_criteria_results": [{"testing_criteria": n, "passed": p, "failed": f, "errored": e} for n, p, f, e in criteria]}
+
+
+def stored_run(cur: Any, run_id: str, user_id: str) -> tuple[Dataset, list[Any], dict[str, Any]]:
+    """A stored run's dataset, graders and target description (for resume and rescore)."""
+    row = cur.execute("SELECT dataset_hash, graders, target FROM eval_runs WHERE run_id = ? AND user_id = ?", [run_id, user_id]).fetchone()
+    if row is None:
+        raise ChatLabError(f"There is no eval run {run_id!r} of {user_id!r}.")
+    items = [json.loads(item) for (item,) in cur.execute("SELECT item FROM eval_dataset_items WHERE dataset_hash = ? ORDER BY item_index", [row[0]]).fetchall()]
+    name = cur.execute("SELECT name FROM eval_datasets WHERE dataset_hash = ?", [row[0]]).fetchone()[0]
+    return Dataset(items, name, "stored"), json.loads(row[1]), json.loads(row[2])
+
+
+def copy_answers(cur: Any, source: str, run_id: str) -> None:
+    """A rescore's items: the source run's answers (same threads), to be graded again."""
+    cur.execute("INSERT INTO eval_items SELECT ? AS run_id, * EXCLUDE (run_id) FROM eval_items WHERE run_id = ?", [run_id, source])

@@ -85,5 +85,12 @@ def test_bad_runs_are_one_sentence(make_lab):
     with pytest.raises(ChatLabError, match='each item needs a "thread_id"'):
         lab.evaluate_sync([{"input": "x"}], target="recorded", graders=[HAS], progress=False)
     assert lab.sql("SELECT count(*) FROM eval_runs").iloc[0, 0] == 0  # refused before anything was stored
+    with pytest.raises(ChatLabError, match='with a "conversation" are not run live yet'):
+        lab.evaluate_sync([{"input": "x", "conversation": [{"role": "user", "content": "hi"}]}], graders=[HAS], progress=False)
+    lab.login("bob")
+    theirs = lab.send_sync("mine", new_thread=True).thread_id
+    lab.login("alice")
+    summary = lab.evaluate_sync([{"input": "mine", "thread_id": theirs}], target="recorded", graders=[HAS], progress=False)
+    assert summary["result_counts"] == {"total": 1, "passed": 0, "failed": 0, "errored": 1}  # another user's thread: an errored item
     with pytest.raises(ChatLabError, match="takes instructions and model"):
         lab.evaluate_sync([{"input": "x"}], target={"tools": []}, graders=[HAS], progress=False)

@@ -50,6 +50,8 @@ def new_run(cur: Any, dataset: Dataset, target: Target, graders: Sequence[Any], 
         raise ChatLabError(f"Two graders share a name ({', '.join(sorted({n for n in names if names.count(n) > 1}))}); each result is stored by its grader's name.")
     if target.description.get("kind") == "recorded" and not all(item.get("thread_id") for item in dataset.items):
         raise ChatLabError('target="recorded" grades recorded threads: each item needs a "thread_id" (evals.from_threads makes them).')
+    if target.server is not None and any(item.get("conversation") for item in dataset.items):
+        raise ChatLabError('Items with a "conversation" are not run live yet: grade their recorded threads with target="recorded".')
     store_dataset(cur, dataset)
     run_id = f"evalrun_{uuid.uuid4().hex[:12]}"
     cur.execute(f"INSERT INTO eval_runs VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, {NOW}, NULL)", [
@@ -85,13 +87,11 @@ async def answer_all(runtime: Any, run_id: str, dataset: Dataset, target: Target
 async def _answer(runtime: Any, target: Target, user_id: str, item: dict[str, Any]) -> dict[str, Any]:
     if target.server is None:  # a recorded thread, graded as it is
         return {"thread_id": item["thread_id"], "status": "done", "output_text": item.get("recorded_reply"), "latency_ms": None, "error": None}
-    if item.get("conversation"):
-        raise ChatLabError("Multi-turn items (with a conversation) are graded from their recorded thread for now: target=\"recorded\".")
     message = {"content": [{"type": "input_text", "text": item["input"]}], "attachments": [], "inference_options": {}}
     started = time.perf_counter()
     try:
         turn = Turn.of(None, await runtime.request({"type": "threads.create", "params": {"input": message}}, user_id, server=target.server))
-    except ChatLabError as exc:
+    except Exception as exc:  # one item's failure is that item's error, not the run's
         return {"thread_id": None, "status": "error", "output_text": None, "latency_ms": None, "error": str(exc)}
     return {"thread_id": turn.thread_id, "status": "error" if turn.error else "done", "output_text": turn.text,
             "latency_ms": (time.perf_counter() - started) * 1000, "error": turn.error}
@@ -105,18 +105,24 @@ async def grade_all(runtime: Any, run_id: str, dataset: Dataset, graders: Sequen
         pending = cur.execute("SELECT item_index, thread_id, status, error FROM eval_items i WHERE run_id = ? AND NOT EXISTS "
                               "(SELECT 1 FROM eval_results r WHERE r.run_id = i.run_id AND r.item_index = i.item_index) ORDER BY item_index",
                               [run_id]).fetchall()
-        samples = {n: (recorded_sample(cur, thread, user_id) if thread and status == "done" else None) for n, thread, status, _ in pending}
+        samples: dict[int, dict[str, Any] | None] = {}
+        errors = {n: error for n, _, _, error in pending}
+        for n, thread, status, _ in pending:
+            try:
+                samples[n] = recorded_sample(cur, thread, user_id) if thread and status == "done" else None
+            except ChatLabError as exc:  # e.g. a recorded thread that is not this user's
+                samples[n], errors[n] = None, str(exc)
     gate = asyncio.Semaphore(max(1, concurrency))
     configs = [load_grader(g) for g in graders]
 
-    async def one(index: int, error: str | None) -> list[Graded]:
+    async def one(index: int) -> list[Graded]:
         sample = samples[index]
         if sample is None:
-            return [Graded(c.name, c.type, 0.0, False, f"the target failed: {error}") for c in configs]
+            return [Graded(c.name, c.type, 0.0, False, f"the item has no answer to grade: {errors[index]}") for c in configs]
         async with gate:
             return [await agrade(c, sample, dataset.items[index], judge=judge, prices=prices) for c in configs]
 
-    results = await asyncio.gather(*(one(n, error) for n, _, _, error in pending))
+    results = await asyncio.gather(*(one(n) for n, *_ in pending))
     async with runtime.db.transaction() as cur:
         for (index, *_), graded in zip(pending, results, strict=True):
             sample = samples[index] or {}

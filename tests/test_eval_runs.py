@@ -21,7 +21,7 @@ def test_a_workflow_run_is_stored_linked_to_its_threads_and_summarised_as_openai
     lab = make_lab(warm=False)
     routed = [{"type": "trajectory:branch", "name": f"to_{kind}", "value": {"node": "route", "edge": kind}} for kind in ("billing",)]
     summary = lab.evaluate_sync(SUPPORT, target=templates.customer_support(), graders=[*routed, {"type": "latency", "name": "fast", "max": 5000}],
-                                progress=False)
+                                progress=False).summary
     assert summary["status"] == "completed" and summary["name"] == "items × customer-support@draft"
     assert summary["result_counts"] == {"total": 3, "passed": 1, "failed": 2, "errored": 0}
     assert summary["per_testing_criteria_results"] == [{"testing_criteria": "fast", "passed": 3, "failed": 0, "errored": 0},
@@ -35,7 +35,7 @@ def test_a_workflow_run_is_stored_linked_to_its_threads_and_summarised_as_openai
 
 def test_an_overrides_target_changes_only_what_it_names_and_recorded_threads_grade_without_a_model(make_lab, db_path):
     lab = make_lab(warm=False)
-    summary = lab.evaluate_sync([{"input": "hello", "expected": "Be brief."}], target={"instructions": "Be brief."}, graders=[HAS], progress=False)
+    summary = lab.evaluate_sync([{"input": "hello", "expected": "Be brief."}], target={"instructions": "Be brief."}, graders=[HAS], progress=False).summary
     assert summary["result_counts"]["passed"] == 1  # the mirror model repeats the instructions it got
     lab.send_sync("first", new_thread=True)
     lab.close()
@@ -49,9 +49,9 @@ def test_an_overrides_target_changes_only_what_it_names_and_recorded_threads_gra
 
     reopened = make_lab(model=Exploding("x"), warm=False)
     recorded = from_threads(reopened.turns_df())
-    graded = reopened.evaluate_sync(recorded, target="recorded", graders=[{**HAS, "reference": "first"}], progress=False)
+    graded = reopened.evaluate_sync(recorded, target="recorded", graders=[{**HAS, "reference": "first"}], progress=False).summary
     assert graded["result_counts"] == {"total": 2, "passed": 1, "failed": 1, "errored": 0}
-    again = reopened.rescore_sync(summary["id"], [HAS, {"type": "latency", "name": "fast", "max": 0.001}], progress=False)
+    again = reopened.rescore_sync(summary["id"], [HAS, {"type": "latency", "name": "fast", "max": 0.001}], progress=False).summary
     assert again["result_counts"] == {"total": 1, "passed": 0, "failed": 1, "errored": 0}
     assert [c["passed"] for c in again["per_testing_criteria_results"]] == [0, 1]  # fast failed, has passed: nothing ran again
     assert reopened.sql("SELECT parent_run_id, kind FROM eval_runs WHERE run_id = ?", [again["id"]]).values.tolist() == [[summary["id"], "rescore"]]
@@ -71,7 +71,7 @@ def test_an_interrupted_run_keeps_its_finished_items_and_resumes(make_lab):
         lab.evaluate_sync(items, graders=[HAS], concurrency=1, progress=False)
     (run_id, status), = lab.sql("SELECT run_id, status FROM eval_runs").values.tolist()
     assert status == "interrupted" and lab.sql("SELECT count(*) FROM eval_items").iloc[0, 0] == 1
-    summary = lab.resume_eval_sync(run_id, progress=False)
+    summary = lab.resume_eval_sync(run_id, progress=False).summary
     assert summary["status"] == "completed" and summary["result_counts"] == {"total": 4, "passed": 4, "failed": 0, "errored": 0}
     assert lab.sql("SELECT count(DISTINCT thread_id) FROM eval_items WHERE run_id = ?", [run_id]).iloc[0, 0] == 4
 
@@ -85,12 +85,115 @@ def test_bad_runs_are_one_sentence(make_lab):
     with pytest.raises(ChatLabError, match='each item needs a "thread_id"'):
         lab.evaluate_sync([{"input": "x"}], target="recorded", graders=[HAS], progress=False)
     assert lab.sql("SELECT count(*) FROM eval_runs").iloc[0, 0] == 0  # refused before anything was stored
-    with pytest.raises(ChatLabError, match='with a "conversation" are not run live yet'):
-        lab.evaluate_sync([{"input": "x", "conversation": [{"role": "user", "content": "hi"}]}], graders=[HAS], progress=False)
+    with pytest.raises(ChatLabError, match='Item 1\'s "conversation" is a list of'):
+        lab.evaluate_sync([{"input": "x"}, {"input": "x", "conversation": [{"role": "system", "content": "hi"}]}], graders=[HAS], progress=False)
     lab.login("bob")
     theirs = lab.send_sync("mine", new_thread=True).thread_id
     lab.login("alice")
-    summary = lab.evaluate_sync([{"input": "mine", "thread_id": theirs}], target="recorded", graders=[HAS], progress=False)
+    summary = lab.evaluate_sync([{"input": "mine", "thread_id": theirs}], target="recorded", graders=[HAS], progress=False).summary
     assert summary["result_counts"] == {"total": 1, "passed": 0, "failed": 0, "errored": 1}  # another user's thread: an errored item
     with pytest.raises(ChatLabError, match="takes instructions and model"):
         lab.evaluate_sync([{"input": "x"}], target={"tools": []}, graders=[HAS], progress=False)
+
+
+def test_a_multi_turn_item_starts_from_its_conversation_and_the_sample_reads_node_outputs(make_lab):
+    lab = make_lab(warm=False)
+    item = {"input": "and my name?", "conversation": [{"role": "user", "content": "I am Ada"}, {"role": "assistant", "content": "Hello Ada"}],
+            "expected": "history: 2 earlier items (assistant 1, user 1)"}
+    run = lab.evaluate_sync([item], graders=[HAS], progress=False)
+    assert run.summary["result_counts"]["passed"] == 1, run.items.output_text[0]
+    texts = lab.items_df(run.items.thread_id[0]).sort_values("created_at")
+    assert len(texts) == 4  # the two seeded messages, the input and the reply: no model call for the history
+    exact = {"type": "string_check", "name": "type", "input": "{{ sample.nodes.classify.output_parsed.classification }}", "reference": "{{ item.expected_type }}",
+             "operation": "eq"}  # the seed's "exact match on a field", read from the classifier node's output
+    routed = lab.evaluate_sync(SUPPORT, target=templates.customer_support(), graders=[exact], progress=False)
+    assert list(routed.df().type) == [1.0, 1.0, 0.0]  # the third item expects billing; the classifier said general
+
+
+def test_a_run_is_a_frame_and_a_report_and_two_runs_compare_item_by_item(make_lab):
+    lab = make_lab(warm=False)
+    items = [{"input": f"question {n}", "expected": "Be brief." if n % 2 else "helpful"} for n in range(6)]
+    fast = {"type": "latency", "name": "fast", "max": 5000}
+    a = lab.evaluate_sync(items, graders=[HAS, fast], name="default prompt", progress=False, prices={"mirror": (1.0, 2.0)})
+    b = lab.evaluate_sync(items, target={"instructions": "Be brief."}, graders=[HAS, fast], name="brief prompt", progress=False)
+    frame = a.df()
+    assert list(frame.item_index) == list(range(6)) and list(frame.passed) == [True, False] * 3 and list(frame.has) == [1.0, 0.0] * 3
+    assert frame.cost_usd.gt(0).all() and frame.cost_usd.sum() == pytest.approx(
+        float(((frame.input_tokens * 1.0 + frame.output_tokens * 2.0) / 1e6).sum()))
+    assert a.per_grader().set_index("grader").pass_rate.to_dict() == {"fast": 1.0, "has": 0.5}
+    assert list(a.worst(2).item_index) == [1, 3]
+    report = a._repr_html_()
+    assert "default prompt" in report and "Worst items" in report and "has" in report and "50%" in report and "$" in report
+    assert "<script" not in lab.evaluate_sync([{"input": "<script>alert(1)</script>", "expected": "x"}], graders=[HAS], progress=False)._repr_html_()
+    comparison = lab.compare_runs(a, b.id)
+    assert comparison.counts() == {"regression": 3, "fix": 3, "still passing": 0, "still failing": 0}  # the mirror repeats its instructions
+    assert list(comparison.fixes.item_index_a) == [1, 3, 5] and (comparison.fixes.delta > 0).all()
+    assert list(comparison.regressions.item_index_a) == [0, 2, 4] and (comparison.regressions.delta < 0).all()
+    assert comparison.per_grader.set_index("grader").delta.to_dict() == {"fast": 0.0, "has": 0.0}
+    assert len(comparison.plot().axes) == 2 and "3 fixed, 3 regressed" in comparison._repr_html_()
+    runs = lab.eval_runs_df()
+    assert list(runs.name[:2]) == ["default prompt", "brief prompt"] and list(runs.passed[:2]) == [3, 3]
+    with pytest.raises(ChatLabError, match="no item in common"):
+        lab.compare_runs(a, lab.evaluate_sync([{"input": "other"}], graders=[fast], progress=False))
+
+
+def test_async_evaluate_runs_from_a_cell_that_awaits(make_lab):
+    import asyncio
+
+    lab = make_lab(warm=False)
+    run = asyncio.run(lab.evaluate([{"input": "hello", "expected": "hello"}], graders=[HAS], progress=False))
+    assert run.summary["result_counts"]["passed"] == 1 and lab.eval_run(run.id).summary == run.summary
+
+
+def test_an_optimisation_round_is_kept_only_when_the_graders_improve(make_lab):
+    lab = make_lab(warm=False)
+    items = [{"input": f"question {n}", "expected": "Be brief."} for n in range(3)]
+    base = lab.evaluate_sync(items, graders=[HAS], progress=False)
+    assert base.pass_rate == 0.0
+    worse = lab.optimize_sync(base.id, judge=Scripted('{"instructions": "Ramble."}'), progress=False)
+    assert worse.best.id == base.id and worse.rounds.kept.tolist() == [False] and worse.instructions.startswith("You are a helpful")
+    judge = Scripted('{"instructions": "Be brief."}')
+    better = lab.optimize_sync(base.id, judge=judge, rounds=2, progress=False)
+    assert better.rounds.kept.tolist() == [True] and better.best.pass_rate == 1.0 and better.instructions == "Be brief."  # round 2: nothing left to fix
+    asked = judge.inputs[0]["input"][-1]["content"]
+    assert "question 0" in asked and "Failed: has" in asked and "You are a helpful" in asked
+    stored = lab.sql("SELECT round, base_run_id, kept, instructions_after, pass_rate_after FROM eval_rounds WHERE optimization_id = ?", [better.id])
+    assert stored.values.tolist() == [[1, base.id, True, "Be brief.", 1.0]]
+    assert lab.sql("SELECT kind, parent_run_id FROM eval_runs WHERE run_id = ?", [better.best.id]).values.tolist() == [["optimization", base.id]]
+    flow = lab.evaluate_sync(SUPPORT[:1], target=templates.customer_support(), graders=[{**HAS, "reference": "Refunds within 30 days"}], progress=False)
+    with pytest.raises(ChatLabError, match="node= one of classify, billing_agent"):
+        lab.optimize_sync(flow.id, judge=judge, progress=False)
+    revised = lab.optimize_sync(flow.id, node="billing_agent", judge=Scripted('{"instructions": "Refunds within 30 days."}'), progress=False)
+    assert revised.rounds.kept.tolist() == [True] and "Refunds within 30 days" in revised.best.items.output_text[0]
+    with pytest.raises(ChatLabError, match="proposed no instructions"):
+        lab.optimize_sync(base.id, judge=Scripted('{"instructions": "  "}'), progress=False)
+    assert lab.sql("SELECT count(*) FROM eval_rounds").iloc[0, 0] == 3  # the empty proposal stored nothing
+
+
+def test_the_eval_command_prints_the_summary_and_fails_below_the_pass_rate(make_lab, db_path, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from chatkit_lab.cli import main
+
+    lab = make_lab(warm=False)
+    assert lab.publish(templates.customer_support()) == 1
+    lab.close()
+    dataset = tmp_path / "support.jsonl"
+    dataset.write_text("\n".join(json.dumps(item) for item in SUPPORT))
+    graders = tmp_path / "graders.json"
+    graders.write_text(json.dumps({"testing_criteria": [
+        {"type": "string_check", "name": "type", "input": "{{ sample.nodes.classify.output_parsed.classification }}",
+         "reference": "{{ item.expected_type }}", "operation": "eq"}, {"type": "latency", "name": "fast", "max": 5000}]}))
+    command = [sys.executable, "-m", "chatkit_lab.cli", "eval", str(dataset), "--db", str(db_path), "--workflow", "customer-support@1",
+               "--graders", str(graders), "--min-pass-rate", "0.9"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert "support × customer-support@1" in done.stdout and "2/3 passed (66.7%)" in done.stdout and "type: 2 passed, 1 failed" in done.stdout
+    assert "below --min-pass-rate 90.0%" in done.stderr
+    assert main(["eval", str(dataset), "--db", str(db_path), "--workflow", "customer-support@1", "--graders", str(graders), "--min-pass-rate", "0.6"]) == 0
+    graders.write_text('[{"type": "string_check", "name": "x"}]')
+    assert main(["eval", str(dataset), "--db", str(db_path), "--graders", str(graders)]) == 1  # a bad grader: one sentence, no run
+    reopened = make_lab(warm=False)
+    assert list(reopened.eval_runs_df().status) == ["completed", "completed"]

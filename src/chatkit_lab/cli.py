@@ -90,6 +90,32 @@ def _merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    import json
+
+    from .evals.graders import load_graders_file
+    from .lab import ChatLab
+
+    graders = load_graders_file(args.graders)
+    with ChatLab(args.db, model=args.model, base_url=args.base_url, user_id=args.user_id, warm=False,
+                 **({"instructions": args.instructions} if args.instructions else {})) as lab:
+        run = lab.evaluate_sync(args.dataset, graders=graders, target=args.workflow, concurrency=args.concurrency,
+                                judge=args.judge, progress=sys.stderr.isatty())
+    summary = run.summary
+    counts = summary["result_counts"]
+    if args.json:
+        print(json.dumps({**summary, "pass_rate": run.pass_rate}, indent=2))
+    else:
+        print(f"{summary['name']} ({summary['id']}, stored in {args.db})")
+        print(f"  {counts['passed']}/{counts['total']} passed ({run.pass_rate:.1%}), {counts['failed']} failed, {counts['errored']} errored")
+        for c in summary["per_testing_criteria_results"]:
+            print(f"  {c['testing_criteria']}: {c['passed']} passed, {c['failed']} failed, {c['errored']} errored")
+    if args.min_pass_rate is not None and run.pass_rate < args.min_pass_rate:
+        print(f"pass rate {run.pass_rate:.1%} is below --min-pass-rate {args.min_pass_rate:.1%}", file=sys.stderr)
+        return 1
+    return 0
+
+
 @contextlib.contextmanager
 def _database(path: str, create: bool = False) -> Iterator[Any]:
     from .errors import ChatLabError
@@ -152,6 +178,20 @@ def main(argv: list[str] | None = None) -> int:
     merge.add_argument("sources", nargs="+", help="the database files to merge (only read)")
     merge.add_argument("--name", action="append", help="origin name per source, in order (default: file names)")
     merge.set_defaults(run=_merge)
+    evaluate = sub.add_parser("eval", help="run a dataset through the lab or a workflow version, grade it, store the run (for CI)")
+    evaluate.add_argument("dataset", help="a .jsonl, .json, .csv or .parquet dataset (one item per row, each with an input)")
+    evaluate.add_argument("--db", default="chats.duckdb", help="DuckDB file the run is stored in (default: chats.duckdb)")
+    evaluate.add_argument("--graders", required=True, help="OpenAI grader JSON: a list, {\"testing_criteria\": [...]}, one grader, or JSONL")
+    evaluate.add_argument("--workflow", default=None, help="answer with this workflow: NAME@VERSION (published in --db), NAME, or a .json file")
+    evaluate.add_argument("--min-pass-rate", type=float, default=None, help="exit 1 when fewer items pass every grader (0 to 1)")
+    evaluate.add_argument("--concurrency", type=int, default=16, help="items answered at once (default: %(default)s)")
+    evaluate.add_argument("--model", default=None, help="model name (default: offline mirror, or OpenAI with OPENAI_API_KEY)")
+    evaluate.add_argument("--base-url", default=None, help="an OpenAI-compatible server, e.g. http://localhost:11434/v1")
+    evaluate.add_argument("--judge", default=None, help="the model of score_model and label_model graders (default: --model)")
+    evaluate.add_argument("--instructions", default=None, help="the agent's instructions (without --workflow)")
+    evaluate.add_argument("--user-id", default="local", help="whose run it is (default: %(default)s)")
+    evaluate.add_argument("--json", action="store_true", help="print the summary as JSON")
+    evaluate.set_defaults(run=_eval)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from .errors import ChatLabError

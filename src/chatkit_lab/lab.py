@@ -19,8 +19,10 @@ from .auth.secrets import MIN_LENGTH, Secrets, install_log_redaction
 from .context import ContextInjection
 from .documents import Documents, openai_embedder
 from .errors import ChatLabError
-from .evals import runs as eval_runs
-from .evals.datasets import load_dataset
+from .evals.compare import RunComparison
+from .evals.optimize import Optimization
+from .evals.report import EvalRun
+from .evaluation import Evaluations
 from .guardrails import Guardrails
 from .models import Backend, openai_client, resolve_backend
 from .server import LabServer
@@ -433,90 +435,67 @@ class ChatLab:
             return logs.import_jsonl(cur, path)
 
     # -- evals -----------------------------------------------------------------------------
-    def _eval_target(self, target: Any) -> eval_runs.Target:
-        if target is None:
-            return eval_runs.Target({"kind": "lab", "label": self.workflow.label if self.workflow else "lab"}, self.server)
-        if target == "recorded":
-            return eval_runs.Target({"kind": "recorded", "label": "recorded"}, None)
-        if isinstance(target, Agent):
-            return eval_runs.Target({"kind": "agent", "label": f"agent {target.name}"},
-                                    replay.derived_server(self.runtime, target, self.backend, None, {}))
-        if isinstance(target, dict):
-            unknown = set(target) - {"instructions", "model"}
-            if unknown:
-                raise ChatLabError(f"An overrides target takes instructions and model, not {', '.join(sorted(unknown))}.")
-            backend = resolve_backend(target["model"]) if target.get("model") is not None else self.backend
-            changes = {k: v for k, v in {"instructions": target.get("instructions"), "model": backend.model if target.get("model") else None}.items() if v is not None}
-            return eval_runs.Target({"kind": "overrides", "label": "overrides", "overrides": {k: str(v) for k, v in target.items()}},
-                                    replay.derived_server(self.runtime, self.agent.clone(**changes), backend, None, {}))
-        chat = self._chat_workflow(target)
-        return eval_runs.Target({"kind": "workflow", "label": chat.resolved.label}, replay.derived_server(self.runtime, self.agent, self.backend, chat, {}))
+    @property
+    def evals(self) -> Evaluations:
+        return Evaluations(self.runtime, self.backend, self._chat_workflow, lambda: self.user_id)
 
-    def _stored_target(self, described: dict[str, Any]) -> eval_runs.Target:
-        kind = described.get("kind")
-        if kind in ("lab", "recorded"):
-            return self._eval_target(None if kind == "lab" else "recorded")
-        if kind == "overrides":
-            return self._eval_target(described["overrides"])
-        if kind == "workflow" and not str(described["label"]).endswith("@draft"):
-            return self._eval_target(described["label"])
-        raise ChatLabError(f"This run's target ({described.get('label')}) is not stored whole: pass target= again to resume it.")
-
-    async def _evaluate(self, run: tuple[str, Any, Any, list[Any]], judge: Any, prices: Any, concurrency: int, done: list[int]) -> str:
-        from .evals.graders import model_judge
-
-        run_id, data, target, graders = run
-        if target is not None:
-            await eval_runs.answer_all(self.runtime, run_id, data, target, self.user_id, concurrency, done)
-        done[0] = len(data)
-        await eval_runs.grade_all(self.runtime, run_id, data, graders, self.user_id, prices=prices, concurrency=concurrency,
-                                  judge=model_judge(judge if judge is not None else self.backend.model))
-        return run_id
-
-    def _started(self, run: tuple[str, Any, Any, list[Any]], judge: Any, prices: Any, concurrency: int, progress: bool) -> dict[str, Any]:
-        done = [0]
-        job = replay.Job(self.runtime.loop, self._evaluate(run, judge, prices, concurrency, done))
-        run_id = replay.waiting(job, lambda: done[0], len(run[1]), f"eval {run[1].name}", progress)
-        with self.db.cursor() as cur:
-            return eval_runs.summary(cur, run_id)
-
-    async def _in_new_run(self, data: Any, target: eval_runs.Target, graders: Sequence[Any], name: str | None, concurrency: int,
-                          kind: str = "evaluate", parent: str | None = None) -> str:
-        async with self.db.transaction() as cur:
-            run_id = eval_runs.new_run(cur, data, target, graders, name=name, user_id=self.user_id, concurrency=concurrency, kind=kind, parent=parent)
-            if parent is not None:
-                eval_runs.copy_answers(cur, parent, run_id)
-            return run_id
+    async def evaluate(self, dataset: Any, *, graders: Sequence[Any], target: Any = None, name: str | None = None, concurrency: int = 16,
+                       judge: Any = None, prices: Any = None, progress: bool = True) -> EvalRun:
+        """Run ``dataset`` through ``target`` and grade every answer with ``graders`` (OpenAI's grader
+        JSON); returns the stored ``EvalRun`` (``.summary`` in OpenAI's shape, ``.df()``, an HTML
+        report in a notebook). ``target``: the lab as it is (None); an ``Agent``; a workflow
+        (``Workflow``, ``"name@2"``, a path); ``{"instructions", "model"}`` overrides; or
+        ``"recorded"`` (items from ``evals.from_threads``, graded as recorded). Items with a
+        ``conversation`` start from it. ``judge``: the model of model graders (the lab's by default);
+        ``prices``: per-model $ per million tokens (``evals.DEFAULT_PRICES``). Interrupted, the
+        finished items are kept: ``lab.resume_eval(run_id)`` goes on."""
+        evals = self.evals
+        planned = evals.plan(dataset, graders, target, name, concurrency)
+        return await evals.finish(planned, judge=judge, prices=prices, concurrency=concurrency, progress=progress)
 
     def evaluate_sync(self, dataset: Any, *, graders: Sequence[Any], target: Any = None, name: str | None = None, concurrency: int = 16,
-                      judge: Any = None, prices: Any = None, progress: bool = True) -> dict[str, Any]:
-        """Run ``dataset`` through ``target`` and grade every answer with ``graders`` (OpenAI's grader
-        JSON); returns the run's summary in OpenAI's shape. ``target``: the lab as it is (None); an
-        ``Agent``; a workflow (``Workflow``, ``"name@2"``, a path); ``{"instructions", "model"}``
-        overrides; or ``"recorded"`` (items from ``evals.from_threads``, graded as recorded).
-        ``judge``: the model of model graders (the lab's by default). Interrupted, the finished
-        items are kept: ``lab.resume_eval_sync(run_id)`` goes on."""
-        data = load_dataset(dataset)
-        chosen = self._eval_target(target)
-        run_id = self.runtime.call(self._in_new_run(data, chosen, graders, name, concurrency))
-        return self._started((run_id, data, chosen, list(graders)), judge, prices, concurrency, progress)
+                      judge: Any = None, prices: Any = None, progress: bool = True) -> EvalRun:
+        evals = self.evals
+        planned = evals.plan(dataset, graders, target, name, concurrency)
+        return evals.finish_sync(planned, judge=judge, prices=prices, concurrency=concurrency, progress=progress)
+
+    async def resume_eval(self, run_id: str, *, target: Any = None, judge: Any = None, prices: Any = None, concurrency: int = 16,
+                          progress: bool = True) -> EvalRun:
+        """Go on with an interrupted run: items it finished are kept, the rest are answered and graded."""
+        evals = self.evals
+        return await evals.finish(evals.resumed(run_id, target), judge=judge, prices=prices, concurrency=concurrency, progress=progress)
 
     def resume_eval_sync(self, run_id: str, *, target: Any = None, judge: Any = None, prices: Any = None, concurrency: int = 16,
-                         progress: bool = True) -> dict[str, Any]:
-        """Go on with an interrupted run: items it finished are kept, the rest are answered and graded."""
-        with self.db.cursor() as cur:
-            data, graders, described = eval_runs.stored_run(cur, run_id, self.user_id)
-        chosen = self._eval_target(target) if target is not None else self._stored_target(described)
-        return self._started((run_id, data, chosen, graders), judge, prices, concurrency, progress)
+                         progress: bool = True) -> EvalRun:
+        evals = self.evals
+        return evals.finish_sync(evals.resumed(run_id, target), judge=judge, prices=prices, concurrency=concurrency, progress=progress)
 
     def rescore_sync(self, run_id: str, graders: Sequence[Any], *, name: str | None = None, judge: Any = None, prices: Any = None,
-                     progress: bool = True) -> dict[str, Any]:
+                     progress: bool = True) -> EvalRun:
         """Grade a stored run's answers again with ``graders``, as a new run, without calling the target."""
-        with self.db.cursor() as cur:
-            data, _, _ = eval_runs.stored_run(cur, run_id, self.user_id)
-        target = eval_runs.Target({"kind": "rescore", "label": f"rescore of {run_id}"}, None)
-        new = self.runtime.call(self._in_new_run(data, target, graders, name, 16, "rescore", run_id))
-        return self._started((new, data, None, list(graders)), judge, prices, 16, progress)
+        evals = self.evals
+        return evals.finish_sync(evals.rescored(run_id, graders, name), judge=judge, prices=prices, progress=progress)
+
+    def eval_run(self, run_id: str) -> EvalRun:
+        """A stored run, as ``evaluate`` returned it."""
+        return self.evals.run(run_id)
+
+    def eval_runs_df(self, *, all_users: bool = False) -> Any:
+        """Every eval run: name, kind, status, pass counts, dataset, target, parent run, dates."""
+        return self._frame(queries.eval_runs(self._user(all_users)), False)
+
+    def compare_runs(self, a: EvalRun | str, b: EvalRun | str) -> RunComparison:
+        """Two runs item by item: ``regressions``, ``fixes``, score deltas, pass rate per grader,
+        ``plot()``. An A/B test is two runs of one dataset and this comparison."""
+        return self.evals.compare(a, b)
+
+    def optimize_sync(self, run_id: str, *, node: str | None = None, rounds: int = 1, judge: Any = None, prices: Any = None,
+                      concurrency: int = 16, progress: bool = True) -> Optimization:
+        """Prompt optimisation from a run's failures: the judge model proposes revised instructions
+        (of the agent, or of a workflow's agent ``node``), the dataset runs again with them, and the
+        revision is kept only if the graders improve; ``rounds`` build on the best so far. Every
+        round is stored (``eval_rounds``); returns the rounds, the best run and its instructions."""
+        return self.evals.optimize_sync(run_id, node=node, rounds=rounds, judge=judge, prices=prices, concurrency=concurrency, progress=progress)
 
     # -- replay, fork, diff ---------------------------------------------------------------
     def replay(

@@ -212,18 +212,10 @@ async def _start(
     if strategy is not None:
         ContextInjection(strategy)  # a clear error for an unknown strategy, before anything is written
     lab_server = runtime.server
-    backend = resolve_backend(model) if model is not None else lab_server.backend
     base = agent or lab_server.agent
     if not isinstance(base, Agent):
         raise ChatLabError("This lab builds its agent per thread; pass agent= to replay with one.")
-    changes: dict[str, Any] = {}
-    if instructions is not None:
-        changes["instructions"] = instructions
-    if tools is not None:
-        changes["tools"] = list(tools)
-    if model is not None:
-        changes["model"] = backend.model if backend else None
-    replay_agent = base.clone(**changes) if changes else base
+    replay_agent, backend = overridden_agent(base, lab_server.backend, instructions=instructions, model=model, tools=tools)
     overrides = {
         "instructions": instructions, "model": backend.description if model is not None and backend else None,
         "tools": [getattr(t, "name", str(t)) for t in tools] if tools is not None else None,
@@ -251,6 +243,16 @@ async def _start(
         )
     server = derived_server(runtime, replay_agent, backend, workflow or lab_server.workflow, {"replay_of": source})
     return Replay(runtime, source, thread_id, new_owner, server, plan, attachments, context, strategy, user_id is not None)
+
+
+def overridden_agent(base: Agent, backend: Any, *, instructions: str | None = None, model: Any = None,
+                     tools: Sequence[Tool] | None = None) -> tuple[Agent, Any]:
+    """``base`` with what is given changed, and the backend it then runs on (``model`` resolved)."""
+    if model is not None:
+        backend = resolve_backend(model)
+    changes = {"instructions": instructions, "tools": list(tools) if tools is not None else None, "model": backend.model if model is not None else None}
+    changes = {k: v for k, v in changes.items() if v is not None}
+    return (base.clone(**changes) if changes else base), backend
 
 
 def derived_server(runtime: Runtime, agent: Agent, backend: Any, workflow: ChatWorkflow | None, metadata: dict[str, Any]) -> LabServer:

@@ -11,9 +11,12 @@ and ``multi`` as OpenAI defines them, chatkit-lab's ``latency``, ``tokens`` and 
 trace graders in promptfoo's ``trajectory:*`` shapes (``evals.trajectory``) over what a turn did.
 ``to_inspect``, ``to_promptfoo`` and ``to_finetuning`` write a dataset for other tools.
 ``recorded_sample`` reads a stored thread's last turn as a sample, so it is graded without a model.
+``lab.evaluate`` returns an ``EvalRun`` (summary, frame, report); ``lab.compare_runs`` a
+``RunComparison``; ``lab.optimize_sync`` an ``Optimization`` (its rounds and the best run).
 """
 
 from .bridges import to_finetuning, to_inspect, to_promptfoo
+from .compare import RunComparison
 from .datasets import Dataset, content_hash, from_threads, load_dataset
 from .graders import (
            DEFAULT_PRICES,
@@ -24,9 +27,12 @@ from .graders import (
            cost_of,
            grade,
            load_grader,
+           load_graders_file,
            model_judge,
            similarity,
 )
+from .optimize import Optimization
+from .report import EvalRun
 from .samples import recorded_sample
 from .templating import TemplateError, render
 
@@ -34,8 +40,11 @@ __all__ = [
            "DEFAULT_PRICES",
            "METRICS",
            "Dataset",
+           "EvalRun",
            "Graded",
            "GraderError",
+           "Optimization",
+           "RunComparison",
            "TemplateError",
            "agrade",
            "content_hash",
@@ -44,6 +53,7 @@ __all__ = [
            "grade",
            "load_dataset",
            "load_grader",
+           "load_graders_file",
            "model_judge",
            "recorded_sample",
            "render",

@@ -24,6 +24,7 @@ import json
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -127,6 +128,25 @@ class Multi(_Strict):
 Grader = Annotated[StringCheck | TextSimilarity | ScoreModel | LabelModel | PythonGrader | Metric | Trajectory | Multi, Field(discriminator="type")]
 TYPES = ("string_check", "text_similarity", "score_model", "label_model", "python", "multi", "latency", "tokens", "cost",
          *(f"trajectory:{kind}" for kind in KINDS))
+
+
+def load_graders_file(path: str | Path) -> list[Any]:
+    """Graders from a file: a JSON list, OpenAI's eval config (``{"testing_criteria": [...]}``),
+    one grader object, or JSONL (one grader per line); each checked."""
+    file = Path(path)
+    if not file.is_file():
+        raise GraderError(f"There is no graders file {str(file)!r}.")
+    text = file.read_text(encoding="utf-8")
+    try:
+        data: Any = ([json.loads(line) for line in text.splitlines() if line.strip()] if file.suffix.lower() in (".jsonl", ".ndjson")
+                     else json.loads(text))
+    except ValueError as exc:
+        raise GraderError(f"{file.name} is not JSON: {exc}.") from None
+    if isinstance(data, dict):
+        data = data.get("testing_criteria", [data])
+    if not isinstance(data, list) or not data:
+        raise GraderError(f"{file.name} holds no graders: give a list of grader objects.")
+    return [load_grader(g) for g in data]
 
 
 def load_grader(config: dict[str, Any] | BaseModel) -> Any:
@@ -366,4 +386,4 @@ def model_judge(model: Any) -> Judge:
     return judge
 
 
-__all__ = ["DEFAULT_PRICES", "METRICS", "Graded", "GraderError", "agrade", "cost_of", "grade", "load_grader", "model_judge", "similarity"]
+__all__ = ["DEFAULT_PRICES", "METRICS", "Graded", "GraderError", "agrade", "cost_of", "grade", "load_grader", "load_graders_file", "model_judge", "similarity"]

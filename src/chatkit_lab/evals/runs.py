@@ -14,8 +14,19 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from chatkit.types import (
+    AssistantMessageContent,
+    AssistantMessageItem,
+    InferenceOptions,
+    ThreadMetadata,
+    UserMessageItem,
+    UserMessageTextContent,
+)
+
+from ..context import RequestContext
 from ..errors import ChatLabError
 from ..turn import Turn
 from .datasets import Dataset, content_hash
@@ -50,8 +61,9 @@ def new_run(cur: Any, dataset: Dataset, target: Target, graders: Sequence[Any], 
         raise ChatLabError(f"Two graders share a name ({', '.join(sorted({n for n in names if names.count(n) > 1}))}); each result is stored by its grader's name.")
     if target.description.get("kind") == "recorded" and not all(item.get("thread_id") for item in dataset.items):
         raise ChatLabError('target="recorded" grades recorded threads: each item needs a "thread_id" (evals.from_threads makes them).')
-    if target.server is not None and any(item.get("conversation") for item in dataset.items):
-        raise ChatLabError('Items with a "conversation" are not run live yet: grade their recorded threads with target="recorded".')
+    for n, item in enumerate(dataset.items):
+        if target.server is not None and item.get("conversation") is not None:
+            conversation_of(item, n)  # a clear error before anything is stored
     store_dataset(cur, dataset)
     run_id = f"evalrun_{uuid.uuid4().hex[:12]}"
     cur.execute(f"INSERT INTO eval_runs VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, {NOW}, NULL)", [
@@ -90,11 +102,42 @@ async def _answer(runtime: Any, target: Target, user_id: str, item: dict[str, An
     message = {"content": [{"type": "input_text", "text": item["input"]}], "attachments": [], "inference_options": {}}
     started = time.perf_counter()
     try:
-        turn = Turn.of(None, await runtime.request({"type": "threads.create", "params": {"input": message}}, user_id, server=target.server))
+        thread_id: str | None = None
+        if item.get("conversation"):  # a multi-turn item: its history first, then the input as the next message
+            thread_id = await seeded_thread(runtime.store, user_id, conversation_of(item))
+            body = {"type": "threads.add_user_message", "params": {"thread_id": thread_id, "input": message}}
+        else:
+            body = {"type": "threads.create", "params": {"input": message}}
+        turn = Turn.of(thread_id, await runtime.request(body, user_id, server=target.server))
     except Exception as exc:  # one item's failure is that item's error, not the run's
         return {"thread_id": None, "status": "error", "output_text": None, "latency_ms": None, "error": str(exc)}
     return {"thread_id": turn.thread_id, "status": "error" if turn.error else "done", "output_text": turn.text,
             "latency_ms": (time.perf_counter() - started) * 1000, "error": turn.error}
+
+
+def conversation_of(item: dict[str, Any], index: int | None = None) -> list[tuple[str, str]]:
+    """An item's ``conversation`` as (role, text) pairs; roles are user and assistant."""
+    where = f"Item {index}" if index is not None else "An item"
+    turns = item.get("conversation")
+    if not isinstance(turns, list) or not all(isinstance(m, dict) and m.get("role") in ("user", "assistant") and isinstance(m.get("content"), str)
+                                              for m in turns):
+        raise ChatLabError(f'{where}\'s "conversation" is a list of {{"role": "user" or "assistant", "content": "text"}}.')
+    return [(m["role"], m["content"]) for m in turns]
+
+
+async def seeded_thread(store: Any, user_id: str, conversation: list[tuple[str, str]]) -> str:
+    """A new thread of ``user_id`` holding ``conversation`` as its earlier messages (no model call)."""
+    context = RequestContext(user_id=user_id)
+    thread = ThreadMetadata(id=store.generate_thread_id(context), title="eval item", created_at=datetime.now())
+    await store.save_thread(thread, context)
+    for role, text in conversation:
+        item_id = store.generate_item_id("message", thread, context)
+        item: Any = (UserMessageItem(id=item_id, thread_id=thread.id, created_at=datetime.now(), content=[UserMessageTextContent(text=text)],
+                                     inference_options=InferenceOptions())
+                     if role == "user" else
+                     AssistantMessageItem(id=item_id, thread_id=thread.id, created_at=datetime.now(), content=[AssistantMessageContent(text=text)]))
+        await store.add_thread_item(thread.id, item, context)
+    return thread.id
 
 
 async def grade_all(runtime: Any, run_id: str, dataset: Dataset, graders: Sequence[Any], user_id: str, *, judge: Any = None,

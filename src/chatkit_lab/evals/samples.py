@@ -18,19 +18,20 @@ from ..store import queries
 def recorded_sample(cur: Any, thread_id: str, user_id: str | None = None) -> dict[str, Any]:
     """The sample of ``thread_id``'s last turn (only ``user_id``'s thread when given): ``output_text``,
     ``output_json`` (when the reply is JSON), ``output_tools`` (OpenAI's ``tool_calls`` shape),
-    ``trajectory`` (see ``evals.trajectory``), ``latency_ms``, tokens, ``model``, ``turn_id``, ``trace_id``."""
+    ``trajectory`` (see ``evals.trajectory``), ``nodes`` (a workflow turn's node outputs by node id:
+    ``{{ sample.nodes.classify.output_parsed.classification }}``), ``latency_ms``, tokens, ``model``, ``turn_id``, ``trace_id``."""
     sql, params = queries.turns(user_id, thread_id)
     found = cur.execute(f"SELECT * FROM ({sql}) ORDER BY exchange DESC NULLS LAST, started_at DESC LIMIT 1", params)
     values = found.fetchone()
     if values is None:
         raise ChatLabError(f"Thread {thread_id!r} has no recorded turn to grade.")
     row = dict(zip([column[0] for column in found.description], values, strict=True))
-    steps = _trajectory(cur, row["turn_id"], row["trace_id"])
+    steps, nodes = _trajectory(cur, row["turn_id"], row["trace_id"])
     text = row["reply_text"] or ""
     sample: dict[str, Any] = {
         "output_text": text, "input": row["user_text"], "thread_id": thread_id, "turn_id": row["turn_id"], "trace_id": row["trace_id"],
         "latency_ms": row["latency_ms"], "input_tokens": _int(row["input_tokens"]), "output_tokens": _int(row["output_tokens"]),
-        "model": row["model"], "status": row["status"], "error": row["error"], "trajectory": steps,
+        "model": row["model"], "status": row["status"], "error": row["error"], "trajectory": steps, "nodes": nodes,
         "output_tools": [{"id": f"call_{n}", "type": "function", "function": {"name": s["name"], "arguments": s["raw_arguments"]}}
                          for n, s in enumerate(s for s in steps if s["type"] == "tool")],
     }
@@ -41,8 +42,9 @@ def recorded_sample(cur: Any, thread_id: str, user_id: str | None = None) -> dic
     return sample
 
 
-def _trajectory(cur: Any, turn_id: str | None, trace_id: str | None) -> list[dict[str, Any]]:
+def _trajectory(cur: Any, turn_id: str | None, trace_id: str | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     timed: list[tuple[datetime, int, dict[str, Any]]] = []
+    outputs: dict[str, Any] = {}
     if trace_id:
         spans = cur.execute("SELECT span_type, name, started_at, duration_ms, data FROM spans WHERE trace_id = ? ORDER BY started_at, span_id", [trace_id]).fetchall()
         for n, (kind, name, started, duration, data) in enumerate(spans):
@@ -50,9 +52,10 @@ def _trajectory(cur: Any, turn_id: str | None, trace_id: str | None) -> list[dic
             if step is not None:
                 timed.append((started or datetime.min, n, step))
     if turn_id:
-        for node_id, node_type, name, started, duration, status, edge in cur.execute(
-            "SELECT node_id, node_type, name, started_at, duration_ms, status, edge FROM workflow_nodes WHERE turn_id = ? ORDER BY node_index", [turn_id]
+        for node_id, node_type, name, started, duration, status, edge, output in cur.execute(
+            "SELECT node_id, node_type, name, started_at, duration_ms, status, edge, output FROM workflow_nodes WHERE turn_id = ? ORDER BY node_index", [turn_id]
         ).fetchall():
+            outputs[node_id] = json.loads(output) if output else None  # a node run twice (a loop) shows its last output
             timed.append((started, len(timed), {"type": "node", "id": node_id, "name": name, "node_type": node_type, "status": status,
                                                 "edge": edge, "duration_ms": duration}))
         for stage, check, triggered, failed, confidence, created in cur.execute(
@@ -61,7 +64,7 @@ def _trajectory(cur: Any, turn_id: str | None, trace_id: str | None) -> list[dic
         ).fetchall():
             timed.append((created, len(timed), {"type": "guardrail", "name": check, "stage": stage, "triggered": triggered,
                                                 "execution_failed": failed, "confidence": confidence}))
-    return [step for _, _, step in sorted(timed, key=lambda t: (t[0], t[1]))]
+    return [step for _, _, step in sorted(timed, key=lambda t: (t[0], t[1]))], outputs
 
 
 def _span_step(kind: str, name: str | None, data: dict[str, Any], duration: float | None) -> dict[str, Any] | None:

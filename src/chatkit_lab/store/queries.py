@@ -149,6 +149,16 @@ def nodes(user_id: str | None, thread_id: str | None) -> Query:
                FROM workflow_nodes n WHERE {where} ORDER BY n.started_at, n.turn_id, n.node_index""", params
 
 
+def eval_runs(user_id: str | None) -> Query:
+    where, params = scope(user_id, None, "r.")
+    return f"""SELECT r.run_id, r.name, r.kind, r.status, count(DISTINCT i.item_index) AS items,
+                      count(DISTINCT i.item_index) FILTER (WHERE i.status = 'done') AS answered,
+                      (SELECT count(*) FROM (SELECT item_index FROM eval_results x WHERE x.run_id = r.run_id GROUP BY item_index HAVING bool_and(passed))) AS passed,
+                      sum(i.cost_usd) AS cost_usd, r.dataset_hash, r.target, r.parent_run_id, r.user_id, r.created_at, r.finished_at
+               FROM eval_runs r LEFT JOIN eval_items i USING (run_id) WHERE {where}
+               GROUP BY ALL ORDER BY r.created_at""", params
+
+
 STAGE_ORDER = "CASE g.stage WHEN 'pre_flight' THEN 0 WHEN 'input' THEN 1 ELSE 2 END"
 
 

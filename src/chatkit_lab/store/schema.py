@@ -420,6 +420,31 @@ def m013_evals(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+@migration
+def m014_eval_rounds(con: duckdb.DuckDBPyConnection) -> None:
+    # Prompt optimisation: each round's proposed instructions, the run that tried them and whether
+    # the graders improved on the round's base run (only then is the revision kept and built on).
+    con.execute(
+        """
+        CREATE TABLE eval_rounds (
+            optimization_id VARCHAR NOT NULL,
+            round INTEGER NOT NULL,
+            base_run_id VARCHAR NOT NULL,
+            run_id VARCHAR PRIMARY KEY,
+            node_id VARCHAR,
+            instructions_before VARCHAR NOT NULL,
+            instructions_after VARCHAR NOT NULL,
+            pass_rate_before DOUBLE NOT NULL,
+            pass_rate_after DOUBLE NOT NULL,
+            score_before DOUBLE NOT NULL,
+            score_after DOUBLE NOT NULL,
+            kept BOOLEAN NOT NULL,
+            user_id VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL
+        )"""
+    )
+
+
 def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Apply the migrations this file lacks, in order; return their names."""
     con.execute(

@@ -1,0 +1,219 @@
+"""Evals on a lab's runtime: what answers (targets), runs with a progress bar, stored runs,
+comparisons and prompt-optimisation rounds. ``ChatLab``'s eval methods delegate here.
+
+What needs no lab (datasets, graders, samples, the two phases of a run, reports) lives in
+``chatkit_lab.evals``; this module only knows how a lab's agent, workflows and loop are reached.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from agents import Agent
+
+from . import replay
+from ._runtime import Runtime
+from .errors import ChatLabError
+from .evals import runs
+from .evals.compare import RunComparison
+from .evals.datasets import Dataset, load_dataset
+from .evals.graders import model_judge
+from .evals.optimize import Optimization, failures, improves, propose
+from .evals.report import EvalRun, load_run
+from .models import Backend
+from .workflows import versions
+from .workflows.turns import ChatWorkflow
+
+ROUNDS_SQL = "SELECT * FROM eval_rounds WHERE optimization_id = ? ORDER BY round"
+
+
+@dataclass
+class Planned:
+    """A run about to go: its id, data, what answers (None: nothing, only grading) and graders."""
+
+    run_id: str
+    data: Dataset
+    target: runs.Target | None
+    graders: list[Any]
+
+
+class Evaluations:
+    """A lab's evals on its runtime and ``backend`` (the model of targets and judges). ``chat_workflow`` turns a workflow reference into a ``ChatWorkflow``;
+    ``user_id`` says who runs (the lab's current user)."""
+
+    def __init__(self, runtime: Runtime, backend: Backend, chat_workflow: Callable[[Any], ChatWorkflow], user_id: Callable[[], str]) -> None:
+        self.runtime, self.backend, self.chat_workflow, self.user_id = runtime, backend, chat_workflow, user_id
+
+    # -- targets ---------------------------------------------------------------------------
+    def target(self, target: Any) -> runs.Target:
+        server = self.runtime.server
+        if target is None:
+            label = server.workflow.resolved.label if server.workflow else "lab"
+            return runs.Target({"kind": "lab", "label": label}, server)
+        if target == "recorded":
+            return runs.Target({"kind": "recorded", "label": "recorded"}, None)
+        if isinstance(target, Agent):
+            return runs.Target({"kind": "agent", "label": f"agent {target.name}"}, replay.derived_server(self.runtime, target, self.backend, None, {}))
+        if isinstance(target, dict):
+            unknown = set(target) - {"instructions", "model"}
+            if unknown:
+                raise ChatLabError(f"An overrides target takes instructions and model, not {', '.join(sorted(unknown))}.")
+            agent, backend = replay.overridden_agent(self._agent(), self.backend, instructions=target.get("instructions"), model=target.get("model"))
+            return runs.Target({"kind": "overrides", "label": "overrides", "overrides": {k: str(v) for k, v in target.items() if v is not None}},
+                               replay.derived_server(self.runtime, agent, backend, None, {}))
+        chat = self.chat_workflow(target)
+        return runs.Target({"kind": "workflow", "label": chat.resolved.label, "workflow_hash": chat.resolved.workflow_hash},
+                           replay.derived_server(self.runtime, self._agent(), self.backend, chat, {}))
+
+    def _stored_workflow(self, described: dict[str, Any]) -> Any:
+        """A workflow run's graph: its published ``name@N``, or a draft's graph from the store."""
+        if not str(described["label"]).endswith("@draft"):
+            return described["label"]
+        if "workflow_hash" not in described:
+            raise ChatLabError(f"This run's target ({described['label']}) is not stored whole: pass target= again.")
+        with self.runtime.db.cursor() as cur:
+            return versions.load(cur, described["workflow_hash"])
+
+    def _agent(self) -> Agent:
+        agent = self.runtime.server.agent
+        if not isinstance(agent, Agent):
+            raise ChatLabError("This lab builds its agent per thread; pass an Agent as target=.")
+        return agent
+
+    def stored_target(self, described: dict[str, Any]) -> runs.Target:
+        kind = described.get("kind")
+        if kind in ("lab", "recorded"):
+            return self.target(None if kind == "lab" else "recorded")
+        if kind == "overrides":
+            return self.target(described["overrides"])
+        if kind == "workflow":
+            return self.target(self._stored_workflow(described))
+        raise ChatLabError(f"This run's target ({described.get('label')}) is not stored whole: pass target= again to resume it.")
+
+    # -- runs ------------------------------------------------------------------------------
+    def plan(self, dataset: Any, graders: Sequence[Any], target: Any, name: str | None, concurrency: int,
+             kind: str = "evaluate", parent: str | None = None) -> Planned:
+        data = load_dataset(dataset)
+        chosen = target if isinstance(target, runs.Target) else self.target(target)
+        run_id = self.runtime.call(self._stored(data, chosen, graders, name, concurrency, kind, parent))
+        return Planned(run_id, data, chosen, list(graders))
+
+    async def _stored(self, data: Dataset, target: runs.Target, graders: Sequence[Any], name: str | None, concurrency: int,
+                      kind: str, parent: str | None) -> str:
+        async with self.runtime.db.transaction() as cur:
+            run_id = runs.new_run(cur, data, target, graders, name=name, user_id=self.user_id(), concurrency=concurrency, kind=kind, parent=parent)
+            if kind == "rescore" and parent is not None:
+                runs.copy_answers(cur, parent, run_id)
+            return run_id
+
+    def resumed(self, run_id: str, target: Any) -> Planned:
+        with self.runtime.db.cursor() as cur:
+            data, graders, described = runs.stored_run(cur, run_id, self.user_id())
+        return Planned(run_id, data, self.target(target) if target is not None else self.stored_target(described), graders)
+
+    def rescored(self, run_id: str, graders: Sequence[Any], name: str | None) -> Planned:
+        with self.runtime.db.cursor() as cur:
+            data, _, _ = runs.stored_run(cur, run_id, self.user_id())
+        planned = self.plan(data, graders, runs.Target({"kind": "rescore", "label": f"rescore of {run_id}"}, None), name, 16, "rescore", run_id)
+        planned.target = None  # its answers are the source run's: nothing is asked again
+        return planned
+
+    async def _go(self, planned: Planned, judge: Any, prices: Any, concurrency: int, done: list[int]) -> str:
+        user = self.user_id()
+        if planned.target is not None:
+            await runs.answer_all(self.runtime, planned.run_id, planned.data, planned.target, user, concurrency, done)
+        done[0] = len(planned.data)
+        judging = model_judge(judge if judge is not None else self.backend.model)
+        await runs.grade_all(self.runtime, planned.run_id, planned.data, planned.graders, user, prices=prices, concurrency=concurrency, judge=judging)
+        return planned.run_id
+
+    def _job(self, planned: Planned, judge: Any, prices: Any, concurrency: int) -> tuple[replay.Job, Callable[[], int], int, str]:
+        done = [0]
+        return replay.Job(self.runtime.loop, self._go(planned, judge, prices, concurrency, done)), lambda: done[0], len(planned.data), f"eval {planned.data.name}"
+
+    def finish_sync(self, planned: Planned, *, judge: Any = None, prices: Any = None, concurrency: int = 16, progress: bool = True) -> EvalRun:
+        return self.run(replay.waiting(*self._job(planned, judge, prices, concurrency), progress))
+
+    async def finish(self, planned: Planned, *, judge: Any = None, prices: Any = None, concurrency: int = 16, progress: bool = True) -> EvalRun:
+        return self.run(await replay.awaiting(*self._job(planned, judge, prices, concurrency), progress))
+
+    def run(self, run_id: str) -> EvalRun:
+        self.runtime.flush()
+        with self.runtime.db.cursor() as cur:
+            return load_run(cur, run_id, self.user_id())
+
+    def compare(self, a: EvalRun | str, b: EvalRun | str) -> RunComparison:
+        return RunComparison.of(a if isinstance(a, EvalRun) else self.run(a), b if isinstance(b, EvalRun) else self.run(b))
+
+    # -- prompt optimisation ---------------------------------------------------------------
+    def optimize_sync(self, run_id: str, *, node: str | None = None, rounds: int = 1, judge: Any = None, prices: Any = None,
+                      concurrency: int = 16, progress: bool = True) -> Optimization:
+        if rounds < 1:
+            raise ChatLabError("rounds= is at least 1.")
+        base = self.run(run_id)
+        with self.runtime.db.cursor() as cur:
+            data, graders, described = runs.stored_run(cur, run_id, self.user_id())
+        instructions, revised = self._revisable(described, node)
+        proposer = model_judge(judge if judge is not None else self.backend.model)
+        optimization_id = f"evalopt_{uuid.uuid4().hex[:12]}"
+        best, best_instructions = base, instructions
+        for n in range(1, rounds + 1):
+            failed = failures(best)
+            if not failed:
+                break  # nothing left to fix
+            proposal = self.runtime.call(propose(proposer, best_instructions, failed))
+            planned = self.plan(data, graders, revised(proposal), f"{base.name} · round {n}", concurrency, "optimization", best.id)
+            tried = self.finish_sync(planned, judge=judge, prices=prices, concurrency=concurrency, progress=progress)
+            kept = improves(best, tried)
+            self.runtime.call(self._round(optimization_id, n, best, tried, node, best_instructions, proposal, kept))
+            if kept:
+                best, best_instructions = tried, proposal
+        self.runtime.flush()
+        with self.runtime.db.cursor() as cur:
+            frame = cur.execute(ROUNDS_SQL, [optimization_id]).df()
+        return Optimization(optimization_id, frame, best, best_instructions)
+
+    def _revisable(self, described: dict[str, Any], node: str | None) -> tuple[str, Callable[[str], runs.Target]]:
+        """The instructions a run's target answered with, and how to make a target with others."""
+        kind = described.get("kind")
+        if kind == "workflow" or (kind == "lab" and self.runtime.server.workflow is not None):
+            chat = self.chat_workflow(self._stored_workflow(described)) if kind == "workflow" else self.runtime.server.workflow
+            assert chat is not None
+            workflow = chat.resolved.workflow
+            agents = [n for n in workflow.nodes if n.type == "agent"]
+            if node is None:
+                if len(agents) != 1:
+                    raise ChatLabError(f"Say which agent node's instructions to revise: node= one of {', '.join(a.id for a in agents)}.")
+                node = agents[0].id
+            chosen = workflow.node(node)
+            if chosen.type != "agent":
+                raise ChatLabError(f"Node {node!r} is a {chosen.type} node; only an agent node's instructions are revised.")
+
+            def with_node(text: str) -> runs.Target:
+                nodes = [n.model_copy(update={"instructions": text}) if n.id == node else n for n in workflow.nodes]
+                return self.target(workflow.model_copy(update={"nodes": nodes}).checked())
+
+            return str(chosen.instructions), with_node
+        if node is not None:
+            raise ChatLabError("node= names a workflow's agent node; this run's target is an agent.")
+        if kind == "overrides":
+            current = described["overrides"].get("instructions")
+            model = described["overrides"].get("model")
+        elif kind == "lab":
+            current, model = None, None
+        else:
+            raise ChatLabError(f"A run of {described.get('label')} cannot be optimised: run the lab, overrides or a workflow.")
+        if current is None:
+            current = self._agent().instructions
+            if not isinstance(current, str):
+                raise ChatLabError("This agent's instructions are a function; optimise an overrides run ({'instructions': ...}) instead.")
+        return current, lambda text: self.target({"instructions": text, "model": model})
+
+    async def _round(self, optimization_id: str, n: int, before: EvalRun, after: EvalRun, node: str | None, old: str, new: str, kept: bool) -> None:
+        async with self.runtime.db.transaction() as cur:
+            cur.execute("INSERT INTO eval_rounds VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, make_timestamp(epoch_us(now())))", [
+                optimization_id, n, before.id, after.id, node, self.runtime.redact(old), self.runtime.redact(new), before.pass_rate, after.pass_rate,
+                before.mean_score, after.mean_score, kept, self.user_id()])

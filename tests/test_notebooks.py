@@ -90,6 +90,20 @@ EXPECTED = {
         "<Chart size 900x320 with 2 Axes>",
         "✓ Correct\n",
     ],
+    "07_evals.ipynb": [
+        "Dataset('support', 8 items, hash 7dc3be84bbf9)",  # the same content, the same name, every run
+        "sample.nodes is not in the data.",  # an errored result says why
+        "'support × customer-support@1', 5/8 passed, 0 errored)",
+        "{'total': 8, 'passed': 5, 'failed': 3, 'errored': 0}",
+        "customer-support@1 → customer-support@2: 0 nodes added, 0 removed, 2 changed",
+        "pass rate 62% → 62%, 1 fixed, 1 regressed)",
+        "<Chart size 1000x400 with 2 Axes>",
+        "16 turns in the lab: the rescore added none",
+        "1 rounds, 0 kept, best",
+        "proposed: mirror: Current instructions:",
+        "✓ Correct\n",
+        "['[billing] My card was charged twice this month']",
+    ],
 }
 
 

@@ -29,7 +29,8 @@ RESULTS_SQL = "SELECT item_index, grader_name, grader_type, score, passed, error
 
 @dataclass
 class EvalRun:
-    """One stored run: ``id``, ``summary`` (OpenAI's shape), ``items`` and ``results`` frames."""
+    """One stored run: ``id``, ``summary`` (OpenAI's shape), ``items`` and ``results`` frames
+    (``results.unit_score``: the score on 0–1, a ``score_model``'s by its range)."""
 
     id: str
     summary: dict[str, Any]
@@ -49,19 +50,21 @@ class EvalRun:
 
     @property
     def mean_score(self) -> float:
-        """The mean of every grader's score over every item (errored results score 0)."""
-        return float(self.results.score.mean()) if len(self.results) else 0.0
+        """The mean of every grader's score over every item, each on 0–1 (a ``score_model``'s
+        score by its range; errored results score 0)."""
+        return float(self.results.unit_score.mean()) if len(self.results) else 0.0
 
     def df(self) -> pd.DataFrame:
         """One row per item: what was asked and answered, its cost, ``score`` (the mean over the
-        graders), ``passed`` (all passed), and a ``<grader>`` score column per grader."""
+        graders, each on 0–1), ``passed`` (all passed), and each grader's own score in a column
+        named after it."""
         return self.items
 
     def per_grader(self) -> pd.DataFrame:
         """Pass rate, mean score and errors per grader."""
         frame = self.results.assign(errored=self.results.error.notna())
         return (frame.groupby("grader_name", sort=True)
-                .agg(pass_rate=("passed", "mean"), mean_score=("score", "mean"), errored=("errored", "sum"))
+                .agg(pass_rate=("passed", "mean"), mean_score=("unit_score", "mean"), errored=("errored", "sum"))
                 .reset_index().rename(columns={"grader_name": "grader"}))
 
     def worst(self, n: int = 5) -> pd.DataFrame:
@@ -99,14 +102,17 @@ class EvalRun:
 
 def load_run(cur: Any, run_id: str, user_id: str | None) -> EvalRun:
     """The stored run ``run_id`` (only ``user_id``'s when given)."""
-    owner = cur.execute("SELECT user_id, target FROM eval_runs WHERE run_id = ?", [run_id]).fetchone()
+    owner = cur.execute("SELECT user_id, target, graders FROM eval_runs WHERE run_id = ?", [run_id]).fetchone()
     if owner is None or (user_id is not None and owner[0] != user_id):
         raise ChatLabError(f"There is no eval run {run_id!r}" + (f" of {user_id!r}." if user_id else "."))
     items = cur.execute(ITEMS_SQL, [run_id]).df()
     results = cur.execute(RESULTS_SQL, [run_id]).df()
+    spans = {g["name"]: g["range"] for g in json.loads(owner[2]) if g.get("type") == "score_model"}
+    results["unit_score"] = [(s - spans[n][0]) / (spans[n][1] - spans[n][0]) if n in spans else s
+                             for n, s in zip(results.grader_name, results.score, strict=True)]
     if len(results):
         scores = results.pivot(index="item_index", columns="grader_name", values="score")
-        per_item = results.groupby("item_index").agg(score=("score", "mean"), passed=("passed", "all"))
+        per_item = results.groupby("item_index").agg(score=("unit_score", "mean"), passed=("passed", "all"))
         taken = {*items.columns, *per_item.columns}
         scores = scores.rename(columns=lambda c: f"{c}_grader" if c in taken else c)  # a grader named "score" keeps a column of its own
         items = items.join(per_item, on="item_index").join(scores, on="item_index")

@@ -62,7 +62,7 @@ def test_an_interrupted_run_keeps_its_finished_items_and_resumes(make_lab):
     items = [{"input": "hello", "expected": "hello"}] + [{"input": f"/words {10 + n} slow", "expected": "1"} for n in range(3)]
 
     def interrupt_after_the_first() -> None:
-        while lab.sql("SELECT count(*) FROM eval_items").iloc[0, 0] < 1:
+        while lab.sql("SELECT count(*) FROM threads").iloc[0, 0] < 2:  # the first answered, the second streaming
             time.sleep(0.05)
         _thread.interrupt_main()  # Ctrl-C, as a kernel interrupt raises it
 
@@ -70,7 +70,7 @@ def test_an_interrupted_run_keeps_its_finished_items_and_resumes(make_lab):
     with pytest.raises(KeyboardInterrupt):
         lab.evaluate_sync(items, graders=[HAS], concurrency=1, progress=False)
     (run_id, status), = lab.sql("SELECT run_id, status FROM eval_runs").values.tolist()
-    assert status == "interrupted" and lab.sql("SELECT count(*) FROM eval_items").iloc[0, 0] == 1
+    assert status == "interrupted" and lab.sql("SELECT count(*) FROM eval_items").iloc[0, 0] == 1  # written as the run stopped
     summary = lab.resume_eval_sync(run_id, progress=False).summary
     assert summary["status"] == "completed" and summary["result_counts"] == {"total": 4, "passed": 4, "failed": 0, "errored": 0}
     assert lab.sql("SELECT count(DISTINCT thread_id) FROM eval_items WHERE run_id = ?", [run_id]).iloc[0, 0] == 4

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import pandas as pd
 from chatkit.types import (
     AssistantMessageContent,
     AssistantMessageItem,
@@ -31,9 +32,12 @@ from ..errors import ChatLabError
 from ..turn import Turn
 from .datasets import Dataset, content_hash
 from .graders import Graded, agrade, cost_of, load_grader
-from .samples import recorded_sample
+from .samples import recorded_samples
 
 NOW = "make_timestamp(epoch_us(now()))"
+BATCH = 64
+ANSWER_COLUMNS = ["item_index", "item_hash", "thread_id", "status", "output_text", "latency_ms", "error"]
+FACTS = ("turn_id", "trace_id", "model", "input_tokens", "output_tokens", "latency_ms")  # what grading adds to an item's row
 
 
 @dataclass
@@ -73,27 +77,41 @@ def new_run(cur: Any, dataset: Dataset, target: Target, graders: Sequence[Any], 
 
 
 async def answer_all(runtime: Any, run_id: str, dataset: Dataset, target: Target, user_id: str, concurrency: int, done: list[int]) -> None:
-    """Phase 1: every item without an ``eval_items`` row, ``concurrency`` at a time."""
+    """Phase 1: every item without an ``eval_items`` row, ``concurrency`` at a time. Finished items
+    are written in batches (every ``BATCH`` items or half a second, and when the run stops, however it
+    stops): one statement per batch instead of one per item."""
     async with runtime.db.acursor() as cur:
         finished = {n for (n,) in cur.execute("SELECT item_index FROM eval_items WHERE run_id = ?", [run_id]).fetchall()}
     done[0] = len(finished)
     gate = asyncio.Semaphore(max(1, concurrency))
+    answered: list[dict[str, Any]] = []
+    written = [time.monotonic()]
+
+    async def write() -> None:
+        rows, answered[:] = list(answered), []
+        written[0] = time.monotonic()
+        if rows:
+            async with runtime.db.acursor() as cur:
+                cur.register("answered", pd.DataFrame(rows, columns=ANSWER_COLUMNS).astype({"latency_ms": "Float64"}))
+                cur.execute(f"INSERT INTO eval_items (run_id, {', '.join(ANSWER_COLUMNS)}, created_at) "
+                            f"SELECT ?, {', '.join(ANSWER_COLUMNS)}, {NOW} FROM answered", [run_id])
+                cur.unregister("answered")
 
     async def one(index: int, item: dict[str, Any]) -> None:
         async with gate:
-            row = await _answer(runtime, target, user_id, item)
-            async with runtime.db.acursor() as cur:
-                cur.execute(f"INSERT INTO eval_items (run_id, item_index, item_hash, thread_id, status, output_text, latency_ms, error, created_at) "
-                            f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, {NOW})",
-                            [run_id, index, content_hash([item]), row["thread_id"], row["status"], row["output_text"], row["latency_ms"], row["error"]])
+            answered.append({"item_index": index, "item_hash": content_hash([item]), **await _answer(runtime, target, user_id, item)})
             done[0] += 1
+            if len(answered) >= BATCH or time.monotonic() - written[0] > 0.5:
+                await write()
 
     try:
         await asyncio.gather(*(one(n, item) for n, item in enumerate(dataset.items) if n not in finished))
     except asyncio.CancelledError:
+        await write()
         async with runtime.db.acursor() as cur:
             cur.execute("UPDATE eval_runs SET status = 'interrupted' WHERE run_id = ?", [run_id])
         raise
+    await write()
 
 
 async def _answer(runtime: Any, target: Target, user_id: str, item: dict[str, Any]) -> dict[str, Any]:
@@ -148,13 +166,13 @@ async def grade_all(runtime: Any, run_id: str, dataset: Dataset, graders: Sequen
         pending = cur.execute("SELECT item_index, thread_id, status, error FROM eval_items i WHERE run_id = ? AND NOT EXISTS "
                               "(SELECT 1 FROM eval_results r WHERE r.run_id = i.run_id AND r.item_index = i.item_index) ORDER BY item_index",
                               [run_id]).fetchall()
-        samples: dict[int, dict[str, Any] | None] = {}
-        errors = {n: error for n, _, _, error in pending}
-        for n, thread, status, _ in pending:
-            try:
-                samples[n] = recorded_sample(cur, thread, user_id) if thread and status == "done" else None
-            except ChatLabError as exc:  # e.g. a recorded thread that is not this user's
-                samples[n], errors[n] = None, str(exc)
+        found = recorded_samples(cur, [thread for _, thread, status, _ in pending if thread and status == "done"], user_id)
+    samples: dict[int, dict[str, Any] | None] = {}
+    errors = {n: error for n, _, _, error in pending}
+    for n, thread, status, _ in pending:
+        samples[n] = found.get(thread) if status == "done" else None
+        if status == "done" and samples[n] is None:  # e.g. a recorded thread that is not this user's
+            errors[n] = f"Thread {thread!r} has no recorded turn to grade."
     gate = asyncio.Semaphore(max(1, concurrency))
     configs = [load_grader(g) for g in graders]
 
@@ -166,16 +184,26 @@ async def grade_all(runtime: Any, run_id: str, dataset: Dataset, graders: Sequen
             return [await agrade(c, sample, dataset.items[index], judge=judge, prices=prices) for c in configs]
 
     results = await asyncio.gather(*(one(n) for n, *_ in pending))
-    async with runtime.db.transaction() as cur:
-        for (index, *_), graded in zip(pending, results, strict=True):
-            sample = samples[index] or {}
-            cur.execute("UPDATE eval_items SET turn_id = ?, trace_id = ?, model = ?, input_tokens = ?, output_tokens = ?, cost_usd = ?, "
-                        "latency_ms = coalesce(?, latency_ms) WHERE run_id = ? AND item_index = ?",
-                        [sample.get("turn_id"), sample.get("trace_id"), sample.get("model"), sample.get("input_tokens"), sample.get("output_tokens"),
-                         cost_of(sample, prices) if sample else None, sample.get("latency_ms"), run_id, index])
-            cur.executemany("INSERT INTO eval_results VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                            [[run_id, index, g.name, g.type, g.score, g.passed, g.error, json.dumps(g.info, default=str) if g.info else None] for g in graded])
+    facts = pd.DataFrame([_facts(index, samples[index], prices) for index, *_ in pending], columns=["item_index", *FACTS, "cost_usd"])
+    graded_rows = pd.DataFrame([(run_id, index, g.name, g.type, g.score, g.passed, g.error, json.dumps(g.info, default=str) if g.info else None)
+                                for (index, *_), graded in zip(pending, results, strict=True) for g in graded],
+                               columns=["run_id", "item_index", "grader_name", "grader_type", "score", "passed", "error", "info"])
+    async with runtime.db.transaction() as cur:  # one statement per table, not one per item (each costs DuckDB a millisecond or more)
+        cur.register("facts", facts.astype({"input_tokens": "Int64", "output_tokens": "Int64", "latency_ms": "Float64", "cost_usd": "Float64"}))
+        cur.register("graded", graded_rows)
+        cur.execute("UPDATE eval_items i SET turn_id = f.turn_id, trace_id = f.trace_id, model = f.model, input_tokens = f.input_tokens, "
+                    "output_tokens = f.output_tokens, cost_usd = f.cost_usd, latency_ms = coalesce(f.latency_ms, i.latency_ms) "
+                    "FROM facts f WHERE i.run_id = ? AND i.item_index = f.item_index", [run_id])
+        cur.execute("INSERT INTO eval_results SELECT run_id, item_index, grader_name, grader_type, score, passed, error, info FROM graded")
+        cur.unregister("facts")
+        cur.unregister("graded")
         cur.execute(f"UPDATE eval_runs SET status = 'completed', finished_at = {NOW} WHERE run_id = ?", [run_id])
+
+
+def _facts(index: int, sample: dict[str, Any] | None, prices: dict[str, tuple[float, float]] | None) -> dict[str, Any]:
+    if sample is None:
+        return {"item_index": index}
+    return {"item_index": index, **{k: sample.get(k) for k in FACTS}, "cost_usd": cost_of(sample, prices)}
 
 
 SUMMARY_SQL = """

@@ -1,6 +1,6 @@
 """Samples from what the store recorded: a thread's last turn as graders see it, with no model call.
 
-``recorded_sample(cur, thread_id)`` reads the turn row, its reply, its spans, workflow node rows
+``recorded_sample(cur, thread_id)`` (``recorded_samples`` for many) reads the turn row, its reply, its spans, workflow node rows
 and guardrail verdicts, so stored runs and recorded threads can be graded (and graded again with
 new graders) without running anything.
 """
@@ -20,16 +20,28 @@ def recorded_sample(cur: Any, thread_id: str, user_id: str | None = None) -> dic
     ``output_json`` (when the reply is JSON), ``output_tools`` (OpenAI's ``tool_calls`` shape),
     ``trajectory`` (see ``evals.trajectory``), ``nodes`` (a workflow turn's node outputs by node id:
     ``{{ sample.nodes.classify.output_parsed.classification }}``), ``latency_ms``, tokens, ``model``, ``turn_id``, ``trace_id``."""
-    sql, params = queries.turns(user_id, thread_id)
-    found = cur.execute(f"SELECT * FROM ({sql}) ORDER BY exchange DESC NULLS LAST, started_at DESC LIMIT 1", params)
-    values = found.fetchone()
-    if values is None:
+    found = recorded_samples(cur, [thread_id], user_id)
+    if thread_id not in found:
         raise ChatLabError(f"Thread {thread_id!r} has no recorded turn to grade.")
-    row = dict(zip([column[0] for column in found.description], values, strict=True))
-    steps, nodes = _trajectory(cur, row["turn_id"], row["trace_id"])
+    return found[thread_id]
+
+
+def recorded_samples(cur: Any, thread_ids: list[str], user_id: str | None = None) -> dict[str, dict[str, Any]]:
+    """``recorded_sample`` of many threads in four queries (a run grades a thousand at once); a
+    thread with no recorded turn (or not ``user_id``'s) is left out."""
+    sql, params = queries.turns(user_id, thread_ids)
+    found = cur.execute(f"SELECT * FROM ({sql}) QUALIFY row_number() OVER (PARTITION BY thread_id ORDER BY exchange DESC NULLS LAST, started_at DESC) = 1",
+                        params)
+    names = [column[0] for column in found.description]
+    rows = [dict(zip(names, values, strict=True)) for values in found.fetchall()]
+    steps = _trajectories(cur, rows)
+    return {row["thread_id"]: _sample(row, *steps[row["thread_id"]]) for row in rows}
+
+
+def _sample(row: dict[str, Any], steps: list[dict[str, Any]], nodes: dict[str, Any]) -> dict[str, Any]:
     text = row["reply_text"] or ""
     sample: dict[str, Any] = {
-        "output_text": text, "input": row["user_text"], "thread_id": thread_id, "turn_id": row["turn_id"], "trace_id": row["trace_id"],
+        "output_text": text, "input": row["user_text"], "thread_id": row["thread_id"], "turn_id": row["turn_id"], "trace_id": row["trace_id"],
         "latency_ms": row["latency_ms"], "input_tokens": _int(row["input_tokens"]), "output_tokens": _int(row["output_tokens"]),
         "model": row["model"], "status": row["status"], "error": row["error"], "trajectory": steps, "nodes": nodes,
         "output_tools": [{"id": f"call_{n}", "type": "function", "function": {"name": s["name"], "arguments": s["raw_arguments"]}}
@@ -42,29 +54,41 @@ def recorded_sample(cur: Any, thread_id: str, user_id: str | None = None) -> dic
     return sample
 
 
-def _trajectory(cur: Any, turn_id: str | None, trace_id: str | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    timed: list[tuple[datetime, int, dict[str, Any]]] = []
-    outputs: dict[str, Any] = {}
-    if trace_id:
-        spans = cur.execute("SELECT span_type, name, started_at, duration_ms, data FROM spans WHERE trace_id = ? ORDER BY started_at, span_id", [trace_id]).fetchall()
-        for n, (kind, name, started, duration, data) in enumerate(spans):
-            step = _span_step(kind, name, json.loads(data) if data else {}, duration)
-            if step is not None:
-                timed.append((started or datetime.min, n, step))
-    if turn_id:
-        for node_id, node_type, name, started, duration, status, edge, output in cur.execute(
-            "SELECT node_id, node_type, name, started_at, duration_ms, status, edge, output FROM workflow_nodes WHERE turn_id = ? ORDER BY node_index", [turn_id]
-        ).fetchall():
-            outputs[node_id] = json.loads(output) if output else None  # a node run twice (a loop) shows its last output
-            timed.append((started, len(timed), {"type": "node", "id": node_id, "name": name, "node_type": node_type, "status": status,
-                                                "edge": edge, "duration_ms": duration}))
-        for stage, check, triggered, failed, confidence, created in cur.execute(
-            "SELECT stage, check_name, triggered, execution_failed, confidence, created_at FROM guardrail_results WHERE turn_id = ? ORDER BY created_at, check_index",
-            [turn_id],
-        ).fetchall():
-            timed.append((created, len(timed), {"type": "guardrail", "name": check, "stage": stage, "triggered": triggered,
-                                                "execution_failed": failed, "confidence": confidence}))
-    return [step for _, _, step in sorted(timed, key=lambda t: (t[0], t[1]))], outputs
+Steps = tuple[list[dict[str, Any]], dict[str, Any]]
+
+
+def _trajectories(cur: Any, rows: list[dict[str, Any]]) -> dict[str, Steps]:
+    """Each turn row's steps in start order (spans by trace, node rows and verdicts by turn) and its node outputs, by thread."""
+    turn_ids = [r["turn_id"] for r in rows if r["turn_id"]]
+    trace_ids = [r["trace_id"] for r in rows if r["trace_id"]]
+    timed: dict[str, list[tuple[datetime, int, dict[str, Any]]]] = {}
+    outputs: dict[str, dict[str, Any]] = {}
+    for trace_id, kind, name, started, duration, data in cur.execute(
+        "SELECT trace_id, span_type, name, started_at, duration_ms, data FROM spans WHERE trace_id IN (SELECT unnest($ids)) "
+        "ORDER BY trace_id, started_at, span_id", {"ids": trace_ids}).fetchall():
+        step = _span_step(kind, name, json.loads(data) if data else {}, duration)
+        if step is not None:
+            at = timed.setdefault(trace_id, [])
+            at.append((started or datetime.min, len(at), step))
+    by_turn: dict[str, list[tuple[datetime, int, dict[str, Any]]]] = {}
+    for turn_id, node_id, node_type, name, started, duration, status, edge, output in cur.execute(
+        "SELECT turn_id, node_id, node_type, name, started_at, duration_ms, status, edge, output FROM workflow_nodes "
+        "WHERE turn_id IN (SELECT unnest($ids)) ORDER BY turn_id, node_index", {"ids": turn_ids}).fetchall():
+        outputs.setdefault(turn_id, {})[node_id] = json.loads(output) if output else None  # a node run twice (a loop) shows its last output
+        at = by_turn.setdefault(turn_id, [])
+        at.append((started, 10_000 + len(at), {"type": "node", "id": node_id, "name": name, "node_type": node_type, "status": status,
+                                              "edge": edge, "duration_ms": duration}))
+    for turn_id, stage, check, triggered, failed, confidence, created in cur.execute(
+        "SELECT turn_id, stage, check_name, triggered, execution_failed, confidence, created_at FROM guardrail_results "
+        "WHERE turn_id IN (SELECT unnest($ids)) ORDER BY turn_id, created_at, check_index", {"ids": turn_ids}).fetchall():
+        at = by_turn.setdefault(turn_id, [])
+        at.append((created, 20_000 + len(at), {"type": "guardrail", "name": check, "stage": stage, "triggered": triggered,
+                                              "execution_failed": failed, "confidence": confidence}))
+    result: dict[str, Steps] = {}
+    for row in rows:
+        steps = timed.get(row["trace_id"], []) + by_turn.get(row["turn_id"], [])
+        result[row["thread_id"]] = ([step for _, _, step in sorted(steps, key=lambda t: (t[0], t[1]))], outputs.get(row["turn_id"], {}))
+    return result
 
 
 def _span_step(kind: str, name: str | None, data: dict[str, Any], duration: float | None) -> dict[str, Any] | None:

@@ -13,13 +13,17 @@ from ..errors import ChatLabError
 Query = tuple[str, dict[str, Any]]
 
 
-def scope(user_id: str | None, thread_id: str | None = None, alias: str = "") -> Query:
-    """A WHERE condition (and its parameters) for one user's rows, and one thread's."""
-    where, params = ["true"], {}
+def scope(user_id: str | None, thread_id: str | list[str] | None = None, alias: str = "") -> Query:
+    """A WHERE condition (and its parameters) for one user's rows, and one thread's (or a list's)."""
+    where: list[str] = ["true"]
+    params: dict[str, Any] = {}
     if user_id is not None:
         where.append(f"{alias}user_id = $user")
         params["user"] = user_id
-    if thread_id is not None:
+    if isinstance(thread_id, list):
+        where.append(f"{alias}thread_id IN (SELECT unnest($thread))")
+        params["thread"] = thread_id
+    elif thread_id is not None:
         where.append(f"{alias}thread_id = $thread")
         params["thread"] = thread_id
     return " AND ".join(where), params
@@ -80,7 +84,7 @@ def items(user_id: str | None, thread_id: str | None) -> Query:
                FROM items WHERE {where} ORDER BY thread_id, created_at, seq""", params
 
 
-def turns(user_id: str | None, thread_id: str | None) -> Query:
+def turns(user_id: str | None, thread_id: str | list[str] | None) -> Query:
     """``turns`` with what was said, the reply, total tokens, and where the thread came from.
 
     An exchange whose turn row was never written (the process died in the moment between the

@@ -54,8 +54,15 @@ test: $(STAMP) browser lint
 fuzz: $(STAMP)
 	FUZZ_EXAMPLES=5000 FUZZ_RANDOM=1 $(PY) -m pytest -q tests/test_fuzz.py
 
-bench: $(STAMP)
-	$(PY) benchmarks/run.py
+# Peers the benchmarks compare against live in their own virtualenv, never in .venv.
+PEERS := .venv-bench
+$(PEERS)/.installed:
+	$(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/python -m pip install --quiet inspect-ai==0.3.285
+	@touch $@
+
+bench: $(STAMP) $(PEERS)/.installed
+	$(PY) benchmarks/run.py --peers $(PEERS)
 
 js/node_modules/.installed: js/package.json js/package-lock.json
 	cd js && npm ci --no-audit --no-fund

@@ -470,6 +470,81 @@ def big_export(agents: int) -> str:
     return "\n".join(head + body) + "\n"
 
 
+EVALS = """
+import asyncio, sys, time
+from chatkit_lab import ChatLab, MirrorModel
+
+class Waiting(MirrorModel):  # a provider that takes 100 ms to answer
+    async def stream_response(self, *args, **kwargs):
+        await asyncio.sleep(0.1)
+        async for event in super().stream_response(*args, **kwargs):
+            yield event
+
+def rss_mb(field="VmRSS"):
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(field)) / 1024
+
+mode, db, n, concurrency = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+lab = ChatLab(db, warm=False, user_id="bench", model=Waiting("waiting") if mode == "waiting" else None)
+items = [{"input": f"question {i}", "target": f"question {i}"} for i in range(n)]
+graders = [{"type": "string_check", "name": "includes", "input": "{{ sample.output_text }}", "reference": "{{ item.target }}", "operation": "ilike"},
+           {"type": "string_check", "name": "exact", "input": "{{ sample.output_text }}", "reference": "{{ item.target }}", "operation": "eq"}]
+lab.sql("SELECT 1")
+before = rss_mb()
+started = time.perf_counter()
+run = lab.evaluate_sync(items, graders=graders, concurrency=concurrency, progress=False)
+elapsed = time.perf_counter() - started
+assert run.summary["result_counts"]["total"] == n and run.summary["result_counts"]["errored"] == 0, run.summary
+print(elapsed, before, rss_mb("VmHWM"))
+"""
+
+INSPECT = """
+import sys, tempfile, time
+from inspect_ai import Task, eval
+from inspect_ai.dataset import MemoryDataset, Sample
+from inspect_ai.model import ModelOutput, ModelUsage
+from inspect_ai.scorer import exact, includes
+from inspect_ai.solver import generate
+
+
+def echo(input, tools, tool_choice, config):  # like the offline mirror: a reply that quotes the message (tiktoken cannot download offline)
+    said = input[-1].text
+    output = ModelOutput.from_content(model="mockllm", content=f"You said: {said}")
+    output.usage = ModelUsage(input_tokens=len(said.split()), output_tokens=len(said.split()) + 2, total_tokens=2 * len(said.split()) + 2)
+    return output
+
+
+n, concurrency = int(sys.argv[1]), int(sys.argv[2])
+task = Task(dataset=MemoryDataset([Sample(input=f"question {i}", target=f"question {i}") for i in range(n)]),
+            solver=generate(), scorer=[includes(), exact()])
+started = time.perf_counter()
+log, = eval(task, model="mockllm/model", model_args={"custom_outputs": echo}, log_dir=tempfile.mkdtemp(), display="none",
+            max_samples=concurrency, max_connections=concurrency)
+elapsed = time.perf_counter() - started
+assert log.status == "success" and len(log.samples) == n, (log.status, log.error)
+print(elapsed)
+"""
+
+
+def bench_evals(items: int, small: int, concurrency: int, tmp: Path, peers: Path | None) -> dict[str, Any]:
+    """Eval runs in fresh processes: the offline model against Inspect AI's mock model with the
+    matching scorers, and a model that waits 100 ms at ``concurrency`` (memory at two sizes)."""
+    def ours(mode: str, n: int) -> tuple[float, float, float]:
+        out = subprocess.run([sys.executable, "-c", EVALS, mode, str(tmp / f"evals-{mode}-{n}.duckdb"), str(n), str(concurrency)],
+                             capture_output=True, text=True, check=True)
+        elapsed, before, peak = map(float, out.stdout.split())
+        return elapsed, before, peak
+
+    offline = ours("offline", items)
+    results: dict[str, Any] = {"offline_per_s": items / offline[0]}
+    if peers is not None:
+        out = subprocess.run([str(peers / "bin" / "python"), "-c", INSPECT, str(items), str(concurrency)], capture_output=True, text=True, check=True)
+        results["inspect_per_s"] = items / float(out.stdout.split()[0])
+    waited_small, waited = ours("waiting", small), ours("waiting", items)
+    results.update(waiting_per_s=items / waited[0], ideal_per_s=concurrency / 0.1,
+                   added_mb_small=waited_small[2] - waited_small[1], added_mb=waited[2] - waited[1])
+    return results
+
+
 def bench_workflows(turns: int, runs: int, tmp: Path) -> dict[str, Any]:
     from chatkit_lab.workflows import (
         AgentNode,
@@ -533,6 +608,7 @@ def bench_workflows(turns: int, runs: int, tmp: Path) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the script runs")
+    parser.add_argument("--peers", default=None, help="a virtualenv with the peers compared against (Inspect AI); `make bench` makes .venv-bench")
     parser.add_argument("--out", default=None, help="where to write the results (default: benchmarks/RESULTS.md for a full run)")
     args = parser.parse_args()
     turns, threads, items, reps, runs = (20, 20, 10, 10, 1) if args.quick else (200, 1000, 100, 200, 3)
@@ -629,6 +705,19 @@ def main() -> None:
         say(f"- import of a {w['lines']}-line Python export ({w['import_nodes']} nodes; `ast`, never run): **{w['import_ms']:.1f} ms** (goal <= 100 ms); "
             f"the {w['ts_lines']}-line TypeScript fixture (tree-sitter): {w['ts_import_ms']:.1f} ms; `to_python()` of the imported graph "
             f"({w['to_python_lines']} lines, read back to check it): {w['to_python_ms']:.0f} ms\n")
+
+        n_eval, n_small = (40, 10) if args.quick else (1000, 250)
+        peers = Path(args.peers) if args.peers and not args.quick else None
+        ev = bench_evals(n_eval, n_small, 32, tmp, peers)
+        say(f"## Evals: {n_eval:,} items × 2 graders, concurrency 32\n")
+        peer = (f"Inspect AI {ev['inspect_per_s']:.1f} items/s with its mock model and the matching scorers (includes, exact): "
+                f"**{ev['offline_per_s'] / ev['inspect_per_s']:.2f}x** (goal >= 1.0x)") if "inspect_per_s" in ev else \
+            "Inspect AI not run (`make bench` installs it in .venv-bench; --quick skips it)"
+        say(f"- bookkeeping, offline model: **{ev['offline_per_s']:.1f} items/s** (each item a real turn: a thread, its items, the turn and trace rows, "
+            f"then graded from the store); {peer}")
+        say(f"- a model that waits 100 ms per call: **{ev['waiting_per_s']:.1f} items/s** against the ideal {ev['ideal_per_s']:.0f}: "
+            f"**{ev['waiting_per_s'] / ev['ideal_per_s']:.2f}x** (goal >= 0.9x)")
+        say(f"- memory the run added: {ev['added_mb_small']:.0f} MB for {n_small:,} items, **{ev['added_mb']:.0f} MB for {n_eval:,}** (goal: flat in the item count)\n")
 
     if args.quick:
         say("\n## Browser\n\nNot run with --quick.")

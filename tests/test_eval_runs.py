@@ -7,7 +7,7 @@ import time
 import pytest
 
 from chatkit_lab.errors import ChatLabError
-from chatkit_lab.evals import from_threads
+from chatkit_lab.evals import from_threads, to_finetuning
 from chatkit_lab.workflows import templates
 
 from .test_guardrails import Scripted
@@ -62,7 +62,7 @@ def test_an_interrupted_run_keeps_its_finished_items_and_resumes(make_lab):
     items = [{"input": "hello", "expected": "hello"}] + [{"input": f"/words {10 + n} slow", "expected": "1"} for n in range(3)]
 
     def interrupt_after_the_first() -> None:
-        while lab.sql("SELECT count(*) FROM threads").iloc[0, 0] < 2:  # the first answered, the second streaming
+        while lab.sql("SELECT count(*) FROM eval_items").iloc[0, 0] < 1:  # the first batch written; the next item streaming
             time.sleep(0.05)
         _thread.interrupt_main()  # Ctrl-C, as a kernel interrupt raises it
 
@@ -70,7 +70,10 @@ def test_an_interrupted_run_keeps_its_finished_items_and_resumes(make_lab):
     with pytest.raises(KeyboardInterrupt):
         lab.evaluate_sync(items, graders=[HAS], concurrency=1, progress=False)
     (run_id, status), = lab.sql("SELECT run_id, status FROM eval_runs").values.tolist()
-    assert status == "interrupted" and lab.sql("SELECT count(*) FROM eval_items").iloc[0, 0] == 1  # written as the run stopped
+    kept = lab.sql("SELECT count(*) FROM eval_items").iloc[0, 0]
+    assert status == "interrupted" and 1 <= kept <= 3
+    orphans = lab.sql("SELECT count(*) FROM eval_items i WHERE NOT EXISTS (SELECT 1 FROM threads t WHERE t.thread_id = i.thread_id)").iloc[0, 0]
+    assert orphans == 0  # an item's thread is written before the item
     summary = lab.resume_eval_sync(run_id, progress=False).summary
     assert summary["status"] == "completed" and summary["result_counts"] == {"total": 4, "passed": 4, "failed": 0, "errored": 0}
     assert lab.sql("SELECT count(DISTINCT thread_id) FROM eval_items WHERE run_id = ?", [run_id]).iloc[0, 0] == 4
@@ -110,7 +113,7 @@ def test_a_multi_turn_item_starts_from_its_conversation_and_the_sample_reads_nod
     assert list(routed.df().type) == [1.0, 1.0, 0.0]  # the third item expects billing; the classifier said general
 
 
-def test_a_run_is_a_frame_and_a_report_and_two_runs_compare_item_by_item(make_lab):
+def test_a_run_is_a_frame_and_a_report_and_two_runs_compare_item_by_item(make_lab, tmp_path):
     lab = make_lab(warm=False)
     items = [{"input": f"question {n}", "expected": "Be brief." if n % 2 else "helpful"} for n in range(6)]
     fast = {"type": "latency", "name": "fast", "max": 5000}
@@ -122,6 +125,12 @@ def test_a_run_is_a_frame_and_a_report_and_two_runs_compare_item_by_item(make_la
         float(((frame.input_tokens * 1.0 + frame.output_tokens * 2.0) / 1e6).sum()))
     assert a.per_grader().set_index("grader").pass_rate.to_dict() == {"fast": 1.0, "has": 0.5}
     assert list(a.worst(2).item_index) == [1, 3]
+    usage, = a.summary["per_model_usage"]  # OpenAI's shape; the cost is chatkit-lab's
+    assert usage["model_name"] == "mirror" and usage["invocation_count"] == 6 and usage["total_tokens"] == int(frame.input_tokens.sum() + frame.output_tokens.sum())
+    assert a.summary["cost_usd"] == pytest.approx(frame.cost_usd.sum()) and b.summary["cost_usd"] is None  # b had no price for the mirror
+    passing = a.as_dataset(passed=True)
+    assert [item["input"] for item in passing.items] == ["question 0", "question 2", "question 4"] and passing.items[0]["expected"] == "helpful"
+    assert to_finetuning(passing, tmp_path / "train.jsonl", reply="output") == {"written": 3, "skipped": 0, "reply": "output"}
     report = a._repr_html_()
     assert "default prompt" in report and "Worst items" in report and "has" in report and "50%" in report and "$" in report
     assert "<script" not in lab.evaluate_sync([{"input": "<script>alert(1)</script>", "expected": "x"}], graders=[HAS], progress=False)._repr_html_()
@@ -197,3 +206,34 @@ def test_the_eval_command_prints_the_summary_and_fails_below_the_pass_rate(make_
     assert main(["eval", str(dataset), "--db", str(db_path), "--graders", str(graders)]) == 1  # a bad grader: one sentence, no run
     reopened = make_lab(warm=False)
     assert list(reopened.eval_runs_df().status) == ["completed", "completed"]
+
+
+def test_the_lab_target_runs_with_the_labs_guardrails_and_no_masked_pii_reaches_the_file(make_lab, db_path):
+    from .conftest import found_in_database
+
+    email = "ada.lovelace@example.com"
+    pii = {"version": 1, "input": {"version": 1, "guardrails": [{"name": "Contains PII", "config": {"entities": ["EMAIL_ADDRESS"]}}]}}
+    lab = make_lab(warm=False, guardrails=pii)
+    run = lab.evaluate_sync([{"input": f"write to {email}", "expected": "<EMAIL_ADDRESS>"}], graders=[HAS], progress=False)
+    assert run.summary["result_counts"]["passed"] == 1  # the model saw the masked message, as in the chat
+    assert lab.guardrails_df(run.items.thread_id[0]).check_name.tolist() == ["Contains PII"]
+    lab.close()
+    assert found_in_database(db_path, email) == []  # not in the dataset's rows, the thread, the answer or the trace
+
+
+def test_the_store_writes_a_batch_of_threads_that_read_back_as_chatkit_wrote_them(make_lab):
+    import asyncio
+
+    from chatkit_lab.context import RequestContext
+    from chatkit_lab.evals.runs import seeded_thread
+    from chatkit_lab.store.memory import MemoryStore
+
+    lab = make_lab(warm=False)
+    staged = MemoryStore()
+    ids = [asyncio.run(seeded_thread(staged, user, [("user", f"hi from {user}"), ("assistant", "hello")])) for user in ("ann", "bob")]
+    lab.runtime.call(lab.store.add_threads([staged.take_thread(t) for t in ids]))
+    assert staged.thread_ids() == []
+    page = lab.runtime.call(lab.store.load_thread_items(ids[0], None, 10, "asc", RequestContext(user_id="ann")))
+    assert [i.type for i in page.data] == ["user_message", "assistant_message"] and page.data[0].content[0].text == "hi from ann"
+    assert lab.runtime.call(lab.store.load_thread_items(ids[0], None, 10, "asc", RequestContext(user_id="bob"))).data == []  # ann's only
+    assert lab.threads_df(all_users=True).set_index("thread_id").loc[ids, "user_id"].tolist() == ["ann", "bob"]

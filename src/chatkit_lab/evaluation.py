@@ -24,6 +24,7 @@ from .evals.graders import model_judge
 from .evals.optimize import Optimization, failures, improves, propose
 from .evals.report import EvalRun, load_run
 from .models import Backend
+from .store.memory import MemoryStore
 from .workflows import versions
 from .workflows.turns import ChatWorkflow
 
@@ -49,24 +50,31 @@ class Evaluations:
 
     # -- targets ---------------------------------------------------------------------------
     def target(self, target: Any) -> runs.Target:
-        server = self.runtime.server
-        if target is None:
-            label = server.workflow.resolved.label if server.workflow else "lab"
-            return runs.Target({"kind": "lab", "label": label}, server)
+        """What answers: a server like the lab's on an in-memory store whose threads a run writes
+        to the file in batches (see ``runs.answer_all``)."""
+        server, staged = self.runtime.server, MemoryStore()
+        described: dict[str, Any]
         if target == "recorded":
             return runs.Target({"kind": "recorded", "label": "recorded"}, None)
-        if isinstance(target, Agent):
-            return runs.Target({"kind": "agent", "label": f"agent {target.name}"}, replay.derived_server(self.runtime, target, self.backend, None, {}))
-        if isinstance(target, dict):
+        if target is None:
+            label = server.workflow.resolved.label if server.workflow else "lab"
+            agent: Any = server.agent  # the lab's own, even one built per thread
+            described, backend, workflow = {"kind": "lab", "label": label}, self.backend, server.workflow
+        elif isinstance(target, Agent):
+            described, agent, backend, workflow = {"kind": "agent", "label": f"agent {target.name}"}, target, self.backend, None
+        elif isinstance(target, dict):
             unknown = set(target) - {"instructions", "model"}
             if unknown:
                 raise ChatLabError(f"An overrides target takes instructions and model, not {', '.join(sorted(unknown))}.")
             agent, backend = replay.overridden_agent(self._agent(), self.backend, instructions=target.get("instructions"), model=target.get("model"))
-            return runs.Target({"kind": "overrides", "label": "overrides", "overrides": {k: str(v) for k, v in target.items() if v is not None}},
-                               replay.derived_server(self.runtime, agent, backend, None, {}))
-        chat = self.chat_workflow(target)
-        return runs.Target({"kind": "workflow", "label": chat.resolved.label, "workflow_hash": chat.resolved.workflow_hash},
-                           replay.derived_server(self.runtime, self._agent(), self.backend, chat, {}))
+            described = {"kind": "overrides", "label": "overrides", "overrides": {k: str(v) for k, v in target.items() if v is not None}}
+            workflow = None
+        else:
+            workflow = self.chat_workflow(target)
+            described = {"kind": "workflow", "label": workflow.resolved.label, "workflow_hash": workflow.resolved.workflow_hash}
+            agent, backend = self._agent(), self.backend
+        derived = replay.derived_server(self.runtime, agent, backend, workflow, {}, store=staged, as_the_lab=described["kind"] == "lab")
+        return runs.Target(described, derived, staged)
 
     def _stored_workflow(self, described: dict[str, Any]) -> Any:
         """A workflow run's graph: its published ``name@N``, or a draft's graph from the store."""
@@ -104,7 +112,8 @@ class Evaluations:
     async def _stored(self, data: Dataset, target: runs.Target, graders: Sequence[Any], name: str | None, concurrency: int,
                       kind: str, parent: str | None) -> str:
         async with self.runtime.db.transaction() as cur:
-            run_id = runs.new_run(cur, data, target, graders, name=name, user_id=self.user_id(), concurrency=concurrency, kind=kind, parent=parent)
+            run_id = runs.new_run(cur, data, target, graders, name=name, user_id=self.user_id(), concurrency=concurrency, kind=kind, parent=parent,
+                                  redact=self.runtime.redact)
             if kind == "rescore" and parent is not None:
                 runs.copy_answers(cur, parent, run_id)
             return run_id

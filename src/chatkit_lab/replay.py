@@ -255,15 +255,18 @@ def overridden_agent(base: Agent, backend: Any, *, instructions: str | None = No
     return (base.clone(**changes) if changes else base), backend
 
 
-def derived_server(runtime: Runtime, agent: Agent, backend: Any, workflow: ChatWorkflow | None, metadata: dict[str, Any]) -> LabServer:
-    """A server like the lab's, on its store and logs, answering with ``workflow`` when given, else
-    ``agent`` on ``backend``; its traces carry ``metadata`` besides the lab's."""
+def derived_server(runtime: Runtime, agent: Agent, backend: Any, workflow: ChatWorkflow | None, metadata: dict[str, Any], *,
+                   store: Any = None, as_the_lab: bool = False) -> LabServer:
+    """A server like the lab's, on its logs and ``store`` (the lab's by default), answering with
+    ``workflow`` when given, else ``agent`` on ``backend``; its traces carry ``metadata`` besides the
+    lab's. ``as_the_lab``: with the lab's guardrails and context injection too."""
     lab_server = runtime.server
     return LabServer(
-        runtime.store, agent, backend=backend, history_limit=lab_server.history_limit,
+        store if store is not None else runtime.store, agent, backend=backend, history_limit=lab_server.history_limit,
         trace_metadata={**lab_server.trace_metadata, **metadata}, turn_log=runtime.tracer.record_turn,
         actions=lab_server.actions, secrets=runtime.secrets, input_log=runtime.tracer.record_input,
         row_log=runtime.tracer.record_rows, workflow=workflow,
+        guardrails=lab_server.guardrails if as_the_lab else None, injection=lab_server.injection if as_the_lab else None,
     )
 
 

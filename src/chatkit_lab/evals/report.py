@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ChatLabError
+from .datasets import Dataset
 from .runs import summary
 
 if TYPE_CHECKING:
     import pandas as pd
 
 ITEMS_SQL = """
-    SELECT i.item_index, d.item ->> 'input' AS input, i.item_hash, i.thread_id, i.turn_id, i.trace_id, i.status, i.output_text,
+    SELECT i.item_index, d.item ->> 'input' AS input, d.item::VARCHAR AS item, i.item_hash, i.thread_id, i.turn_id, i.trace_id, i.status, i.output_text,
            i.latency_ms, i.model, i.input_tokens, i.output_tokens, i.cost_usd, i.error
     FROM eval_items i JOIN eval_runs r USING (run_id) JOIN eval_dataset_items d ON d.dataset_hash = r.dataset_hash AND d.item_index = i.item_index
     WHERE i.run_id = ? ORDER BY i.item_index"""
@@ -72,6 +73,14 @@ class EvalRun:
         failed = self.results[~self.results.passed].groupby("item_index").grader_name.agg(", ".join).rename("failed")
         frame = self.items.join(failed, on="item_index")
         return frame.sort_values(["passed", "score", "item_index"]).head(n)[["item_index", "input", "output_text", "score", "passed", "failed", "error"]]
+
+    def as_dataset(self, *, passed: bool | None = None) -> Dataset:
+        """The run's items with what the target answered (``output``), its ``score`` and ``passed``:
+        for ``to_finetuning(run.as_dataset(passed=True), path, reply="output")`` or another run.
+        ``passed``: only the items that passed (True) or failed (False)."""
+        rows = self.items if passed is None else self.items[self.items.passed == passed]
+        items = [{**json.loads(r.item), "output": r.output_text or "", "score": float(r.score), "passed": bool(r.passed)} for r in rows.itertuples()]
+        return Dataset(items, f"{self.name} ({'passed' if passed else 'failed'})" if passed is not None else self.name, f"eval run {self.id}")
 
     def __repr__(self) -> str:
         counts = self.summary["result_counts"]

@@ -12,7 +12,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -29,6 +29,7 @@ from chatkit.types import (
 
 from ..context import RequestContext
 from ..errors import ChatLabError
+from ..store.memory import MemoryStore
 from ..turn import Turn
 from .datasets import Dataset, content_hash
 from .graders import Graded, agrade, cost_of, load_grader
@@ -43,22 +44,29 @@ FACTS = ("turn_id", "trace_id", "model", "input_tokens", "output_tokens", "laten
 @dataclass
 class Target:
     """What answers each item: ``server`` (a LabServer for the lab, an agent or a workflow), or
-    None for recorded threads (items with ``thread_id``), graded as they are."""
+    None for recorded threads (items with ``thread_id``), graded as they are. ``staged``: the
+    in-memory store the server's threads live in until a batch of them is written to the file."""
 
     description: dict[str, Any]
     server: Any | None
+    staged: MemoryStore | None = None
 
 
-def store_dataset(cur: Any, dataset: Dataset) -> None:
+def store_dataset(cur: Any, dataset: Dataset, redact: Callable[[str], str] = str) -> None:
+    """The dataset under its content hash, its items through ``redact`` (the lab's secrets and PII
+    masks: what the lab would not store from a chat, it does not store from a dataset either)."""
     if cur.execute("SELECT 1 FROM eval_datasets WHERE dataset_hash = ?", [dataset.hash]).fetchone():
         return
     cur.execute(f"INSERT INTO eval_datasets VALUES (?, ?, ?, ?, {NOW})", [dataset.hash, dataset.name, dataset.source, len(dataset)])
-    cur.executemany("INSERT INTO eval_dataset_items VALUES (?, ?, ?)",
-                    [[dataset.hash, n, json.dumps(item, sort_keys=True, default=str)] for n, item in enumerate(dataset.items)])
+    items = pd.DataFrame({"dataset_hash": dataset.hash, "item_index": range(len(dataset)),
+                          "item": [redact(json.dumps(item, sort_keys=True, default=str)) for item in dataset.items]})
+    cur.register("dataset_items", items)
+    cur.execute("INSERT INTO eval_dataset_items SELECT dataset_hash, item_index, item FROM dataset_items")
+    cur.unregister("dataset_items")
 
 
 def new_run(cur: Any, dataset: Dataset, target: Target, graders: Sequence[Any], *, name: str | None, user_id: str, concurrency: int,
-            kind: str = "evaluate", parent: str | None = None) -> str:
+            kind: str = "evaluate", parent: str | None = None, redact: Callable[[str], str] = str) -> str:
     configs = [load_grader(g) for g in graders]
     names = [c.name for c in configs]
     if len(set(names)) != len(names):
@@ -68,7 +76,7 @@ def new_run(cur: Any, dataset: Dataset, target: Target, graders: Sequence[Any], 
     for n, item in enumerate(dataset.items):
         if target.server is not None and item.get("conversation") is not None:
             conversation_of(item, n)  # a clear error before anything is stored
-    store_dataset(cur, dataset)
+    store_dataset(cur, dataset, redact)
     run_id = f"evalrun_{uuid.uuid4().hex[:12]}"
     cur.execute(f"INSERT INTO eval_runs VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, {NOW}, NULL)", [
         run_id, name or f"{dataset.name} × {target.description.get('label', 'lab')}", kind, dataset.hash, json.dumps(target.description),
@@ -78,8 +86,9 @@ def new_run(cur: Any, dataset: Dataset, target: Target, graders: Sequence[Any], 
 
 async def answer_all(runtime: Any, run_id: str, dataset: Dataset, target: Target, user_id: str, concurrency: int, done: list[int]) -> None:
     """Phase 1: every item without an ``eval_items`` row, ``concurrency`` at a time. Finished items
-    are written in batches (every ``BATCH`` items or half a second, and when the run stops, however it
-    stops): one statement per batch instead of one per item."""
+    and their threads are written in batches (every ``BATCH`` items or half a second, and when the
+    run stops, however it stops): a few statements per batch instead of several per item, each of
+    which costs DuckDB a millisecond or more."""
     async with runtime.db.acursor() as cur:
         finished = {n for (n,) in cur.execute("SELECT item_index FROM eval_items WHERE run_id = ?", [run_id]).fetchall()}
     done[0] = len(finished)
@@ -87,9 +96,12 @@ async def answer_all(runtime: Any, run_id: str, dataset: Dataset, target: Target
     answered: list[dict[str, Any]] = []
     written = [time.monotonic()]
 
-    async def write() -> None:
+    async def write(everything: bool = False) -> None:
         rows, answered[:] = list(answered), []
         written[0] = time.monotonic()
+        if target.staged is not None:  # the threads first, so every stored item's thread exists
+            ids = target.staged.thread_ids() if everything else [r["thread_id"] for r in rows if r["thread_id"] in target.staged.thread_ids()]
+            await runtime.store.add_threads([target.staged.take_thread(t) for t in ids])
         if rows:
             async with runtime.db.acursor() as cur:
                 cur.register("answered", pd.DataFrame(rows, columns=ANSWER_COLUMNS).astype({"latency_ms": "Float64"}))
@@ -99,7 +111,9 @@ async def answer_all(runtime: Any, run_id: str, dataset: Dataset, target: Target
 
     async def one(index: int, item: dict[str, Any]) -> None:
         async with gate:
-            answered.append({"item_index": index, "item_hash": content_hash([item]), **await _answer(runtime, target, user_id, item)})
+            row = await _answer(runtime, target, user_id, item)
+            row.update({k: runtime.redact(row[k]) for k in ("output_text", "error") if row[k]})
+            answered.append({"item_index": index, "item_hash": content_hash([item]), **row})
             done[0] += 1
             if len(answered) >= BATCH or time.monotonic() - written[0] > 0.5:
                 await write()
@@ -107,11 +121,11 @@ async def answer_all(runtime: Any, run_id: str, dataset: Dataset, target: Target
     try:
         await asyncio.gather(*(one(n, item) for n, item in enumerate(dataset.items) if n not in finished))
     except asyncio.CancelledError:
-        await write()
+        await write(everything=True)  # an item stopped mid-turn keeps what its thread holds, as a chat would
         async with runtime.db.acursor() as cur:
             cur.execute("UPDATE eval_runs SET status = 'interrupted' WHERE run_id = ?", [run_id])
         raise
-    await write()
+    await write(everything=True)  # with the threads of items that failed before they had an id
 
 
 async def _answer(runtime: Any, target: Target, user_id: str, item: dict[str, Any]) -> dict[str, Any]:
@@ -122,7 +136,7 @@ async def _answer(runtime: Any, target: Target, user_id: str, item: dict[str, An
     try:
         thread_id: str | None = None
         if item.get("conversation"):  # a multi-turn item: its history first, then the input as the next message
-            thread_id = await seeded_thread(runtime.store, user_id, conversation_of(item))
+            thread_id = await seeded_thread(target.server.store, user_id, conversation_of(item))
             body = {"type": "threads.add_user_message", "params": {"thread_id": thread_id, "input": message}}
         else:
             body = {"type": "threads.create", "params": {"input": message}}
@@ -214,7 +228,9 @@ SUMMARY_SQL = """
 
 
 def summary(cur: Any, run_id: str) -> dict[str, Any]:
-    """The run in OpenAI's shape: ``result_counts`` and ``per_testing_criteria_results``."""
+    """The run in OpenAI's shape: ``result_counts``, ``per_testing_criteria_results`` and
+    ``per_model_usage`` (items answered per model and their tokens); ``cost_usd`` (None when no
+    item's model has a price)."""
     row = cur.execute("SELECT name, status, dataset_hash FROM eval_runs WHERE run_id = ?", [run_id]).fetchone()
     if row is None:
         raise ChatLabError(f"There is no eval run {run_id!r}.")
@@ -222,9 +238,15 @@ def summary(cur: Any, run_id: str) -> dict[str, Any]:
     criteria = cur.execute("SELECT grader_name, count(*) FILTER (WHERE passed), count(*) FILTER (WHERE NOT passed AND error IS NULL), "
                            "count(*) FILTER (WHERE error IS NOT NULL) FROM eval_results WHERE run_id = ? GROUP BY grader_name ORDER BY grader_name",
                            [run_id]).fetchall()
+    usage = cur.execute("SELECT model, count(*), sum(input_tokens), sum(output_tokens) FROM eval_items WHERE run_id = ? AND model IS NOT NULL "
+                        "GROUP BY model ORDER BY model", [run_id]).fetchall()
+    cost = cur.execute("SELECT sum(cost_usd) FROM eval_items WHERE run_id = ?", [run_id]).fetchone()[0]
     return {"id": run_id, "name": row[0], "status": row[1], "dataset_hash": row[2],
             "result_counts": {"total": total, "passed": passed, "failed": failed, "errored": errored},
-            "per_testing_criteria_results": [{"testing_criteria": n, "passed": p, "failed": f, "errored": e} for n, p, f, e in criteria]}
+            "per_testing_criteria_results": [{"testing_criteria": n, "passed": p, "failed": f, "errored": e} for n, p, f, e in criteria],
+            "per_model_usage": [{"model_name": m, "invocation_count": k, "prompt_tokens": int(i or 0), "completion_tokens": int(o or 0),
+                                 "total_tokens": int((i or 0) + (o or 0)), "cached_tokens": 0} for m, k, i, o in usage],
+            "cost_usd": cost}
 
 
 def stored_run(cur: Any, run_id: str, user_id: str) -> tuple[Dataset, list[Any], dict[str, Any]]:

@@ -365,6 +365,26 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
                 )
         return len(copies)
 
+    async def add_threads(self, threads: Sequence[tuple[str, ThreadMetadata, Sequence[ThreadItem]]]) -> None:
+        """New threads (owner, metadata, items in order) written in one transaction, a few
+        statements in all: how an eval run stores the threads its items ran in."""
+        if not threads:
+            return
+        rows = [[meta.id, user, self.redact(meta.title), meta.status.type, naive(meta.created_at), self.redact(stored_json(meta.metadata)),
+                 self.redact(ThreadMetadata.model_validate(meta.model_dump(exclude={"items"})).model_dump_json())] for user, meta, _ in threads]
+        items = [self._item_row(meta.id, user, item) for user, meta, entries in threads for item in entries]
+        async with self.db.transaction() as cur:
+            for start in range(0, len(rows), 200):
+                chunk = rows[start : start + 200]
+                marks = ", ".join(["(?, ?, ?, ?, ?, make_timestamp(epoch_us(now())), ?, ?)"] * len(chunk))
+                cur.execute(f"INSERT INTO threads (thread_id, user_id, title, status, created_at, updated_at, metadata, data) VALUES {marks}",
+                            [v for row in chunk for v in row])
+            for start in range(0, len(items), 200):
+                part = items[start : start + 200]
+                marks = ", ".join(["(?, ?, ?, ?, make_timestamp(epoch_us(now())), ?, ?, ?, ?)"] * len(part))
+                cur.execute(f"INSERT INTO items (item_id, thread_id, user_id, created_at, updated_at, type, role, text, data) VALUES {marks}",
+                            [v for row in part for v in row.values()])
+
     def _item_row(self, thread_id: str, user_id: str, item: ThreadItem) -> dict[str, Any]:
         """An ``items`` row, redacted, in the column order of the inserts (by name or position)."""
         return {

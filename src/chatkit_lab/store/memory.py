@@ -60,6 +60,15 @@ class MemoryStore(Store[Any]):
         for key in [k for k, (_, a) in self._attachments.items() if a.thread_id == thread_id]:
             del self._attachments[key]
 
+    def thread_ids(self) -> list[str]:
+        return list(self._threads)
+
+    def take_thread(self, thread_id: str) -> tuple[str, ThreadMetadata, list[ThreadItem]]:
+        """Remove a thread and return its owner, metadata and items in order (to be written elsewhere)."""
+        user, _, meta = self._threads.pop(thread_id)
+        items = [item for _, _, item in sorted(self._items.pop(thread_id).values(), key=lambda entry: entry[:2])]
+        return user, meta, items
+
     async def load_thread_items(
         self, thread_id: str, after: str | None, limit: int, order: str, context: Any
     ) -> Page[ThreadItem]:

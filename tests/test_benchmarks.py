@@ -12,5 +12,6 @@ def test_bench_script_runs_and_prints_every_comparison(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     text = out.read_text()
     for figure in ("DuckDBStore / in-memory store, p50", "HTTP / in-process (same lab), p50", "insert one item", "first reply after the warm-up / without it", "import + ChatLab() + first reply",
-                   "replay, one thread at a time", "lab.export / DuckDB's COPY of the same table", "memory the export added"):
+                   "replay, one thread at a time", "lab.export / DuckDB's COPY of the same table", "memory the export added",
+                   "bookkeeping, offline model", "a model that waits 100 ms per call", "memory the run added"):
         assert figure in text

@@ -36,7 +36,8 @@ from .graders import Graded, agrade, cost_of, load_grader
 from .samples import recorded_samples
 
 NOW = "make_timestamp(epoch_us(now()))"
-BATCH = 64
+BATCH = 64  # answered items written together
+GRADE_CHUNK = 256  # items graded together
 ANSWER_COLUMNS = ["item_index", "item_hash", "thread_id", "status", "output_text", "latency_ms", "error"]
 FACTS = ("turn_id", "trace_id", "model", "input_tokens", "output_tokens", "latency_ms")  # what grading adds to an item's row
 
@@ -92,7 +93,7 @@ async def answer_all(runtime: Any, run_id: str, dataset: Dataset, target: Target
     async with runtime.db.acursor() as cur:
         finished = {n for (n,) in cur.execute("SELECT item_index FROM eval_items WHERE run_id = ?", [run_id]).fetchall()}
     done[0] = len(finished)
-    gate = asyncio.Semaphore(max(1, concurrency))
+    todo = ((n, item) for n, item in enumerate(dataset.items) if n not in finished)  # shared by the workers: memory does not grow with the items
     answered: list[dict[str, Any]] = []
     written = [time.monotonic()]
 
@@ -109,8 +110,8 @@ async def answer_all(runtime: Any, run_id: str, dataset: Dataset, target: Target
                             f"SELECT ?, {', '.join(ANSWER_COLUMNS)}, {NOW} FROM answered", [run_id])
                 cur.unregister("answered")
 
-    async def one(index: int, item: dict[str, Any]) -> None:
-        async with gate:
+    async def worker() -> None:
+        for index, item in todo:
             row = await _answer(runtime, target, user_id, item)
             row.update({k: runtime.redact(row[k]) for k in ("output_text", "error") if row[k]})
             answered.append({"item_index": index, "item_hash": content_hash([item]), **row})
@@ -119,7 +120,7 @@ async def answer_all(runtime: Any, run_id: str, dataset: Dataset, target: Target
                 await write()
 
     try:
-        await asyncio.gather(*(one(n, item) for n, item in enumerate(dataset.items) if n not in finished))
+        await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
     except asyncio.CancelledError:
         await write(everything=True)  # an item stopped mid-turn keeps what its thread holds, as a chat would
         async with runtime.db.acursor() as cur:
@@ -174,12 +175,23 @@ async def seeded_thread(store: Any, user_id: str, conversation: list[tuple[str, 
 
 async def grade_all(runtime: Any, run_id: str, dataset: Dataset, graders: Sequence[Any], user_id: str, *, judge: Any = None,
                     prices: dict[str, tuple[float, float]] | None = None, concurrency: int = 16) -> None:
-    """Phase 2: grade every answered item that has no results yet, from the store."""
+    """Phase 2: grade every answered item that has no results yet, from the store, ``GRADE_CHUNK``
+    items at a time (so memory stays flat however many there are; an interrupted grading resumes)."""
     await runtime.tracer.aflush()
     async with runtime.db.acursor() as cur:
         pending = cur.execute("SELECT item_index, thread_id, status, error FROM eval_items i WHERE run_id = ? AND NOT EXISTS "
                               "(SELECT 1 FROM eval_results r WHERE r.run_id = i.run_id AND r.item_index = i.item_index) ORDER BY item_index",
                               [run_id]).fetchall()
+    configs = [load_grader(g) for g in graders]
+    for start in range(0, len(pending), GRADE_CHUNK):
+        await _grade_chunk(runtime, run_id, dataset, configs, user_id, pending[start : start + GRADE_CHUNK], judge, prices, concurrency)
+    async with runtime.db.acursor() as cur:
+        cur.execute(f"UPDATE eval_runs SET status = 'completed', finished_at = {NOW} WHERE run_id = ?", [run_id])
+
+
+async def _grade_chunk(runtime: Any, run_id: str, dataset: Dataset, configs: list[Any], user_id: str, pending: list[Any], judge: Any,
+                       prices: dict[str, tuple[float, float]] | None, concurrency: int) -> None:
+    async with runtime.db.acursor() as cur:
         found = recorded_samples(cur, [thread for _, thread, status, _ in pending if thread and status == "done"], user_id)
     samples: dict[int, dict[str, Any] | None] = {}
     errors = {n: error for n, _, _, error in pending}
@@ -188,7 +200,6 @@ async def grade_all(runtime: Any, run_id: str, dataset: Dataset, graders: Sequen
         if status == "done" and samples[n] is None:  # e.g. a recorded thread that is not this user's
             errors[n] = f"Thread {thread!r} has no recorded turn to grade."
     gate = asyncio.Semaphore(max(1, concurrency))
-    configs = [load_grader(g) for g in graders]
 
     async def one(index: int) -> list[Graded]:
         sample = samples[index]
@@ -211,7 +222,6 @@ async def grade_all(runtime: Any, run_id: str, dataset: Dataset, graders: Sequen
         cur.execute("INSERT INTO eval_results SELECT run_id, item_index, grader_name, grader_type, score, passed, error, info FROM graded")
         cur.unregister("facts")
         cur.unregister("graded")
-        cur.execute(f"UPDATE eval_runs SET status = 'completed', finished_at = {NOW} WHERE run_id = ?", [run_id])
 
 
 def _facts(index: int, sample: dict[str, Any] | None, prices: dict[str, tuple[float, float]] | None) -> dict[str, Any]:

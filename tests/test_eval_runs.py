@@ -95,8 +95,8 @@ def test_bad_runs_are_one_sentence(make_lab):
     lab.login("alice")
     summary = lab.evaluate_sync([{"input": "mine", "thread_id": theirs}], target="recorded", graders=[HAS], progress=False).summary
     assert summary["result_counts"] == {"total": 1, "passed": 0, "failed": 0, "errored": 1}  # another user's thread: an errored item
-    with pytest.raises(ChatLabError, match="takes instructions and model"):
-        lab.evaluate_sync([{"input": "x"}], target={"tools": []}, graders=[HAS], progress=False)
+    with pytest.raises(ChatLabError, match="takes instructions, model, tools, context, not temperature"):
+        lab.evaluate_sync([{"input": "x"}], target={"temperature": 0.2}, graders=[HAS], progress=False)
 
 
 def test_a_multi_turn_item_starts_from_its_conversation_and_the_sample_reads_node_outputs(make_lab):
@@ -237,3 +237,39 @@ def test_the_store_writes_a_batch_of_threads_that_read_back_as_chatkit_wrote_the
     assert [i.type for i in page.data] == ["user_message", "assistant_message"] and page.data[0].content[0].text == "hi from ann"
     assert lab.runtime.call(lab.store.load_thread_items(ids[0], None, 10, "asc", RequestContext(user_id="bob"))).data == []  # ann's only
     assert lab.threads_df(all_users=True).set_index("thread_id").loc[ids, "user_id"].tolist() == ["ann", "bob"]
+
+
+def test_an_overrides_target_takes_tools_and_context_as_replay_does(make_lab):
+    from agents import function_tool
+
+    @function_tool
+    def lookup_order(order_id: str) -> str:
+        """The order's status."""
+        return "shipped"
+
+    lab = make_lab(warm=False)
+    lab.context.update(team="support")
+    tools = {**HAS, "name": "tools", "reference": "tools: lookup_order"}
+    context = {**HAS, "name": "context", "reference": "in the instructions (team, project)"}  # the lab's value and the override
+    run = lab.evaluate_sync([{"input": "hello", "expected": ""}], target={"tools": [lookup_order], "context": {"project": "Churn"}},
+                            graders=[tools, context], progress=False)
+    assert run.summary["result_counts"]["passed"] == 1, run.items.output_text[0]
+    assert run.target["overrides"] == {"tools": ["lookup_order"], "context": {"project": "Churn"}}
+    with pytest.raises(ChatLabError, match="tools are not stored"):
+        lab.resume_eval_sync(run.id, progress=False)
+
+
+def test_eval_runs_travel_in_a_jsonl_export_each_with_only_its_users_rows(make_lab, tmp_path):
+    from chatkit_lab import ChatLab
+
+    lab = make_lab(warm=False)
+    mine = lab.evaluate_sync([{"input": "hello", "expected": "hello"}], graders=[HAS], progress=False)
+    lab.login("bob")
+    theirs = lab.evaluate_sync([{"input": "other", "expected": "x"}], graders=[HAS], progress=False)
+    counts = lab.export(tmp_path / "bob.jsonl")  # as bob: his runs, items, results and datasets only
+    assert (counts["eval_runs"], counts["eval_items"], counts["eval_results"], counts["eval_datasets"]) == (1, 1, 1, 1)
+    with ChatLab(tmp_path / "copy.duckdb", warm=False, user_id="bob") as copy:
+        copy.import_jsonl(tmp_path / "bob.jsonl")
+        assert copy.eval_run(theirs.id).summary == theirs.summary
+        with pytest.raises(ChatLabError, match="There is no eval run"):
+            copy.eval_run(mine.id)

@@ -7,6 +7,7 @@ What needs no lab (datasets, graders, samples, the two phases of a run, reports)
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from agents import Agent
 
 from . import replay
 from ._runtime import Runtime
+from .context import ContextInjection
 from .errors import ChatLabError
 from .evals import runs
 from .evals.compare import RunComparison
@@ -28,6 +30,7 @@ from .store.memory import MemoryStore
 from .workflows import versions
 from .workflows.turns import ChatWorkflow
 
+OVERRIDES = ("instructions", "model", "tools", "context")  # what an overrides target changes, as lab.replay does
 ROUNDS_SQL = "SELECT * FROM eval_rounds WHERE optimization_id = ? ORDER BY round"
 
 
@@ -42,8 +45,9 @@ class Planned:
 
 
 class Evaluations:
-    """A lab's evals on its runtime and ``backend`` (the model of targets and judges). ``chat_workflow`` turns a workflow reference into a ``ChatWorkflow``;
-    ``user_id`` says who runs (the lab's current user)."""
+    """A lab's evals on its runtime and ``backend`` (the model of targets and judges).
+    ``chat_workflow`` turns a workflow reference into a ``ChatWorkflow``; ``user_id`` says who
+    runs (the lab's current user)."""
 
     def __init__(self, runtime: Runtime, backend: Backend, chat_workflow: Callable[[Any], ChatWorkflow], user_id: Callable[[], str]) -> None:
         self.runtime, self.backend, self.chat_workflow, self.user_id = runtime, backend, chat_workflow, user_id
@@ -54,6 +58,7 @@ class Evaluations:
         to the file in batches (see ``runs.answer_all``)."""
         server, staged = self.runtime.server, MemoryStore()
         described: dict[str, Any]
+        injection = None
         if target == "recorded":
             return runs.Target({"kind": "recorded", "label": "recorded"}, None)
         if target is None:
@@ -63,17 +68,26 @@ class Evaluations:
         elif isinstance(target, Agent):
             described, agent, backend, workflow = {"kind": "agent", "label": f"agent {target.name}"}, target, self.backend, None
         elif isinstance(target, dict):
-            unknown = set(target) - {"instructions", "model"}
+            unknown = set(target) - set(OVERRIDES)
             if unknown:
-                raise ChatLabError(f"An overrides target takes instructions and model, not {', '.join(sorted(unknown))}.")
-            agent, backend = replay.overridden_agent(self._agent(), self.backend, instructions=target.get("instructions"), model=target.get("model"))
-            described = {"kind": "overrides", "label": "overrides", "overrides": {k: str(v) for k, v in target.items() if v is not None}}
-            workflow = None
+                raise ChatLabError(f"An overrides target takes {', '.join(OVERRIDES)}, not {', '.join(sorted(unknown))}.")
+            tools = target.get("tools")
+            agent, backend = replay.overridden_agent(self._agent(), self.backend, instructions=target.get("instructions"), model=target.get("model"),
+                                                     tools=tools)
+            overrides: dict[str, Any] = {k: str(target[k]) for k in ("instructions", "model") if target.get(k) is not None}
+            if tools is not None:
+                overrides["tools"] = [getattr(t, "name", str(t)) for t in tools]
+            if target.get("context") is not None:
+                overrides["context"] = json.loads(json.dumps(target["context"], default=str))
+                injection = _with_values(server.injection, overrides["context"])
+            described, workflow = {"kind": "overrides", "label": "overrides", "overrides": overrides}, None
         else:
             workflow = self.chat_workflow(target)
             described = {"kind": "workflow", "label": workflow.resolved.label, "workflow_hash": workflow.resolved.workflow_hash}
             agent, backend = self._agent(), self.backend
-        derived = replay.derived_server(self.runtime, agent, backend, workflow, {}, store=staged, as_the_lab=described["kind"] == "lab")
+        derived = replay.derived_server(self.runtime, agent, backend, workflow, {}, store=staged, as_the_lab=described["kind"] in ("lab", "overrides"))
+        if injection is not None:
+            derived.injection = injection
         return runs.Target(described, derived, staged)
 
     def _stored_workflow(self, described: dict[str, Any]) -> Any:
@@ -96,6 +110,8 @@ class Evaluations:
         if kind in ("lab", "recorded"):
             return self.target(None if kind == "lab" else "recorded")
         if kind == "overrides":
+            if "tools" in described["overrides"]:
+                raise ChatLabError("This run's tools are not stored (only their names): pass target= again to resume it.")
             return self.target(described["overrides"])
         if kind == "workflow":
             return self.target(self._stored_workflow(described))
@@ -209,20 +225,28 @@ class Evaluations:
         if node is not None:
             raise ChatLabError("node= names a workflow's agent node; this run's target is an agent.")
         if kind == "overrides":
-            current = described["overrides"].get("instructions")
-            model = described["overrides"].get("model")
+            given = dict(described["overrides"])
+            if "tools" in given:
+                raise ChatLabError("This run's tools are not stored (only their names): run the overrides with instructions= yourself.")
         elif kind == "lab":
-            current, model = None, None
+            given = {}
         else:
             raise ChatLabError(f"A run of {described.get('label')} cannot be optimised: run the lab, overrides or a workflow.")
-        if current is None:
-            current = self._agent().instructions
-            if not isinstance(current, str):
-                raise ChatLabError("This agent's instructions are a function; optimise an overrides run ({'instructions': ...}) instead.")
-        return current, lambda text: self.target({"instructions": text, "model": model})
+        current = given.get("instructions", self._agent().instructions)
+        if not isinstance(current, str):
+            raise ChatLabError("This agent's instructions are a function; optimise an overrides run ({'instructions': ...}) instead.")
+        return current, lambda text: self.target({**given, "instructions": text})
 
     async def _round(self, optimization_id: str, n: int, before: EvalRun, after: EvalRun, node: str | None, old: str, new: str, kept: bool) -> None:
         async with self.runtime.db.transaction() as cur:
             cur.execute("INSERT INTO eval_rounds VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, make_timestamp(epoch_us(now())))", [
                 optimization_id, n, before.id, after.id, node, self.runtime.redact(old), self.runtime.redact(new), before.pass_rate, after.pass_rate,
                 before.mean_score, after.mean_score, kept, self.user_id()])
+
+
+def _with_values(lab: ContextInjection | None, values: dict[str, Any] | None) -> ContextInjection:
+    """The lab's context (strategy, values, providers) with ``values`` over its own."""
+    context = ContextInjection(lab.strategy if lab else "instructions")
+    context.values = {**(lab.values if lab else {}), **(values or {})}
+    context.providers = list(lab.providers) if lab else []
+    return context

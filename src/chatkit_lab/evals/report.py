@@ -116,8 +116,8 @@ def load_run(cur: Any, run_id: str, user_id: str | None) -> EvalRun:
         raise ChatLabError(f"There is no eval run {run_id!r}" + (f" of {user_id!r}." if user_id else "."))
     items = cur.execute(ITEMS_SQL, [run_id]).df()
     results = cur.execute(RESULTS_SQL, [run_id]).df()
-    spans = {g["name"]: g["range"] for g in json.loads(owner[2]) if g.get("type") == "score_model"}
-    results["unit_score"] = [(s - spans[n][0]) / (spans[n][1] - spans[n][0]) if n in spans else s
+    ranges = {g["name"]: g["range"] for g in json.loads(owner[2]) if g.get("type") == "score_model"}
+    results["unit_score"] = [(s - ranges[n][0]) / (ranges[n][1] - ranges[n][0]) if n in ranges else s
                              for n, s in zip(results.grader_name, results.score, strict=True)]
     if len(results):
         scores = results.pivot(index="item_index", columns="grader_name", values="score")

@@ -1,9 +1,10 @@
 """Eval runs: a dataset through a target, graded, stored.
 
 Phase 1 answers each pending item as a real protocol turn (a new thread per item) through the
-target's server, ``concurrency`` at a time, writing one ``eval_items`` row per finished item (so an
-interrupted run resumes where it stopped). Phase 2 flushes the trace rows once, reads each item's
-sample from the store (``recorded_sample``) and writes every grader's result to ``eval_results``.
+target's server, ``concurrency`` at a time, writing finished items (``eval_items``) and their
+threads in batches, and whatever is finished when the run stops (so an interrupted run resumes
+where it stopped). Phase 2 flushes the trace rows once, reads the items' samples from the store
+(``recorded_samples``) and writes every grader's result to ``eval_results``, a chunk at a time.
 """
 
 from __future__ import annotations
@@ -101,7 +102,8 @@ async def answer_all(runtime: Any, run_id: str, dataset: Dataset, target: Target
         rows, answered[:] = list(answered), []
         written[0] = time.monotonic()
         if target.staged is not None:  # the threads first, so every stored item's thread exists
-            ids = target.staged.thread_ids() if everything else [r["thread_id"] for r in rows if r["thread_id"] in target.staged.thread_ids()]
+            staged = set(target.staged.thread_ids())
+            ids = list(staged) if everything else [r["thread_id"] for r in rows if r["thread_id"] in staged]
             await runtime.store.add_threads([target.staged.take_thread(t) for t in ids])
         if rows:
             async with runtime.db.acursor() as cur:

@@ -44,6 +44,10 @@ def user_scope(table: str) -> str:
                 "UNION SELECT workflow_hash FROM workflow_runs WHERE user_id = $user) OR workflow_hash IN (SELECT workflow_hash FROM workflow_versions)")
     if table in ("workflow_versions", "workflow_defaults"):  # the lab's published workflows: no one's data
         return "true"
+    if table in ("eval_items", "eval_results"):
+        return "run_id IN (SELECT run_id FROM eval_runs WHERE user_id = $user)"
+    if table in ("eval_datasets", "eval_dataset_items"):  # the datasets this user's runs used
+        return "dataset_hash IN (SELECT dataset_hash FROM eval_runs WHERE user_id = $user)"
     return "user_id = $user"
 
 

@@ -116,6 +116,15 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from .doctor import diagnose
+    from .models import resolve_backend
+
+    report = diagnose(args.db, resolve_backend(args.model, base_url=args.base_url), jwks_url=args.jwks_url, timeout=args.timeout)
+    print(report)
+    return 0 if report.ok else 1
+
+
 @contextlib.contextmanager
 def _database(path: str, create: bool = False) -> Iterator[Any]:
     from .errors import ChatLabError
@@ -192,6 +201,13 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--user-id", default="local", help="whose run it is (default: %(default)s)")
     evaluate.add_argument("--json", action="store_true", help="print the summary as JSON")
     evaluate.set_defaults(run=_eval)
+    doctor = sub.add_parser("doctor", help="check this machine can run the lab: packages, database, model, CDN, test tools")
+    doctor.add_argument("--db", default="chats.duckdb", help="DuckDB file (default: chats.duckdb)")
+    doctor.add_argument("--model", default=None, help="model name (default: offline mirror, or OpenAI with OPENAI_API_KEY)")
+    doctor.add_argument("--base-url", default=None, help="an OpenAI-compatible server, e.g. http://localhost:11434/v1")
+    doctor.add_argument("--jwks-url", default=None, help="check the JWKS the server would verify tokens with")
+    doctor.add_argument("--timeout", type=float, default=3.0, help="seconds each network check may take (default: %(default)s)")
+    doctor.set_defaults(run=_doctor)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from .errors import ChatLabError

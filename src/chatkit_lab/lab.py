@@ -17,6 +17,7 @@ from .auth.jwt import Authenticator, JWKSVerifier, LocalIssuer
 from .auth.mcp import MCPConnections
 from .auth.secrets import MIN_LENGTH, Secrets, install_log_redaction
 from .context import ContextInjection
+from .doctor import Report, diagnose
 from .documents import Documents, openai_embedder
 from .errors import ChatLabError
 from .evals.compare import RunComparison
@@ -179,6 +180,13 @@ class ChatLab:
 
     def __repr__(self) -> str:
         return f"ChatLab(db={self.db.path!r}, user_id={self.user_id!r}, backend={self.backend.description!r})"
+
+    def doctor(self, *, timeout: float = 3.0) -> Report:
+        """Whether this lab can run here, one line a check: Python and packages, its database, its
+        model provider (reachable?), the ChatKit CDN (else the built-in renderer draws the chat),
+        Chromium and PostgreSQL for the test suite. Shows as a table in a notebook."""
+        verifier = self.auth.verifier
+        return diagnose(self.db.path, self.backend, jwks_url=getattr(verifier, "url", None), timeout=timeout, database_in_use=True)
 
     def health(self) -> dict[str, Any]:
         """Whether the lab works: ``status`` ("ok", "degraded" when log rows could not be
@@ -435,8 +443,7 @@ class ChatLab:
             return logs.import_jsonl(cur, path)
 
     # -- evals -----------------------------------------------------------------------------
-    @property
-    def evals(self) -> Evaluations:
+    def _evals(self) -> Evaluations:
         return Evaluations(self.runtime, self.backend, self._chat_workflow, lambda: self.user_id)
 
     async def evaluate(self, dataset: Any, *, graders: Sequence[Any], target: Any = None, name: str | None = None, concurrency: int = 16,
@@ -444,41 +451,42 @@ class ChatLab:
         """Run ``dataset`` through ``target`` and grade every answer with ``graders`` (OpenAI's grader
         JSON); returns the stored ``EvalRun`` (``.summary`` in OpenAI's shape, ``.df()``, an HTML
         report in a notebook). ``target``: the lab as it is (None); an ``Agent``; a workflow
-        (``Workflow``, ``"name@2"``, a path); ``{"instructions", "model"}`` overrides; or
+        (``Workflow``, ``"name@2"``, a path); overrides of the lab's agent, as ``lab.replay`` takes them
+        (``{"instructions", "model", "tools", "context"}``); or
         ``"recorded"`` (items from ``evals.from_threads``, graded as recorded). Items with a
         ``conversation`` start from it. ``judge``: the model of model graders (the lab's by default);
         ``prices``: per-model $ per million tokens (``evals.DEFAULT_PRICES``). Interrupted, the
         finished items are kept: ``lab.resume_eval(run_id)`` goes on."""
-        evals = self.evals
+        evals = self._evals()
         planned = evals.plan(dataset, graders, target, name, concurrency)
         return await evals.finish(planned, judge=judge, prices=prices, concurrency=concurrency, progress=progress)
 
     def evaluate_sync(self, dataset: Any, *, graders: Sequence[Any], target: Any = None, name: str | None = None, concurrency: int = 16,
                       judge: Any = None, prices: Any = None, progress: bool = True) -> EvalRun:
-        evals = self.evals
+        evals = self._evals()
         planned = evals.plan(dataset, graders, target, name, concurrency)
         return evals.finish_sync(planned, judge=judge, prices=prices, concurrency=concurrency, progress=progress)
 
     async def resume_eval(self, run_id: str, *, target: Any = None, judge: Any = None, prices: Any = None, concurrency: int = 16,
                           progress: bool = True) -> EvalRun:
         """Go on with an interrupted run: items it finished are kept, the rest are answered and graded."""
-        evals = self.evals
+        evals = self._evals()
         return await evals.finish(evals.resumed(run_id, target), judge=judge, prices=prices, concurrency=concurrency, progress=progress)
 
     def resume_eval_sync(self, run_id: str, *, target: Any = None, judge: Any = None, prices: Any = None, concurrency: int = 16,
                          progress: bool = True) -> EvalRun:
-        evals = self.evals
+        evals = self._evals()
         return evals.finish_sync(evals.resumed(run_id, target), judge=judge, prices=prices, concurrency=concurrency, progress=progress)
 
     def rescore_sync(self, run_id: str, graders: Sequence[Any], *, name: str | None = None, judge: Any = None, prices: Any = None,
                      progress: bool = True) -> EvalRun:
         """Grade a stored run's answers again with ``graders``, as a new run, without calling the target."""
-        evals = self.evals
+        evals = self._evals()
         return evals.finish_sync(evals.rescored(run_id, graders, name), judge=judge, prices=prices, progress=progress)
 
     def eval_run(self, run_id: str) -> EvalRun:
         """A stored run, as ``evaluate`` returned it."""
-        return self.evals.run(run_id)
+        return self._evals().run(run_id)
 
     def eval_runs_df(self, *, all_users: bool = False) -> Any:
         """Every eval run: name, kind, status, pass counts, dataset, target, parent run, dates."""
@@ -487,7 +495,7 @@ class ChatLab:
     def compare_runs(self, a: EvalRun | str, b: EvalRun | str) -> RunComparison:
         """Two runs item by item: ``regressions``, ``fixes``, score deltas, pass rate per grader,
         ``plot()``. An A/B test is two runs of one dataset and this comparison."""
-        return self.evals.compare(a, b)
+        return self._evals().compare(a, b)
 
     def optimize_sync(self, run_id: str, *, node: str | None = None, rounds: int = 1, judge: Any = None, prices: Any = None,
                       concurrency: int = 16, progress: bool = True) -> Optimization:
@@ -495,7 +503,7 @@ class ChatLab:
         (of the agent, or of a workflow's agent ``node``), the dataset runs again with them, and the
         revision is kept only if the graders improve; ``rounds`` build on the best so far. Every
         round is stored (``eval_rounds``); returns the rounds, the best run and its instructions."""
-        return self.evals.optimize_sync(run_id, node=node, rounds=rounds, judge=judge, prices=prices, concurrency=concurrency, progress=progress)
+        return self._evals().optimize_sync(run_id, node=node, rounds=rounds, judge=judge, prices=prices, concurrency=concurrency, progress=progress)
 
     # -- replay, fork, diff ---------------------------------------------------------------
     def replay(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -36,6 +37,7 @@ from .datasets import Dataset, content_hash
 from .graders import Graded, agrade, cost_of, load_grader
 from .samples import recorded_samples
 
+log = logging.getLogger("chatkit_lab")
 NOW = "make_timestamp(epoch_us(now()))"
 BATCH = 64  # answered items written together
 GRADE_CHUNK = 256  # items graded together
@@ -123,10 +125,13 @@ async def answer_all(runtime: Any, run_id: str, dataset: Dataset, target: Target
 
     try:
         await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
-    except asyncio.CancelledError:
-        await write(everything=True)  # an item stopped mid-turn keeps what its thread holds, as a chat would
-        async with runtime.db.acursor() as cur:
-            cur.execute("UPDATE eval_runs SET status = 'interrupted' WHERE run_id = ?", [run_id])
+    except BaseException:  # Ctrl-C, or a write that failed: keep what is finished, so the run resumes
+        try:
+            await write(everything=True)  # an item stopped mid-turn keeps what its thread holds, as a chat would
+            async with runtime.db.acursor() as cur:
+                cur.execute("UPDATE eval_runs SET status = 'interrupted' WHERE run_id = ?", [run_id])
+        except Exception:
+            log.warning("eval run %s: the finished items could not be written as it stopped", run_id, exc_info=True)
         raise
     await write(everything=True)  # with the threads of items that failed before they had an id
 

@@ -33,11 +33,13 @@ LAB_ARGS ?=
 lab: $(STAMP)
 	cd notebooks && ../$(VENV)/bin/jupyter lab $(ALLOW_ROOT) $(LAB_ARGS) 01_quickstart.ipynb
 
-# Browser tests need Debian's Chromium and the widget's unit tests need Node: install them when
-# we can; otherwise those tests are skipped with a loud message (and fail under CI=true).
+# Browser tests need Debian's Chromium, the widget's unit tests Node, the PostgresStore tests
+# Debian's PostgreSQL server: install them when we can; otherwise those tests are skipped with a
+# loud message (and fail under CI=true).
 browser:
 	@missing=""; command -v chromium >/dev/null 2>&1 || missing="chromium"; \
 	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) || echo "!!! apt-get could not install $$missing !!!"; \

@@ -80,6 +80,44 @@ def make_lab(db_path):
         lab.close()
 
 
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """A throwaway PostgreSQL server for the session (tests/helpers/postgres.py). Without one the
+    tests that need it are skipped loudly, except under CI=true, where that is a failure."""
+    import os
+
+    from .helpers.postgres import Cluster, missing
+
+    problem = missing()
+    if problem:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"POSTGRESQL TESTS CANNOT RUN under CI: {problem}")
+        pytest.skip(f"!!! POSTGRESQL TESTS SKIPPED: {problem} !!!")
+    cluster = Cluster()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def postgres_dsn(postgres_cluster):
+    """A fresh database on the session's server."""
+    return postgres_cluster.new_database()
+
+
+def make_store(kind: str, db_path, request):
+    """A store of ``kind`` (duckdb, memory, postgres) for the parametrised contract tests."""
+    from chatkit_lab.store import DuckDBStore, MemoryStore, PostgresStore
+
+    if kind == "duckdb":
+        return DuckDBStore(db_path)
+    if kind == "postgres":
+        return PostgresStore(request.getfixturevalue("postgres_dsn"))
+    return MemoryStore()
+
+
+STORES = ["duckdb", "memory", "postgres"]
+
+
 @pytest.fixture
 def offline(monkeypatch):
     """No provider configured, whatever the developer's shell has."""
@@ -92,7 +130,7 @@ def _offline_by_default(offline):
     pass
 
 
-__all__ = ["ALICE", "BOB", "T0", "assistant_message", "free_port", "run", "serve_once", "timedelta", "user_message"]
+__all__ = ["ALICE", "BOB", "STORES", "T0", "assistant_message", "free_port", "make_store", "run", "serve_once", "timedelta", "user_message"]
 
 
 def found_in_database(path, needle: str) -> list[str]:

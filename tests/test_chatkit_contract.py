@@ -21,9 +21,7 @@ from chatkit.types import (
 )
 from chatkit.widgets import Button, Card
 
-from chatkit_lab.store import DuckDBStore, MemoryStore
-
-from .conftest import ALICE, BOB, run, serve_once, user_message
+from .conftest import ALICE, BOB, STORES, make_store, run, serve_once, user_message
 
 
 class ScriptedServer(ChatKitServer):
@@ -57,12 +55,12 @@ class ScriptedServer(ChatKitServer):
         return SyncCustomActionResponse(updated_item=sender)
 
 
-@pytest.fixture(params=["duckdb", "memory"])
+@pytest.fixture(params=STORES)
 def server(request, db_path):
-    store = DuckDBStore(db_path) if request.param == "duckdb" else MemoryStore()
-    attachments = store if request.param == "duckdb" else None
+    store = make_store(request.param, db_path, request)
+    attachments = store if request.param != "memory" else None
     yield ScriptedServer(store, attachment_store=attachments)
-    if request.param == "duckdb":
+    if request.param != "memory":
         store.close()
 
 

@@ -1,4 +1,4 @@
-"""The ChatKit Store contract, for DuckDBStore and the in-memory store alike."""
+"""The ChatKit Store contract, for DuckDBStore, PostgresStore and the in-memory store alike."""
 
 from datetime import timedelta
 
@@ -27,16 +27,16 @@ from chatkit.types import (
 )
 from chatkit.widgets import Card, Text
 
-from chatkit_lab.store import DuckDBStore, MemoryStore
+from chatkit_lab.store import DuckDBStore
 
-from .conftest import ALICE, BOB, T0, assistant_message, run, user_message
+from .conftest import ALICE, BOB, STORES, T0, assistant_message, make_store, run, user_message
 
 
-@pytest.fixture(params=["duckdb", "memory"])
+@pytest.fixture(params=STORES)
 def store(request, db_path):
-    s = DuckDBStore(db_path) if request.param == "duckdb" else MemoryStore()
+    s = make_store(request.param, db_path, request)
     yield s
-    if request.param == "duckdb":
+    if request.param != "memory":
         s.close()
 
 

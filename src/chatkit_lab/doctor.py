@@ -79,7 +79,7 @@ def diagnose(db: str | Path | None, backend: Backend, *, jwks_url: str | None = 
             pass
     checks = [_python(), *_packages()]
     if db is not None:
-        checks.append(_database(Path(db), database_in_use))
+        checks.append(_postgres(str(db), timeout) if str(db).startswith(("postgresql://", "postgres://")) else _database(Path(db), database_in_use))
     checks.append(_backend(backend, timeout))
     if jwks_url:
         checks.append(_jwks(jwks_url, timeout))
@@ -141,6 +141,29 @@ def _database(path: Path, in_use: bool) -> Check:
     if pending:
         return Check(name, True, f"{path}: {len(MIGRATIONS) - len(pending)} of {len(MIGRATIONS)} migrations; {', '.join(pending)} are applied on first open")
     return Check(name, True, f"{path}: writable, migrated ({len(MIGRATIONS)} of {len(MIGRATIONS)})")
+
+
+def _postgres(dsn: str, timeout: float) -> Check:
+    from .store.postgres import MIGRATIONS as PG_MIGRATIONS
+    from .store.postgres import problem
+
+    try:
+        import psycopg
+    except ImportError:
+        return Check("database", False, "a PostgreSQL URL, and psycopg is not installed", "pip install 'chatkit-lab[postgres]'")
+    try:
+        with psycopg.connect(dsn, connect_timeout=max(1, round(timeout)), autocommit=True) as con:
+            try:
+                found = {n for (n,) in con.execute("SELECT name FROM _migrations").fetchall()}
+            except psycopg.errors.UndefinedTable:
+                found = set()
+    except (psycopg.Error, OSError) as exc:
+        return Check("database", False, *problem(dsn, exc))
+    where = dsn.split("@")[-1]
+    pending = [name for name, _ in PG_MIGRATIONS if name not in found]
+    done = len(PG_MIGRATIONS) - len(pending)
+    return Check("database", True, f"PostgreSQL at {where}: reachable, {done} of {len(PG_MIGRATIONS)} migrations"
+                 + (f"; {', '.join(pending)} are applied on first use" if pending else ""))
 
 
 def _command(pid: str) -> str:

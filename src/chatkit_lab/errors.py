@@ -60,6 +60,14 @@ class DatabaseBusyError(StreamSentenceError):
     retryable = True
 
 
+class DatabaseUnavailableError(StreamSentenceError):
+    """The database server cannot be used (a wrong URL, refused, missing, no rights, restarting)."""
+
+    status = 503
+    code = "database_unavailable"
+    retryable = True
+
+
 LAB_CLOSED = "This lab was closed (lab.close()): run the cell that creates it again."
 
 
@@ -86,7 +94,8 @@ class NotFoundError(ChatLabError, _ChatKitNotFound):
 
 _BY_CODE = {
     cls.code: cls
-    for cls in (InvalidRequestError, NotSupportedError, AuthError, DatabaseBusyError, LabClosedError, ConfigurationError, NotFoundError, ConflictError)
+    for cls in (InvalidRequestError, NotSupportedError, AuthError, DatabaseBusyError, DatabaseUnavailableError, LabClosedError, ConfigurationError,
+                NotFoundError, ConflictError)
 }
 
 

@@ -2,5 +2,6 @@
 
 from .duckdb import DuckDBStore
 from .memory import MemoryStore
+from .postgres import PostgresStore
 
-__all__ = ["DuckDBStore", "MemoryStore"]
+__all__ = ["DuckDBStore", "MemoryStore", "PostgresStore"]

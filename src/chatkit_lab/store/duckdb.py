@@ -12,8 +12,6 @@ from chatkit.store import AttachmentStore, NotFoundError, Store
 from chatkit.types import (
     Attachment,
     AttachmentCreateParams,
-    AttachmentUploadDescriptor,
-    FileAttachment,
     ImageAttachment,
     Page,
     ThreadItem,
@@ -24,7 +22,7 @@ from pydantic import AnyUrl, TypeAdapter
 from ..errors import ConfigurationError, ConflictError
 from .cache import LeaseCache
 from .database import Database
-from .items import item_adapter, item_role, item_text, naive, new_id
+from .items import item_adapter, item_role, item_text, naive, new_attachment, new_id, page_of
 from .rows import stored_json
 
 _attachment_adapter: TypeAdapter[Any] = TypeAdapter(Attachment)
@@ -158,7 +156,7 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
             ).fetchall()
             if not rows and after and not _exists(cur, "threads", "thread_id = $after AND user_id = $user", params):
                 raise NotFoundError(f"Thread {after} not found")
-        return _page(rows[:limit], len(rows) > limit, ThreadMetadata.model_validate_json)
+        return page_of(rows[:limit], len(rows) > limit, ThreadMetadata.model_validate_json)
 
     async def delete_thread(self, thread_id: str, context: Any) -> None:
         params = [thread_id, user_of(context)]
@@ -191,7 +189,7 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
             known = self._known()
             owned = known.owned(thread_id, user)
             if newest and owned and (hit := known.newest(thread_id, limit)) is not None:
-                return _page(*hit, item_adapter.validate_json)
+                return page_of(*hit, item_adapter.validate_json)
             rows = cur.execute(
                 f"SELECT item_id, data, created_at FROM items WHERE {where} "
                 f"ORDER BY created_at {direction}, seq {direction} LIMIT $limit",
@@ -203,7 +201,7 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
                 raise NotFoundError(f"Item {after} not found in thread {thread_id}")
             if newest and owned:
                 known.put_newest(thread_id, [(i, t, d) for i, d, t in rows], complete=len(rows) <= limit)
-        return _page([(i, d) for i, d, _ in rows[:limit]], len(rows) > limit, item_adapter.validate_json)
+        return page_of([(i, d) for i, d, _ in rows[:limit]], len(rows) > limit, item_adapter.validate_json)
 
     async def add_thread_item(self, thread_id: str, item: ThreadItem, context: Any) -> None:
         """A new item: an id that the thread has already is refused, never overwritten."""
@@ -418,15 +416,7 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
 
     # -- attachments ---------------------------------------------------------------------
     async def create_attachment(self, input: AttachmentCreateParams, context: Any) -> Attachment:
-        attachment_id = self.generate_attachment_id(input.mime_type, context)
-        upload = AttachmentUploadDescriptor(url=AnyUrl(self.upload_url.format(id=attachment_id)), method="PUT", headers={})
-        attachment: Attachment
-        if input.mime_type.startswith("image/"):
-            attachment = ImageAttachment(
-                id=attachment_id, name=input.name, mime_type=input.mime_type, upload_descriptor=upload, preview_url=upload.url
-            )
-        else:
-            attachment = FileAttachment(id=attachment_id, name=input.name, mime_type=input.mime_type, upload_descriptor=upload)
+        attachment = new_attachment(self.generate_attachment_id(input.mime_type, context), input, self.upload_url)
         await self._write_attachment(attachment, context, size=input.size)
         return attachment
 
@@ -512,8 +502,3 @@ def _keyset(direction: str, table: str, cursor_row: str) -> str:
         f" AND (created_at, seq) {op} "
         f"(SELECT (created_at, seq) FROM {table} WHERE {cursor_row})"
     )
-
-
-def _page(rows: list[tuple[str, str]], has_more: bool, parse: Any) -> Page[Any]:
-    data = [parse(data) for _, data in rows]
-    return Page(data=data, has_more=has_more, after=rows[-1][0] if rows and has_more else None)

@@ -6,8 +6,16 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from chatkit.types import ThreadItem
-from pydantic import TypeAdapter
+from chatkit.types import (
+    Attachment,
+    AttachmentCreateParams,
+    AttachmentUploadDescriptor,
+    FileAttachment,
+    ImageAttachment,
+    Page,
+    ThreadItem,
+)
+from pydantic import AnyUrl, TypeAdapter
 
 item_adapter: TypeAdapter[Any] = TypeAdapter(ThreadItem)
 
@@ -65,3 +73,16 @@ def utc_now() -> datetime:
     (``now()::TIMESTAMP`` would be local time, and DuckDB's ICU extension, which could set the
     session's zone, cannot be installed offline)."""
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+def new_attachment(attachment_id: str, input: AttachmentCreateParams, upload_url: str) -> Attachment:
+    """A just-created attachment with its two-phase upload target (an image also previews from it)."""
+    upload = AttachmentUploadDescriptor(url=AnyUrl(upload_url.format(id=attachment_id)), method="PUT", headers={})
+    if input.mime_type.startswith("image/"):
+        return ImageAttachment(id=attachment_id, name=input.name, mime_type=input.mime_type, upload_descriptor=upload, preview_url=upload.url)
+    return FileAttachment(id=attachment_id, name=input.name, mime_type=input.mime_type, upload_descriptor=upload)
+
+
+def page_of(rows: list[tuple[str, str]], has_more: bool, parse: Any) -> Page[Any]:
+    """A ChatKit page of (id, JSON) rows: ``after`` is the last id, only when there is more."""
+    return Page(data=[parse(data) for _, data in rows], has_more=has_more, after=rows[-1][0] if rows and has_more else None)

@@ -28,7 +28,7 @@ from agents import Agent, RunConfig
 from chatkit_lab import ChatLab, DuckDBStore, LabServer, MirrorModel, RequestContext
 from chatkit_lab._loop import LoopThread
 from chatkit_lab.context import build_context
-from chatkit_lab.store import MemoryStore
+from chatkit_lab.store import MemoryStore, PostgresStore
 from chatkit_lab.store.items import item_adapter
 from chatkit_lab.transport.requests import handle_request
 
@@ -68,27 +68,55 @@ async def timed_turns(server: LabServer, turns: int, per_thread: int = 5) -> lis
     return times
 
 
+def postgres_cluster() -> Any:
+    """The suite's throwaway PostgreSQL server (tests/helpers/postgres.py), or None without one."""
+    sys.path.insert(0, str(HERE.parent))
+    from tests.helpers.postgres import Cluster, missing
+
+    return None if missing() else Cluster()
+
+
+def pool_warmup(cluster: Any, agent: Agent, run_config: RunConfig, loop: LoopThread, runs: int = 5) -> dict[str, float]:
+    """The first turn on a new PostgresStore, its pool warmed by ``open()`` or not (median of ``runs``)."""
+    def first(warm: bool) -> float:
+        store = PostgresStore(cluster.new_database())
+        if warm:
+            loop.call(store.open())
+        ms = loop.call(timed_turns(LabServer(store, agent, run_config=run_config), 1))[0]
+        store.close()
+        return ms
+
+    return {"pg_first_cold": statistics.median(first(False) for _ in range(runs)), "pg_first_warm": statistics.median(first(True) for _ in range(runs))}
+
+
 def bench_turns(turns: int, tmp: Path) -> dict[str, float]:
     agent = Agent(name="Assistant", instructions="Be brief.", model=MirrorModel())
     untraced = RunConfig(tracing_disabled=True)
     loop = LoopThread("bench")
     results = {}
     try:
-        memory = LabServer(MemoryStore(), agent, run_config=untraced)
-        store = DuckDBStore(tmp / "turns.duckdb")
-        duck = LabServer(store, agent, run_config=untraced)
-        loop.call(timed_turns(memory, 10))  # warm imports and code paths
-        loop.call(timed_turns(duck, 10))
-        # Interleave the two so machine noise hits both alike.
-        mem_times, duck_times = [], []
+        stores = {"memory": MemoryStore(), "duckdb": DuckDBStore(tmp / "turns.duckdb")}
+        cluster = postgres_cluster()
+        if cluster is not None:
+            stores["postgres"] = PostgresStore(cluster.new_database())
+        servers = {name: LabServer(store, agent, run_config=untraced) for name, store in stores.items()}
+        for server in servers.values():
+            loop.call(timed_turns(server, 10))  # warm imports, code paths and pools
+        # Interleave them so machine noise hits all alike.
+        times: dict[str, list[float]] = {name: [] for name in servers}
         for _ in range(4):
-            mem_times += loop.call(timed_turns(memory, turns // 4))
-            duck_times += loop.call(timed_turns(duck, turns // 4))
-        store.close()
+            for name, server in servers.items():
+                times[name] += loop.call(timed_turns(server, turns // 4))
+        for name, store in stores.items():
+            if name != "memory":
+                store.close()
+        if cluster is not None:
+            results.update(pool_warmup(cluster, agent, untraced, loop, 5 if turns >= 100 else 1))
+            cluster.stop()
     finally:
         loop.stop()
-    results["memory_p50"], results["memory_p95"] = pct(mem_times, 0.5), pct(mem_times, 0.95)
-    results["duckdb_p50"], results["duckdb_p95"] = pct(duck_times, 0.5), pct(duck_times, 0.95)
+    for name, values in times.items():
+        results[f"{name}_p50"], results[f"{name}_p95"] = pct(values, 0.5), pct(values, 0.95)
 
     with ChatLab(tmp / "lab.duckdb", instructions="Be brief.", user_id=CTX.user_id) as lab:
         lab.runtime.loop.call(timed_turns(lab.server, 10))
@@ -371,7 +399,7 @@ def bench_export(items: int, tmp: Path) -> dict[str, dict[str, float]]:
             [item],
         )
     results = {}
-    for mode in ("copy", "lab", "copy", "lab"):  # each twice, interleaved; the second run counts
+    for mode in ("copy", "lab", "copy", "lab")[: 4 if items >= 100_000 else 2]:  # each twice, interleaved; the second run counts (--quick: once)
         out = subprocess.run([sys.executable, "-c", EXPORT, mode, str(path), str(tmp / f"{mode}.parquet")], capture_output=True, text=True, check=True)
         elapsed, before, peak = map(float, out.stdout.split())
         results[mode] = {"s": elapsed, "before_mb": before, "peak_mb": peak, "size_mb": (tmp / f"{mode}.parquet").stat().st_size / 2**20}
@@ -525,7 +553,7 @@ print(elapsed)
 """
 
 
-def bench_evals(items: int, small: int, concurrency: int, tmp: Path, peers: Path | None) -> dict[str, Any]:
+def bench_evals(items: int, small: int | None, concurrency: int, tmp: Path, peers: Path | None) -> dict[str, Any]:
     """Eval runs in fresh processes: the offline model against Inspect AI's mock model with the
     matching scorers, and a model that waits 100 ms at ``concurrency`` (memory at two sizes)."""
     def ours(mode: str, n: int) -> tuple[float, float, float]:
@@ -539,9 +567,11 @@ def bench_evals(items: int, small: int, concurrency: int, tmp: Path, peers: Path
     if peers is not None:
         out = subprocess.run([str(peers / "bin" / "python"), "-c", INSPECT, str(items), str(concurrency)], capture_output=True, text=True, check=True)
         results["inspect_per_s"] = items / float(out.stdout.split()[0])
-    waited_small, waited = ours("waiting", small), ours("waiting", items)
-    results.update(waiting_per_s=items / waited[0], ideal_per_s=concurrency / 0.1,
-                   added_mb_small=waited_small[2] - waited_small[1], added_mb=waited[2] - waited[1])
+    waited = ours("waiting", items)
+    results.update(waiting_per_s=items / waited[0], ideal_per_s=concurrency / 0.1, added_mb=waited[2] - waited[1])
+    if small:  # the same run at another size: does memory grow with the items?
+        waited_small = ours("waiting", small)
+        results["added_mb_small"] = waited_small[2] - waited_small[1]
     return results
 
 
@@ -629,7 +659,14 @@ def main() -> None:
             say(f"| {label} | {t[key + '_p50']:.2f} | {t[key + '_p95']:.2f} |")
         say(f"\n- DuckDBStore / in-memory store, p50: **{t['duckdb_p50'] / t['memory_p50']:.2f}x** (goal <= 2x); p95: {t['duckdb_p95'] / t['memory_p95']:.2f}x")
         say(f"- full ChatLab / in-memory store, p50: **{t['lab_p50'] / t['memory_p50']:.2f}x** (goal <= 2.5x)")
-        say(f"- HTTP / in-process (same lab), p50: **{t['http_p50'] / t['lab_p50']:.2f}x**\n")
+        say(f"- HTTP / in-process (same lab), p50: **{t['http_p50'] / t['lab_p50']:.2f}x**")
+        if "postgres_p50" in t:
+            say(f"- LabServer + PostgresStore (a local server, one pool): p50 {t['postgres_p50']:.2f} ms, p95 {t['postgres_p95']:.2f} ms: "
+                f"**{t['postgres_p50'] / t['duckdb_p50']:.2f}x** DuckDBStore, {t['postgres_p50'] / t['memory_p50']:.2f}x the in-memory store")
+            say(f"- PostgresStore's first turn with the pool warmed at start (`await store.open()`): {t['pg_first_warm']:.1f} ms, "
+                f"**{t['pg_first_warm'] / t['postgres_p50']:.2f}x** a warm turn (goal <= 1.5x); opened by that first turn: {t['pg_first_cold']:.1f} ms\n")
+        else:
+            say("- PostgresStore: not run (no PostgreSQL server here; `make test` installs Debian's)\n")
 
         s = bench_store(threads, items, reps, tmp)
         say(f"## Store at scale: {threads:,} threads x {items} items, median of {reps}\n")
@@ -706,7 +743,7 @@ def main() -> None:
             f"the {w['ts_lines']}-line TypeScript fixture (tree-sitter): {w['ts_import_ms']:.1f} ms; `to_python()` of the imported graph "
             f"({w['to_python_lines']} lines, read back to check it): {w['to_python_ms']:.0f} ms\n")
 
-        n_eval, n_small = (40, 10) if args.quick else (1000, 250)
+        n_eval, n_small = (20, None) if args.quick else (1000, 250)
         peers = Path(args.peers) if args.peers and not args.quick else None
         ev = bench_evals(n_eval, n_small, 32, tmp, peers)
         say(f"## Evals: {n_eval:,} items × 2 graders, concurrency 32\n")
@@ -717,7 +754,8 @@ def main() -> None:
             f"then graded from the store); {peer}")
         say(f"- a model that waits 100 ms per call: **{ev['waiting_per_s']:.1f} items/s** against the ideal {ev['ideal_per_s']:.0f}: "
             f"**{ev['waiting_per_s'] / ev['ideal_per_s']:.2f}x** (goal >= 0.9x)")
-        say(f"- memory the run added: {ev['added_mb_small']:.0f} MB for {n_small:,} items, **{ev['added_mb']:.0f} MB for {n_eval:,}** (goal: flat in the item count)\n")
+        smaller = f"{ev['added_mb_small']:.0f} MB for {n_small:,} items, " if n_small else ""
+        say(f"- memory the run added: {smaller}**{ev['added_mb']:.0f} MB for {n_eval:,}** (goal: flat in the item count)\n")
 
     if args.quick:
         say("\n## Browser\n\nNot run with --quick.")

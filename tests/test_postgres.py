@@ -65,3 +65,29 @@ def test_two_processes_stores_share_the_database_each_user_seeing_only_their_thr
     finally:
         worker_a.close()
         worker_b.close()
+
+
+def test_the_lab_server_answers_turns_on_postgres_with_the_history_it_stored(postgres_dsn):
+    from agents import Agent, RunConfig
+
+    from chatkit_lab import LabServer, MirrorModel
+
+    from .conftest import serve_once
+
+    store = PostgresStore(postgres_dsn)
+    server = LabServer(store, Agent(name="Assistant", instructions="Be brief.", model=MirrorModel()), run_config=RunConfig(tracing_disabled=True))
+
+    def said(text):
+        return {"content": [{"type": "input_text", "text": text}], "attachments": [], "inference_options": {}}
+
+    try:
+        _, events = serve_once(server, {"type": "threads.create", "params": {"input": said("hello")}})
+        thread_id = next(e["thread"]["id"] for e in events if e["type"] == "thread.created")
+        _, events = serve_once(server, {"type": "threads.add_user_message", "params": {"thread_id": thread_id, "input": said("again")}})
+        reply = [e["item"] for e in events if e["type"] == "thread.item.done" and e["item"]["type"] == "assistant_message"][-1]
+        assert "- history: 2 earlier items (assistant 1, user 1)" in reply["content"][0]["text"]
+        items = run(store.load_thread_items(thread_id, None, 10, "asc", ALICE)).data
+        assert [i.type for i in items] == ["user_message", "assistant_message", "user_message", "assistant_message"]
+        assert run(store.load_thread(thread_id, ALICE)).title == "hello"
+    finally:
+        store.close()

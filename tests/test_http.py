@@ -11,6 +11,8 @@ import httpx
 import pytest
 from agents.testing import ModelStep, ScriptedModel
 
+from chatkit_lab.errors import ChatLabError
+
 from .conftest import free_port
 
 MESSAGE = {"content": [{"type": "input_text", "text": "hello"}], "attachments": [], "inference_options": {}}
@@ -144,3 +146,22 @@ def test_the_cli_serves_until_terminated(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
+
+
+def test_a_user_over_the_rate_limit_gets_a_429_with_retry_after_and_others_are_not_slowed(make_lab):
+    from chatkit_lab.transport.limits import Limits
+
+    lab = make_lab(warm=False, limits=Limits(rate="3/minute"))
+    lab.login("ann")
+    ann, bob = lab.token, lab.issuer.issue("bob")
+    body = {"type": "threads.list", "params": {"limit": 5}}
+    with httpx.Client(base_url=lab.serve(port=0)) as client:
+        answers = [client.post("/chatkit", json=body, headers={"Authorization": f"Bearer {ann}"}) for _ in range(4)]
+        assert [a.status_code for a in answers] == [200, 200, 200, 429]
+        refused = answers[-1]
+        assert 1 <= int(refused.headers["Retry-After"]) <= 60
+        assert refused.json()["error"]["message"].startswith("Too many requests: this server takes 3 per 1 minute from each user. Try again in ")
+        assert client.post("/chatkit", json=body, headers={"Authorization": f"Bearer {bob}"}).status_code == 200  # per user
+        assert client.get("/health").json()["rate_limit"] == "3 per 1 minute per user"
+    with pytest.raises(ChatLabError, match="A rate limit is written like '60/minute'"):
+        Limits(rate="sixty a minute")

@@ -27,7 +27,8 @@ def _serve(args: argparse.Namespace) -> int:
     from .transport.limits import Limits, MiB
 
     limits = Limits(max_body_bytes=int(args.max_body_mb * MiB), max_message_chars=args.max_message_chars,
-                    max_attachments=args.max_attachments, max_attachment_bytes=int(args.max_attachment_mb * MiB), max_page=args.max_page)
+                    max_attachments=args.max_attachments, max_attachment_bytes=int(args.max_attachment_mb * MiB), max_page=args.max_page,
+                    rate=args.rate_limit)
     lab = ChatLab(args.db, model=args.model, base_url=args.base_url, user_id=args.user_id, verifier=verifier, limits=limits,
                   **({"instructions": args.instructions} if args.instructions else {}))
     hosts = ["127.0.0.1", "localhost", "::1", *(args.allowed_host or [])]
@@ -164,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--max-attachments", type=int, default=defaults.max_attachments, help="attachments per message (default: %(default)s)")
     serve.add_argument("--max-attachment-mb", type=float, default=defaults.max_attachment_bytes / MiB, help="largest uploaded file (default: %(default)s)")
     serve.add_argument("--max-page", type=int, default=defaults.max_page, help="largest page `limit` (default: %(default)s)")
+    serve.add_argument("--rate-limit", default=None, help="requests per user, e.g. 60/minute or 5/second;100/hour (default: none)")
     serve.set_defaults(run=_serve)
     proxy = sub.add_parser("proxy", help="a web page with the chat; the token lives in an httpOnly cookie")
     proxy.add_argument("--upstream", required=True, help="the ChatKit endpoint, e.g. http://127.0.0.1:8000/chatkit")

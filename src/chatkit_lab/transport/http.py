@@ -10,6 +10,8 @@ preflight; another type is taken only from the server's own origin). Bodies are 
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -33,6 +35,31 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 def _error(status: int, code: str, message: str) -> Response:
     return Response(error_body(code, message), status_code=status, media_type="application/json")
+
+
+class Throttle:
+    """Per-user rate limits (a moving window in this process's memory): over one, a 429 with
+    ``Retry-After`` and a sentence; nothing of the request is read or written."""
+
+    def __init__(self, rates: list[Any]) -> None:
+        from limits import storage, strategies
+
+        self.rates = rates
+        self.window = strategies.MovingWindowRateLimiter(storage.MemoryStorage()) if rates else None
+
+    def refusal(self, user_id: str) -> Response | None:
+        if self.window is None:
+            return None
+        for rate in self.rates:
+            if not self.window.hit(rate, user_id):
+                wait = max(1, math.ceil(self.window.get_window_stats(rate, user_id).reset_time - time.time()))
+                response = _error(429, "rate_limited", f"Too many requests: this server takes {rate} from each user. Try again in {wait} s.")
+                response.headers["Retry-After"] = str(wait)
+                return response
+        return None
+
+    def described(self) -> str | None:
+        return "; ".join(f"{rate} per user" for rate in self.rates) or None
 
 
 def unauthorized(exc: AuthError) -> Response:
@@ -72,6 +99,7 @@ def create_app(
     (``"*"`` for any); ``allowed_origins``: other sites whose pages may call it."""
     auth = auth or Authenticator(user_id=user_id)
     limits = limits or Limits()
+    throttle = Throttle(limits.rates())
     hosts = {h.lower().strip("[]") for h in allowed_hosts}
     origins = {o.rstrip("/").lower() for o in allowed_origins}
 
@@ -111,6 +139,8 @@ def create_app(
         identity = await identify(request)
         if isinstance(identity, Response):
             return identity
+        if (refusal := throttle.refusal(identity.user_id)) is not None:
+            return refusal
         body = await read_body(request, limits.max_body_bytes, "request body")
         if isinstance(body, Response):
             return body
@@ -133,6 +163,8 @@ def create_app(
         identity = await identify(request)
         if isinstance(identity, Response):
             return identity
+        if (refusal := throttle.refusal(identity.user_id)) is not None:
+            return refusal
         body = await read_body(request, limits.max_attachment_bytes, "uploaded file")
         if isinstance(body, Response):
             return body
@@ -147,7 +179,7 @@ def create_app(
     async def health(request: Request) -> Response:
         if (refusal := refused(request)) is not None:
             return refusal
-        return JSONResponse({"status": "ok", "version": __version__, "backend": backend})
+        return JSONResponse({"status": "ok", "version": __version__, "backend": backend, "rate_limit": throttle.described()})
 
     return Starlette(
         routes=[

@@ -40,6 +40,22 @@ class Limits:
     max_attachments: int = 10  # per message (each is sent to the model again every turn)
     max_attachment_bytes: int = 20 * MiB
     max_page: int = 200  # threads.list and items.list `limit`
+    rate: str | None = None  # requests per user over HTTP, in the `limits` library's notation: "60/minute", "5/second;100/hour"
+
+    def __post_init__(self) -> None:
+        if self.rate is not None:
+            self.rates()  # a clear error now, not at the first request
+
+    def rates(self) -> list[Any]:
+        """``rate`` parsed (each item a ``limits`` rate); empty without one."""
+        if self.rate is None:
+            return []
+        from limits import parse_many
+
+        try:
+            return list(parse_many(self.rate))
+        except ValueError:
+            raise InvalidRequestError(f"A rate limit is written like '60/minute' or '5/second;100/hour', not {self.rate!r}.") from None
 
     def body_too_large(self) -> TooLargeError:
         return TooLargeError(f"The request body is larger than {self.max_body_bytes / MiB:g} MiB, this server's limit.")

@@ -372,6 +372,8 @@ class PostgresStore(Store[Any], AttachmentStore[Any]):
 
 
 async def _migrate(pool: Any) -> list[str]:
+    """Apply the missing migrations; then touch the tables, so the first request does not pay
+    for loading their catalog entries."""
     applied = []
     async with pool.connection() as con, con.transaction():
         await con.execute("SELECT pg_advisory_xact_lock(%s)", [_MIGRATION_LOCK])
@@ -382,4 +384,6 @@ async def _migrate(pool: Any) -> list[str]:
                 await con.execute(sql)
                 await con.execute("INSERT INTO _migrations (name) VALUES (%s)", [name])
                 applied.append(name)
+        for table in ("threads", "items", "attachments", "feedback"):
+            await con.execute(f"SELECT 1 FROM {table} LIMIT 0")
     return applied

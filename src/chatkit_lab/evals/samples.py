@@ -61,33 +61,32 @@ def _trajectories(cur: Any, rows: list[dict[str, Any]]) -> dict[str, Steps]:
     """Each turn row's steps in start order (spans by trace, node rows and verdicts by turn) and its node outputs, by thread."""
     turn_ids = [r["turn_id"] for r in rows if r["turn_id"]]
     trace_ids = [r["trace_id"] for r in rows if r["trace_id"]]
-    timed: dict[str, list[tuple[datetime, int, dict[str, Any]]]] = {}
+    # (start, step) lists in query order: spans, then node rows, then verdicts; the stable sort by
+    # start below keeps that order between steps that started at the same time.
+    timed: dict[str, list[tuple[datetime, dict[str, Any]]]] = {}
     outputs: dict[str, dict[str, Any]] = {}
     for trace_id, kind, name, started, duration, data in cur.execute(
         "SELECT trace_id, span_type, name, started_at, duration_ms, data FROM spans WHERE trace_id IN (SELECT unnest($ids)) "
         "ORDER BY trace_id, started_at, span_id", {"ids": trace_ids}).fetchall():
         step = _span_step(kind, name, json.loads(data) if data else {}, duration)
         if step is not None:
-            at = timed.setdefault(trace_id, [])
-            at.append((started or datetime.min, len(at), step))
-    by_turn: dict[str, list[tuple[datetime, int, dict[str, Any]]]] = {}
+            timed.setdefault(trace_id, []).append((started or datetime.min, step))
+    by_turn: dict[str, list[tuple[datetime, dict[str, Any]]]] = {}
     for turn_id, node_id, node_type, name, started, duration, status, edge, output in cur.execute(
         "SELECT turn_id, node_id, node_type, name, started_at, duration_ms, status, edge, output FROM workflow_nodes "
         "WHERE turn_id IN (SELECT unnest($ids)) ORDER BY turn_id, node_index", {"ids": turn_ids}).fetchall():
         outputs.setdefault(turn_id, {})[node_id] = json.loads(output) if output else None  # a node run twice (a loop) shows its last output
-        at = by_turn.setdefault(turn_id, [])
-        at.append((started, 10_000 + len(at), {"type": "node", "id": node_id, "name": name, "node_type": node_type, "status": status,
-                                              "edge": edge, "duration_ms": duration}))
+        by_turn.setdefault(turn_id, []).append((started, {"type": "node", "id": node_id, "name": name, "node_type": node_type,
+                                                          "status": status, "edge": edge, "duration_ms": duration}))
     for turn_id, stage, check, triggered, failed, confidence, created in cur.execute(
         "SELECT turn_id, stage, check_name, triggered, execution_failed, confidence, created_at FROM guardrail_results "
         "WHERE turn_id IN (SELECT unnest($ids)) ORDER BY turn_id, created_at, check_index", {"ids": turn_ids}).fetchall():
-        at = by_turn.setdefault(turn_id, [])
-        at.append((created, 20_000 + len(at), {"type": "guardrail", "name": check, "stage": stage, "triggered": triggered,
-                                              "execution_failed": failed, "confidence": confidence}))
+        by_turn.setdefault(turn_id, []).append((created, {"type": "guardrail", "name": check, "stage": stage, "triggered": triggered,
+                                                          "execution_failed": failed, "confidence": confidence}))
     result: dict[str, Steps] = {}
     for row in rows:
         steps = timed.get(row["trace_id"], []) + by_turn.get(row["turn_id"], [])
-        result[row["thread_id"]] = ([step for _, _, step in sorted(steps, key=lambda t: (t[0], t[1]))], outputs.get(row["turn_id"], {}))
+        result[row["thread_id"]] = ([step for _, step in sorted(steps, key=lambda t: t[0])], outputs.get(row["turn_id"], {}))
     return result
 
 

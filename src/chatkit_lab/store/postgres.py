@@ -123,7 +123,7 @@ class PostgresStore(Store[Any], AttachmentStore[Any]):
         async with self._opening:
             if self._pool is None:
                 import psycopg
-                from psycopg_pool import AsyncConnectionPool
+                from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
                 try:  # one direct connection first: its error says what is wrong, a pool's timeout would not
                     first = await psycopg.AsyncConnection.connect(self.dsn, connect_timeout=max(1, round(self.connect_timeout)), autocommit=True)
@@ -132,11 +132,11 @@ class PostgresStore(Store[Any], AttachmentStore[Any]):
                     raise unavailable(self.dsn, exc) from None
                 pool = AsyncConnectionPool(self.dsn, min_size=1, max_size=self.max_size, open=False, kwargs={"autocommit": True},
                                            timeout=self.connect_timeout)
-                await pool.open(wait=True, timeout=self.connect_timeout)
                 try:
+                    await pool.open(wait=True, timeout=self.connect_timeout)
                     await _migrate(pool)
-                except psycopg.Error as exc:
-                    await pool.close()
+                except (psycopg.Error, PoolTimeout) as exc:
+                    await pool.close()  # nothing left connected behind the sentence
                     raise unavailable(self.dsn, exc) from None
                 self._pool = pool
         return self._pool

@@ -80,6 +80,17 @@ def make_lab(db_path):
         lab.close()
 
 
+@pytest.fixture
+def issuer():
+    """A local token issuer serving its JWKS on 127.0.0.1 (``issuer.url``)."""
+    from chatkit_lab.auth.jwt import LocalIssuer
+
+    issuer = LocalIssuer()
+    issuer.url = issuer.serve()
+    yield issuer
+    issuer.stop_serving()
+
+
 @pytest.fixture(scope="session")
 def postgres_cluster():
     """A throwaway PostgreSQL server for the session (tests/helpers/postgres.py). Without one the

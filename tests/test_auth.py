@@ -32,14 +32,6 @@ def b64(data) -> str:
 
 
 @pytest.fixture
-def issuer():
-    issuer = LocalIssuer()
-    issuer.url = issuer.serve()
-    yield issuer
-    issuer.stop_serving()
-
-
-@pytest.fixture
 def secured(make_lab, issuer):
     verifier = JWKSVerifier(issuer.url, issuer=issuer.issuer, audience=issuer.audience, refetch_after=0)
     lab = make_lab(verifier=verifier)

@@ -91,3 +91,166 @@ def test_the_lab_server_answers_turns_on_postgres_with_the_history_it_stored(pos
         assert run(store.load_thread(thread_id, ALICE)).title == "hello"
     finally:
         store.close()
+
+
+# -- a whole lab on PostgreSQL ------------------------------------------------------------------
+def test_the_postgresql_schema_has_the_duckdb_files_tables_and_columns_in_order(postgres_dsn):
+    import duckdb
+    import psycopg
+
+    from chatkit_lab.store.postgres_database import PostgresDatabase
+    from chatkit_lab.store.schema import migrate
+
+    con = duckdb.connect()
+    migrate(con)
+    want = con.execute("SELECT table_name, list(column_name ORDER BY column_index) FROM duckdb_columns() "
+                       "WHERE NOT internal AND schema_name = 'main' AND table_name <> '_migrations' GROUP BY 1 ORDER BY 1").fetchall()
+    db = PostgresDatabase(postgres_dsn)
+    with db.cursor():
+        pass  # migrates
+    db.close()
+    with psycopg.connect(postgres_dsn) as pg:
+        got = pg.execute("SELECT table_name::text, array_agg(column_name::text ORDER BY ordinal_position) FROM information_schema.columns "
+                         "WHERE table_schema = 'public' AND table_name <> '_migrations' GROUP BY 1 ORDER BY 1").fetchall()
+    assert [(t, list(c)) for t, c in got] == [(t, list(c)) for t, c in want]
+
+
+def test_duckdb_placeholders_become_psycopgs_outside_quotes_and_comments():
+    from chatkit_lab.store.postgres_database import to_psycopg
+
+    assert to_psycopg("SELECT ? , $user", [1]) == "SELECT %s , %(user)s"
+    assert to_psycopg("SELECT '?', 'it''s $x', \"a?\" -- ? here\n, 5 % 2, ?", [1]) == "SELECT '?', 'it''s $x', \"a?\" -- ? here\n, 5 %% 2, %s"
+    assert to_psycopg("SELECT 5 % 2", None) == "SELECT 5 % 2"  # without parameters psycopg reads no placeholders
+    assert to_psycopg("SELECT $1::int, x::text", [1]) == "SELECT $1::int, x::text"
+
+
+def _conversation(lab):
+    first = lab.send_sync("hello there")
+    lab.send_sync('call add {"a": 2, "b": 3}', thread_id=first.thread_id)
+    lab.send_sync("thanks", thread_id=first.thread_id)
+    lab.send_sync("another thread")
+    return first.thread_id
+
+
+def test_a_lab_on_postgresql_keeps_the_logs_frames_replay_fork_and_diff_of_a_lab_on_duckdb(tmp_path, postgres_dsn):
+    import json
+
+    from chatkit_lab import ChatLab
+
+    def add(a: int, b: int) -> int:
+        """Add two numbers."""
+        return a + b
+
+    from agents import function_tool
+
+    labs = {"duckdb": ChatLab(tmp_path / "lab.duckdb", warm=False, tools=[function_tool(add)]),
+            "postgres": ChatLab(postgres_dsn, warm=False, tools=[function_tool(add)])}
+    try:
+        seen = {}
+        for kind, lab in labs.items():
+            thread = _conversation(lab)
+            turns = lab.turns_df(thread)
+            fork = lab.fork(thread)
+            replay = lab.replay(thread, instructions="Be brief.").run_sync(progress=False)
+            diff = lab.diff(thread, replay.thread_id)
+            seen[kind] = {
+                "threads": sorted(lab.threads_df()["items"].tolist()),
+                "lineage": sorted(str(x) for x in lab.threads_df().lineage.tolist()),
+                "turns": turns[["exchange", "user_text", "reply_text", "status", "tokens", "tools"]].map(
+                    lambda v: list(v) if hasattr(v, "__len__") and not isinstance(v, str) else v).values.tolist(),
+                "spans": sorted(lab.spans_df(thread).span_type.tolist()),
+                "inputs": [json.loads(x) for x in lab.model_inputs_df(thread).input],
+                "fork_items": lab.items_df(fork).type.tolist(),
+                "diff": diff.df.drop(columns=[c for c in diff.df.columns if c.startswith("latency")]).map(str).values.tolist(),
+                "inspected": lab.inspect(thread).tools,
+                "sql": lab.sql("SELECT count(*) AS n FROM turns WHERE thread_id = ?", [thread]).n[0],
+                "health": lab.health()["database"],
+            }
+        duck, pg = seen["duckdb"], seen["postgres"]
+        assert pg["health"].startswith("postgresql://127.0.0.1:") and "@" not in pg["health"]
+        assert duck.pop("health") and pg.pop("health")
+        assert pg == duck
+        assert pg["turns"][1][5] == ["add"] and pg["sql"] == 3 and pg["lineage"].count("fork") == 1
+        assert any(m["role"] == "user" for m in pg["inputs"][0] if isinstance(m, dict) and "role" in m)
+    finally:
+        for lab in labs.values():
+            lab.close()
+
+
+def test_log_rows_wait_out_a_postgresql_restart_and_are_written_after_it(postgres_cluster, postgres_dsn):
+    from chatkit_lab import ChatLab
+
+    lab = ChatLab(postgres_dsn, warm=False)
+    try:
+        thread = lab.send_sync("before").thread_id
+        postgres_cluster.restart()
+        try:
+            lab.send_sync("during", thread_id=thread)  # the pools' connections broke: this turn may fail with a sentence
+        except Exception as exc:
+            assert "PostgreSQL at 127.0.0.1" in str(exc) and "Traceback" not in str(exc)
+        after = lab.send_sync("after", thread_id=thread)
+        assert after.error is None and after.text
+        texts = lab.turns_df(thread).user_text.tolist()
+        assert texts[0] == "before" and texts[-1] == "after"
+        assert lab.health()["status"] in ("ok", "degraded")
+    finally:
+        lab.close()
+
+
+def test_exports_from_postgresql_are_streamed_per_user_with_the_duckdb_files_columns(tmp_path, postgres_dsn):
+    import pyarrow.parquet as pq
+
+    from chatkit_lab import ChatLab
+    from chatkit_lab.store.staging import staged
+
+    labs = {"duckdb": ChatLab(tmp_path / "lab.duckdb", warm=False), "postgres": ChatLab(postgres_dsn, warm=False)}
+    try:
+        written = {}
+        for kind, lab in labs.items():
+            _conversation(lab)
+            lab.user_id = "bob"
+            lab.send_sync("bob's own")
+            lab.user_id = "local"
+            out = tmp_path / kind
+            written[kind] = {
+                "items": lab.export(out / "items.parquet"), "turns": lab.export(out / "turns.parquet", frame="turns"),
+                "all": lab.export(out / "all.jsonl", all_users=True), "spans": lab.export(out / "spans.csv", "spans"),
+            }
+            written[kind]["schema"] = [pq.read_schema(out / "items.parquet").types, pq.read_schema(out / "turns.parquet").names]
+        assert written["postgres"] == written["duckdb"]
+        assert written["postgres"]["items"] == {"items": 8} and written["postgres"]["all"]["items"] == 10
+        jsonl = (tmp_path / "postgres" / "all.jsonl").read_text().splitlines()
+        assert sum('"_table":"threads"' in line for line in jsonl) == 3
+        with staged(labs["postgres"].db, ["items", "input_items"], "local", batch=3) as cur:  # many small batches
+            assert cur.execute("SELECT count(*), count(DISTINCT user_id) FROM items").fetchone() == (8, 1)
+            assert cur.execute("SELECT count(*) FROM input_items").fetchone()[0] > 0
+        with pytest.raises(Exception, match="There is no table 'nope'"):
+            labs["postgres"].export(tmp_path / "x.parquet", "nope")
+    finally:
+        for lab in labs.values():
+            lab.close()
+
+
+def test_a_published_workflow_answers_on_postgresql_and_evals_say_they_need_duckdb(postgres_dsn):
+    from chatkit_lab import ChatLab
+    from chatkit_lab.errors import NotSupportedError
+    from chatkit_lab.workflows import AgentNode, EndNode, StartNode, Workflow, chain
+
+    lab = ChatLab(postgres_dsn, warm=False)
+    try:
+        flow = Workflow(name="greeter", nodes=[StartNode("start"), AgentNode("hi", instructions="Greet."), EndNode("end")],
+                        edges=chain("start", "hi", "end"))
+        changed = Workflow(name="greeter", nodes=[StartNode("start"), AgentNode("hi", instructions="Greet warmly."), EndNode("end")],
+                           edges=chain("start", "hi", "end"))
+        assert lab.publish(flow) == 1 and lab.publish(flow) == 1 and lab.publish(changed, "warmer") == 2
+        lab.use_workflow("greeter@1")
+        turn = lab.send_sync("hello")
+        assert turn.error is None
+        assert lab.nodes_df(turn.thread_id).node_type.tolist() == ["start", "agent", "end"]
+        assert lab.workflow_versions_df().version.tolist() == [1, 2]
+        with pytest.raises(NotSupportedError, match="DuckDB file"):
+            lab.evaluate_sync([{"input": "x"}], graders=[])
+        with pytest.raises(NotSupportedError, match="DuckDB file"):
+            lab.documents.add_text("a.txt", "text")
+    finally:
+        lab.close()

@@ -28,6 +28,8 @@ from .errors import ChatLabError, error_for
 from .server import LabServer
 from .store.database import Database
 from .store.duckdb import DuckDBStore
+from .store.postgres import PostgresStore
+from .store.postgres_database import PostgresDatabase, is_postgres_url
 from .transport.limits import Limits
 from .transport.requests import handle_request, parse_sse
 from .turn import Turn
@@ -57,9 +59,14 @@ class Runtime:
     ) -> None:
         self.secrets, self.auth = secrets, auth
         self.limits = limits or Limits()
-        self.db = Database(db)
         self.masks: list[Callable[[str], str]] = [mask] if mask is not None else []
-        self.store = DuckDBStore(self.db, redact=self.redact)
+        self.db: Database | PostgresDatabase
+        self.store: DuckDBStore | PostgresStore
+        if is_postgres_url(db):  # a shared deployment: the store and the logs in one PostgreSQL database
+            self.db, self.store = PostgresDatabase(str(db)), PostgresStore(str(db), redact=self.redact)
+        else:
+            self.db = Database(db)
+            self.store = DuckDBStore(self.db, redact=self.redact)
         self.loop = LoopThread()
         self.key = f"lab_{uuid.uuid4().hex[:8]}"  # routes this lab's traces to its tracer
         self.tracer = tracing.DuckDBTraceProcessor(
@@ -98,6 +105,8 @@ class Runtime:
     async def _open(self) -> None:
         async with self.db.acursor():
             pass
+        if isinstance(self.store, PostgresStore):
+            await self.store.open()  # a warm pool: the first request costs what the next one does
 
     # -- the loop ----------------------------------------------------------------------------
     async def run(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -165,8 +174,9 @@ class Runtime:
         return thread_id
 
     # -- HTTP ------------------------------------------------------------------------------
-    def serve_app(self, app: Any, host: str, port: int) -> str:
-        """Serve an ASGI ``app`` from the lab's loop (uvicorn); returns its URL."""
+    def serve_app(self, app: Any, host: str, port: int, sock: Any = None) -> str:
+        """Serve an ASGI ``app`` from the lab's loop (uvicorn); returns its URL. ``sock``: a
+        listening socket to accept on instead of binding ``host:port`` (workers share one)."""
         import uvicorn
 
         if self._http is not None:
@@ -177,7 +187,7 @@ class Runtime:
         # often comes back within a minute. 65 s outlasts common proxies' 60 s idle timeout.
         config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off", timeout_keep_alive=KEEP_ALIVE_S)
         server = uvicorn.Server(config)
-        task = self.loop.submit(server.serve())
+        task = self.loop.submit(server.serve(sockets=[sock] if sock is not None else None))
         while not server.started:
             if task.done():
                 task.result()  # raises the bind error, for instance
@@ -263,3 +273,5 @@ class Runtime:
         self.loop.stop()
         tracing.unregister(self.key)
         self.db.close()
+        if isinstance(self.store, PostgresStore):
+            self.store.close()

@@ -6,6 +6,8 @@ import argparse
 import contextlib
 import logging
 import signal
+import socket
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -15,7 +17,17 @@ from typing import Any
 
 def _serve(args: argparse.Namespace) -> int:
     from .lab import ChatLab
+    from .store.postgres_database import is_postgres_url, where_of
 
+    if args.workers < 1:
+        print("--workers must be 1 or more.", file=sys.stderr)
+        return 2
+    if args.workers > 1:
+        if not is_postgres_url(args.db):
+            print(f"--workers {args.workers} needs a PostgreSQL database: a DuckDB file is written by one process at a time, "
+                  "so more workers would only wait for each other. Use --db postgresql://user@host/db, or one worker.", file=sys.stderr)
+            return 2
+        return _supervise(args)
     verifier = None
     if args.jwks_url:
         from .auth import JWKSVerifier
@@ -34,8 +46,9 @@ def _serve(args: argparse.Namespace) -> int:
     hosts = ["127.0.0.1", "localhost", "::1", *(args.allowed_host or [])]
     if args.host not in ("0.0.0.0", "::"):
         hosts.append(args.host)
-    url = lab.serve(args.host, args.port, allowed_hosts=hosts, allowed_origins=args.allowed_origin or ())
-    print(f"chatkit-lab serving {args.db} at {url}/chatkit (health: {url}/health)", flush=True)
+    sock = socket.socket(fileno=args.listen_fd) if args.listen_fd is not None else None
+    url = lab.serve(args.host, args.port, allowed_hosts=hosts, allowed_origins=args.allowed_origin or (), sock=sock)
+    print(f"chatkit-lab serving {where_of(args.db)} at {url}/chatkit (health: {url}/health)", flush=True)
     print(f"model: {lab.backend.description}", flush=True)
     print(f"auth: Bearer JWT from {args.jwks_url}" if verifier else f"auth: none, every request acts as {args.user_id!r}", flush=True)
     stop = threading.Event()
@@ -45,6 +58,57 @@ def _serve(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     lab.close()
+    return 0
+
+
+def _supervise(args: argparse.Namespace) -> int:
+    """``serve --workers N``: bind the port once, start N worker processes that accept on it (the
+    kernel shares the connections out), replace a worker that dies, stop them all on SIGTERM."""
+    from .store.postgres_database import where_of
+
+    listener = socket.create_server((args.host, args.port), backlog=2048)
+    listener.set_inheritable(True)
+    worker = [sys.executable, "-m", "chatkit_lab.cli", *args.argv, "--workers", "1", "--listen-fd", str(listener.fileno())]
+
+    def start() -> subprocess.Popen[str]:
+        return subprocess.Popen(worker, stdout=subprocess.PIPE, text=True, pass_fds=[listener.fileno()])
+
+    def ready(child: subprocess.Popen[str]) -> list[str]:
+        assert child.stdout is not None
+        return [child.stdout.readline() for _ in range(3)]  # serving, model, auth: it accepts now
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    workers = [start() for _ in range(args.workers)]  # started together: each takes seconds to import
+    try:
+        for child in workers:
+            said = ready(child)
+            if not said[0].startswith("chatkit-lab serving"):
+                if stop.is_set():
+                    return 0
+                print(f"a worker could not start (exit code {child.wait()}); see its error above.", file=sys.stderr)
+                return 1
+        url = f"http://{args.host}:{listener.getsockname()[1]}"
+        print(f"chatkit-lab serving {where_of(args.db)} at {url}/chatkit with {args.workers} workers "
+              f"(pids {', '.join(str(w.pid) for w in workers)}; health: {url}/health)", flush=True)
+        print(said[1].rstrip(), said[2].rstrip(), sep="\n", flush=True)
+        while not stop.wait(0.5):
+            for i, child in enumerate(workers):
+                if child.poll() is not None and not stop.is_set():
+                    print(f"worker {child.pid} exited (code {child.returncode}); starting another", file=sys.stderr, flush=True)
+                    workers[i] = start()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for child in workers:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in workers:
+            try:
+                child.wait(30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        listener.close()
     return 0
 
 
@@ -147,7 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="chatkit-lab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve a lab over HTTP: POST /chatkit, GET /health")
-    serve.add_argument("--db", default="chats.duckdb", help="DuckDB file (default: chats.duckdb)")
+    serve.add_argument("--db", default="chats.duckdb", help="DuckDB file or postgresql:// URL (default: chats.duckdb)")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes sharing the port; more than 1 needs PostgreSQL (default: 1)")
+    serve.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)  # a worker of --workers: accept on this socket
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--model", default=None, help="model name (default: offline mirror, or OpenAI with OPENAI_API_KEY)")
@@ -211,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     doctor.add_argument("--timeout", type=float, default=3.0, help="seconds each network check may take (default: %(default)s)")
     doctor.set_defaults(run=_doctor)
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from .errors import ChatLabError
 

@@ -144,8 +144,8 @@ def _database(path: Path, in_use: bool) -> Check:
 
 
 def _postgres(dsn: str, timeout: float) -> Check:
-    from .store.postgres import MIGRATIONS as PG_MIGRATIONS
-    from .store.postgres import problem
+    from .store.postgres_database import problem
+    from .store.postgres_schema import MIGRATIONS as PG_MIGRATIONS
 
     try:
         import psycopg

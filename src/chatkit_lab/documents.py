@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ChatLabError
+from .errors import ChatLabError, NotSupportedError
 from .store.database import Database
 from .store.items import utc_now
 
@@ -105,6 +105,9 @@ class Documents:
         return self._run(self._add([(Path(filename), text)]))
 
     async def _add(self, texts: Sequence[tuple[Path, str]]) -> Any:
+        if self.db.dialect != "duckdb":
+            raise NotSupportedError("Documents are not available on PostgreSQL yet (their search uses DuckDB's vector functions); "
+                                    "add them to a lab on a DuckDB file.")
         ids = []
         for path, text in texts:
             digest = hashlib.sha256(text.encode()).hexdigest()

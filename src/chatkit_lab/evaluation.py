@@ -26,6 +26,7 @@ from .evals.graders import model_judge
 from .evals.optimize import Optimization, failures, improves, propose
 from .evals.report import EvalRun, load_run
 from .models import Backend
+from .store.items import utc_now
 from .store.memory import MemoryStore
 from .workflows import versions
 from .workflows.turns import ChatWorkflow
@@ -239,9 +240,9 @@ class Evaluations:
 
     async def _round(self, optimization_id: str, n: int, before: EvalRun, after: EvalRun, node: str | None, old: str, new: str, kept: bool) -> None:
         async with self.runtime.db.transaction() as cur:
-            cur.execute("INSERT INTO eval_rounds VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, make_timestamp(epoch_us(now())))", [
+            cur.execute("INSERT INTO eval_rounds VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
                 optimization_id, n, before.id, after.id, node, self.runtime.redact(old), self.runtime.redact(new), before.pass_rate, after.pass_rate,
-                before.mean_score, after.mean_score, kept, self.user_id()])
+                before.mean_score, after.mean_score, kept, self.user_id(), utc_now()])
 
 
 def _with_values(lab: ContextInjection | None, values: dict[str, Any] | None) -> ContextInjection:

@@ -9,6 +9,7 @@ from typing import Any
 
 from .errors import ChatLabError
 from .store.database import Database
+from .store.postgres_database import PostgresDatabase
 from .store.queries import expanded_input
 
 
@@ -52,11 +53,11 @@ class Inspection:
         return "\n".join(f"{c.instructions}\n{json.dumps(c.input, ensure_ascii=False)}" for c in self.calls)
 
     @classmethod
-    def load(cls, db: Database, turn: Any) -> Inspection:
+    def load(cls, db: Database | PostgresDatabase, turn: Any) -> Inspection:
         with db.cursor() as cur:
             turn_id = _turn_id(cur, turn)
             rows = cur.execute(
-                f"""SELECT thread_id, call_index, agent, strategy, instructions, {expanded_input("m")}, tools, context
+                f"""SELECT thread_id, call_index, agent, strategy, instructions, {expanded_input("m", db.dialect)}, tools, context
                    FROM model_inputs m WHERE turn_id = ? ORDER BY call_index""",
                 [turn_id],
             ).fetchall()

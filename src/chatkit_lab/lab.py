@@ -19,7 +19,7 @@ from .auth.secrets import MIN_LENGTH, Secrets, install_log_redaction
 from .context import ContextInjection
 from .doctor import Report, diagnose
 from .documents import Documents, openai_embedder
-from .errors import ChatLabError
+from .errors import ChatLabError, NotSupportedError
 from .evals.compare import RunComparison
 from .evals.optimize import Optimization
 from .evals.report import EvalRun
@@ -28,6 +28,8 @@ from .guardrails import Guardrails
 from .models import Backend, openai_client, resolve_backend
 from .server import LabServer
 from .store import queries
+from .store.postgres_database import PostgresDatabase
+from .store.staging import staged
 from .transport.limits import Limits
 from .turn import Turn
 from .workflows import Workflow, versions
@@ -387,7 +389,7 @@ class ChatLab:
 
     def spans_df(self, thread_id: str | None = None, *, all_users: bool = False, polars: bool = False) -> Any:
         """The Agents SDK spans of the turns: agent, generation, function, handoff, guardrail..."""
-        return self._frame(queries.spans(self._user(all_users), thread_id), polars)
+        return self._frame(queries.spans(self._user(all_users), thread_id, self.db.dialect), polars)
 
     def feedback_df(self, thread_id: str | None = None, *, all_users: bool = False, polars: bool = False) -> Any:
         """Thumbs up and down, with the rated reply's text."""
@@ -395,7 +397,7 @@ class ChatLab:
 
     def model_inputs_df(self, thread_id: str | None = None, *, all_users: bool = False, polars: bool = False) -> Any:
         """The context inspector's table: what every model call received (secrets redacted)."""
-        return self._frame(queries.model_inputs(self._user(all_users), thread_id), polars)
+        return self._frame(queries.model_inputs(self._user(all_users), thread_id, self.db.dialect), polars)
 
     def guardrails_df(self, thread_id: str | None = None, *, all_users: bool = False, polars: bool = False) -> Any:
         """One row per guardrail verdict: the turn, stage, check, whether it tripped, its
@@ -428,22 +430,33 @@ class ChatLab:
         Streams through DuckDB, so any size fits. Returns the rows written per table or frame."""
         self.runtime.flush()
         user = self._user(all_users)
+        if frame is not None and table is not None:
+            raise ChatLabError("Export a table or a frame, not both: lab.export(path, 'turns') or lab.export(path, frame='turns').")
+        if isinstance(self.db, PostgresDatabase):  # staged in a temporary DuckDB file, batch by batch, then the same export
+            if table is not None and table not in logs.TABLES:
+                raise ChatLabError(f"There is no table {table!r} to export; choose one of {', '.join(logs.TABLES)}.")
+            one = frame is None and (table is not None or logs.format_of(path) != "json")
+            with staged(self.db, [table or "items"] if one else logs.TABLES, user) as cur:
+                return logs.export(cur, path, table=table) if frame is None else logs.export_query(cur, path, f"{frame}_df", *queries.frame(frame, None))
         with self.db.cursor(invalidate=False) as cur:
             if frame is None:
                 return logs.export(cur, path, table=table, user_id=user)
-            if table is not None:
-                raise ChatLabError("Export a table or a frame, not both: lab.export(path, 'turns') or lab.export(path, frame='turns').")
             return logs.export_query(cur, path, f"{frame}_df", *queries.frame(frame, user))
 
     def import_jsonl(self, path: str | Path) -> dict[str, int]:
         """Load a JSONL export (``lab.export("x.jsonl")``) into this lab's file, all or nothing.
         Rows already here are kept; returns the rows added per table."""
         self.runtime.flush()
+        if isinstance(self.db, PostgresDatabase):
+            raise NotSupportedError("Importing into PostgreSQL is not available yet; import into a DuckDB file (chatkit-lab import --db lab.duckdb).")
         with self.db.cursor() as cur:
             return logs.import_jsonl(cur, path)
 
     # -- evals -----------------------------------------------------------------------------
     def _evals(self) -> Evaluations:
+        if isinstance(self.db, PostgresDatabase):
+            raise NotSupportedError("Evals are not available on PostgreSQL yet: their runs are written with DuckDB's bulk inserts. "
+                                    "Run them on a DuckDB file, e.g. ChatLab('evals.duckdb', agent=lab.agent).")
         return Evaluations(self.runtime, self.backend, self._chat_workflow, lambda: self.user_id)
 
     async def evaluate(self, dataset: Any, *, graders: Sequence[Any], target: Any = None, name: str | None = None, concurrency: int = 16,
@@ -551,18 +564,20 @@ class ChatLab:
     # -- HTTP ----------------------------------------------------------------------------
     def serve(
         self, host: str = "127.0.0.1", port: int = 8000, *, allowed_hosts: Sequence[str] | None = None,
-        allowed_origins: Sequence[str] = (),
+        allowed_origins: Sequence[str] = (), sock: Any = None,
     ) -> str:
         """Serve this lab over HTTP (POST /chatkit, GET /health) from its own loop; returns the URL.
         Requests are authenticated like the widget's: with ``verifier`` or after ``login``, a
         valid Bearer token is required. ``allowed_hosts``: the Host names it answers to (loopback
-        and ``host`` by default); ``allowed_origins``: other sites whose pages may call it."""
+        and ``host`` by default); ``allowed_origins``: other sites whose pages may call it.
+        ``sock``: a listening socket to accept on instead of binding ``host:port`` (how the
+        workers of ``chatkit-lab serve --workers N`` share one port)."""
         from .transport.http import LOOPBACK, create_app
 
         hosts = allowed_hosts if allowed_hosts is not None else [*LOOPBACK, host]
         app = create_app(self.server, auth=self.auth, backend=self.backend.description, limits=self.runtime.limits,
                          allowed_hosts=hosts, allowed_origins=allowed_origins)
-        return self.runtime.serve_app(app, host, port)
+        return self.runtime.serve_app(app, host, port, sock)
 
     def stop_serving(self) -> None:
         self.runtime.stop_serving()

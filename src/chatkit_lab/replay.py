@@ -28,7 +28,7 @@ from .context import ContextInjection, RequestContext
 from .errors import ChatLabError
 from .models import resolve_backend
 from .server import LabServer
-from .store.items import item_adapter, item_text
+from .store.items import item_adapter, item_text, utc_now
 from .store.queries import EXCHANGE_FACTS, REPLAY_PLAN, thread_owner
 from .store.rows import stored_json
 from .turn import Turn
@@ -58,7 +58,7 @@ async def fork(runtime: Runtime, thread_id: str, at_item: str | None, user_id: s
         kind = "edit" if before else "fork"
         new = await _new_thread(runtime, owner, f"{title or 'Untitled'} ({'edited' if before else 'fork'})")
         await runtime.store.copy_items(thread_id, new, RequestContext(user_id=owner), up_to=at_item, before=before)
-        cur.execute("INSERT INTO lineage (thread_id, parent_thread_id, kind, at_item_id, created_at) VALUES (?, ?, ?, ?, make_timestamp(epoch_us(now())))", [new, thread_id, kind, at_item])
+        cur.execute("INSERT INTO lineage (thread_id, parent_thread_id, kind, at_item_id, created_at) VALUES (?, ?, ?, ?, ?)", [new, thread_id, kind, at_item, utc_now()])
     return new
 
 
@@ -238,8 +238,8 @@ async def _start(
             [a.id for p in plan for a in p.message.attachments], thread_id, RequestContext(user_id=owner), RequestContext(user_id=new_owner)
         )
         cur.execute(
-            "INSERT INTO lineage (thread_id, parent_thread_id, kind, overrides, created_at) VALUES (?, ?, 'replay', ?, make_timestamp(epoch_us(now())))",
-            [thread_id, source, runtime.secrets.redact(stored_json(overrides))],
+            "INSERT INTO lineage (thread_id, parent_thread_id, kind, overrides, created_at) VALUES (?, ?, 'replay', ?, ?)",
+            [thread_id, source, runtime.secrets.redact(stored_json(overrides)), utc_now()],
         )
     server = derived_server(runtime, replay_agent, backend, workflow or lab_server.workflow, {"replay_of": source})
     return Replay(runtime, source, thread_id, new_owner, server, plan, attachments, context, strategy, user_id is not None)

@@ -20,9 +20,10 @@ from typing import Any
 
 from agents.tracing import Span, Trace, TracingProcessor, set_trace_processors
 
-from .errors import DatabaseBusyError
+from .errors import DatabaseBusyError, DatabaseUnavailableError
 from .store.database import Database
 from .store.items import utc_now
+from .store.postgres_database import PostgresDatabase
 from .store.rows import (
     InputItemRow,
     LogRow,
@@ -67,7 +68,7 @@ class DuckDBTraceProcessor(TracingProcessor):
     """
 
     def __init__(
-        self, db: Database, loop: asyncio.AbstractEventLoop | None = None, forward: TracingProcessor | None = None,
+        self, db: Database | PostgresDatabase, loop: asyncio.AbstractEventLoop | None = None, forward: TracingProcessor | None = None,
         redact: Callable[[str], str] | None = None, on_failure: Callable[[str], None] | None = None,
     ) -> None:
         self.db = db
@@ -175,7 +176,7 @@ class DuckDBTraceProcessor(TracingProcessor):
 
     def _failed(self, rows: list[LogRow], exc: Exception) -> None:
         counts = Counter(type(r).TABLE for r in rows)
-        if isinstance(exc, DatabaseBusyError):  # transient: keep the rows for the next flush
+        if isinstance(exc, DatabaseBusyError | DatabaseUnavailableError):  # transient: keep the rows for the next flush
             with self._lock:
                 self._rows[:0] = rows
             message = f"Logs are waiting for the database ({exc})."

@@ -202,8 +202,13 @@ def test_a_button_click_updates_one_component_of_its_widget_live(page, make_lab,
 def test_thinking_then_a_stopped_reply_is_marked_and_counted(page, make_lab, harness):
     lab = make_lab(model=MirrorModel(delay=0.02))
     open_chat(page, harness(lab))
+    # "Thinking" shows only between Send and the first token, which may be a few ms: an
+    # observer set up before Send records that it was shown, however briefly.
+    page.evaluate("""() => { window.sawThinking = false;
+        new MutationObserver(() => { if (document.querySelector('.ckl-thinking[role=status]')) window.sawThinking = true; })
+            .observe(document.body, {childList: true, subtree: true}); }""")
     send(page, "/words 3000")
-    page.get_by_role("status", name="Thinking").wait_for()  # between Send and the first token
+    page.wait_for_function("() => window.sawThinking")
     page.wait_for_function("() => (document.querySelector('.ckl-assistant')?.textContent || '').includes('w30')")
     assert page.get_by_role("status", name="Thinking").count() == 0
     page.get_by_role("button", name="Stop").click()

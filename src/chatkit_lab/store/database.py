@@ -67,6 +67,8 @@ class Database:
     """A DuckDB file opened on demand. Use ``with db.cursor() as cur`` (or ``async with
     db.acursor()`` on an event loop, which waits for a lock without blocking the loop)."""
 
+    dialect = "duckdb"
+
     def __init__(
         self,
         path: str | Path = ":memory:",

@@ -12,17 +12,27 @@ from chatkit.store import AttachmentStore, NotFoundError, Store
 from chatkit.types import (
     Attachment,
     AttachmentCreateParams,
-    ImageAttachment,
     Page,
     ThreadItem,
     ThreadMetadata,
 )
-from pydantic import AnyUrl, TypeAdapter
+from pydantic import TypeAdapter
 
 from ..errors import ConfigurationError, ConflictError
 from .cache import LeaseCache
 from .database import Database
-from .items import item_adapter, item_role, item_text, naive, new_attachment, new_id, page_of
+from .items import (
+    attachment_copy,
+    carried_attachments,
+    item_adapter,
+    item_copies,
+    item_role,
+    item_text,
+    naive,
+    new_attachment,
+    new_id,
+    page_of,
+)
 from .rows import stored_json
 
 _attachment_adapter: TypeAdapter[Any] = TypeAdapter(Attachment)
@@ -344,14 +354,8 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
                 f"SELECT data FROM items WHERE thread_id = $thread AND user_id = $user{upto} ORDER BY created_at, seq", params
             ).fetchall()
         items = [item_adapter.validate_json(data) for (data,) in rows]
-        carried = [a.id for item in items for a in getattr(item, "attachments", None) or []]
-        renamed = await self.copy_attachments(carried, target_id, context, context)
-        copies = []
-        for item in items:
-            update: dict[str, Any] = {"thread_id": target_id}
-            if getattr(item, "attachments", None):
-                update["attachments"] = [a.model_copy(update={"id": renamed.get(a.id, a.id), "thread_id": target_id}) for a in item.attachments]
-            copies.append(item.model_copy(update=update))
+        renamed = await self.copy_attachments(carried_attachments(items), target_id, context, context)
+        copies = item_copies(items, target_id, renamed)
         async with self.db.acursor() as cur:
             self._known().forget_items(target_id)
             for start in range(0, len(copies), 200):
@@ -401,9 +405,7 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
             except NotFoundError:
                 continue  # never uploaded, or deleted: the copy keeps the reference as it was
             new = renamed[old] = self.generate_attachment_id(attachment.mime_type, target)
-            copy = attachment.model_copy(update={"id": new, "thread_id": thread_id})
-            if isinstance(copy, ImageAttachment) and old in str(copy.preview_url):
-                copy.preview_url = AnyUrl(str(copy.preview_url).replace(old, new))
+            copy = attachment_copy(attachment, new, thread_id)
             async with self.db.acursor() as cur:
                 cur.execute(
                     """INSERT INTO attachments (attachment_id, user_id, thread_id, name, mime_type, size, bytes, created_at, data)

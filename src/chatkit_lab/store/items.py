@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -86,3 +87,29 @@ def new_attachment(attachment_id: str, input: AttachmentCreateParams, upload_url
 def page_of(rows: list[tuple[str, str]], has_more: bool, parse: Any) -> Page[Any]:
     """A ChatKit page of (id, JSON) rows: ``after`` is the last id, only when there is more."""
     return Page(data=[parse(data) for _, data in rows], has_more=has_more, after=rows[-1][0] if rows and has_more else None)
+
+
+# -- copies, for fork and replay ---------------------------------------------------------------
+def carried_attachments(items: Sequence[ThreadItem]) -> list[str]:
+    """The ids of the attachments ``items`` carry, in order."""
+    return [a.id for item in items for a in getattr(item, "attachments", None) or []]
+
+
+def item_copies(items: Sequence[ThreadItem], thread_id: str, renamed: dict[str, str]) -> list[ThreadItem]:
+    """``items`` as items of ``thread_id``, each naming its thread's copies of its attachments."""
+    copies = []
+    for item in items:
+        update: dict[str, Any] = {"thread_id": thread_id}
+        carried: list[Attachment] = getattr(item, "attachments", None) or []
+        if carried:
+            update["attachments"] = [a.model_copy(update={"id": renamed.get(a.id, a.id), "thread_id": thread_id}) for a in carried]
+        copies.append(item.model_copy(update=update))
+    return copies
+
+
+def attachment_copy(attachment: Attachment, new_id: str, thread_id: str) -> Attachment:
+    """``attachment`` under ``new_id`` in ``thread_id``; an image's preview URL follows the id."""
+    copy = attachment.model_copy(update={"id": new_id, "thread_id": thread_id})
+    if isinstance(copy, ImageAttachment) and attachment.id in str(copy.preview_url):
+        copy.preview_url = AnyUrl(str(copy.preview_url).replace(attachment.id, new_id))
+    return copy

@@ -10,7 +10,7 @@ migrations run) on first use, or at ``await store.open()`` to warm it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from chatkit.store import AttachmentStore, NotFoundError, Store
@@ -24,68 +24,36 @@ from chatkit.types import (
 from pydantic import TypeAdapter
 
 from .._loop import LoopThread
-from ..errors import ConflictError, DatabaseUnavailableError
+from ..errors import ConflictError
 from .duckdb import user_of
-from .items import item_adapter, item_role, item_text, naive, new_attachment, new_id, page_of
+from .items import (
+    attachment_copy,
+    carried_attachments,
+    item_adapter,
+    item_copies,
+    item_role,
+    item_text,
+    naive,
+    new_attachment,
+    new_id,
+    page_of,
+)
+from .postgres_database import unavailable
+from .postgres_schema import migrate
 from .rows import stored_json
 
 T = TypeVar("T")
 _attachment_adapter: TypeAdapter[Any] = TypeAdapter(Attachment)
 NOW = "(now() AT TIME ZONE 'UTC')"
 
-# Ordered, named, applied once each (recorded in _migrations), under an advisory lock so that
-# many workers starting at once migrate one at a time.
-MIGRATIONS: list[tuple[str, str]] = [
-    ("m001_threads_items_attachments_feedback", """
-        CREATE SEQUENCE row_seq;
-        CREATE TABLE threads (
-            thread_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, seq BIGINT NOT NULL DEFAULT nextval('row_seq'), title TEXT,
-            status TEXT NOT NULL, created_at TIMESTAMP NOT NULL, updated_at TIMESTAMP NOT NULL, metadata JSON, data JSON NOT NULL);
-        CREATE INDEX threads_by_user ON threads (user_id, created_at, seq);
-        CREATE TABLE items (
-            item_id TEXT NOT NULL, thread_id TEXT NOT NULL, user_id TEXT NOT NULL, seq BIGINT NOT NULL DEFAULT nextval('row_seq'),
-            created_at TIMESTAMP NOT NULL, updated_at TIMESTAMP NOT NULL, type TEXT NOT NULL, role TEXT, text TEXT, data JSON NOT NULL,
-            PRIMARY KEY (thread_id, item_id));
-        CREATE INDEX items_in_order ON items (thread_id, created_at, seq);
-        CREATE TABLE attachments (
-            attachment_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, thread_id TEXT, name TEXT NOT NULL, mime_type TEXT NOT NULL,
-            size BIGINT, bytes BYTEA, created_at TIMESTAMP NOT NULL, data JSON NOT NULL);
-        CREATE TABLE feedback (
-            thread_id TEXT NOT NULL, item_id TEXT NOT NULL, user_id TEXT NOT NULL, kind TEXT NOT NULL, created_at TIMESTAMP NOT NULL,
-            comment TEXT, PRIMARY KEY (thread_id, item_id, user_id));
-    """),
-]
-_MIGRATION_LOCK = 7_215_401  # pg_advisory_xact_lock key: "chatkit-lab migrates"
+def _chunks(rows: Sequence[T], size: int = 200) -> list[Sequence[T]]:
+    return [rows[i : i + size] for i in range(0, len(rows), size)]
 
 
 def _order(order: str) -> str:
     if order not in ("asc", "desc"):
         raise ValueError(f"order must be 'asc' or 'desc', not {order!r}")
     return order.upper()
-
-
-def problem(dsn: str, exc: Exception) -> tuple[str, str]:
-    """What is wrong with a database that cannot be used, and what to do (never with the password)."""
-    text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-    where = dsn.split("@")[-1]
-    lowered = text.lower()
-    if "does not exist" in lowered and "database" in lowered:
-        todo = "create it (createdb) or name another database in the URL"
-    elif "password" in lowered or "authentication" in lowered or "role" in lowered:
-        todo = "check the user and password in the URL"
-    elif "permission denied" in lowered:
-        todo = "grant this role the rights to create and use tables in the database"
-    elif "invalid" in lowered or "missing" in lowered or "uri" in lowered:
-        todo = "write it as postgresql://user:password@host:5432/database"
-    else:
-        todo = "check the server is running and the host and port in the URL are right"
-    return f"PostgreSQL at {where} cannot be used: {text}", todo
-
-
-def unavailable(dsn: str, exc: Exception) -> DatabaseUnavailableError:
-    """One sentence for a database that cannot be used: what is wrong and what to do."""
-    what, todo = problem(dsn, exc)
-    return DatabaseUnavailableError(f"{what}. {todo[0].upper() + todo[1:]}.")
 
 
 class PostgresStore(Store[Any], AttachmentStore[Any]):
@@ -134,7 +102,7 @@ class PostgresStore(Store[Any], AttachmentStore[Any]):
                                            timeout=self.connect_timeout)
                 try:
                     await pool.open(wait=True, timeout=self.connect_timeout)
-                    await _migrate(pool)
+                    await migrate(pool)
                 except (psycopg.Error, PoolTimeout) as exc:
                     await pool.close()  # nothing left connected behind the sentence
                     raise unavailable(self.dsn, exc) from None
@@ -320,6 +288,62 @@ class PostgresStore(Store[Any], AttachmentStore[Any]):
                                  [thread_id, user_of(context)])
         return [{"item_id": item_id, "kind": kind, "comment": comment} for item_id, kind, comment in rows]
 
+    # -- copies, for fork and replay ---------------------------------------------------------
+    async def copy_items(self, source_id: str, target_id: str, context: Any, *, up_to: str | None = None, before: bool = False) -> int:
+        """Copy the items of the user's thread ``source_id`` (up to and including ``up_to``;
+        ``before``: only those preceding it) into their thread ``target_id``, in order, each with
+        its own copies of the attachments it carries. Returns the items copied."""
+        user = user_of(context)
+        params: dict[str, Any] = {"thread": source_id, "user": user, "at": up_to}
+        upto = ""
+        if up_to is not None:
+            upto = (f" AND (created_at, seq) {'<' if before else '<='} (SELECT created_at, seq FROM items "
+                    "WHERE thread_id = %(thread)s AND item_id = %(at)s AND user_id = %(user)s)")
+        rows = await self._fetch(f"SELECT data::text FROM items WHERE thread_id = %(thread)s AND user_id = %(user)s{upto} ORDER BY created_at, seq", params)
+        items = [item_adapter.validate_json(data) for (data,) in rows]
+        renamed = await self.copy_attachments(carried_attachments(items), target_id, context, context)
+        copies = item_copies(items, target_id, renamed)
+        await self._script([(self._insert_items(len(part)), [v for item in part for v in self._item_row(target_id, user, item).values()])
+                            for part in _chunks(copies)])
+        return len(copies)
+
+    @staticmethod
+    def _insert_items(n: int) -> str:
+        marks = ", ".join([f"(%s, %s, %s, %s::timestamp, {NOW}, %s, %s, %s, %s::json)"] * n)
+        return f"INSERT INTO items (item_id, thread_id, user_id, created_at, updated_at, type, role, text, data) VALUES {marks}"
+
+    async def add_threads(self, threads: Sequence[tuple[str, ThreadMetadata, Sequence[ThreadItem]]]) -> None:
+        """New threads (owner, metadata, items in order) in one transaction, a few statements in all."""
+        rows = [[meta.id, user, self.redact(meta.title), meta.status.type, naive(meta.created_at), self.redact(stored_json(meta.metadata)),
+                 self.redact(ThreadMetadata.model_validate(meta.model_dump(exclude={"items"})).model_dump_json())] for user, meta, _ in threads]
+        items = [self._item_row(meta.id, user, item) for user, meta, entries in threads for item in entries]
+        marks = f"(%s, %s, %s, %s, %s, {NOW}, %s::json, %s::json)"
+        steps: list[tuple[str, Any]] = [
+            ("INSERT INTO threads (thread_id, user_id, title, status, created_at, updated_at, metadata, data) VALUES "
+             + ", ".join([marks] * len(part)), [v for row in part for v in row]) for part in _chunks(rows)]
+        steps += [(self._insert_items(len(part)), [v for row in part for v in row.values()]) for part in _chunks(items)]
+        if steps:
+            await self._script(steps)
+
+    async def copy_attachments(self, attachment_ids: Sequence[str], thread_id: str, source: Any, target: Any) -> dict[str, str]:
+        """Copies (bytes included) of ``source``'s attachments for ``target``'s thread
+        ``thread_id``, with new ids; returns old id → new id (two threads must not share one)."""
+        renamed: dict[str, str] = {}
+        for old in dict.fromkeys(attachment_ids):
+            try:
+                attachment = await self.load_attachment(old, source)
+            except NotFoundError:
+                continue  # never uploaded, or deleted: the copy keeps the reference as it was
+            new = renamed[old] = self.generate_attachment_id(attachment.mime_type, target)
+            copy = attachment_copy(attachment, new, thread_id)
+            await self._fetch(
+                f"""INSERT INTO attachments (attachment_id, user_id, thread_id, name, mime_type, size, bytes, created_at, data)
+                    SELECT %(new)s, %(owner)s, %(thread)s, name, mime_type, size, bytes, {NOW}, %(data)s::json
+                    FROM attachments WHERE attachment_id = %(old)s AND user_id = %(source)s""",
+                {"new": new, "owner": user_of(target), "thread": thread_id, "old": old, "source": user_of(source),
+                 "data": self.redact(_attachment_adapter.dump_json(copy).decode())})
+        return renamed
+
     # -- attachments ---------------------------------------------------------------------
     async def create_attachment(self, input: AttachmentCreateParams, context: Any) -> Attachment:
         attachment = new_attachment(self.generate_attachment_id(input.mime_type, context), input, self.upload_url)
@@ -369,21 +393,3 @@ class PostgresStore(Store[Any], AttachmentStore[Any]):
         if row is None or row[0] is None:
             raise NotFoundError(f"Attachment {attachment_id} has no uploaded bytes")
         return bytes(row[0])
-
-
-async def _migrate(pool: Any) -> list[str]:
-    """Apply the missing migrations; then touch the tables, so the first request does not pay
-    for loading their catalog entries."""
-    applied = []
-    async with pool.connection() as con, con.transaction():
-        await con.execute("SELECT pg_advisory_xact_lock(%s)", [_MIGRATION_LOCK])
-        await con.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TIMESTAMP NOT NULL DEFAULT (now() AT TIME ZONE 'UTC'))")
-        done = {name for (name,) in await (await con.execute("SELECT name FROM _migrations")).fetchall()}
-        for name, sql in MIGRATIONS:
-            if name not in done:
-                await con.execute(sql)
-                await con.execute("INSERT INTO _migrations (name) VALUES (%s)", [name])
-                applied.append(name)
-        for table in ("threads", "items", "attachments", "feedback"):
-            await con.execute(f"SELECT 1 FROM {table} LIMIT 0")
-    return applied

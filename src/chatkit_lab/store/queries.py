@@ -29,8 +29,12 @@ def scope(user_id: str | None, thread_id: str | list[str] | None = None, alias: 
     return " AND ".join(where), params
 
 
-def user_scope(table: str) -> str:
+def user_scope(table: str, dialect: str = "duckdb") -> str:
     """The WHERE condition keeping one user's (``$user``) rows of ``table``."""
+    if table == "input_items" and dialect == "postgres":
+        return ("hash IN (SELECT unnest(input_hashes) FROM model_inputs WHERE user_id = $user) OR hash IN "
+                "(SELECT jsonb_array_elements_text(data::jsonb -> 'input_hashes') FROM spans "
+                "WHERE trace_id IN (SELECT trace_id FROM traces WHERE user_id = $user))")
     if table == "spans":
         return "trace_id IN (SELECT trace_id FROM traces WHERE user_id = $user)"
     if table in ("lineage", "origins"):
@@ -62,8 +66,8 @@ def exchanges_sql(where: str) -> str:
             FROM items WHERE ({where}) AND type IN ('user_message', 'assistant_message')
         )
         SELECT thread_id, exchange,
-               any_value(item_id) FILTER (WHERE type = 'user_message') AS user_item_id,
-               any_value(text) FILTER (WHERE type = 'user_message') AS user_text,
+               max(item_id) FILTER (WHERE type = 'user_message') AS user_item_id,
+               max(text) FILTER (WHERE type = 'user_message') AS user_text,
                string_agg(text, chr(10) || chr(10) ORDER BY created_at, seq)
                    FILTER (WHERE type = 'assistant_message') AS reply_text
         FROM ordered WHERE exchange > 0 GROUP BY thread_id, exchange"""
@@ -107,10 +111,11 @@ def turns(user_id: str | None, thread_id: str | list[str] | None) -> Query:
             WHERE {where}
         ),
         unlogged AS (
-            SELECT NULL AS turn_id, ex.thread_id, i.user_id, ex.exchange, ex.user_text, ex.reply_text,
-                   i.created_at AS started_at, NULL AS latency_ms, NULL AS first_token_ms, NULL AS input_tokens,
-                   NULL AS output_tokens, NULL AS tools, NULL AS agent, NULL AS model, 'not logged' AS status,
-                   'The process ended before this turn was logged; its messages are in items.' AS error, NULL AS trace_id
+            SELECT NULL::VARCHAR AS turn_id, ex.thread_id, i.user_id, ex.exchange, ex.user_text, ex.reply_text,
+                   i.created_at AS started_at, NULL::FLOAT8 AS latency_ms, NULL::FLOAT8 AS first_token_ms, NULL::BIGINT AS input_tokens,
+                   NULL::BIGINT AS output_tokens, NULL::VARCHAR[] AS tools, NULL::VARCHAR AS agent, NULL::VARCHAR AS model,
+                   'not logged' AS status, 'The process ended before this turn was logged; its messages are in items.' AS error,
+                   NULL::VARCHAR AS trace_id
             FROM ex JOIN items i ON i.thread_id = ex.thread_id AND i.item_id = ex.user_item_id
             WHERE {unlogged_where}
               AND NOT EXISTS (SELECT 1 FROM turns t WHERE t.thread_id = ex.thread_id AND t.user_item_id = ex.user_item_id)
@@ -127,12 +132,14 @@ def turns(user_id: str | None, thread_id: str | list[str] | None) -> Query:
         ORDER BY r.started_at""", params
 
 
-def spans(user_id: str | None, thread_id: str | None) -> Query:
+def spans(user_id: str | None, thread_id: str | None, dialect: str = "duckdb") -> Query:
     where, params = scope(None, thread_id, "s.")
     if user_id is not None:
         where += " AND s.trace_id IN (SELECT trace_id FROM traces WHERE user_id = $user)"
         params["user"] = user_id
-    return f"SELECT s.* REPLACE ({expanded_span_data('s')} AS data) FROM spans s WHERE {where} ORDER BY s.started_at", params
+    return f"""SELECT s.span_id, s.trace_id, s.parent_id, s.thread_id, s.span_type, s.name, s.started_at, s.ended_at, s.duration_ms,
+                      s.input_tokens, s.output_tokens, s.error, {expanded_span_data('s', dialect)} AS data
+               FROM spans s WHERE {where} ORDER BY s.started_at""", params
 
 
 def feedback(user_id: str | None, thread_id: str | None) -> Query:
@@ -159,28 +166,41 @@ def nodes(user_id: str | None, thread_id: str | None) -> Query:
 
 def eval_runs(user_id: str | None) -> Query:
     where, params = scope(user_id, None, "r.")
-    return f"""SELECT r.run_id, r.name, r.kind, r.status, count(DISTINCT i.item_index) AS items,
-                      count(DISTINCT i.item_index) FILTER (WHERE i.status = 'done') AS answered,
-                      (SELECT count(*) FROM (SELECT item_index FROM eval_results x WHERE x.run_id = r.run_id GROUP BY item_index HAVING bool_and(passed))) AS passed,
-                      sum(i.cost_usd) AS cost_usd, r.dataset_hash, r.target, r.parent_run_id, r.user_id, r.created_at, r.finished_at
-               FROM eval_runs r LEFT JOIN eval_items i USING (run_id) WHERE {where}
-               GROUP BY ALL ORDER BY r.created_at""", params
+    return f"""SELECT r.run_id, r.name, r.kind, r.status, coalesce(n.items, 0) AS items, coalesce(n.answered, 0) AS answered,
+                      (SELECT count(*) FROM (SELECT item_index FROM eval_results x WHERE x.run_id = r.run_id GROUP BY item_index
+                                             HAVING bool_and(passed)) p) AS passed,
+                      n.cost_usd, r.dataset_hash, r.target, r.parent_run_id, r.user_id, r.created_at, r.finished_at
+               FROM eval_runs r LEFT JOIN (
+                   SELECT run_id, count(DISTINCT item_index) AS items, count(DISTINCT item_index) FILTER (WHERE status = 'done') AS answered,
+                          sum(cost_usd) AS cost_usd
+                   FROM eval_items GROUP BY run_id) n USING (run_id)
+               WHERE {where} ORDER BY r.created_at""", params
 
 
 STAGE_ORDER = "CASE g.stage WHEN 'pre_flight' THEN 0 WHEN 'input' THEN 1 ELSE 2 END"
 
 
-def expanded_input(alias: str) -> str:
+def expanded_input(alias: str, dialect: str = "duckdb") -> str:
     """A model call's input as the JSON array the model received: since m006 the items are kept
     once, in ``input_items``, and each call names them by hash (``input_hashes``)."""
+    if dialect == "postgres":
+        return f"""coalesce({alias}.input, (
+            SELECT coalesce('[' || string_agg(i.item::VARCHAR, ',' ORDER BY h.n) || ']', '[]')
+            FROM unnest({alias}.input_hashes) WITH ORDINALITY AS h(hash, n) JOIN input_items i ON i.hash = h.hash)::JSON)"""
     return f"""coalesce({alias}.input, (
         SELECT coalesce('[' || string_agg(i.item::VARCHAR, ',' ORDER BY h.n) || ']', '[]')
         FROM (SELECT unnest({alias}.input_hashes) AS hash, unnest(range(len({alias}.input_hashes))) AS n) h
         JOIN input_items i ON i.hash = h.hash)::JSON)"""
 
 
-def expanded_span_data(alias: str) -> str:
+def expanded_span_data(alias: str, dialect: str = "duckdb") -> str:
     """A span's data with its ``input`` back in place of ``input_hashes`` (generation spans)."""
+    if dialect == "postgres":
+        data = f"{alias}.data::jsonb"
+        return f"""CASE WHEN {data} -> 'input_hashes' IS NOT NULL THEN (jsonb_build_object('input', (
+            SELECT coalesce(jsonb_agg(i.item::jsonb ORDER BY h.n), '[]'::jsonb)
+            FROM jsonb_array_elements_text({data} -> 'input_hashes') WITH ORDINALITY AS h(hash, n) JOIN input_items i ON i.hash = h.hash))
+            || ({data} - 'input_hashes'))::json ELSE {alias}.data END"""
     hashes = f"json_extract_string({alias}.data, '$.input_hashes[*]')"
     return f"""CASE WHEN json_exists({alias}.data, '$.input_hashes') THEN json_merge_patch(
         json_object('input', (SELECT coalesce('[' || string_agg(i.item::VARCHAR, ',' ORDER BY h.n) || ']', '[]')
@@ -189,9 +209,10 @@ def expanded_span_data(alias: str) -> str:
         json_merge_patch({alias}.data, '{{"input_hashes": null}}')) ELSE {alias}.data END"""
 
 
-def model_inputs(user_id: str | None, thread_id: str | None) -> Query:
+def model_inputs(user_id: str | None, thread_id: str | None, dialect: str = "duckdb") -> Query:
     where, params = scope(user_id, thread_id, "m.")
-    return f"""SELECT m.* EXCLUDE (input, input_hashes), {expanded_input("m")} AS input
+    return f"""SELECT m.turn_id, m.call_index, m.thread_id, m.user_id, m.created_at, m.agent, m.strategy, m.instructions, m.tools,
+                      m.context, {expanded_input("m", dialect)} AS input
                FROM model_inputs m WHERE {where} ORDER BY m.created_at, m.call_index""", params
 
 
@@ -204,8 +225,8 @@ def thread_owner(cur: Any, thread_id: str, user_id: str | None = None) -> tuple[
     return row
 
 
-_LAST_TURN = """tu AS (SELECT user_item_id, arg_max(turn_id, started_at) AS turn_id FROM turns
-                WHERE thread_id = $thread AND user_item_id IS NOT NULL GROUP BY user_item_id)"""
+_LAST_TURN = """tu AS (SELECT DISTINCT ON (user_item_id) user_item_id, turn_id FROM turns
+                WHERE thread_id = $thread AND user_item_id IS NOT NULL ORDER BY user_item_id, started_at DESC)"""
 
 # Each user message of a thread with the original reply and the context its turn's model saw.
 REPLAY_PLAN = f"""
@@ -216,14 +237,14 @@ REPLAY_PLAN = f"""
     LEFT JOIN model_inputs m ON m.turn_id = tu.turn_id AND m.call_index = 0
     ORDER BY ex.exchange"""
 
-_NONE = "CASE WHEN t.trace_id IS NOT NULL THEN []::VARCHAR[] END"  # no turn recorded: NULL, not "none"
+_NONE = "CASE WHEN t.trace_id IS NOT NULL THEN ARRAY[]::VARCHAR[] END"  # no turn recorded: NULL, not "none"
 # One row per exchange of a thread: what a diff compares.
 EXCHANGE_FACTS = f"""
     WITH ex AS ({exchanges_sql("thread_id = $thread")}), {_LAST_TURN}
     SELECT ex.exchange, ex.user_text, ex.reply_text AS reply, t.tools,
-           coalesce((SELECT list(s.name ORDER BY s.started_at) FROM spans s
+           coalesce((SELECT array_agg(s.name ORDER BY s.started_at) FROM spans s
                       WHERE s.trace_id = t.trace_id AND s.span_type = 'handoff'), {_NONE}) AS handoffs,
-           coalesce((SELECT list(s.name || CASE WHEN s.data->>'$.triggered' = 'true' THEN ': triggered' ELSE ': passed' END
+           coalesce((SELECT array_agg(s.name || CASE WHEN s.data->>'triggered' = 'true' THEN ': triggered' ELSE ': passed' END
                                  ORDER BY s.started_at) FROM spans s
                       WHERE s.trace_id = t.trace_id AND s.span_type = 'guardrail'), {_NONE}) AS guardrails,
            t.latency_ms, t.input_tokens + t.output_tokens AS tokens, t.status, t.error
@@ -231,11 +252,12 @@ EXCHANGE_FACTS = f"""
     ORDER BY ex.exchange"""
 
 
-def frame(name: str, user_id: str | None) -> Query:
+def frame(name: str, user_id: str | None, dialect: str = "duckdb") -> Query:
     """The query behind ``lab.<name>_df()``, for every thread: what ``lab.export(frame=name)`` writes."""
     frames = {
         "threads": lambda: threads(user_id), "items": lambda: items(user_id, None), "turns": lambda: turns(user_id, None),
-        "spans": lambda: spans(user_id, None), "feedback": lambda: feedback(user_id, None), "model_inputs": lambda: model_inputs(user_id, None),
+        "spans": lambda: spans(user_id, None, dialect), "feedback": lambda: feedback(user_id, None),
+        "model_inputs": lambda: model_inputs(user_id, None, dialect),
         "guardrails": lambda: guardrails(user_id, None), "nodes": lambda: nodes(user_id, None),
     }
     if name not in frames:

@@ -178,9 +178,9 @@ def insert(cur: Any, rows: Sequence[Any], *, redact: Callable[[str], str] | None
     for row_class, batch in by_class.items():
         names = columns(row_class)
         marks = "(" + ", ".join(["?"] * len(names)) + ")"
-        verb = "INSERT OR IGNORE" if row_class in _IGNORE_EXISTING else "INSERT"
-        head = f"{verb} INTO {row_class.TABLE} ({', '.join(names)}) VALUES "
+        head = f"INSERT INTO {row_class.TABLE} ({', '.join(names)}) VALUES "
+        tail = " ON CONFLICT DO NOTHING" if row_class in _IGNORE_EXISTING else ""  # DuckDB and PostgreSQL alike
         for start in range(0, len(batch), chunk):
             part = batch[start : start + chunk]
             values = [_clean(getattr(row, name), redact) for row in part for name in names]
-            cur.execute(head + ", ".join([marks] * len(part)), values)
+            cur.execute(head + ", ".join([marks] * len(part)) + tail, values)

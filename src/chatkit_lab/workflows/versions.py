@@ -17,6 +17,8 @@ from ..errors import ChatLabError, NotFoundError
 from ..store.items import utc_now
 from .graph import Workflow
 
+# Upserts as ON CONFLICT, which DuckDB and PostgreSQL both speak.
+SET_DEFAULT = "INSERT INTO workflow_defaults VALUES (?, ?) ON CONFLICT (workflow_name) DO UPDATE SET version = excluded.version"
 _REFERENCE = re.compile(r"^(?P<name>[^@]+?)(?:@(?P<version>\d+|latest|default|draft))?$")
 
 
@@ -37,7 +39,7 @@ def remember(cur: Any, wf: Workflow) -> str:
     """Store the graph under its content hash (once); return the hash."""
     digest = wf.content_hash()
     cur.execute(
-        "INSERT OR IGNORE INTO workflow_definitions (workflow_hash, workflow_name, definition, created_at) VALUES (?, ?, ?, ?)",
+        "INSERT INTO workflow_definitions (workflow_hash, workflow_name, definition, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
         [digest, wf.name, wf.to_json(), utc_now()],
     )
     return digest
@@ -55,14 +57,14 @@ def publish(cur: Any, wf: Workflow, note: str | None = None) -> int:
     else:
         version = (int(newest[0]) if newest else 0) + 1
         cur.execute("INSERT INTO workflow_versions VALUES (?, ?, ?, ?, ?)", [wf.name, version, digest, note, utc_now()])
-    cur.execute("INSERT OR REPLACE INTO workflow_defaults VALUES (?, ?)", [wf.name, version])
+    cur.execute(SET_DEFAULT, [wf.name, version])
     return version
 
 
 def rollback(cur: Any, name: str, version: int) -> None:
     """Make ``version`` of ``name`` the default again."""
     _version_hash(cur, name, version)
-    cur.execute("INSERT OR REPLACE INTO workflow_defaults VALUES (?, ?)", [name, version])
+    cur.execute(SET_DEFAULT, [name, version])
 
 
 def resolve(cur: Any, reference: str) -> Resolved:
@@ -105,7 +107,7 @@ def _version_hash(cur: Any, name: str, version: int) -> str:
 
 VERSIONS_SQL = """
     SELECT v.workflow_name, v.version, v.version = d.version AS is_default, v.workflow_hash, v.note, v.published_at,
-           json_array_length(w.definition -> '$.nodes') AS nodes
+           json_array_length(w.definition -> 'nodes') AS nodes
     FROM workflow_versions v JOIN workflow_definitions w ON w.workflow_hash = v.workflow_hash
     LEFT JOIN workflow_defaults d ON d.workflow_name = v.workflow_name
     WHERE ?::VARCHAR IS NULL OR v.workflow_name = ?
@@ -116,7 +118,7 @@ VERSIONS_SQL = """
 # The newest run of a thread waiting for this user, and the approval card that asks (its item).
 PENDING_SQL = """
     SELECT r.run_id, i.item_id FROM workflow_runs r
-    JOIN items i ON i.thread_id = r.thread_id AND i.type = 'widget' AND contains(i.data::VARCHAR, r.run_id)
+    JOIN items i ON i.thread_id = r.thread_id AND i.type = 'widget' AND strpos(i.data::VARCHAR, r.run_id) > 0
     WHERE r.thread_id = ? AND r.user_id = ? AND r.status = 'paused'
     ORDER BY r.created_at DESC LIMIT 1"""
 

@@ -139,6 +139,57 @@ def bench_turns(turns: int, tmp: Path) -> dict[str, float]:
     return results
 
 
+def bench_workers(cluster: Any, conversations: int, turns: int, delay: float) -> dict[int, dict[str, float]]:
+    """`serve --workers N` on one PostgreSQL, N = 1 and 2: ``conversations`` at once over HTTP, each
+    of ``turns`` turns, against an OpenAI-compatible server whose every call waits ``delay`` s."""
+    import concurrent.futures
+    import signal
+    import socket
+
+    from tests.helpers.fake_openai import FakeOpenAI
+
+    fake = FakeOpenAI(delay=delay)
+    env = {**os.environ, "OPENAI_API_KEY": "sk-bench-local-fake-provider-key"}
+
+    def converse(port: int, n: int) -> list[float]:
+        thread_id, took = None, []
+        with httpx.Client(timeout=120) as client:
+            for k in range(turns):
+                said = {"content": [{"type": "input_text", "text": f"conversation {n} turn {k}"}], "attachments": [], "inference_options": {}}
+                body = ({"type": "threads.create", "params": {"input": said}} if thread_id is None else
+                        {"type": "threads.add_user_message", "params": {"thread_id": thread_id, "input": said}})
+                start = time.perf_counter()
+                reply = client.post(f"http://127.0.0.1:{port}/chatkit", content=json.dumps(body), headers={"Content-Type": "application/json"})
+                took.append((time.perf_counter() - start) * 1000)
+                if thread_id is None:
+                    thread_id = next(json.loads(line[6:])["thread"]["id"] for line in reply.text.splitlines() if '"thread.created"' in line)
+        return took
+
+    found: dict[int, dict[str, float]] = {}
+    try:
+        for workers in (1, 2):
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            server = subprocess.Popen([sys.executable, "-m", "chatkit_lab.cli", "serve", "--db", cluster.new_database(), "--port", str(port),
+                                       "--workers", str(workers), "--base-url", fake.url, "--model", "bench"],
+                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+            try:
+                assert server.stdout is not None and "serving" in server.stdout.readline()
+                with concurrent.futures.ThreadPoolExecutor(conversations) as pool:
+                    list(pool.map(converse, [port] * conversations, range(-conversations, 0)))  # warm every worker's imports and pools
+                    start = time.perf_counter()
+                    latencies = [t for took in pool.map(converse, [port] * conversations, range(conversations)) for t in took]
+                    wall = time.perf_counter() - start
+            finally:
+                server.send_signal(signal.SIGTERM)
+                server.wait(60)
+            found[workers] = {"turns_s": conversations * turns / wall, "p50": pct(latencies, 50), "p95": pct(latencies, 95)}
+    finally:
+        fake.close()
+    return found
+
+
 def populate(store_db: Path, threads: int, items: int) -> None:
     """Bulk-load the DuckDB file through SQL (row-at-a-time inserts would take minutes)."""
     from chatkit.types import AssistantMessageContent, AssistantMessageItem
@@ -667,6 +718,22 @@ def main() -> None:
                 f"**{t['pg_first_warm'] / t['postgres_p50']:.2f}x** a warm turn (goal <= 1.5x); opened by that first turn: {t['pg_first_cold']:.1f} ms\n")
         else:
             say("- PostgresStore: not run (no PostgreSQL server here; `make test` installs Debian's)\n")
+
+        cluster = postgres_cluster()
+        if cluster is not None:
+            conversations, per = (10, 2) if args.quick else (50, 6)
+            try:
+                w = bench_workers(cluster, conversations, per, 0.1)
+            finally:
+                cluster.stop()
+            say(f"## Two workers on one PostgreSQL: {conversations} conversations at once x {per} turns, a provider that waits 100 ms per call\n")
+            say("| `serve --workers` | turns/s | p50 ms | p95 ms |\n|---|---|---|---|")
+            for n in (1, 2):
+                say(f"| {n} | {w[n]['turns_s']:.1f} | {w[n]['p50']:.0f} | {w[n]['p95']:.0f} |")
+            say(f"\n- 2 workers / 1: **{w[2]['turns_s'] / w[1]['turns_s']:.2f}x** the throughput (goal >= 1.7x on 2 cores; the clients, "
+                "the fake provider and PostgreSQL share those cores)\n")
+        else:
+            say("## Two workers on one PostgreSQL\n\nNot run: no PostgreSQL server here (`make test` installs Debian's).\n")
 
         s = bench_store(threads, items, reps, tmp)
         say(f"## Store at scale: {threads:,} threads x {items} items, median of {reps}\n")

@@ -129,6 +129,13 @@ def make_store(kind: str, db_path, request):
 STORES = ["duckdb", "memory", "postgres"]
 
 
+@pytest.fixture(params=["duckdb", "postgres"])
+def lab_db(request, db_path):
+    """What a lab is opened on, for the tests a hostile or heavy user runs against both: a DuckDB
+    file, or a PostgreSQL database of the suite's cluster."""
+    return db_path if request.param == "duckdb" else request.getfixturevalue("postgres_dsn")
+
+
 @pytest.fixture
 def offline(monkeypatch):
     """No provider configured, whatever the developer's shell has."""
@@ -145,9 +152,17 @@ __all__ = ["ALICE", "BOB", "STORES", "T0", "assistant_message", "free_port", "ma
 
 
 def found_in_database(path, needle: str) -> list[str]:
-    """Tables of the DuckDB file at ``path`` with ``needle`` anywhere in a row, plus "file bytes"
-    when it appears in the raw file (DuckDB may compress strings, so both are searched)."""
+    """Tables of the DuckDB file at ``path`` (or the PostgreSQL database at that URL) with
+    ``needle`` anywhere in a row, plus "file bytes" when it appears in the raw file (DuckDB may
+    compress strings, so both are searched)."""
     import duckdb
+
+    if isinstance(path, str) and path.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(path) as pg:
+            tables = [t for (t,) in pg.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()]
+            return [t for t in tables if pg.execute(f"SELECT count(*) FROM {t} x WHERE x::text LIKE %s", [f"%{needle}%"]).fetchone()[0]]
 
     hits = ["file bytes"] if needle.encode() in path.read_bytes() else []
     with duckdb.connect(str(path), read_only=True) as con:

@@ -2,7 +2,8 @@
 
 Bounded for the suite (FUZZ_EXAMPLES, default 120 per property); `make fuzz` runs thousands.
 Whatever arrives: no 5xx but 501, no traceback or internal path in a response, the connection
-stays usable, a refused request writes no row, and the server keeps answering.
+stays usable, a refused request writes no row, and the server keeps answering; on a DuckDB file
+and on PostgreSQL alike.
 """
 
 import json
@@ -51,11 +52,12 @@ def _rows(lab):
         return {t: cur.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("threads", "items", "attachments", "feedback")}
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+@pytest.fixture(scope="module", params=["duckdb", "postgres"])
+def server(request, tmp_path_factory):
     from chatkit_lab import ChatLab
 
-    lab = ChatLab(tmp_path_factory.mktemp("fuzz") / "fuzz.duckdb", warm=False)
+    db = tmp_path_factory.mktemp("fuzz") / "fuzz.duckdb" if request.param == "duckdb" else request.getfixturevalue("postgres_cluster").new_database()
+    lab = ChatLab(db, warm=False)
     url = lab.serve(port=0)
     with httpx.Client(base_url=url, timeout=30) as client:
         yield lab, client

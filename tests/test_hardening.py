@@ -10,10 +10,9 @@ import pytest
 from chatkit.types import ThreadMetadata
 
 from chatkit_lab.errors import ConflictError
-from chatkit_lab.store import DuckDBStore, MemoryStore
 from chatkit_lab.transport.limits import Limits
 
-from .conftest import ALICE, BOB, found_in_database, run, user_message
+from .conftest import ALICE, BOB, STORES, found_in_database, make_store, run, user_message
 
 JSON = {"Content-Type": "application/json"}
 
@@ -27,8 +26,8 @@ def create(text="hello", attachments=()):
 
 
 @pytest.fixture
-def served(make_lab):
-    lab = make_lab(limits=Limits(max_body_bytes=64 * 1024, max_message_chars=2_000, max_attachments=2, max_attachment_bytes=32 * 1024, max_page=50))
+def served(make_lab, lab_db):
+    lab = make_lab(db=lab_db, limits=Limits(max_body_bytes=64 * 1024, max_message_chars=2_000, max_attachments=2, max_attachment_bytes=32 * 1024, max_page=50))
     url = lab.serve(port=0)
     with httpx.Client(base_url=url, timeout=30) as client:
         yield lab, client
@@ -150,16 +149,16 @@ def test_the_body_limit_holds_on_a_raw_socket_without_content_length(served):
 
 
 # -- ids --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("kind", ["duckdb", "memory"])
-def test_a_new_item_that_meets_an_existing_id_is_refused_never_overwritten(kind, db_path):
-    store = DuckDBStore(db_path) if kind == "duckdb" else MemoryStore()
+@pytest.mark.parametrize("kind", STORES)
+def test_a_new_item_that_meets_an_existing_id_is_refused_never_overwritten(kind, db_path, request):
+    store = make_store(kind, db_path, request)
     run(store.save_thread(ThreadMetadata(id="thr_1", created_at=datetime(2026, 1, 1)), ALICE))
     run(store.add_thread_item("thr_1", user_message("msg_same", "thr_1", "first"), ALICE))
     with pytest.raises(ConflictError, match="nothing was overwritten"):
         run(store.add_thread_item("thr_1", user_message("msg_same", "thr_1", "second"), ALICE))
     page = run(store.load_thread_items("thr_1", None, 10, "asc", ALICE))
     assert [i.content[0].text for i in page.data] == ["first"]
-    if kind == "duckdb":
+    if kind != "memory":
         store.close()
 
 
@@ -194,11 +193,11 @@ def test_a_stream_shows_the_sentence_of_an_error_raised_inside_chatkits_event_lo
     assert error["message"].startswith("The database file stayed locked") and error["allow_retry"] is True
 
 
-def test_nothing_of_a_refused_request_reaches_the_file(served, db_path):
+def test_nothing_of_a_refused_request_reaches_the_file(served, lab_db):
     lab, client = served
     client.post("/chatkit", content=json.dumps(create("SECRET-REFUSED " + "x" * 3000)), headers=JSON)
     lab.close()
-    assert found_in_database(db_path, "SECRET-REFUSED") == []
+    assert found_in_database(lab_db, "SECRET-REFUSED") == []
 
 
 def test_the_lab_loop_answers_a_bad_frame_from_the_tunnel_with_a_sentence(make_lab):

@@ -148,10 +148,10 @@ def test_the_cli_serves_until_terminated(tmp_path):
         assert proc.wait(timeout=20) == 0
 
 
-def test_a_user_over_the_rate_limit_gets_a_429_with_retry_after_and_others_are_not_slowed(make_lab):
+def test_a_user_over_the_rate_limit_gets_a_429_with_retry_after_and_others_are_not_slowed(make_lab, lab_db):
     from chatkit_lab.transport.limits import Limits
 
-    lab = make_lab(warm=False, limits=Limits(rate="3/minute"))
+    lab = make_lab(db=lab_db, warm=False, limits=Limits(rate="3/minute"))
     lab.login("ann")
     ann, bob = lab.token, lab.issuer.issue("bob")
     body = {"type": "threads.list", "params": {"limit": 5}}

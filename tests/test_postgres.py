@@ -231,9 +231,8 @@ def test_exports_from_postgresql_are_streamed_per_user_with_the_duckdb_files_col
             lab.close()
 
 
-def test_a_published_workflow_answers_on_postgresql_and_evals_say_they_need_duckdb(postgres_dsn):
+def test_a_published_workflow_and_documents_work_on_postgresql_across_kernels(postgres_dsn):
     from chatkit_lab import ChatLab
-    from chatkit_lab.errors import NotSupportedError
     from chatkit_lab.workflows import AgentNode, EndNode, StartNode, Workflow, chain
 
     lab = ChatLab(postgres_dsn, warm=False)
@@ -248,9 +247,151 @@ def test_a_published_workflow_answers_on_postgresql_and_evals_say_they_need_duck
         assert turn.error is None
         assert lab.nodes_df(turn.thread_id).node_type.tolist() == ["start", "agent", "end"]
         assert lab.workflow_versions_df().version.tolist() == [1, 2]
-        with pytest.raises(NotSupportedError, match="DuckDB file"):
-            lab.evaluate_sync([{"input": "x"}], graders=[])
-        with pytest.raises(NotSupportedError, match="DuckDB file"):
-            lab.documents.add_text("a.txt", "text")
+        lab.documents.add_text("refunds.md", "Refunds take five working days after the return arrives.")
+        other = ChatLab(postgres_dsn, warm=False)  # another kernel of the class
+        try:
+            assert [h.filename for h in other.documents.search("how long do refunds take")] == ["refunds.md"]
+            other.documents.add_text("shipping.md", "Shipping is free above fifty euros.")
+        finally:
+            other.close()
+        assert lab.documents.search("is shipping free")[0].filename == "shipping.md"  # indexed again: the table changed
+        assert lab.documents.df().chunks.tolist() == [1, 1]
     finally:
         lab.close()
+
+
+def test_evals_on_postgresql_store_run_grade_rescore_and_compare_as_on_duckdb(tmp_path, postgres_dsn):
+    from chatkit_lab import ChatLab
+
+    data = [{"input": f"question {n}", "answer": f"question {n}" if n % 2 else "nope"} for n in range(12)]
+    exact = {"type": "string_check", "name": "echo", "input": "{{ sample.output_text }}", "reference": "{{ item.answer }}", "operation": "ilike"}
+    quick = {"type": "python", "name": "short", "source": "def grade(sample, item):\n    return 1.0 if len(sample['output_text']) < 400 else 0.0"}
+    labs = {"duckdb": ChatLab(tmp_path / "lab.duckdb", warm=False), "postgres": ChatLab(postgres_dsn, warm=False)}
+    try:
+        seen = {}
+        for kind, lab in labs.items():
+            run = lab.evaluate_sync(data, graders=[exact], name="echo", progress=False)
+            again = lab.rescore_sync(run.id, [exact, quick], progress=False)
+            comparison = lab.compare_runs(run, again)
+            seen[kind] = {
+                "counts": run.summary["result_counts"], "criteria": again.summary["per_testing_criteria_results"],
+                "usage": [u["invocation_count"] for u in run.summary["per_model_usage"]],
+                "items": run.df()[["item_index", "status", "passed"]].values.tolist(),
+                "runs": lab.eval_runs_df()[["kind", "status", "items", "answered", "passed"]].values.tolist(),
+                "changes": sorted(comparison.df.change.astype(str).tolist()) if hasattr(comparison, "df") else None,
+                "resumed": lab.resume_eval_sync(run.id, progress=False).summary["result_counts"],
+            }
+        assert seen["postgres"] == seen["duckdb"]
+        assert seen["postgres"]["counts"] == {"total": 12, "passed": 6, "failed": 6, "errored": 0}
+        assert seen["postgres"]["usage"] == [12]
+    finally:
+        for lab in labs.values():
+            lab.close()
+
+
+# -- a workshop: a role per student, row-level security ------------------------------------------
+def test_a_workshop_database_keeps_each_student_to_their_rows_and_lets_teachers_read_across(tmp_path, postgres_dsn):
+    import json
+    import uuid
+
+    import psycopg
+
+    from chatkit_lab import ChatLab
+    from chatkit_lab.errors import ConfigurationError, ForbiddenError
+    from chatkit_lab.store.workshop import setup
+    from chatkit_lab.workflows import AgentNode, EndNode, StartNode, Workflow, chain
+
+    tag = uuid.uuid4().hex[:6]
+    ada, bo, tess = f"ada_{tag}", f"bo_{tag}", f"tess_{tag}"
+    members = {m.name: m for m in setup(postgres_dsn, students=[ada, bo], teachers=[tess])}
+    assert [m.teacher for m in members.values()] == [False, False, True] and all(m.url.startswith(f"postgresql://{m.name}:") for m in members.values())
+    labs = {name: ChatLab(m.url, warm=False) for name, m in members.items()}
+    try:
+        assert {name: lab.user_id for name, lab in labs.items()} == {ada: ada, bo: bo, tess: tess}  # the role is the user
+        data = [{"input": "same question", "answer": "same question"}]
+        grader = {"type": "string_check", "name": "echo", "input": "{{ sample.output_text }}", "reference": "{{ item.answer }}", "operation": "ilike"}
+        for name in (ada, bo):
+            labs[name].send_sync(f"{name}'s question")
+            assert labs[name].evaluate_sync(data, graders=[grader], progress=False).summary["result_counts"]["total"] == 1  # one dataset, two runs
+        bob = labs[bo]
+        assert set(bob.threads_df(all_users=True).user_id) == {bo}
+        assert set(bob.sql("SELECT DISTINCT user_id FROM items").user_id) == {bo}  # the database filters, not the lab
+        assert set(bob.sql("SELECT DISTINCT t.user_id FROM spans s JOIN traces t USING (trace_id)").user_id) == {bo}
+        assert len(bob.eval_runs_df(all_users=True)) == 1
+        with psycopg.connect(members[bo].url) as raw:  # any client connecting as the role
+            assert {u for (u,) in raw.execute("SELECT DISTINCT user_id FROM turns")} == {bo}
+            assert not any(ada in json.dumps(row) for row in raw.execute("SELECT item::text FROM input_items").fetchall())
+        teacher = labs[tess]
+        assert set(teacher.threads_df(all_users=True).user_id) == {ada, bo}
+        assert teacher.export(tmp_path / "class.jsonl", all_users=True)["threads"] == 4  # two chats, two eval threads
+        assert bob.export(tmp_path / "bob.jsonl", all_users=True)["threads"] == 2
+        flow = Workflow(name=f"class_{tag}", nodes=[StartNode("start"), AgentNode("hi", instructions="Greet."), EndNode("end")],
+                        edges=chain("start", "hi", "end"))
+        with pytest.raises(ForbiddenError, match="for teachers"):
+            bob.publish(flow)
+        assert teacher.publish(flow) == 1
+        bob.use_workflow(flow.name)
+        assert bob.send_sync("hello").error is None and bob.nodes_df().node_type.tolist() == ["start", "agent", "end"]
+        with pytest.raises(ConfigurationError, match="workshop student"):
+            ChatLab(members[ada].url, user_id=bo, warm=False)
+    finally:
+        for lab in labs.values():
+            lab.close()
+
+
+def test_the_workshop_command_writes_each_persons_url_to_a_private_file_and_prints_no_password(tmp_path, postgres_dsn):
+    import csv
+    import os
+    import subprocess
+    import sys
+    import uuid
+
+    tag = uuid.uuid4().hex[:6]
+    out = tmp_path / "class.csv"
+    done = subprocess.run([sys.executable, "-m", "chatkit_lab.cli", "workshop", "--db", postgres_dsn, "--students", f"ann_{tag},ben_{tag}",
+                           "--teachers", f"tom_{tag}", "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(out.open()))
+    assert [(r["name"], r["role"]) for r in rows] == [(f"ann_{tag}", "student"), (f"ben_{tag}", "student"), (f"tom_{tag}", "teacher")]
+    assert os.stat(out).st_mode & 0o777 == 0o600
+    passwords = [r["url"].split(":")[2].split("@")[0] for r in rows]
+    assert all(len(p) >= 20 and p not in done.stdout + done.stderr for p in passwords)
+    bad = subprocess.run([sys.executable, "-m", "chatkit_lab.cli", "workshop", "--db", postgres_dsn, "--students", "robert'); DROP TABLE items;--"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and "cannot be a role name" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_jsonl_imports_and_file_merges_into_postgresql_add_each_row_once(tmp_path, postgres_dsn):
+    import subprocess
+    import sys
+
+    from chatkit_lab import ChatLab
+
+    for name in ("ada", "bo"):
+        with ChatLab(tmp_path / f"{name}.duckdb", user_id=name, warm=False) as lab:
+            lab.send_sync(f"{name}'s first")
+            lab.send_sync(f"{name}'s second")
+            if name == "ada":
+                lab.export(tmp_path / "ada.jsonl")
+    shared = ChatLab(postgres_dsn, warm=False)
+    try:
+        added = shared.import_jsonl(tmp_path / "ada.jsonl")
+        assert added["threads"] == 2 and added["items"] == 4 and added["turns"] == 2
+        assert all(n == 0 for n in shared.import_jsonl(tmp_path / "ada.jsonl").values())  # twice adds nothing
+        merged = subprocess.run([sys.executable, "-m", "chatkit_lab.cli", "merge", postgres_dsn, str(tmp_path / "ada.duckdb"), str(tmp_path / "bo.duckdb")],
+                                capture_output=True, text=True, timeout=120)
+        assert merged.returncode == 0, merged.stderr
+        assert "ada: 2 origins\n" in merged.stdout and "bo: 2 threads, 4 items, 2 turns" in merged.stdout and "@" not in merged.stdout
+        threads = shared.threads_df(all_users=True)
+        assert sorted(threads.user_id) == ["ada", "ada", "bo", "bo"] and sorted(threads.origin) == ["ada", "ada", "bo", "bo"]
+        turns = shared.turns_df(all_users=True)
+        assert sorted(turns.user_text) == ["ada's first", "ada's second", "bo's first", "bo's second"]
+        out = tmp_path / "class.parquet"
+        exported = subprocess.run([sys.executable, "-m", "chatkit_lab.cli", "export", "--db", postgres_dsn, str(out), "--user-id", "bo"],
+                                  capture_output=True, text=True, timeout=120)
+        assert exported.returncode == 0 and "4 items" in exported.stdout
+        import pyarrow.parquet as pq
+
+        assert sorted(pq.read_table(out).column("user_id").to_pylist()) == ["bo"] * 4
+    finally:
+        shared.close()

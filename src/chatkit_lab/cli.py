@@ -130,8 +130,12 @@ def _proxy(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from . import logs
 
-    with _database(args.db) as cur:
-        counts = logs.export(cur, args.out, table=args.table, user_id=args.user_id)
+    if _postgres(args.db):
+        with _shared(args.db) as db:
+            counts = logs.export_postgres(db, args.out, table=args.table, user_id=args.user_id)
+    else:
+        with _database(args.db) as cur:
+            counts = logs.export(cur, args.out, table=args.table, user_id=args.user_id)
     print(f"wrote {args.out}: " + ", ".join(f"{n} {t}" for t, n in counts.items()))
     return 0
 
@@ -139,19 +143,27 @@ def _export(args: argparse.Namespace) -> int:
 def _import(args: argparse.Namespace) -> int:
     from . import logs
 
-    with _database(args.db, create=True) as cur:
-        counts = logs.import_jsonl(cur, args.file)
-    print(f"imported {args.file} into {args.db}: " + (", ".join(f"{n} {t}" for t, n in counts.items() if n) or "nothing new"))
+    if _postgres(args.db):
+        with _shared(args.db) as db:
+            counts = logs.import_postgres(db, args.file)
+    else:
+        with _database(args.db, create=True) as cur:
+            counts = logs.import_jsonl(cur, args.file)
+    print(f"imported {args.file} into {_shown(args.db)}: " + (", ".join(f"{n} {t}" for t, n in counts.items() if n) or "nothing new"))
     return 0
 
 
 def _merge(args: argparse.Namespace) -> int:
     from . import logs
 
-    summary = logs.merge(args.out, args.sources, names=args.name)
+    if _postgres(args.out):
+        with _shared(args.out) as db:
+            summary = logs.merge_postgres(db, args.sources, names=args.name)
+    else:
+        summary = logs.merge(args.out, args.sources, names=args.name)
     for origin, counts in summary.items():
         print(f"{origin}: " + (", ".join(f"{n} {t}" for t, n in counts.items() if n) or "nothing new"))
-    print(f"merged {len(summary)} file{'' if len(summary) == 1 else 's'} into {args.out}")
+    print(f"merged {len(summary)} file{'' if len(summary) == 1 else 's'} into {_shown(args.out)}")
     return 0
 
 
@@ -188,6 +200,48 @@ def _doctor(args: argparse.Namespace) -> int:
     report = diagnose(args.db, resolve_backend(args.model, base_url=args.base_url), jwks_url=args.jwks_url, timeout=args.timeout)
     print(report)
     return 0 if report.ok else 1
+
+
+def _workshop(args: argparse.Namespace) -> int:
+    import csv
+    import os
+
+    from .store.workshop import setup
+
+    names = [n.strip() for n in (args.students or "").split(",") if n.strip()]
+    teachers = [n.strip() for n in (args.teachers or "").split(",") if n.strip()]
+    members = setup(args.db, names, teachers)
+    out = Path(args.out)
+    with os.fdopen(os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", newline="") as f:  # it holds passwords
+        writer = csv.writer(f)
+        writer.writerow(["name", "role", "url"])
+        writer.writerows([m.name, "teacher" if m.teacher else "student", m.url] for m in members)
+    print(f"row-level security on every table; {len(names)} students and {len(teachers)} teachers have new passwords in {out} "
+          "(mode 600): give each kernel its url as CHATKIT_LAB_DB")
+    return 0
+
+
+def _postgres(db: str) -> bool:
+    from .store.postgres_database import is_postgres_url
+
+    return is_postgres_url(db)
+
+
+def _shown(db: str) -> str:
+    from .store.postgres_database import where_of
+
+    return where_of(db)
+
+
+@contextlib.contextmanager
+def _shared(url: str) -> Iterator[Any]:
+    from .store.postgres_database import PostgresDatabase
+
+    db = PostgresDatabase(url)
+    try:
+        yield db
+    finally:
+        db.close()
 
 
 @contextlib.contextmanager
@@ -241,17 +295,17 @@ def main(argv: list[str] | None = None) -> int:
     proxy.add_argument("--audience", default="chatkit-lab", help="the aud claim of the tokens it issues")
     proxy.set_defaults(run=_proxy)
     export = sub.add_parser("export", help="write a database's logs to Parquet, CSV or JSONL (by the extension)")
-    export.add_argument("--db", default="chats.duckdb", help="DuckDB file (default: chats.duckdb)")
+    export.add_argument("--db", default="chats.duckdb", help="DuckDB file or postgresql:// URL (default: chats.duckdb)")
     export.add_argument("out", help="out.jsonl (every table), or out.parquet / out.csv (one table)")
     export.add_argument("--table", default=None, help="the table to write (Parquet and CSV default: items)")
     export.add_argument("--user-id", default=None, help="only this user's rows (default: everyone's)")
     export.set_defaults(run=_export)
     load = sub.add_parser("import", help="load a JSONL export into a database (created if missing)")
-    load.add_argument("--db", default="chats.duckdb", help="DuckDB file (default: chats.duckdb)")
+    load.add_argument("--db", default="chats.duckdb", help="DuckDB file (created if missing) or postgresql:// URL (default: chats.duckdb)")
     load.add_argument("file", help="a .jsonl file written by export")
     load.set_defaults(run=_import)
     merge = sub.add_parser("merge", help="combine several database files into one, recording each thread's origin")
-    merge.add_argument("out", help="the merged DuckDB file (created if missing)")
+    merge.add_argument("out", help="the merged DuckDB file (created if missing), or a postgresql:// URL")
     merge.add_argument("sources", nargs="+", help="the database files to merge (only read)")
     merge.add_argument("--name", action="append", help="origin name per source, in order (default: file names)")
     merge.set_defaults(run=_merge)
@@ -269,6 +323,12 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--user-id", default="local", help="whose run it is (default: %(default)s)")
     evaluate.add_argument("--json", action="store_true", help="print the summary as JSON")
     evaluate.set_defaults(run=_eval)
+    workshop = sub.add_parser("workshop", help="a class on one PostgreSQL database: a role per student, each kept to their rows")
+    workshop.add_argument("--db", required=True, help="postgresql:// URL of a role that owns the tables (or may create them)")
+    workshop.add_argument("--students", default="", help="comma-separated user names (JupyterHub's), e.g. ada,bo")
+    workshop.add_argument("--teachers", default="", help="comma-separated user names who read across the class")
+    workshop.add_argument("--out", default="class.csv", help="where each person's URL is written, mode 600 (default: %(default)s)")
+    workshop.set_defaults(run=_workshop)
     doctor = sub.add_parser("doctor", help="check this machine can run the lab: packages, database, model, CDN, test tools")
     doctor.add_argument("--db", default="chats.duckdb", help="DuckDB file (default: chats.duckdb)")
     doctor.add_argument("--model", default=None, help="model name (default: offline mirror, or OpenAI with OPENAI_API_KEY)")

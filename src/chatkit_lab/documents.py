@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ChatLabError, NotSupportedError
+from .errors import ChatLabError
 from .store.database import Database
 from .store.items import utc_now
 
@@ -78,6 +78,7 @@ class Documents:
         self._indexed_generation = -1
         self._rows: list[tuple[str, str, int, str]] = []
         self._generation = 0
+        self._seen: Any = None  # (documents, newest added) when last indexed
 
     # -- adding ------------------------------------------------------------------------------
     def add(self, paths: str | Path | Iterable[str | Path]) -> Any:
@@ -105,9 +106,6 @@ class Documents:
         return self._run(self._add([(Path(filename), text)]))
 
     async def _add(self, texts: Sequence[tuple[Path, str]]) -> Any:
-        if self.db.dialect != "duckdb":
-            raise NotSupportedError("Documents are not available on PostgreSQL yet (their search uses DuckDB's vector functions); "
-                                    "add them to a lab on a DuckDB file.")
         ids = []
         for path, text in texts:
             digest = hashlib.sha256(text.encode()).hexdigest()
@@ -158,7 +156,7 @@ class Documents:
             return cur.execute(
                 f"""SELECT d.document_id, d.filename, d.path, d.chars, count(c.chunk_index) AS chunks, d.added_by, d.added_at
                     FROM documents d LEFT JOIN document_chunks c USING (document_id) {where}
-                    GROUP BY ALL ORDER BY d.added_at, d.filename""", [list(ids)] if ids is not None else []).df()
+                    GROUP BY d.document_id, d.filename, d.path, d.chars, d.added_by, d.added_at ORDER BY d.added_at, d.filename""", [list(ids)] if ids is not None else []).df()
 
     # -- searching ---------------------------------------------------------------------------
     def search(self, query: str, k: int = 5) -> list[Hit]:
@@ -186,15 +184,18 @@ class Documents:
         assert self.embedder is not None
         (vector,) = await self.embedder([query])
         async with self.db.acursor() as cur:
-            scored = []
-            for i, _ in candidates:
-                document_id, _, chunk_index, _ = rows[i]
-                row = cur.execute("SELECT list_cosine_similarity(embedding, ?::FLOAT[]) FROM document_chunks WHERE document_id = ? AND chunk_index = ?",
-                                  [vector, document_id, chunk_index]).fetchone()
-                scored.append((i, float(row[0]) if row and row[0] is not None else 0.0))
+            stored = {(d, n): e for d, n, e in cur.execute(
+                "SELECT document_id, chunk_index, embedding FROM document_chunks WHERE document_id IN (SELECT unnest(?::VARCHAR[]))",
+                [sorted({rows[i][0] for i, _ in candidates})]).fetchall()}
+        scored = [(i, _cosine(vector, stored.get((rows[i][0], rows[i][2])))) for i, _ in candidates]
         return sorted(scored, key=lambda pair: -pair[1])
 
     async def _bm25(self) -> tuple[Any, list[tuple[str, str, int, str]]]:
+        async with self.db.acursor() as cur:  # another kernel on the database may have added or removed some
+            seen = cur.execute("SELECT count(*), max(added_at) FROM documents").fetchone()
+        if seen != self._seen:
+            self._seen = seen
+            self._generation += 1
         if self._indexed_generation != self._generation:
             async with self.db.acursor() as cur:
                 rows = cur.execute("SELECT c.document_id, d.filename, c.chunk_index, c.text FROM document_chunks c JOIN documents d USING (document_id) "
@@ -253,3 +254,13 @@ def openai_embedder(client: Callable[[], Any], model: str = "text-embedding-3-sm
         return [list(d.embedding) for d in reply.data]
 
     return embed
+
+
+def _cosine(a: Sequence[float], b: Sequence[float] | None) -> float:
+    if b is None or len(b) == 0:
+        return 0.0
+    import numpy as np
+
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    norm = float(np.linalg.norm(x) * np.linalg.norm(y))
+    return float(x @ y / norm) if norm else 0.0

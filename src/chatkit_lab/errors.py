@@ -68,6 +68,13 @@ class DatabaseUnavailableError(StreamSentenceError):
     retryable = True
 
 
+class ForbiddenError(StreamSentenceError):
+    """The database refused this role the change (a workshop student writing what is not theirs)."""
+
+    status = 403
+    code = "forbidden"
+
+
 LAB_CLOSED = "This lab was closed (lab.close()): run the cell that creates it again."
 
 
@@ -95,7 +102,7 @@ class NotFoundError(ChatLabError, _ChatKitNotFound):
 _BY_CODE = {
     cls.code: cls
     for cls in (InvalidRequestError, NotSupportedError, AuthError, DatabaseBusyError, DatabaseUnavailableError, LabClosedError, ConfigurationError,
-                NotFoundError, ConflictError)
+                NotFoundError, ConflictError, ForbiddenError)
 }
 
 

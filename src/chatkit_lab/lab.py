@@ -19,7 +19,7 @@ from .auth.secrets import MIN_LENGTH, Secrets, install_log_redaction
 from .context import ContextInjection
 from .doctor import Report, diagnose
 from .documents import Documents, openai_embedder
-from .errors import ChatLabError, NotSupportedError
+from .errors import ChatLabError, ConfigurationError
 from .evals.compare import RunComparison
 from .evals.optimize import Optimization
 from .evals.report import EvalRun
@@ -29,7 +29,6 @@ from .models import Backend, openai_client, resolve_backend
 from .server import LabServer
 from .store import queries
 from .store.postgres_database import PostgresDatabase
-from .store.staging import staged
 from .transport.limits import Limits
 from .turn import Turn
 from .workflows import Workflow, versions
@@ -57,7 +56,8 @@ def _close_labs() -> None:
 
 
 class ChatLab:
-    """An in-kernel ChatKit server on a DuckDB file, with its own event loop thread.
+    """An in-kernel ChatKit server on a DuckDB file, or a PostgreSQL database shared by many
+    kernels and servers (``db="postgresql://user@host/db"``), with its own event loop thread.
 
     ``model``: None for the offline mirror model (or OpenAI when OPENAI_API_KEY is set), a model
     name, or any Agents SDK ``Model``. ``base_url``: an OpenAI-compatible server. ``agent``: your
@@ -128,6 +128,8 @@ class ChatLab:
         _LABS.add(self)
         try:
             self.runtime.open()
+            if isinstance(self.db, PostgresDatabase):
+                self._join_workshop()
             self._mcp.connect()
             if workflow is not None:
                 self.use_workflow(workflow)
@@ -135,6 +137,18 @@ class ChatLab:
             self.close()
             raise
         self.warmed = self.runtime.loop.submit(self.runtime.rehearse()) if warm else None
+
+    def _join_workshop(self) -> None:
+        """On a workshop database a student's role is their user id (the database keeps them to
+        its rows); a teacher may act as anyone."""
+        role, kind = self.db.membership()
+        if kind is None:
+            return
+        if self.user_id == "local":
+            self.user_id = role
+        elif kind == "student" and self.user_id != role:
+            raise ConfigurationError(f"This database's role {role!r} is a workshop student: it reads and writes only {role!r}'s rows, "
+                                     f"so the lab cannot act as {self.user_id!r}. Leave user_id out, or pass user_id={role!r}.")
 
     # -- what the lab is made of -----------------------------------------------------------
     @property
@@ -356,8 +370,9 @@ class ChatLab:
 
     # -- data ----------------------------------------------------------------------------
     def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None, *, polars: bool = False) -> Any:
-        """Run SQL on the lab's DuckDB file (its own cursor; safe while a reply streams). A pandas
-        DataFrame, or a polars one with ``polars=True``."""
+        """Run SQL on the lab's database (its own cursor; safe while a reply streams): DuckDB's SQL
+        on a file, PostgreSQL's on a URL (``?`` placeholders on both). A pandas DataFrame, or a
+        polars one with ``polars=True``."""
         self.runtime.flush()
         if polars:
             try:
@@ -427,17 +442,14 @@ class ChatLab:
         it back exactly); ``.parquet`` or ``.csv``: one table, ``items`` unless ``table`` names
         another. ``frame``: what a frame shows instead of a raw table (``"turns"`` writes
         ``turns_df()``: the text, the reply, the exchange, the lineage), in any of the formats.
-        Streams through DuckDB, so any size fits. Returns the rows written per table or frame."""
+        Streams through DuckDB (from PostgreSQL, staged batch by batch in a temporary DuckDB file),
+        so any size fits. Returns the rows written per table or frame."""
         self.runtime.flush()
         user = self._user(all_users)
         if frame is not None and table is not None:
             raise ChatLabError("Export a table or a frame, not both: lab.export(path, 'turns') or lab.export(path, frame='turns').")
         if isinstance(self.db, PostgresDatabase):  # staged in a temporary DuckDB file, batch by batch, then the same export
-            if table is not None and table not in logs.TABLES:
-                raise ChatLabError(f"There is no table {table!r} to export; choose one of {', '.join(logs.TABLES)}.")
-            one = frame is None and (table is not None or logs.format_of(path) != "json")
-            with staged(self.db, [table or "items"] if one else logs.TABLES, user) as cur:
-                return logs.export(cur, path, table=table) if frame is None else logs.export_query(cur, path, f"{frame}_df", *queries.frame(frame, None))
+            return logs.export_postgres(self.db, path, table=table, frame=frame, user_id=user)
         with self.db.cursor(invalidate=False) as cur:
             if frame is None:
                 return logs.export(cur, path, table=table, user_id=user)
@@ -448,15 +460,13 @@ class ChatLab:
         Rows already here are kept; returns the rows added per table."""
         self.runtime.flush()
         if isinstance(self.db, PostgresDatabase):
-            raise NotSupportedError("Importing into PostgreSQL is not available yet; import into a DuckDB file (chatkit-lab import --db lab.duckdb).")
+            self.documents.changed()
+            return logs.import_postgres(self.db, path)
         with self.db.cursor() as cur:
             return logs.import_jsonl(cur, path)
 
     # -- evals -----------------------------------------------------------------------------
     def _evals(self) -> Evaluations:
-        if isinstance(self.db, PostgresDatabase):
-            raise NotSupportedError("Evals are not available on PostgreSQL yet: their runs are written with DuckDB's bulk inserts. "
-                                    "Run them on a DuckDB file, e.g. ChatLab('evals.duckdb', agent=lab.agent).")
         return Evaluations(self.runtime, self.backend, self._chat_workflow, lambda: self.user_id)
 
     async def evaluate(self, dataset: Any, *, graders: Sequence[Any], target: Any = None, name: str | None = None, concurrency: int = 16,

@@ -16,10 +16,13 @@ from typing import Any
 import duckdb
 
 from .errors import ChatLabError
+from .store import queries
 from .store.database import Database, is_lock_conflict
 from .store.items import utc_now
+from .store.postgres_database import PostgresDatabase
 from .store.queries import user_scope
 from .store.schema import MIGRATIONS, RENAMED_IDS, migrate
+from .store.staging import push, scratch, staged
 from .store.transaction import in_transaction
 
 TABLES = ("threads", "items", "attachments", "turns", "feedback", "traces", "spans", "model_inputs", "input_items", "lineage", "origins",
@@ -244,6 +247,44 @@ def _merge_one(cur: duckdb.DuckDBPyConnection, source: Path, origin: str, shown:
     finally:
         cur.execute("DETACH src")
     return counts
+
+
+# -- on PostgreSQL: through a staging DuckDB file ---------------------------------------------
+def export_postgres(db: PostgresDatabase, path: str | Path, *, table: str | None = None, frame: str | None = None,
+                    user_id: str | None = None) -> dict[str, int]:
+    """``export`` (or ``export_query`` of a frame) of a PostgreSQL database: the rows are staged
+    batch by batch in a temporary DuckDB file, then written by the same ``COPY``."""
+    if table is not None and table not in TABLES:
+        raise ChatLabError(f"There is no table {table!r} to export; choose one of {', '.join(TABLES)}.")
+    one = frame is None and (table is not None or format_of(path) != "json")
+    with staged(db, [table or "items"] if one else TABLES, user_id) as cur:
+        if frame is None:
+            return export(cur, path, table=table)
+        return export_query(cur, path, f"{frame}_df", *queries.frame(frame, None))
+
+
+def import_postgres(db: PostgresDatabase, path: str | Path) -> dict[str, int]:
+    """``import_jsonl`` into a PostgreSQL database, all or nothing: read (and checked) by DuckDB
+    into a temporary file, then added there; rows already there are kept."""
+    with scratch() as staging, duckdb.connect(str(staging)) as cur:
+        migrate(cur)
+        found = import_jsonl(cur, path)
+        return push(cur, db, {t: ORDER[t] for t in TABLES if found.get(t)})
+
+
+def merge_postgres(db: PostgresDatabase, sources: Sequence[str | Path], *, names: Sequence[str] | None = None) -> dict[str, dict[str, int]]:
+    """``merge`` into a PostgreSQL database: each source merged into a temporary DuckDB file
+    (recording its threads' origin), then added there. Returns the rows added per source and table."""
+    if names is not None and len(names) != len(sources):
+        raise ChatLabError("Give one name per source file (or none: the file names are used).")
+    summary: dict[str, dict[str, int]] = {}
+    for i, source in enumerate(sources):
+        origin = names[i] if names else Path(source).stem
+        with scratch() as staging:
+            merge(staging, [source], names=[origin])
+            with duckdb.connect(str(staging), read_only=True) as cur:
+                summary[origin] = push(cur, db, {t: ORDER[t] for t in TABLES})
+    return summary
 
 
 # -- plots ----------------------------------------------------------------------------------

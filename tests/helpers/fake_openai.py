@@ -2,15 +2,17 @@
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class FakeOpenAI:
     """Replies ``echo: <text>``, calls ``get_weather`` for "call get_weather <city>", and reports
-    a tool's result. Every request body is kept in ``requests``."""
+    a tool's result. Every request body is kept in ``requests``; ``delay``: each call waits that long."""
 
-    def __init__(self) -> None:
+    def __init__(self, delay: float = 0.0) -> None:
         self.requests: list[dict] = []
+        self.delay = delay  # seconds each call waits before its first chunk, as a provider does
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -23,6 +25,8 @@ class FakeOpenAI:
                 if self.path != "/v1/chat/completions":
                     self.send_error(404)
                     return
+                if fake.delay:
+                    time.sleep(fake.delay)
                 self.send_response(200)
                 self.send_header("content-type", "text/event-stream")
                 self.end_headers()

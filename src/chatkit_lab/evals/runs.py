@@ -31,6 +31,8 @@ from chatkit.types import (
 
 from ..context import RequestContext
 from ..errors import ChatLabError
+from ..store.bulk import insert_frame, update_from_frame
+from ..store.items import utc_now
 from ..store.memory import MemoryStore
 from ..turn import Turn
 from .datasets import Dataset, content_hash
@@ -38,11 +40,12 @@ from .graders import Graded, agrade, cost_of, load_grader
 from .samples import recorded_samples
 
 log = logging.getLogger("chatkit_lab")
-NOW = "make_timestamp(epoch_us(now()))"
 BATCH = 64  # answered items written together
 GRADE_CHUNK = 256  # items graded together
 ANSWER_COLUMNS = ["item_index", "item_hash", "thread_id", "status", "output_text", "latency_ms", "error"]
 FACTS = ("turn_id", "trace_id", "model", "input_tokens", "output_tokens", "latency_ms")  # what grading adds to an item's row
+ITEM_COLUMNS = ("item_index, item_hash, thread_id, turn_id, trace_id, status, output_text, latency_ms, model, input_tokens, output_tokens, "
+                "cost_usd, error, created_at")  # eval_items' columns but run_id
 
 
 @dataclass
@@ -59,14 +62,13 @@ class Target:
 def store_dataset(cur: Any, dataset: Dataset, redact: Callable[[str], str] = str) -> None:
     """The dataset under its content hash, its items through ``redact`` (the lab's secrets and PII
     masks: what the lab would not store from a chat, it does not store from a dataset either)."""
-    if cur.execute("SELECT 1 FROM eval_datasets WHERE dataset_hash = ?", [dataset.hash]).fetchone():
+    # ON CONFLICT, not a look first: in a workshop database another student's copy is there but not visible.
+    if cur.execute("INSERT INTO eval_datasets VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING dataset_hash",
+                   [dataset.hash, dataset.name, dataset.source, len(dataset), utc_now()]).fetchone() is None:
         return
-    cur.execute(f"INSERT INTO eval_datasets VALUES (?, ?, ?, ?, {NOW})", [dataset.hash, dataset.name, dataset.source, len(dataset)])
-    items = pd.DataFrame({"dataset_hash": dataset.hash, "item_index": range(len(dataset)),
-                          "item": [redact(json.dumps(item, sort_keys=True, default=str)) for item in dataset.items]})
-    cur.register("dataset_items", items)
-    cur.execute("INSERT INTO eval_dataset_items SELECT dataset_hash, item_index, item FROM dataset_items")
-    cur.unregister("dataset_items")
+    insert_frame(cur, "eval_dataset_items", pd.DataFrame({
+        "dataset_hash": dataset.hash, "item_index": range(len(dataset)),
+        "item": [redact(json.dumps(item, sort_keys=True, default=str)) for item in dataset.items]}))
 
 
 def new_run(cur: Any, dataset: Dataset, target: Target, graders: Sequence[Any], *, name: str | None, user_id: str, concurrency: int,
@@ -80,11 +82,11 @@ def new_run(cur: Any, dataset: Dataset, target: Target, graders: Sequence[Any], 
     for n, item in enumerate(dataset.items):
         if target.server is not None and item.get("conversation") is not None:
             conversation_of(item, n)  # a clear error before anything is stored
-    store_dataset(cur, dataset, redact)
     run_id = f"evalrun_{uuid.uuid4().hex[:12]}"
-    cur.execute(f"INSERT INTO eval_runs VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, {NOW}, NULL)", [
+    cur.execute("INSERT INTO eval_runs VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, NULL)", [
         run_id, name or f"{dataset.name} × {target.description.get('label', 'lab')}", kind, dataset.hash, json.dumps(target.description),
-        json.dumps([c.model_dump(mode="json", exclude_none=True) for c in configs]), user_id, concurrency, parent])
+        json.dumps([c.model_dump(mode="json", exclude_none=True) for c in configs]), user_id, concurrency, parent, utc_now()])
+    store_dataset(cur, dataset, redact)  # after the run that names it: a workshop student may only see datasets of their runs
     return run_id
 
 
@@ -108,11 +110,11 @@ async def answer_all(runtime: Any, run_id: str, dataset: Dataset, target: Target
             ids = list(staged) if everything else [r["thread_id"] for r in rows if r["thread_id"] in staged]
             await runtime.store.add_threads([target.staged.take_thread(t) for t in ids])
         if rows:
+            frame = pd.DataFrame(rows, columns=ANSWER_COLUMNS).astype({"latency_ms": "Float64"})
+            frame.insert(0, "run_id", run_id)
+            frame["created_at"] = utc_now()
             async with runtime.db.acursor() as cur:
-                cur.register("answered", pd.DataFrame(rows, columns=ANSWER_COLUMNS).astype({"latency_ms": "Float64"}))
-                cur.execute(f"INSERT INTO eval_items (run_id, {', '.join(ANSWER_COLUMNS)}, created_at) "
-                            f"SELECT ?, {', '.join(ANSWER_COLUMNS)}, {NOW} FROM answered", [run_id])
-                cur.unregister("answered")
+                insert_frame(cur, "eval_items", frame)
 
     async def worker() -> None:
         for index, item in todo:
@@ -193,7 +195,7 @@ async def grade_all(runtime: Any, run_id: str, dataset: Dataset, graders: Sequen
     for start in range(0, len(pending), GRADE_CHUNK):
         await _grade_chunk(runtime, run_id, dataset, configs, user_id, pending[start : start + GRADE_CHUNK], judge, prices, concurrency)
     async with runtime.db.acursor() as cur:
-        cur.execute(f"UPDATE eval_runs SET status = 'completed', finished_at = {NOW} WHERE run_id = ?", [run_id])
+        cur.execute("UPDATE eval_runs SET status = 'completed', finished_at = ? WHERE run_id = ?", [utc_now(), run_id])
 
 
 async def _grade_chunk(runtime: Any, run_id: str, dataset: Dataset, configs: list[Any], user_id: str, pending: list[Any], judge: Any,
@@ -221,14 +223,12 @@ async def _grade_chunk(runtime: Any, run_id: str, dataset: Dataset, configs: lis
                                 for (index, *_), graded in zip(pending, results, strict=True) for g in graded],
                                columns=["run_id", "item_index", "grader_name", "grader_type", "score", "passed", "error", "info"])
     async with runtime.db.transaction() as cur:  # one statement per table, not one per item (each costs DuckDB a millisecond or more)
-        cur.register("facts", facts.astype({"input_tokens": "Int64", "output_tokens": "Int64", "latency_ms": "Float64", "cost_usd": "Float64"}))
-        cur.register("graded", graded_rows)
-        cur.execute("UPDATE eval_items i SET turn_id = f.turn_id, trace_id = f.trace_id, model = f.model, input_tokens = f.input_tokens, "
-                    "output_tokens = f.output_tokens, cost_usd = f.cost_usd, latency_ms = coalesce(f.latency_ms, i.latency_ms) "
-                    "FROM facts f WHERE i.run_id = ? AND i.item_index = f.item_index", [run_id])
-        cur.execute("INSERT INTO eval_results SELECT run_id, item_index, grader_name, grader_type, score, passed, error, info FROM graded")
-        cur.unregister("facts")
-        cur.unregister("graded")
+        update_from_frame(
+            cur, "eval_items", facts.astype({"input_tokens": "Int64", "output_tokens": "Int64", "latency_ms": "Float64", "cost_usd": "Float64"}),
+            "turn_id = f.turn_id::VARCHAR, trace_id = f.trace_id::VARCHAR, model = f.model::VARCHAR, input_tokens = f.input_tokens::BIGINT, "
+            "output_tokens = f.output_tokens::BIGINT, cost_usd = f.cost_usd::FLOAT8, latency_ms = coalesce(f.latency_ms::FLOAT8, t.latency_ms)",
+            "t.run_id = ? AND t.item_index = f.item_index::INTEGER", [run_id])
+        insert_frame(cur, "eval_results", graded_rows)
 
 
 def _facts(index: int, sample: dict[str, Any] | None, prices: dict[str, tuple[float, float]] | None) -> dict[str, Any]:
@@ -278,4 +278,4 @@ def stored_run(cur: Any, run_id: str, user_id: str) -> tuple[Dataset, list[Any],
 
 def copy_answers(cur: Any, source: str, run_id: str) -> None:
     """A rescore's items: the source run's answers (same threads), to be graded again."""
-    cur.execute("INSERT INTO eval_items SELECT ? AS run_id, * EXCLUDE (run_id) FROM eval_items WHERE run_id = ?", [run_id, source])
+    cur.execute(f"INSERT INTO eval_items (run_id, {ITEM_COLUMNS}) SELECT ?, {ITEM_COLUMNS} FROM eval_items WHERE run_id = ?", [run_id, source])

@@ -30,10 +30,12 @@ def recorded_samples(cur: Any, thread_ids: list[str], user_id: str | None = None
     """``recorded_sample`` of many threads in four queries (a run grades a thousand at once); a
     thread with no recorded turn (or not ``user_id``'s) is left out."""
     sql, params = queries.turns(user_id, thread_ids)
-    found = cur.execute(f"SELECT * FROM ({sql}) QUALIFY row_number() OVER (PARTITION BY thread_id ORDER BY exchange DESC NULLS LAST, started_at DESC) = 1",
-                        params)
+    found = cur.execute(f"SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY thread_id ORDER BY exchange DESC NULLS LAST, started_at DESC) "
+                        f"AS newest FROM ({sql}) t) n WHERE newest = 1", params)
     names = [column[0] for column in found.description]
     rows = [dict(zip(names, values, strict=True)) for values in found.fetchall()]
+    for row in rows:
+        del row["newest"]
     steps = _trajectories(cur, rows)
     return {row["thread_id"]: _sample(row, *steps[row["thread_id"]]) for row in rows}
 
@@ -66,7 +68,7 @@ def _trajectories(cur: Any, rows: list[dict[str, Any]]) -> dict[str, Steps]:
     timed: dict[str, list[tuple[datetime, dict[str, Any]]]] = {}
     outputs: dict[str, dict[str, Any]] = {}
     for trace_id, kind, name, started, duration, data in cur.execute(
-        "SELECT trace_id, span_type, name, started_at, duration_ms, data FROM spans WHERE trace_id IN (SELECT unnest($ids)) "
+        "SELECT trace_id, span_type, name, started_at, duration_ms, data FROM spans WHERE trace_id IN (SELECT unnest($ids::VARCHAR[])) "
         "ORDER BY trace_id, started_at, span_id", {"ids": trace_ids}).fetchall():
         step = _span_step(kind, name, json.loads(data) if data else {}, duration)
         if step is not None:
@@ -74,13 +76,13 @@ def _trajectories(cur: Any, rows: list[dict[str, Any]]) -> dict[str, Steps]:
     by_turn: dict[str, list[tuple[datetime, dict[str, Any]]]] = {}
     for turn_id, node_id, node_type, name, started, duration, status, edge, output in cur.execute(
         "SELECT turn_id, node_id, node_type, name, started_at, duration_ms, status, edge, output FROM workflow_nodes "
-        "WHERE turn_id IN (SELECT unnest($ids)) ORDER BY turn_id, node_index", {"ids": turn_ids}).fetchall():
+        "WHERE turn_id IN (SELECT unnest($ids::VARCHAR[])) ORDER BY turn_id, node_index", {"ids": turn_ids}).fetchall():
         outputs.setdefault(turn_id, {})[node_id] = json.loads(output) if output else None  # a node run twice (a loop) shows its last output
         by_turn.setdefault(turn_id, []).append((started, {"type": "node", "id": node_id, "name": name, "node_type": node_type,
                                                           "status": status, "edge": edge, "duration_ms": duration}))
     for turn_id, stage, check, triggered, failed, confidence, created in cur.execute(
         "SELECT turn_id, stage, check_name, triggered, execution_failed, confidence, created_at FROM guardrail_results "
-        "WHERE turn_id IN (SELECT unnest($ids)) ORDER BY turn_id, created_at, check_index", {"ids": turn_ids}).fetchall():
+        "WHERE turn_id IN (SELECT unnest($ids::VARCHAR[])) ORDER BY turn_id, created_at, check_index", {"ids": turn_ids}).fetchall():
         by_turn.setdefault(turn_id, []).append((created, {"type": "guardrail", "name": check, "stage": stage, "triggered": triggered,
                                                           "execution_failed": failed, "confidence": confidence}))
     result: dict[str, Steps] = {}

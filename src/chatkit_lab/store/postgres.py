@@ -38,7 +38,7 @@ from .items import (
     new_id,
     page_of,
 )
-from .postgres_database import unavailable
+from .postgres_database import refused, unavailable
 from .postgres_schema import migrate
 from .rows import stored_json
 
@@ -124,6 +124,8 @@ class PostgresStore(Store[Any], AttachmentStore[Any]):
                 return await (cur.fetchone() if one else cur.fetchall())
         except (psycopg.OperationalError, OSError) as exc:  # the server went away: the pool reconnects for the next request
             raise unavailable(self.dsn, exc) from None
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise refused(exc) from None
 
     async def _script(self, steps: list[tuple[str, Any]]) -> list[Any]:
         """Statements in one transaction; each one's rows (or row count)."""
@@ -141,6 +143,8 @@ class PostgresStore(Store[Any], AttachmentStore[Any]):
                     results.append(await cur.fetchall() if cur.description is not None else cur.rowcount)
         except (psycopg.OperationalError, OSError) as exc:
             raise unavailable(self.dsn, exc) from None
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise refused(exc) from None
         return results
 
     def close(self) -> None:

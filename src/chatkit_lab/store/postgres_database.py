@@ -17,12 +17,15 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
-from ..errors import DatabaseUnavailableError, NotSupportedError
+from ..errors import DatabaseUnavailableError, ForbiddenError, NotSupportedError
 from .postgres_schema import migrate_sync
 
 # The connection this task holds, per database (pairs: a ContextVar default must not be mutable).
 _HELD: contextvars.ContextVar[tuple[tuple[int, PgCursor], ...]] = contextvars.ContextVar("chatkit_lab_pg_held", default=())
 _IN_TRANSACTION: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar("chatkit_lab_pg_transaction", default=frozenset())
+
+
+STUDENTS, TEACHERS = "chatkit_lab_students", "chatkit_lab_teachers"  # a workshop's groups (store/workshop.py)
 
 
 def is_postgres_url(db: object) -> bool:
@@ -85,11 +88,26 @@ class PgCursor:
             self._cur = self._con.execute(to_psycopg(sql, params), params)
         except psycopg.OperationalError as exc:  # the server went away: the pool replaces the connection
             raise unavailable(self._dsn, exc) from None
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise refused(exc) from None
         return self
 
-    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        with self._con.cursor() as cur:
-            cur.executemany(to_psycopg(sql, rows[0] if rows else []), rows)
+    def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> PgCursor:
+        """DuckDB's relation call, as far as the lab uses it: run now, then ``.pl()`` or ``.df()``."""
+        return self.execute(query, params)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        """One statement for many rows (pipelined); returns the rows it affected."""
+        import psycopg
+
+        try:
+            with self._con.cursor() as cur:
+                cur.executemany(to_psycopg(sql, rows[0] if rows else []), rows)
+                return int(cur.rowcount)
+        except psycopg.OperationalError as exc:
+            raise unavailable(self._dsn, exc) from None
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise refused(exc) from None
 
     def batches(self, sql: str, params: Any, size: int) -> Iterator[Any]:
         """The rows of ``sql`` as DataFrames of up to ``size`` rows, from a server-side cursor:
@@ -152,6 +170,13 @@ def unavailable(dsn: str, exc: Exception) -> DatabaseUnavailableError:
     """One sentence for a database that cannot be used: what is wrong and what to do."""
     what, todo = problem(dsn, exc)
     return DatabaseUnavailableError(f"{what}. {todo[0].upper() + todo[1:]}.")
+
+
+def refused(exc: Exception) -> ForbiddenError:
+    """A change this role may not make, as a sentence (row-level security of a workshop database)."""
+    text = str(exc).strip().splitlines()[0]
+    return ForbiddenError(f"The database refused it: {text}. In a workshop database a student's role writes only their own rows; "
+                          "publishing workflows and adding course documents are for teachers.")
 
 
 def _text_json(con: Any) -> None:
@@ -258,6 +283,15 @@ class PostgresDatabase:
                 cur.execute("COMMIT")
             finally:
                 _IN_TRANSACTION.reset(token)
+
+    def membership(self) -> tuple[str, str | None]:
+        """This URL's role, and ``"student"`` or ``"teacher"`` when it is one of a workshop
+        (``chatkit-lab workshop``: a member of its students' or teachers' group)."""
+        with self.cursor() as cur:
+            role = cur.execute("SELECT current_user::text").fetchone()[0]
+            groups = {g for (g,) in cur.execute("SELECT rolname::text FROM pg_roles WHERE rolname IN (?, ?) AND pg_has_role(current_user, oid, 'MEMBER')",
+                                                [STUDENTS, TEACHERS]).fetchall()}
+        return role, "teacher" if TEACHERS in groups else ("student" if STUDENTS in groups else None)
 
     @property
     def is_open(self) -> bool:

@@ -21,7 +21,7 @@ def scope(user_id: str | None, thread_id: str | list[str] | None = None, alias: 
         where.append(f"{alias}user_id = $user")
         params["user"] = user_id
     if isinstance(thread_id, list):
-        where.append(f"{alias}thread_id IN (SELECT unnest($thread))")
+        where.append(f"{alias}thread_id IN (SELECT unnest($thread::VARCHAR[]))")
         params["thread"] = thread_id
     elif thread_id is not None:
         where.append(f"{alias}thread_id = $thread")

@@ -125,10 +125,10 @@ def test_a_postgresql_url_is_checked_for_reach_and_migrations(postgres_cluster, 
     from .conftest import run
 
     fresh = diagnose(postgres_dsn, OFFLINE, cdn_url="http://127.0.0.1:9/x", timeout=1)
-    assert fresh.ok and "reachable, 0 of 2 migrations; m001_threads_items_attachments_feedback, m002_log_tables are applied on first use" in line(fresh, "database")
+    assert fresh.ok and "reachable, 0 of 3 migrations; m001_threads_items_attachments_feedback, m002_log_tables, m003_rate_hits are applied on first use" in line(fresh, "database")
     store = PostgresStore(postgres_dsn)
     run(store.open())
     store.close()
-    assert "reachable, 2 of 2 migrations" in line(diagnose(postgres_dsn, OFFLINE, cdn_url="http://127.0.0.1:9/x", timeout=1), "database")
+    assert "reachable, 3 of 3 migrations" in line(diagnose(postgres_dsn, OFFLINE, cdn_url="http://127.0.0.1:9/x", timeout=1), "database")
     gone = diagnose(f"postgresql://postgres@127.0.0.1:{postgres_cluster.port}/nowhere", OFFLINE, cdn_url="http://127.0.0.1:9/x", timeout=1)
     assert not gone.ok and line(gone, "database").endswith('does not exist — create it (createdb) or name another database in the URL')

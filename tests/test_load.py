@@ -127,3 +127,23 @@ def test_more_than_one_worker_on_a_duckdb_file_is_refused_with_a_sentence_naming
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "needs a PostgreSQL database" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "one.duckdb").exists()
+
+
+def test_two_workers_count_one_rate_limit_for_a_user_however_their_connections_are_spread(postgres_dsn, issuer):
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "chatkit_lab.cli", "serve", "--db", postgres_dsn, "--port", str(port), "--workers", "2",
+                               "--jwks-url", issuer.url, "--issuer", issuer.issuer, "--audience", issuer.audience, "--rate-limit", "3/minute"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ann, bob = ({"Authorization": f"Bearer {issuer.issue(name)}"} for name in ("ann", "bob"))
+    body = {"type": "threads.list", "params": {"limit": 5}}
+    try:
+        assert "with 2 workers" in server.stdout.readline(), server.stderr.read()
+        url = f"http://127.0.0.1:{port}/chatkit"
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:  # a new connection each: the kernel spreads them over both workers
+            statuses = list(pool.map(lambda _: httpx.post(url, json=body, headers=ann, timeout=30).status_code, range(8)))
+        assert sorted(statuses) == [200] * 3 + [429] * 5  # each worker counting alone would let up to 6 through
+        assert httpx.post(url, json=body, headers=bob, timeout=30).status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=30).json()["rate_limit"] == "3 per 1 minute per user (shared by every server on the database)"
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(60) == 0

@@ -99,6 +99,7 @@ def test_the_postgresql_schema_has_the_duckdb_files_tables_and_columns_in_order(
     import psycopg
 
     from chatkit_lab.store.postgres_database import PostgresDatabase
+    from chatkit_lab.store.postgres_schema import ONLY_HERE
     from chatkit_lab.store.schema import migrate
 
     con = duckdb.connect()
@@ -111,8 +112,17 @@ def test_the_postgresql_schema_has_the_duckdb_files_tables_and_columns_in_order(
     db.close()
     with psycopg.connect(postgres_dsn) as pg:
         got = pg.execute("SELECT table_name::text, array_agg(column_name::text ORDER BY ordinal_position) FROM information_schema.columns "
-                         "WHERE table_schema = 'public' AND table_name <> '_migrations' GROUP BY 1 ORDER BY 1").fetchall()
+                         "WHERE table_schema = 'public' AND table_name <> '_migrations' AND NOT table_name = ANY(%s) GROUP BY 1 ORDER BY 1",
+                         [list(ONLY_HERE)]).fetchall()
     assert [(t, list(c)) for t, c in got] == [(t, list(c)) for t, c in want]
+
+
+def test_a_shown_url_has_no_user_password_or_options():
+    from chatkit_lab.store.postgres_database import where_of
+
+    assert where_of("postgresql://ada:p@ss@db.example:5432/class?sslmode=require&password=x") == "postgresql://db.example:5432/class"
+    assert where_of("postgres://db/lab?password=secret") == "postgresql://db/lab"
+    assert where_of("/tmp/chats.duckdb") == "/tmp/chats.duckdb"
 
 
 def test_duckdb_placeholders_become_psycopgs_outside_quotes_and_comments():

@@ -144,7 +144,7 @@ def _database(path: Path, in_use: bool) -> Check:
 
 
 def _postgres(dsn: str, timeout: float) -> Check:
-    from .store.postgres_database import problem
+    from .store.postgres_database import problem, where_of
     from .store.postgres_schema import MIGRATIONS as PG_MIGRATIONS
 
     try:
@@ -159,7 +159,7 @@ def _postgres(dsn: str, timeout: float) -> Check:
                 found = set()
     except (psycopg.Error, OSError) as exc:
         return Check("database", False, *problem(dsn, exc))
-    where = dsn.split("@")[-1]
+    where = where_of(dsn).removeprefix("postgresql://")
     pending = [name for name, _ in PG_MIGRATIONS if name not in found]
     done = len(PG_MIGRATIONS) - len(pending)
     return Check("database", True, f"PostgreSQL at {where}: reachable, {done} of {len(PG_MIGRATIONS)} migrations"

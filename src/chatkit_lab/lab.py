@@ -460,7 +460,6 @@ class ChatLab:
         Rows already here are kept; returns the rows added per table."""
         self.runtime.flush()
         if isinstance(self.db, PostgresDatabase):
-            self.documents.changed()
             return logs.import_postgres(self.db, path)
         with self.db.cursor() as cur:
             return logs.import_jsonl(cur, path)
@@ -583,10 +582,12 @@ class ChatLab:
         ``sock``: a listening socket to accept on instead of binding ``host:port`` (how the
         workers of ``chatkit-lab serve --workers N`` share one port)."""
         from .transport.http import LOOPBACK, create_app
+        from .transport.shared_window import SharedWindow
 
         hosts = allowed_hosts if allowed_hosts is not None else [*LOOPBACK, host]
+        shared = SharedWindow(self.db) if isinstance(self.db, PostgresDatabase) else None  # every process on the database counts together
         app = create_app(self.server, auth=self.auth, backend=self.backend.description, limits=self.runtime.limits,
-                         allowed_hosts=hosts, allowed_origins=allowed_origins)
+                         allowed_hosts=hosts, allowed_origins=allowed_origins, shared_window=shared)
         return self.runtime.serve_app(app, host, port, sock)
 
     def stop_serving(self) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import DatabaseUnavailableError, ForbiddenError, NotSupportedError
 from .postgres_schema import migrate_sync
+from .transaction import in_transaction
 
 # The connection this task holds, per database (pairs: a ContextVar default must not be mutable).
 _HELD: contextvars.ContextVar[tuple[tuple[int, PgCursor], ...]] = contextvars.ContextVar("chatkit_lab_pg_held", default=())
@@ -33,8 +34,12 @@ def is_postgres_url(db: object) -> bool:
 
 
 def where_of(dsn: str) -> str:
-    """The URL without its user and password: what may be shown and logged."""
-    return "postgresql://" + dsn.split("@")[-1] if "@" in dsn else dsn
+    """The URL without its user, password and options (``?password=`` too): what may be shown and
+    logged. A file's path is shown as it is."""
+    if not is_postgres_url(dsn):
+        return dsn
+    rest = dsn.split("://", 1)[-1].split("?", 1)[0]
+    return "postgresql://" + rest.rsplit("@", 1)[-1]
 
 
 def to_psycopg(sql: str, params: Any) -> str:
@@ -151,7 +156,7 @@ class PgCursor:
 def problem(dsn: str, exc: Exception) -> tuple[str, str]:
     """What is wrong with a database that cannot be used, and what to do (never with the password)."""
     text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-    where = dsn.split("@")[-1]
+    where = where_of(dsn).removeprefix("postgresql://")
     lowered = text.lower()
     if "does not exist" in lowered and "database" in lowered:
         todo = "create it (createdb) or name another database in the URL"
@@ -271,16 +276,8 @@ class PostgresDatabase:
                 return
             token = _IN_TRANSACTION.set(_IN_TRANSACTION.get() | {id(self)})
             try:
-                cur.execute("BEGIN")
-                try:
+                with in_transaction(cur):
                     yield cur
-                except BaseException:
-                    try:
-                        cur.execute("ROLLBACK")
-                    except DatabaseUnavailableError:
-                        pass  # the connection is gone, and its transaction with it: the first error says why
-                    raise
-                cur.execute("COMMIT")
             finally:
                 _IN_TRANSACTION.reset(token)
 

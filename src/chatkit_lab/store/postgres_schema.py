@@ -102,7 +102,13 @@ MIGRATIONS: list[tuple[str, str]] = [
             pass_rate_after DOUBLE PRECISION NOT NULL, score_before DOUBLE PRECISION NOT NULL, score_after DOUBLE PRECISION NOT NULL,
             kept BOOLEAN NOT NULL, user_id TEXT NOT NULL, created_at TIMESTAMP NOT NULL);
     """),
+    # PostgreSQL's own (a DuckDB file is served by one process): the rate window every worker counts in.
+    ("m003_rate_hits", """
+        CREATE TABLE rate_hits (key TEXT NOT NULL, at TIMESTAMPTZ NOT NULL);
+        CREATE INDEX rate_hits_by_key ON rate_hits (key, at);
+    """),
 ]
+ONLY_HERE = ("rate_hits",)  # tables a DuckDB file does not have
 LOCK = 7_215_401  # pg_advisory_xact_lock key: "chatkit-lab migrates"
 HOT_TABLES = ("threads", "items", "attachments", "feedback", "turns", "spans", "traces", "model_inputs", "input_items")
 _BOOKKEEPING = "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TIMESTAMP NOT NULL DEFAULT (now() AT TIME ZONE 'UTC'))"

@@ -42,8 +42,8 @@ def staged(db: PostgresDatabase, tables: Sequence[str], user_id: str | None, *, 
         con = duckdb.connect(str(path))
         try:
             migrate(con)
-            with db.cursor(invalidate=False) as pg:
-                for table in tables:
+            with db.cursor(invalidate=False) as pg, in_transaction(pg, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"):
+                for table in tables:  # one snapshot for every table: no item without its thread, whoever writes meanwhile
                     where = user_scope(table, "postgres") if user_id is not None else "true"
                     params = {"user": user_id} if "$user" in where else None
                     names = ", ".join(f'"{c}"' for c in _columns(con, table))

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+log = logging.getLogger(__name__)
+
 
 @contextmanager
-def in_transaction(cur: Any) -> Iterator[Any]:
+def in_transaction(cur: Any, begin: str = "BEGIN TRANSACTION") -> Iterator[Any]:
     """``BEGIN`` … ``COMMIT`` on ``cur``, ``ROLLBACK`` on any error: the one transaction block,
-    for synchronous cursors (scripts, the CLI, migrations) and ``Database.transaction``."""
-    cur.execute("BEGIN TRANSACTION")
+    for synchronous cursors (scripts, the CLI, migrations) and ``Database.transaction``.
+    ``begin``: another start (PostgreSQL's ``BEGIN ISOLATION LEVEL ...``)."""
+    cur.execute(begin)
     try:
         yield cur
     except BaseException:
-        cur.execute("ROLLBACK")
+        try:
+            cur.execute("ROLLBACK")
+        except Exception:  # a connection that broke took its transaction with it: the first error says why
+            log.debug("ROLLBACK failed", exc_info=True)
         raise
     cur.execute("COMMIT")

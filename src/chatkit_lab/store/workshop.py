@@ -35,6 +35,7 @@ READ: dict[str, str] = {
     # The class's own: course documents and published workflows everyone uses.
     "documents": "true", "document_chunks": "true",
     "workflow_definitions": "true", "workflow_versions": "true", "workflow_defaults": "true",
+    "rate_hits": "false",  # the servers', counted as the owner
 }
 # What a student may write, where it is not "what they may read": shared content by hash is
 # written by whoever meets it first; publishing a workflow and course documents are the teachers'.

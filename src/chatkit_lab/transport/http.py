@@ -26,9 +26,10 @@ from starlette.routing import Route
 from .._version import __version__
 from ..auth.jwt import Authenticator, Identity
 from ..context import RequestContext, build_context
-from ..errors import AuthError
+from ..errors import AuthError, DatabaseUnavailableError
 from .limits import Limits, MiB
 from .requests import error_body, handle_request
+from .shared_window import SharedWindow
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -38,28 +39,41 @@ def _error(status: int, code: str, message: str) -> Response:
 
 
 class Throttle:
-    """Per-user rate limits (a moving window in this process's memory): over one, a 429 with
-    ``Retry-After`` and a sentence; nothing of the request is read or written."""
+    """Per-user rate limits (a moving window in this process's memory, or ``shared`` by every
+    process on one PostgreSQL database): over one, a 429 with ``Retry-After`` and a sentence;
+    nothing of the request is read or written."""
 
-    def __init__(self, rates: list[Any]) -> None:
+    def __init__(self, rates: list[Any], shared: SharedWindow | None = None) -> None:
         from limits import storage, strategies
 
-        self.rates = rates
-        self.window = strategies.MovingWindowRateLimiter(storage.MemoryStorage()) if rates else None
+        self.rates, self.shared = rates, shared
+        self.window = strategies.MovingWindowRateLimiter(storage.MemoryStorage()) if rates and shared is None else None
+
+    def _wait(self, rate: Any, user_id: str) -> float | None:
+        """None when the hit is allowed, else the seconds until it would be."""
+        if self.shared is not None:
+            return self.shared.hit(rate, user_id)
+        assert self.window is not None
+        if self.window.hit(rate, user_id):
+            return None
+        return self.window.get_window_stats(rate, user_id).reset_time - time.time()
 
     def refusal(self, user_id: str) -> Response | None:
-        if self.window is None:
-            return None
         for rate in self.rates:
-            if not self.window.hit(rate, user_id):
-                wait = max(1, math.ceil(self.window.get_window_stats(rate, user_id).reset_time - time.time()))
-                response = _error(429, "rate_limited", f"Too many requests: this server takes {rate} from each user. Try again in {wait} s.")
-                response.headers["Retry-After"] = str(wait)
+            try:
+                wait = self._wait(rate, user_id)
+            except DatabaseUnavailableError as exc:  # the shared window's database: say so, as any request would
+                return _error(exc.status, exc.code, str(exc))
+            if wait is not None:
+                seconds = max(1, math.ceil(wait))
+                response = _error(429, "rate_limited", f"Too many requests: this server takes {rate} from each user. Try again in {seconds} s.")
+                response.headers["Retry-After"] = str(seconds)
                 return response
         return None
 
     def described(self) -> str | None:
-        return "; ".join(f"{rate} per user" for rate in self.rates) or None
+        shared = " (shared by every server on the database)" if self.shared is not None else ""
+        return "; ".join(f"{rate} per user{shared}" for rate in self.rates) or None
 
 
 def unauthorized(exc: AuthError) -> Response:
@@ -92,14 +106,16 @@ async def read_limited(request: Request, most: int) -> bytes | None:
 def create_app(
     server: ChatKitServer[Any], *, auth: Authenticator | None = None, user_id: str = "local", backend: str = "",
     limits: Limits | None = None, allowed_hosts: Sequence[str] = LOOPBACK, allowed_origins: Sequence[str] = (),
+    shared_window: SharedWindow | None = None,
 ) -> Starlette:
     """A Starlette app serving ``server``. With ``auth`` requiring tokens, a request without a
     valid ``Authorization: Bearer`` JWT gets a 401 and nothing is read or written; otherwise
     every request acts as ``user_id``. ``allowed_hosts``: the names this server answers to
-    (``"*"`` for any); ``allowed_origins``: other sites whose pages may call it."""
+    (``"*"`` for any); ``allowed_origins``: other sites whose pages may call it. ``shared_window``:
+    rate limits counted in PostgreSQL, across every process serving it."""
     auth = auth or Authenticator(user_id=user_id)
     limits = limits or Limits()
-    throttle = Throttle(limits.rates())
+    throttle = Throttle(limits.rates(), shared_window)
     hosts = {h.lower().strip("[]") for h in allowed_hosts}
     origins = {o.rstrip("/").lower() for o in allowed_origins}
 

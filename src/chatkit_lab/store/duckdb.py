@@ -22,7 +22,7 @@ from ..errors import ConfigurationError, ConflictError
 from .cache import LeaseCache
 from .database import Database
 from .items import (
-    attachment_copy,
+    attachment_copies,
     carried_attachments,
     item_adapter,
     item_copies,
@@ -399,13 +399,8 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
         ``thread_id``, with new ids; returns old id → new id. ChatKit moves an attachment to the
         thread of the message that carries it, so two threads must not share one."""
         renamed: dict[str, str] = {}
-        for old in dict.fromkeys(attachment_ids):
-            try:
-                attachment = await self.load_attachment(old, source)
-            except NotFoundError:
-                continue  # never uploaded, or deleted: the copy keeps the reference as it was
-            new = renamed[old] = self.generate_attachment_id(attachment.mime_type, target)
-            copy = attachment_copy(attachment, new, thread_id)
+        for old, copy in await attachment_copies(self, attachment_ids, thread_id, source, target):
+            new = renamed[old] = copy.id
             async with self.db.acursor() as cur:
                 cur.execute(
                     """INSERT INTO attachments (attachment_id, user_id, thread_id, name, mime_type, size, bytes, created_at, data)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from chatkit.store import NotFoundError
 from chatkit.types import (
     Attachment,
     AttachmentCreateParams,
@@ -104,6 +105,20 @@ def item_copies(items: Sequence[ThreadItem], thread_id: str, renamed: dict[str, 
         if carried:
             update["attachments"] = [a.model_copy(update={"id": renamed.get(a.id, a.id), "thread_id": thread_id}) for a in carried]
         copies.append(item.model_copy(update=update))
+    return copies
+
+
+async def attachment_copies(store: Any, attachment_ids: Sequence[str], thread_id: str, source: Any, target: Any) -> list[tuple[str, Attachment]]:
+    """(old id, its copy) for each of ``source``'s attachments that ``store`` has: copies with new
+    ids, in ``target``'s thread ``thread_id`` (ChatKit moves an attachment to the thread of the
+    message carrying it, so two threads must not share one). What the store writes is its own."""
+    copies = []
+    for old in dict.fromkeys(attachment_ids):
+        try:
+            attachment = await store.load_attachment(old, source)
+        except NotFoundError:
+            continue  # never uploaded, or deleted: the copy keeps the reference as it was
+        copies.append((old, attachment_copy(attachment, store.generate_attachment_id(attachment.mime_type, target), thread_id)))
     return copies
 
 

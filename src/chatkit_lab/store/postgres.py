@@ -27,7 +27,7 @@ from .._loop import LoopThread
 from ..errors import ConflictError
 from .duckdb import user_of
 from .items import (
-    attachment_copy,
+    attachment_copies,
     carried_attachments,
     item_adapter,
     item_copies,
@@ -333,13 +333,8 @@ class PostgresStore(Store[Any], AttachmentStore[Any]):
         """Copies (bytes included) of ``source``'s attachments for ``target``'s thread
         ``thread_id``, with new ids; returns old id → new id (two threads must not share one)."""
         renamed: dict[str, str] = {}
-        for old in dict.fromkeys(attachment_ids):
-            try:
-                attachment = await self.load_attachment(old, source)
-            except NotFoundError:
-                continue  # never uploaded, or deleted: the copy keeps the reference as it was
-            new = renamed[old] = self.generate_attachment_id(attachment.mime_type, target)
-            copy = attachment_copy(attachment, new, thread_id)
+        for old, copy in await attachment_copies(self, attachment_ids, thread_id, source, target):
+            new = renamed[old] = copy.id
             await self._fetch(
                 f"""INSERT INTO attachments (attachment_id, user_id, thread_id, name, mime_type, size, bytes, created_at, data)
                     SELECT %(new)s, %(owner)s, %(thread)s, name, mime_type, size, bytes, {NOW}, %(data)s::json

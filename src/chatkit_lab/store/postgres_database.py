@@ -5,8 +5,10 @@ The lab's code talks to its database through ``cursor()`` (a thread), ``acursor(
 ``PostgresDatabase`` gives the same on a psycopg connection pool, so the log writers, the frames
 and ``lab.sql`` need no second copy: a ``?`` or ``$name`` in the SQL becomes psycopg's ``%s`` or
 ``%(name)s``, and JSON comes back as text, as DuckDB returns it. Connections are checked out per
-use; within one task ``acursor`` is re-entrant (a transaction's store calls join it), and two
-tasks never share a connection, so one coroutine's transaction cannot take in another's writes.
+use; within one task ``acursor`` is re-entrant (a query inside a ``transaction()`` joins it), and
+two tasks never share a connection, so one coroutine's transaction cannot take in another's writes.
+``PostgresStore`` has a pool of its own, so its writes are not part of such a transaction (a fork
+writes its thread and items, then its lineage row).
 """
 
 from __future__ import annotations
@@ -257,7 +259,7 @@ class PostgresDatabase:
     async def acursor(self) -> AsyncIterator[PgCursor]:
         held = _HELD.get()
         mine = next((cur for key, cur in held if key == id(self)), None)
-        if mine is not None:  # this task holds one already (a store call inside a transaction)
+        if mine is not None:  # this task holds one already (a query inside a transaction)
             yield mine
             return
         with self._connection() as cur:

@@ -1,6 +1,7 @@
 """A long conversation costs storage in proportion to what was said, not to its square."""
 
 import json
+import random
 
 from .conftest import found_in_database
 
@@ -39,3 +40,31 @@ def test_an_export_and_import_round_trip_keeps_the_inputs(make_lab, tmp_path):
     assert other.model_inputs_df(turn.thread_id, all_users=True).input.tolist() == lab.model_inputs_df(turn.thread_id).input.tolist()
     mine = lab.export(tmp_path / "mine.jsonl")
     assert mine["input_items"] == 1  # a user's export carries the items their calls name
+
+
+def test_a_small_lab_file_is_mostly_its_text_not_empty_blocks(make_lab, db_path):
+    # 24 tables each keep partly filled blocks: with DuckDB's 256 KiB blocks this file was 5.5x its text.
+    lab = make_lab()
+    thread_id = None
+    rng = random.Random(3)
+    words = [f"w{n}" for n in range(5000)]
+    for _ in range(100):  # as make bench: 100 messages of 10 KB
+        text = " ".join(rng.choice(words) for _ in range(1700))[:10_000]
+        thread_id = lab.send_sync(text, thread_id).thread_id
+    held = int(lab.sql("SELECT sum(strlen(text)) AS n FROM items").n[0])
+    with lab.db.cursor() as cur:
+        cur.execute("CHECKPOINT")
+        block_size = cur.execute("SELECT block_size FROM pragma_database_size() WHERE database_name = current_database()").fetchone()[0]
+    lab.close()
+    assert block_size == 65536
+    assert db_path.stat().st_size <= 3 * held, (db_path.stat().st_size, held)
+
+
+def test_a_file_made_with_the_old_block_size_still_opens(make_lab, db_path):
+    import duckdb
+
+    duckdb.connect(str(db_path)).close()  # 256 KiB blocks, as files made before this release
+    lab = make_lab()
+    assert lab.send_sync("still here").text
+    with lab.db.cursor() as cur:
+        assert cur.execute("SELECT block_size FROM pragma_database_size() WHERE database_name = current_database()").fetchone()[0] == 262144

@@ -17,7 +17,7 @@ import duckdb
 
 from .errors import ChatLabError
 from .store import queries
-from .store.database import Database, is_lock_conflict
+from .store.database import Database, connect, is_lock_conflict
 from .store.items import utc_now
 from .store.postgres_database import PostgresDatabase
 from .store.queries import user_scope
@@ -266,7 +266,7 @@ def export_postgres(db: PostgresDatabase, path: str | Path, *, table: str | None
 def import_postgres(db: PostgresDatabase, path: str | Path) -> dict[str, int]:
     """``import_jsonl`` into a PostgreSQL database, all or nothing: read (and checked) by DuckDB
     into a temporary file, then added there; rows already there are kept."""
-    with scratch() as staging, duckdb.connect(str(staging)) as cur:
+    with scratch() as staging, connect(str(staging)) as cur:
         migrate(cur)
         found = import_jsonl(cur, path)
         return push(cur, db, {t: ORDER[t] for t in TABLES if found.get(t)})

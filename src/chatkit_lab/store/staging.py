@@ -15,6 +15,7 @@ from pathlib import Path
 
 import duckdb
 
+from .database import connect
 from .postgres_database import PostgresDatabase
 from .queries import user_scope
 from .schema import migrate
@@ -39,7 +40,7 @@ def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
 def staged(db: PostgresDatabase, tables: Sequence[str], user_id: str | None, *, batch: int = BATCH) -> Iterator[duckdb.DuckDBPyConnection]:
     """A DuckDB connection holding ``tables`` of ``db`` (only ``user_id``'s rows unless None)."""
     with scratch() as path:
-        con = duckdb.connect(str(path))
+        con = connect(str(path))
         try:
             migrate(con)
             with db.cursor(invalidate=False) as pg, in_transaction(pg, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"):

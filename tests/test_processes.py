@@ -51,6 +51,86 @@ def test_two_labs_in_two_processes_both_keep_chatting(db_path):
     store.close()
 
 
+def test_processes_waiting_for_the_file_get_it_in_the_order_they_came(db_path):
+    import time
+
+    import duckdb
+
+    with duckdb.connect(str(db_path)) as con:
+        con.execute("CREATE TABLE arrivals (name VARCHAR)")
+    names = ["ann", "ben", "cat"]
+    procs = {n: subprocess.Popen([sys.executable, WORKER, "queued", str(db_path), n], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+             for n in names}
+    procs["holder"] = subprocess.Popen([sys.executable, WORKER, "holder", str(db_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def say(name, line, expect):
+        procs[name].stdin.write(line + "\n")
+        procs[name].stdin.flush()
+        if expect:
+            assert procs[name].stdout.readline().strip() == expect
+
+    try:
+        for p in procs.values():
+            assert p.stdout.readline().strip() == "ready"
+        orders = [names, names[::-1], [names[1], names[2], names[0]]]
+        for order in orders:
+            say("holder", "hold", "held")
+            for name in order:  # each starts waiting 0.3 s after the one before
+                say(name, "go", None)
+                time.sleep(0.3)
+            say("holder", "release", "released")
+            for name in order:
+                assert procs[name].stdout.readline().strip() == "done"
+    finally:
+        for p in procs.values():
+            p.stdin.close()
+            p.wait(timeout=30)
+    with duckdb.connect(str(db_path)) as con:
+        arrived = [n for (n,) in con.execute("SELECT name FROM arrivals").fetchall()]
+    assert arrived == [n for order in orders for n in order]  # first come, first served, every round
+    assert not Path(str(db_path) + ".queue").exists()  # the last waiter took the tickets away
+
+
+def test_a_reply_the_user_saw_is_kept_while_the_file_stays_locked_and_written_once_it_is_free(db_path):
+    import time
+
+    from chatkit_lab import ChatLab, MirrorModel
+
+    lab = ChatLab(db_path, model=MirrorModel(delay=0.01), warm=False)
+    first = lab.send_sync("hello")
+    lab.db.lock_timeout = 1.0  # the reply's save gives up waiting long before the other process lets go
+    holder = subprocess.Popen([sys.executable, WORKER, "holder", str(db_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        reply = lab.runtime.loop.submit(lab.runtime.send("/words 200", first.thread_id, lab.user_id))  # 2 s of deltas
+        time.sleep(0.3)
+        while lab.db.is_open:  # the lab lets go while the reply streams (0.5 s idle)
+            time.sleep(0.05)
+        holder.stdin.write("hold\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip() == "held"
+        turn = reply.result(timeout=60)
+        assert turn.error is None and len(turn.text.split()) >= 200  # the user saw the whole reply, and no error
+        assert lab.store.kept == 1  # not yet in the file
+        time.sleep(1.0)
+        holder.stdin.write("release\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip() == "released"
+        deadline = time.monotonic() + 20
+        while lab.store.kept and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert lab.store.kept == 0
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+        lab.close()
+    store = DuckDBStore(db_path)
+    items = run(store.load_thread_items(first.thread_id, None, 50, "asc", RequestContext("local"))).data
+    store.close()
+    assert [i.type for i in items] == ["user_message", "assistant_message"] * 2
+    assert items[-1].id == turn.item_ids[-1]
+
+
 def test_sigkill_mid_reply_leaves_a_file_with_every_finished_item(db_path):
     proc = start("crash", db_path)
     first = json.loads(proc.stdout.readline())

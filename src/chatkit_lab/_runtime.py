@@ -270,6 +270,11 @@ class Runtime:
                 self.loop.call(self.tracer.aflush(), timeout=5)
             except Exception:
                 log.warning("the last logs could not be written", exc_info=True)
+            if isinstance(self.store, DuckDBStore) and self.store.kept:  # replies users saw, waiting for a locked file
+                try:
+                    self.loop.call(self.store.write_kept(), timeout=self.store.db.lock_timeout + 5)
+                except Exception:
+                    log.warning("the kept items could not be written", exc_info=True)
         self.loop.stop()
         tracing.unregister(self.key)
         self.db.close()

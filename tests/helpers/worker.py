@@ -74,6 +74,44 @@ def killed_after_reply(path: str, turns: int) -> None:
     time.sleep(120)
 
 
+def queued(path: str, name: str) -> None:
+    """On each "go" line, wait for the file, write my name, let go; then say "done"."""
+    print("ready", flush=True)
+    for line in sys.stdin:
+        if line.strip() != "go":
+            break
+        db = Database(path)
+        with db.cursor() as cur:
+            cur.execute("INSERT INTO arrivals VALUES (?)", [name])
+        db.close()
+        print("done", flush=True)
+
+
+def holder(path: str) -> None:
+    """Hold the file (a plain DuckDB client, deaf to waiters) on "hold", close it on "release"."""
+    import duckdb
+
+    con = None
+    print("ready", flush=True)
+    for line in sys.stdin:
+        if line.strip() == "hold":
+            deadline = time.monotonic() + 20
+            while con is None:  # the other process may still be letting go
+                try:
+                    con = duckdb.connect(path)
+                except duckdb.IOException:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.02)
+            print("held", flush=True)
+        elif line.strip() == "release" and con is not None:
+            con.close()
+            con = None
+            print("released", flush=True)
+        else:
+            break
+
+
 if __name__ == "__main__":
     mode, *args = sys.argv[1:]
     if mode == "pingpong":
@@ -84,3 +122,7 @@ if __name__ == "__main__":
         crash(args[0])
     elif mode == "killed_after_reply":
         killed_after_reply(args[0], int(args[1]))
+    elif mode == "queued":
+        queued(args[0], args[1])
+    elif mode == "holder":
+        holder(args[0])

@@ -4,7 +4,8 @@ DuckDB lets only one process open a file for writing. So a ``Database`` holds it
 only while it is used and closes it after ``release_after`` idle seconds; a process that finds
 the file locked waits and retries (up to ``lock_timeout``) instead of failing. A waiting process
 touches ``<file>.wait``; a holder that sees a fresh touch lets go at its next release point and
-stays away briefly, so a busy process cannot starve another. Each thread gets its own cursor,
+stays away briefly, so a busy process cannot starve another, and waiters get the file in the
+order they came (``queue.WaitQueue``). Each thread gets its own cursor,
 because a DuckDB connection must not be used by two threads at once.
 
 On the lab's loop every coroutine shares that thread's cursor, so ``acursor`` lets one task at a
@@ -32,6 +33,7 @@ from pathlib import Path
 import duckdb
 
 from ..errors import DatabaseBusyError
+from .queue import WaitQueue
 from .schema import migrate
 from .transaction import in_transaction
 
@@ -101,6 +103,7 @@ class Database:
         self._yield_until = 0.0
         self._lease_started = 0.0
         self._wait_file = self.path + ".wait"
+        self._queue = WaitQueue(self.path)
         self._gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
         self.generation = 0
         if not self.in_memory:
@@ -108,21 +111,26 @@ class Database:
         _OPEN.add(self)
 
     # -- acquiring -------------------------------------------------------------------------
-    def _try_acquire(self) -> duckdb.DuckDBPyConnection | None:
-        """A cursor for this thread, or None when another process holds the file."""
+    def _try_acquire(self, *, wait: bool = True) -> duckdb.DuckDBPyConnection | None:
+        """A cursor for this thread, or None when another process holds the file or an earlier
+        waiter is due to have it (``wait``: this call retries, so it queues for the file)."""
         with self._lock:
             if self._closed:
                 raise DatabaseBusyError(f"The database {self.path} is closed; create a new lab.")
             if self._con is None:
-                if time.monotonic() < self._yield_until:
+                if not self.in_memory and (time.monotonic() < self._yield_until or self._queue.ahead()):
+                    if wait:
+                        self._signal_waiting()
                     return None
                 try:
                     con = connect(self.path)
                 except duckdb.Error as exc:
                     if is_lock_conflict(exc):
-                        self._signal_waiting()
+                        if wait:
+                            self._signal_waiting()
                         return None
                     raise
+                self._queue.leave()
                 if not self._migrated:
                     migrate(con)
                     self._migrated = True
@@ -137,6 +145,7 @@ class Database:
             return cur
 
     def _busy_error(self, waited: float) -> DatabaseBusyError:
+        self._queue.leave()  # this wait is given up
         return DatabaseBusyError(
             f"The database file {self.path} stayed locked by another process for {waited:.0f} s. "
             "Close the other lab or kernel using it (lab.close()), or use another db= file."
@@ -164,7 +173,7 @@ class Database:
     def cursor_now(self) -> Iterator[duckdb.DuckDBPyConnection | None]:
         """This thread's cursor if the file can be had without waiting, else None (another
         process holds it): for checks that may be skipped rather than block the loop."""
-        cur = self._try_acquire()
+        cur = self._try_acquire(wait=False)
         try:
             yield cur
         finally:
@@ -227,6 +236,7 @@ class Database:
 
     # -- releasing -------------------------------------------------------------------------
     def _signal_waiting(self) -> None:
+        self._queue.join()
         try:
             Path(self._wait_file).touch()
         except OSError:
@@ -297,4 +307,5 @@ class Database:
                 self._timer.cancel()
                 self._timer = None
             self._disconnect()
+            self._queue.leave()
             self._closed = True

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from chatkit.types import (
 )
 from pydantic import TypeAdapter
 
-from ..errors import ConfigurationError, ConflictError
+from ..errors import ConfigurationError, ConflictError, DatabaseBusyError
 from .cache import LeaseCache
 from .database import Database
 from .items import (
@@ -34,6 +36,8 @@ from .items import (
     page_of,
 )
 from .rows import stored_json
+
+log = logging.getLogger(__name__)
 
 _attachment_adapter: TypeAdapter[Any] = TypeAdapter(Attachment)
 DELETE_PAUSE = 0.003  # seconds between two chunks
@@ -74,6 +78,9 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
         self.upload_url = upload_url
         self._redact = redact  # applied to titles, text and item JSON before they are written
         self._cache = LeaseCache()
+        self._kept: list[tuple[str, ThreadItem, dict[str, Any], bool]] = []
+        self._writing_kept: asyncio.Task[None] | None = None
+        self._closed = False
 
     def _known(self) -> LeaseCache:
         """What this process knows of the file; call it holding a cursor (which may reconnect)."""
@@ -83,6 +90,9 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
         return self._redact(text) if self._redact is not None and text else text
 
     def close(self) -> None:
+        self._closed = True
+        if self._kept:
+            log.error("%d items (replies users saw) could not be saved: the database file %s stayed locked.", len(self._kept), self.db.path)
         self.db.close()
 
     # -- ids -------------------------------------------------------------------------------
@@ -104,7 +114,7 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
     # -- threads -------------------------------------------------------------------------
     async def load_thread(self, thread_id: str, context: Any) -> ThreadMetadata:
         user = user_of(context)
-        async with self.db.acursor() as cur:
+        async with self._cursor() as cur:
             known = self._known()
             data = known.thread(thread_id, user)
             if data is None:
@@ -133,7 +143,7 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
         changes = {k: v for k, v in row.items() if k != "created"}
         # One statement either way (DuckDB's ON CONFLICT costs several ms): an UPDATE for a
         # thread known to exist, else an INSERT that falls back to the UPDATE on a key conflict.
-        async with self.db.acursor() as cur:
+        async with self._cursor() as cur:
             known = self._known()
             if known.owned(meta.id, row["user"]):
                 cur.execute(update, changes)
@@ -158,7 +168,7 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
         if after:
             params["after"] = after
             where += _keyset(direction, "threads", "thread_id = $after AND user_id = $user")
-        async with self.db.acursor() as cur:
+        async with self._cursor() as cur:
             rows = cur.execute(
                 f"SELECT thread_id, data FROM threads WHERE {where} "
                 f"ORDER BY created_at {direction}, seq {direction} LIMIT $limit",
@@ -195,7 +205,7 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
             params["after"] = after
             where += _keyset(direction, "items", cursor_row)
         newest = after is None and direction == "DESC"  # the history a turn reads
-        async with self.db.acursor() as cur:
+        async with self._cursor() as cur:
             known = self._known()
             owned = known.owned(thread_id, user)
             if newest and owned and (hit := known.newest(thread_id, limit)) is not None:
@@ -223,47 +233,103 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
         await self._write_item(thread_id, item, context, replace=True)
 
     async def _write_item(self, thread_id: str, item: ThreadItem, context: Any, *, replace: bool) -> None:
-        # Insert first (the common case); a key conflict means the item exists.
         row = self._item_row(thread_id, user_of(context), item)
-        async with self.db.acursor() as cur:
-            known = self._known()
-            owned = known.owned(thread_id, row["user"])
-            try:
-                if owned:  # the thread is the user's: a plain insert
-                    cur.execute(
-                        """INSERT INTO items (item_id, thread_id, user_id, created_at, updated_at, type, role, text, data)
-                           VALUES ($id, $thread, $user, $created, make_timestamp(epoch_us(now())), $type, $role, $text, $data)""",
-                        row,
-                    )
-                    done: Any = True
-                else:
-                    done = cur.execute(
-                        """INSERT INTO items (item_id, thread_id, user_id, created_at, updated_at, type, role, text, data)
-                           SELECT $id, thread_id, user_id, $created, make_timestamp(epoch_us(now())), $type, $role, $text, $data
-                           FROM threads WHERE thread_id = $thread AND user_id = $user RETURNING thread_id""",
-                        row,
-                    ).fetchone()
-                if done and owned:
-                    known.added(thread_id, item.id, row["created"], row["data"])
-            except duckdb.ConstraintException:
-                if not replace:
-                    raise ConflictError(
-                        f"A new item came with the id {item.id}, which thread {thread_id} already has; nothing was overwritten. "
-                        "Send the message again."
-                    ) from None
-                done = cur.execute(
-                    """UPDATE items SET updated_at = make_timestamp(epoch_us(now())), type = $type, role = $role,
-                              text = $text, data = $data
-                       WHERE thread_id = $thread AND item_id = $id AND user_id = $user RETURNING item_id""",
-                    {k: v for k, v in row.items() if k != "created"},
-                ).fetchone()
-                if done:
-                    known.replaced(thread_id, item.id, row["data"])
+        try:
+            async with self._cursor() as cur:
+                done = self._write_row(cur, thread_id, item, row, replace=replace)
+        except DatabaseBusyError:
+            # The user has seen this reply stream: keep it and write it once the file is free,
+            # rather than lose it. A user message is the model's input, so its turn fails instead.
+            if item.type == "user_message" or self._closed:
+                raise
+            self._kept.append((thread_id, item, row, replace))
+            log.warning("The database file stayed locked; item %s of thread %s is kept and written once it is free.", item.id, thread_id)
+            self._keep_trying()
+            return
         if done is None:
             raise NotFoundError(f"Thread {thread_id} not found")
 
-    async def load_item(self, thread_id: str, item_id: str, context: Any) -> ThreadItem:
+    def _write_row(self, cur: duckdb.DuckDBPyConnection, thread_id: str, item: ThreadItem, row: dict[str, Any], *, replace: bool) -> Any:
+        """Insert the item (the common case); a key conflict means it exists. None: not the user's thread."""
+        known = self._known()
+        owned = known.owned(thread_id, row["user"])
+        try:
+            if owned:  # the thread is the user's: a plain insert
+                cur.execute(
+                    """INSERT INTO items (item_id, thread_id, user_id, created_at, updated_at, type, role, text, data)
+                       VALUES ($id, $thread, $user, $created, make_timestamp(epoch_us(now())), $type, $role, $text, $data)""",
+                    row,
+                )
+                done: Any = True
+            else:
+                done = cur.execute(
+                    """INSERT INTO items (item_id, thread_id, user_id, created_at, updated_at, type, role, text, data)
+                       SELECT $id, thread_id, user_id, $created, make_timestamp(epoch_us(now())), $type, $role, $text, $data
+                       FROM threads WHERE thread_id = $thread AND user_id = $user RETURNING thread_id""",
+                    row,
+                ).fetchone()
+            if done and owned:
+                known.added(thread_id, item.id, row["created"], row["data"])
+        except duckdb.ConstraintException:
+            if not replace:
+                raise ConflictError(
+                    f"A new item came with the id {item.id}, which thread {thread_id} already has; nothing was overwritten. "
+                    "Send the message again."
+                ) from None
+            done = cur.execute(
+                """UPDATE items SET updated_at = make_timestamp(epoch_us(now())), type = $type, role = $role,
+                          text = $text, data = $data
+                   WHERE thread_id = $thread AND item_id = $id AND user_id = $user RETURNING item_id""",
+                {k: v for k, v in row.items() if k != "created"},
+            ).fetchone()
+            if done:
+                known.replaced(thread_id, item.id, row["data"])
+        return done
+
+    # -- items kept while the file was locked ------------------------------------------------
+    @asynccontextmanager
+    async def _cursor(self) -> AsyncIterator[duckdb.DuckDBPyConnection]:
+        """The loop's cursor, after the kept items are written: what this process reads next
+        includes every reply it has shown."""
         async with self.db.acursor() as cur:
+            while self._kept:
+                thread_id, item, row, replace = self._kept[0]
+                try:
+                    if self._write_row(cur, thread_id, item, row, replace=replace) is None:
+                        log.error("Kept item %s could not be written: thread %s is gone.", item.id, thread_id)
+                except ConflictError as exc:
+                    log.error("Kept item %s could not be written: %s", item.id, exc)
+                self._kept.pop(0)
+            yield cur
+
+    @property
+    def kept(self) -> int:
+        """How many items (replies the user saw) wait in memory for the locked file."""
+        return len(self._kept)
+
+    def _keep_trying(self) -> None:
+        if self._writing_kept is None or self._writing_kept.done():
+            self._writing_kept = asyncio.get_running_loop().create_task(self._write_kept())
+
+    async def _write_kept(self) -> None:
+        while self._kept and not self._closed:
+            try:
+                async with self._cursor():
+                    pass
+            except DatabaseBusyError:
+                continue  # each try waits up to lock_timeout for the file
+
+    async def write_kept(self) -> int:
+        """One more try (waiting up to ``lock_timeout``) to write the kept items; how many are left."""
+        try:
+            async with self._cursor():
+                pass
+        except DatabaseBusyError:
+            pass
+        return len(self._kept)
+
+    async def load_item(self, thread_id: str, item_id: str, context: Any) -> ThreadItem:
+        async with self._cursor() as cur:
             row = cur.execute(
                 "SELECT data FROM items WHERE thread_id = ? AND item_id = ? AND user_id = ?",
                 [thread_id, item_id, user_of(context)],
@@ -276,7 +342,7 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
         # Deleting an item that was never saved (a removed pending item) is not an error;
         # another user's thread is.
         params = {"thread": thread_id, "item": item_id, "user": user_of(context)}
-        async with self.db.acursor() as cur:
+        async with self._cursor() as cur:
             if not _exists(cur, "threads", "thread_id = $thread AND user_id = $user", params):
                 raise NotFoundError(f"Thread {thread_id} not found")
             cur.execute(
@@ -298,7 +364,7 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
         # statement would hold the loop for seconds, so other users' requests run between chunks.
         deleted = 0
         while True:
-            async with self.db.acursor() as cur:
+            async with self._cursor() as cur:
                 row = cur.execute(
                     f"DELETE FROM items WHERE rowid IN (SELECT rowid FROM items WHERE {where} LIMIT {DELETE_CHUNK})", params
                 ).fetchone()
@@ -314,7 +380,7 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
         optional comment; ``kind=None`` takes the rating back."""
         await self.load_thread(thread_id, context)  # 404 for another user's thread
         user = user_of(context)
-        async with self.db.acursor() as cur:
+        async with self._cursor() as cur:
             for item_id in item_ids:
                 if kind is None:
                     cur.execute("DELETE FROM feedback WHERE thread_id = ? AND item_id = ? AND user_id = ?", [thread_id, item_id, user])
@@ -329,7 +395,7 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
     async def feedback_of(self, thread_id: str, context: Any) -> list[dict[str, Any]]:
         """The user's ratings in their thread: ``item_id``, ``kind``, ``comment``."""
         await self.load_thread(thread_id, context)
-        async with self.db.acursor() as cur:
+        async with self._cursor() as cur:
             rows = cur.execute(
                 "SELECT item_id, kind, comment FROM feedback WHERE thread_id = ? AND user_id = ? ORDER BY created_at",
                 [thread_id, user_of(context)],
@@ -349,14 +415,14 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
         if up_to is not None:
             params["at"] = up_to
             upto = f" AND (created_at, seq) {'<' if before else '<='} (SELECT (created_at, seq) FROM items WHERE thread_id = $thread AND item_id = $at AND user_id = $user)"
-        async with self.db.acursor() as cur:
+        async with self._cursor() as cur:
             rows = cur.execute(
                 f"SELECT data FROM items WHERE thread_id = $thread AND user_id = $user{upto} ORDER BY created_at, seq", params
             ).fetchall()
         items = [item_adapter.validate_json(data) for (data,) in rows]
         renamed = await self.copy_attachments(carried_attachments(items), target_id, context, context)
         copies = item_copies(items, target_id, renamed)
-        async with self.db.acursor() as cur:
+        async with self._cursor() as cur:
             self._known().forget_items(target_id)
             for start in range(0, len(copies), 200):
                 chunk = [self._item_row(target_id, user, item) for item in copies[start : start + 200]]
@@ -401,7 +467,7 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
         renamed: dict[str, str] = {}
         for old, copy in await attachment_copies(self, attachment_ids, thread_id, source, target):
             new = renamed[old] = copy.id
-            async with self.db.acursor() as cur:
+            async with self._cursor() as cur:
                 cur.execute(
                     """INSERT INTO attachments (attachment_id, user_id, thread_id, name, mime_type, size, bytes, created_at, data)
                        SELECT $new, $owner, $thread, name, mime_type, size, bytes, make_timestamp(epoch_us(now())), $data
@@ -421,7 +487,7 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
         await self._write_attachment(attachment, context)
 
     async def _write_attachment(self, attachment: Attachment, context: Any, size: int | None = None) -> None:
-        async with self.db.acursor() as cur:
+        async with self._cursor() as cur:
             row = cur.execute(
                 """
                 INSERT INTO attachments (attachment_id, user_id, thread_id, name, mime_type, size, created_at, data)
@@ -446,7 +512,7 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
             raise NotFoundError(f"Attachment {attachment.id} not found")
 
     async def load_attachment(self, attachment_id: str, context: Any) -> Attachment:
-        async with self.db.acursor() as cur:
+        async with self._cursor() as cur:
             row = cur.execute(
                 "SELECT data FROM attachments WHERE attachment_id = ? AND user_id = ?",
                 [attachment_id, user_of(context)],
@@ -457,14 +523,14 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
 
     async def delete_attachment(self, attachment_id: str, context: Any) -> None:
         # ChatKit calls this on both the AttachmentStore and the Store: the second is a no-op.
-        async with self.db.acursor() as cur:
+        async with self._cursor() as cur:
             cur.execute(
                 "DELETE FROM attachments WHERE attachment_id = ? AND user_id = ?", [attachment_id, user_of(context)]
             )
 
     async def write_attachment_bytes(self, attachment_id: str, data: bytes, context: Any) -> Attachment:
         """Store an uploaded file's bytes (the second phase of a two-phase upload)."""
-        async with self.db.acursor() as cur:
+        async with self._cursor() as cur:
             row = cur.execute(
                 "UPDATE attachments SET bytes = ?, size = ? WHERE attachment_id = ? AND user_id = ? RETURNING data",
                 [data, len(data), attachment_id, user_of(context)],
@@ -477,7 +543,7 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
         return attachment
 
     async def load_attachment_bytes(self, attachment_id: str, context: Any) -> bytes:
-        async with self.db.acursor() as cur:
+        async with self._cursor() as cur:
             row = cur.execute(
                 "SELECT bytes FROM attachments WHERE attachment_id = ? AND user_id = ?",
                 [attachment_id, user_of(context)],

@@ -4,6 +4,7 @@ import json
 import signal
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 from chatkit_lab import DuckDBStore, RequestContext
@@ -181,3 +182,74 @@ def test_a_file_locked_too_long_by_another_process_gives_a_sentence_not_a_duckdb
         holder.wait()
     with ChatLab(db_path) as lab:  # once the other process is gone, the file works
         assert lab.send_sync("hello").error is None
+
+
+HOLDER = """
+import sys, time, duckdb
+con = None
+for line in sys.stdin:
+    word, *rest = line.split()
+    if word == "hold":
+        while con is None:
+            try:
+                con = duckdb.connect(sys.argv[1])
+            except duckdb.IOException:
+                time.sleep(0.02)
+    elif word == "delete":
+        con.execute("DELETE FROM items WHERE thread_id = ?", rest)
+        con.execute("DELETE FROM threads WHERE thread_id = ?", rest)
+    elif word == "release":
+        con.close()
+        con = None
+    print("ok", flush=True)
+"""
+
+
+def test_kept_items_never_block_the_store_and_a_closed_database_keeps_nothing(db_path, caplog):
+    import logging
+    import time
+
+    import pytest
+    from chatkit.types import ThreadMetadata
+
+    from chatkit_lab.errors import DatabaseBusyError
+    from chatkit_lab.store.database import Database
+
+    from .conftest import assistant_message, user_message
+
+    ctx = RequestContext("local")
+    db = Database(db_path, lock_timeout=0.3, release_after=0.05)
+    store = DuckDBStore(db)
+    for thread in ("thr_kept", "thr_gone"):
+        run(store.save_thread(ThreadMetadata(id=thread, created_at=datetime(2026, 1, 1)), ctx))
+        run(store.add_thread_item(thread, user_message(f"msg_{thread}", thread, "hello"), ctx))
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(db_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def say(line):
+        holder.stdin.write(line + "\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip() == "ok"
+
+    try:
+        while db.is_open:
+            time.sleep(0.02)
+        say("hold")
+        for thread in ("thr_kept", "thr_gone"):
+            run(store.add_thread_item(thread, assistant_message(f"reply_{thread}", thread, "a reply the user saw"), ctx))
+        assert store.kept == 2
+        with pytest.raises(DatabaseBusyError):  # a user message is the model's input: not kept
+            run(store.add_thread_item("thr_kept", user_message("msg_2", "thr_kept", "more"), ctx))
+        say("delete thr_gone")  # another process deletes a thread while its reply waits
+        say("release")
+        caplog.set_level(logging.ERROR, logger="chatkit_lab")
+        items = run(store.load_thread_items("thr_kept", None, 10, "asc", ctx)).data
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=10)
+    assert [i.id for i in items] == ["msg_thr_kept", "reply_thr_kept"] and store.kept == 0
+    assert any("reply_thr_gone" in r.getMessage() and "thread thr_gone is gone" in r.getMessage() for r in caplog.records)
+    db.close()
+    started = time.monotonic()
+    with pytest.raises(DatabaseBusyError, match="closed"):
+        run(store.add_thread_item("thr_kept", assistant_message("reply_late", "thr_kept", "after close"), ctx))
+    assert store.kept == 0 and time.monotonic() - started < 1

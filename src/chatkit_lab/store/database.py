@@ -296,6 +296,11 @@ class Database:
             self._con = None
 
     @property
+    def closed(self) -> bool:
+        """Whether ``close()`` was called: the file cannot be used again through this object."""
+        return self._closed
+
+    @property
     def is_open(self) -> bool:
         """Whether this process holds the file right now (other processes must wait)."""
         return self._con is not None

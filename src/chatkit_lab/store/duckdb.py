@@ -241,7 +241,7 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
         except DatabaseBusyError:
             # The user has seen this reply stream: keep it and write it once the file is free,
             # rather than lose it. A user message is the model's input, so its turn fails instead.
-            if item.type == "user_message" or self._closed:
+            if item.type == "user_message" or self._closed or self.db.closed:
                 raise
             self._kept.append((thread_id, item, row, replace))
             log.warning("The database file stayed locked; item %s of thread %s is kept and written once it is free.", item.id, thread_id)
@@ -298,8 +298,8 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
                 try:
                     if self._write_row(cur, thread_id, item, row, replace=replace) is None:
                         log.error("Kept item %s could not be written: thread %s is gone.", item.id, thread_id)
-                except ConflictError as exc:
-                    log.error("Kept item %s could not be written: %s", item.id, exc)
+                except Exception:  # never let one kept item fail every later call
+                    log.error("Kept item %s of thread %s could not be written.", item.id, thread_id, exc_info=True)
                 self._kept.pop(0)
             yield cur
 
@@ -313,12 +313,12 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
             self._writing_kept = asyncio.get_running_loop().create_task(self._write_kept())
 
     async def _write_kept(self) -> None:
-        while self._kept and not self._closed:
+        while self._kept and not (self._closed or self.db.closed):
             try:
                 async with self._cursor():
                     pass
             except DatabaseBusyError:
-                continue  # each try waits up to lock_timeout for the file
+                await asyncio.sleep(0.05)  # each try waited up to lock_timeout for the file
 
     async def write_kept(self) -> int:
         """One more try (waiting up to ``lock_timeout``) to write the kept items; how many are left."""

@@ -144,8 +144,9 @@ class Database:
             self._users += 1
             return cur
 
-    def _busy_error(self, waited: float) -> DatabaseBusyError:
-        self._queue.leave()  # this wait is given up
+    def _give_up(self, waited: float) -> DatabaseBusyError:
+        """Stop waiting (the ticket goes back) and say why, for the caller to raise."""
+        self._queue.leave()
         return DatabaseBusyError(
             f"The database file {self.path} stayed locked by another process for {waited:.0f} s. "
             "Close the other lab or kernel using it (lab.close()), or use another db= file."
@@ -159,7 +160,7 @@ class Database:
         start, delay = time.monotonic(), 0.005
         while (cur := self._try_acquire()) is None:
             if time.monotonic() - start > self.lock_timeout:
-                raise self._busy_error(time.monotonic() - start)
+                raise self._give_up(time.monotonic() - start)
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
         try:
@@ -194,7 +195,7 @@ class Database:
         if id(self) in _HELD.get():  # this task holds it already (a store call inside a transaction)
             cur = self._try_acquire()
             if cur is None:  # the connection is open while it is held, so this cannot wait
-                raise self._busy_error(0)
+                raise self._give_up(0)
             try:
                 yield cur
             finally:
@@ -206,7 +207,7 @@ class Database:
                 start, delay = time.monotonic(), 0.005
                 while (cur := self._try_acquire()) is None:
                     if time.monotonic() - start > self.lock_timeout:
-                        raise self._busy_error(time.monotonic() - start)
+                        raise self._give_up(time.monotonic() - start)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 0.1)
                 try:
@@ -294,6 +295,10 @@ class Database:
         if self._con is not None:
             self._con.close()
             self._con = None
+
+    def in_transaction(self) -> bool:
+        """Whether the calling task is inside this database's ``transaction()``."""
+        return id(self) in _IN_TRANSACTION.get()
 
     @property
     def closed(self) -> bool:

@@ -291,9 +291,10 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
     @asynccontextmanager
     async def _cursor(self) -> AsyncIterator[duckdb.DuckDBPyConnection]:
         """The loop's cursor, after the kept items are written: what this process reads next
-        includes every reply it has shown."""
+        includes every reply it has shown. (Not inside a transaction, whose rollback would take
+        them along.)"""
         async with self.db.acursor() as cur:
-            while self._kept:
+            while self._kept and not self.db.in_transaction():
                 thread_id, item, row, replace = self._kept[0]
                 try:
                     if self._write_row(cur, thread_id, item, row, replace=replace) is None:

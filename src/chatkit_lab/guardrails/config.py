@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..errors import ChatLabError
+from . import library
 
 STAGES = ("pre_flight", "input", "output")
 
@@ -151,10 +152,13 @@ _SHAPE = (
 
 
 class Check(_Strict):
-    """One configured check: its name as openai-guardrails spells it, and its typed config."""
+    """One configured check: its name as openai-guardrails spells it, its typed config, and
+    who runs it (``library``: openai-guardrails' configured check, when the config names it)."""
 
     name: str
     config: Any
+    implementation: str = "native"
+    library: Any = None
 
 
 class Stage(_Strict):
@@ -244,10 +248,17 @@ def _stage(name: str, data: Any, where: str) -> Stage:
 def _check(entry: Any, where: str) -> Check:
     if not isinstance(entry, dict) or "name" not in entry:
         raise ChatLabError(f'Guardrails config: {where} should be {{"name": ..., "config": {{...}}}}, not {json.dumps(entry, default=str)[:80]}.')
-    _keys(entry, {"name", "config"}, where)
+    _keys(entry, {"name", "config", "implementation"}, where)
     name = entry["name"]
     if name not in CHECKS:
         raise ChatLabError(f"Guardrails config: {where} names an unknown check {name!r}; the checks are: {', '.join(CHECKS)}.")
+    implementation = entry.get("implementation", "native")
+    if implementation not in library.IMPLEMENTATIONS:
+        raise ChatLabError(f"Guardrails config: {where} ({name}) has the implementation {implementation!r}; "
+                           f"it is one of {', '.join(map(repr, library.IMPLEMENTATIONS))} (native when left out).")
+    if implementation == library.NAME:
+        typed, configured = library.configured(name, entry.get("config") or {}, where)
+        return Check(name=name, config=typed, implementation=implementation, library=configured)
     model, example = CHECKS[name]
     try:
         config = model.model_validate(entry.get("config") or {})

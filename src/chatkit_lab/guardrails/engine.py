@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import detector, pii, text
+from . import detector, library, pii, text
 from .config import Pipeline, load_config
 from .judge import ANSWER, PROMPTS, Judge
 
@@ -163,12 +163,18 @@ class Guardrails:
         pending = []
         for i, check in enumerate(spec.checks):
             if check.name in DETERMINISTIC:
-                results[i], masked = _timed(stage, check.name, check.config, checked if check.name == "Contains PII" else data)
-                checked = masked if check.name == "Contains PII" else checked
+                given = checked if check.name == "Contains PII" else data
+                if check.library is not None:
+                    results[i] = await _from_library(stage, check, given, moderation)
+                    masked = results[i].info.get("checked_text", given)
+                else:
+                    results[i], masked = _timed(stage, check.name, check.config, given)
+                checked = masked if check.name == "Contains PII" and isinstance(masked, str) else checked
             else:
                 pending.append(i)
         if pending:
-            done = await asyncio.gather(*(self._model_check(stage, spec.checks[i].name, spec.checks[i].config, checked, history, tool_outputs, judge, moderation)
+            done = await asyncio.gather(*(_from_library(stage, spec.checks[i], checked, moderation) if spec.checks[i].library is not None else
+                                          self._model_check(stage, spec.checks[i].name, spec.checks[i].config, checked, history, tool_outputs, judge, moderation)
                                           for i in pending))
             results.update(zip(pending, done, strict=True))
         ordered = [results[i] for i in range(len(spec.checks))]
@@ -199,6 +205,16 @@ class Guardrails:
             return CheckResult(name, stage, False, {"error": reason}, execution_failed=True, duration_ms=(time.perf_counter() - t0) * 1000)
         tripped = bool(info.get("flagged")) and float(info.get("confidence", 0)) >= config.confidence_threshold
         return CheckResult(name, stage, tripped, info, duration_ms=(time.perf_counter() - t0) * 1000)
+
+
+async def _from_library(stage: str, check: Any, data: str, client: Any) -> CheckResult:
+    """openai-guardrails' own run of ``check`` (the config named that implementation)."""
+    t0 = time.perf_counter()
+    tripped, failed, info = await library.run(check.library, data, client)
+    if failed:
+        log.warning("guardrail %s (%s, openai-guardrails) could not run: %s", check.name, stage, info.get("error"))
+    info["implementation"] = library.NAME
+    return CheckResult(check.name, stage, tripped, info, execution_failed=failed, duration_ms=(time.perf_counter() - t0) * 1000)
 
 
 def run_sync(coro: Any) -> Any:

@@ -243,13 +243,18 @@ def test_kept_items_never_block_the_store_and_a_closed_database_keeps_nothing(db
         say("release")
         caplog.set_level(logging.ERROR, logger="chatkit_lab")
         items = run(store.load_thread_items("thr_kept", None, 10, "asc", ctx)).data
+        assert [i.id for i in items] == ["msg_thr_kept", "reply_thr_kept"] and store.kept == 0
+        assert any("reply_thr_gone" in r.getMessage() and "thread thr_gone is gone" in r.getMessage() for r in caplog.records)
+        while db.is_open:
+            time.sleep(0.02)
+        say("hold")
+        run(store.add_thread_item("thr_kept", assistant_message("reply_unsaved", "thr_kept", "kept at close"), ctx))
+        store.close()  # the file is still held: closing says what it could not save
+        assert any("1 items (replies users saw) could not be saved" in r.getMessage() for r in caplog.records)
     finally:
         holder.stdin.close()
         holder.wait(timeout=10)
-    assert [i.id for i in items] == ["msg_thr_kept", "reply_thr_kept"] and store.kept == 0
-    assert any("reply_thr_gone" in r.getMessage() and "thread thr_gone is gone" in r.getMessage() for r in caplog.records)
-    db.close()
     started = time.monotonic()
     with pytest.raises(DatabaseBusyError, match="closed"):
         run(store.add_thread_item("thr_kept", assistant_message("reply_late", "thr_kept", "after close"), ctx))
-    assert store.kept == 0 and time.monotonic() - started < 1
+    assert store.kept == 1 and time.monotonic() - started < 1  # nothing more kept once closed

@@ -274,9 +274,8 @@ class Runtime:
                 try:
                     self.loop.call(self.store.write_kept(), timeout=self.store.db.lock_timeout + 5)
                 except Exception:
-                    log.warning("the kept items could not be written", exc_info=True)
+                    log.debug("the kept items could not be written", exc_info=True)
         self.loop.stop()
         tracing.unregister(self.key)
         self.db.close()
-        if isinstance(self.store, PostgresStore):
-            self.store.close()
+        self.store.close()  # after the database (a DuckDBStore's is the same one): says what it still kept

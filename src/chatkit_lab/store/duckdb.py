@@ -315,10 +315,7 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
 
     async def _write_kept(self) -> None:
         while self._kept and not (self._closed or self.db.closed):
-            try:
-                async with self._cursor():
-                    pass
-            except DatabaseBusyError:
+            if await self.write_kept():
                 await asyncio.sleep(0.05)  # each try waited up to lock_timeout for the file
 
     async def write_kept(self) -> int:

@@ -8,7 +8,7 @@ from chatkit.types import ThreadMetadata
 from chatkit_lab.errors import DatabaseUnavailableError
 from chatkit_lab.store import PostgresStore
 
-from .conftest import ALICE, BOB, T0, free_port, run, user_message
+from .conftest import ALICE, BOB, T0, assistant_message, free_port, run, user_message
 
 
 def failure(dsn: str) -> str:
@@ -49,6 +49,40 @@ def test_a_restart_mid_conversation_fails_one_call_with_a_sentence_and_loses_not
         run(store.add_thread_item("thr_1", user_message("u3", "thr_1", "after"), ALICE))  # the pool reconnected
         texts = [i.content[0].text for i in run(store.load_thread_items("thr_1", None, 10, "asc", ALICE)).data]
         assert texts[0] == "before the restart" and texts[-1] == "after" and len(texts) in (2, 3)
+    finally:
+        store.close()
+
+
+def test_a_reply_saved_while_the_server_is_down_is_kept_and_written_when_it_is_back(postgres_cluster, postgres_dsn, caplog):
+    import logging
+    import time
+
+    store = PostgresStore(postgres_dsn, connect_timeout=1)
+    try:
+        run(store.save_thread(ThreadMetadata(id="thr_1", created_at=T0), ALICE))
+        run(store.add_thread_item("thr_1", user_message("u1", "thr_1", "before"), ALICE))
+        postgres_cluster.halt()
+        try:
+            run(store.add_thread_item("thr_1", assistant_message("a1", "thr_1", "a reply the user saw"), ALICE))  # no error
+            assert store.kept == 1
+            with pytest.raises(DatabaseUnavailableError):  # a user message is the model's input: its turn fails instead
+                run(store.add_thread_item("thr_1", user_message("u2", "thr_1", "during"), ALICE))
+        finally:
+            postgres_cluster.resume()
+        deadline = time.monotonic() + 30
+        while store.kept and time.monotonic() < deadline:  # the store's retry writes it
+            time.sleep(0.1)
+        assert store.kept == 0
+        texts = [i.content[0].text for i in run(store.load_thread_items("thr_1", None, 10, "asc", ALICE)).data]
+        assert texts == ["before", "a reply the user saw"]
+        postgres_cluster.halt()
+        try:
+            run(store.add_thread_item("thr_1", assistant_message("a2", "thr_1", "kept at close"), ALICE))
+            caplog.set_level(logging.ERROR, logger="chatkit_lab")
+            store.close()
+            assert any("1 items (replies users saw) could not be saved" in r.getMessage() for r in caplog.records)
+        finally:
+            postgres_cluster.resume()
     finally:
         store.close()
 

@@ -69,7 +69,14 @@ class Cluster:
 
     def restart(self) -> None:
         """Stop the server at once (open connections break) and start it again."""
+        self.halt()
+        self.resume()
+
+    def halt(self) -> None:
+        """Stop the server at once, keeping its data (``resume`` starts it again)."""
         subprocess.run([*self._ctl, "-m", "immediate", "-w", "stop"], check=True, capture_output=True)
+
+    def resume(self) -> None:
         subprocess.run(self._start, check=True, capture_output=True)
 
     def stop(self) -> None:

@@ -10,6 +10,7 @@ migrations run) on first use, or at ``await store.open()`` to warm it.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
@@ -24,7 +25,7 @@ from chatkit.types import (
 from pydantic import TypeAdapter
 
 from .._loop import LoopThread
-from ..errors import ConflictError
+from ..errors import ConflictError, DatabaseUnavailableError
 from .duckdb import user_of
 from .items import (
     attachment_copies,
@@ -38,11 +39,12 @@ from .items import (
     new_id,
     page_of,
 )
-from .postgres_database import refused, unavailable
+from .postgres_database import refused, unavailable, where_of
 from .postgres_schema import migrate
 from .rows import stored_json
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 _attachment_adapter: TypeAdapter[Any] = TypeAdapter(Attachment)
 NOW = "(now() AT TIME ZONE 'UTC')"
 
@@ -69,6 +71,9 @@ class PostgresStore(Store[Any], AttachmentStore[Any]):
         self._loop: LoopThread | None = None
         self._pool: Any = None
         self._opening: asyncio.Lock | None = None
+        self._kept: list[tuple[ThreadItem, dict[str, Any], bool]] = []  # replies users saw while the server was away
+        self._keeping: asyncio.Lock | None = None
+        self._retrying: asyncio.Task[None] | None = None
 
     def redact(self, text: str | None) -> str | None:
         return self._redact(text) if self._redact is not None and text else text
@@ -113,6 +118,11 @@ class PostgresStore(Store[Any], AttachmentStore[Any]):
         return await self._on_loop(self._query(sql, params, one))
 
     async def _query(self, sql: str, params: Any, one: bool) -> Any:
+        if self._kept:
+            await self._write_kept()
+        return await self._execute(sql, params, one)
+
+    async def _execute(self, sql: str, params: Any, one: bool) -> Any:
         import psycopg
 
         pool = await self._ready()
@@ -135,6 +145,8 @@ class PostgresStore(Store[Any], AttachmentStore[Any]):
         import psycopg
 
         pool = await self._ready()
+        if self._kept:
+            await self._write_kept()
         results = []
         try:
             async with pool.connection() as con, con.transaction():
@@ -147,7 +159,40 @@ class PostgresStore(Store[Any], AttachmentStore[Any]):
             raise refused(exc) from None
         return results
 
+    # -- replies kept while the server was away ---------------------------------------------
+    @property
+    def kept(self) -> int:
+        """How many items (replies users saw) wait in memory for the server to come back."""
+        return len(self._kept)
+
+    async def _write_kept(self) -> None:
+        """Write the kept items, in order, before anything else this store does (on its loop):
+        what it reads next includes every reply it has shown. Raises while the server is away."""
+        if self._keeping is None:
+            self._keeping = asyncio.Lock()
+        async with self._keeping:
+            while self._kept:
+                item, row, replace = self._kept[0]
+                if await self._insert_item(row, replace) is None:
+                    log.error("Kept item %s could not be written: thread %s is gone, or has an item with that id.", item.id, row["thread"])
+                self._kept.pop(0)
+
+    async def _retry_kept(self) -> None:
+        while self._kept and self._pool is not None:
+            try:
+                await self._write_kept()
+            except DatabaseUnavailableError:
+                await asyncio.sleep(0.5)
+
+    async def _keep(self, item: ThreadItem, row: dict[str, Any], replace: bool) -> None:
+        self._kept.append((item, row, replace))
+        log.warning("PostgreSQL is unavailable; item %s of thread %s is kept and written once it is back.", item.id, row["thread"])
+        if self._retrying is None or self._retrying.done():
+            self._retrying = asyncio.get_running_loop().create_task(self._retry_kept())
+
     def close(self) -> None:
+        if self._kept:
+            log.error("%d items (replies users saw) could not be saved: PostgreSQL at %s stayed unavailable.", len(self._kept), where_of(self.dsn))
         if self._loop is None:
             return
         if self._pool is not None:
@@ -230,20 +275,37 @@ class PostgresStore(Store[Any], AttachmentStore[Any]):
         await self._write_item(thread_id, item, context, replace=True)
 
     async def _write_item(self, thread_id: str, item: ThreadItem, context: Any, *, replace: bool) -> None:
-        conflict = ("DO UPDATE SET updated_at = excluded.updated_at, type = excluded.type, role = excluded.role, text = excluded.text, "
-                    "data = excluded.data WHERE items.user_id = excluded.user_id") if replace else "DO NOTHING"
         row = self._item_row(thread_id, user_of(context), item)
-        written = await self._fetch(
-            f"""INSERT INTO items (item_id, thread_id, user_id, created_at, updated_at, type, role, text, data)
-                SELECT %(id)s, thread_id, user_id, %(created)s::timestamp, {NOW}, %(type)s, %(role)s, %(text)s, %(data)s::json
-                FROM threads WHERE thread_id = %(thread)s AND user_id = %(user)s
-                ON CONFLICT (thread_id, item_id) {conflict} RETURNING item_id""", row, one=True)
+        written = await self._on_loop(self._write_or_keep(item, row, replace))
         if written is not None:
             return
         if not await self._fetch("SELECT 1 FROM threads WHERE thread_id = %s AND user_id = %s", [thread_id, row["user"]], one=True):
             raise NotFoundError(f"Thread {thread_id} not found")
         raise ConflictError(f"A new item came with the id {item.id}, which thread {thread_id} already has; nothing was overwritten. "
                             "Send the message again.")
+
+    async def _write_or_keep(self, item: ThreadItem, row: dict[str, Any], replace: bool) -> Any:
+        try:
+            if self._kept:
+                await self._write_kept()
+            return await self._insert_item(row, replace)
+        except DatabaseUnavailableError:
+            # The user has seen this reply stream: keep it and write it once the server is back,
+            # rather than lose it. A user message is the model's input, so its turn fails instead.
+            if item.type == "user_message" or self._pool is None:
+                raise
+            await self._keep(item, row, replace)
+            return True
+
+    async def _insert_item(self, row: dict[str, Any], replace: bool) -> Any:
+        """The item's row, unless the thread is not the user's or (new items) has that id: None then."""
+        conflict = ("DO UPDATE SET updated_at = excluded.updated_at, type = excluded.type, role = excluded.role, text = excluded.text, "
+                    "data = excluded.data WHERE items.user_id = excluded.user_id") if replace else "DO NOTHING"
+        return await self._execute(
+            f"""INSERT INTO items (item_id, thread_id, user_id, created_at, updated_at, type, role, text, data)
+                SELECT %(id)s, thread_id, user_id, %(created)s::timestamp, {NOW}, %(type)s, %(role)s, %(text)s, %(data)s::json
+                FROM threads WHERE thread_id = %(thread)s AND user_id = %(user)s
+                ON CONFLICT (thread_id, item_id) {conflict} RETURNING item_id""", row, True)
 
     def _item_row(self, thread_id: str, user_id: str, item: ThreadItem) -> dict[str, Any]:
         return {"id": item.id, "thread": thread_id, "user": user_id, "created": naive(item.created_at), "type": item.type,

@@ -87,6 +87,33 @@ def test_a_reply_saved_while_the_server_is_down_is_kept_and_written_when_it_is_b
         store.close()
 
 
+def test_a_lab_on_postgresql_finishes_a_reply_through_an_outage_and_stores_it_when_the_server_is_back(postgres_cluster, postgres_dsn):
+    import time
+
+    from chatkit_lab import ChatLab, MirrorModel, RequestContext
+
+    lab = ChatLab(postgres_dsn, model=MirrorModel(delay=0.01), warm=False)
+    first = lab.send_sync("hello")
+    reply = lab.runtime.loop.submit(lab.runtime.send("/words 150", first.thread_id, lab.user_id))  # 1.5 s of deltas
+    time.sleep(0.5)
+    postgres_cluster.halt()
+    try:
+        turn = reply.result(timeout=60)
+        assert turn.error is None and len(turn.text.split()) >= 150 and lab.store.kept == 1
+    finally:
+        postgres_cluster.resume()
+    deadline = time.monotonic() + 30
+    while lab.store.kept and time.monotonic() < deadline:
+        time.sleep(0.1)
+    lab.close()
+    store = PostgresStore(postgres_dsn)
+    try:
+        items = run(store.load_thread_items(first.thread_id, None, 10, "asc", RequestContext(lab.user_id))).data
+    finally:
+        store.close()
+    assert [i.type for i in items] == ["user_message", "assistant_message"] * 2 and items[-1].id == turn.item_ids[-1]
+
+
 def test_two_processes_stores_share_the_database_each_user_seeing_only_their_threads(postgres_dsn):
     worker_a, worker_b = PostgresStore(postgres_dsn), PostgresStore(postgres_dsn)
     try:

@@ -270,9 +270,10 @@ class Runtime:
                 self.loop.call(self.tracer.aflush(), timeout=5)
             except Exception:
                 log.warning("the last logs could not be written", exc_info=True)
-            if isinstance(self.store, DuckDBStore) and self.store.kept:  # replies users saw, waiting for a locked file
+            if self.store.kept:  # replies users saw, waiting for a locked file or a server that went away
+                wait = self.store.db.lock_timeout if isinstance(self.store, DuckDBStore) else self.store.connect_timeout
                 try:
-                    self.loop.call(self.store.write_kept(), timeout=self.store.db.lock_timeout + 5)
+                    self.loop.call(self.store.write_kept(), timeout=wait + 5)
                 except Exception:
                     log.debug("the kept items could not be written", exc_info=True)
         self.loop.stop()

@@ -177,6 +177,14 @@ class PostgresStore(Store[Any], AttachmentStore[Any]):
                     log.error("Kept item %s could not be written: thread %s is gone, or has an item with that id.", item.id, row["thread"])
                 self._kept.pop(0)
 
+    async def write_kept(self) -> int:
+        """One more try to write the kept items; how many are left."""
+        try:
+            await self._on_loop(self._write_kept())
+        except DatabaseUnavailableError:
+            pass
+        return len(self._kept)
+
     async def _retry_kept(self) -> None:
         while self._kept and self._pool is not None:
             try:

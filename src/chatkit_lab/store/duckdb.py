@@ -81,7 +81,6 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
         self._cache = LeaseCache()
         self._kept: list[tuple[str, ThreadItem, dict[str, Any], bool]] = []
         self._writing_kept: asyncio.Task[None] | None = None
-        self._closed = False
 
     def _known(self) -> LeaseCache:
         """What this process knows of the file; call it holding a cursor (which may reconnect)."""
@@ -91,7 +90,6 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
         return self._redact(text) if self._redact is not None and text else text
 
     def close(self) -> None:
-        self._closed = True
         if self._kept:
             log.error("%d items (replies users saw) could not be saved: the database file %s stayed locked.", len(self._kept), self.db.path)
         self.db.close()
@@ -241,7 +239,7 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
         except DatabaseBusyError:
             # The user has seen this reply stream: keep it and write it once the file is free,
             # rather than lose it. A user message is the model's input, so its turn fails instead.
-            if item.type == "user_message" or self._closed or self.db.closed:
+            if item.type == "user_message" or self.db.closed:
                 raise
             self._kept.append((thread_id, item, row, replace))
             log.warning("The database file stayed locked; item %s of thread %s is kept and written once it is free.", item.id, thread_id)
@@ -314,7 +312,7 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
             self._writing_kept = asyncio.get_running_loop().create_task(self._write_kept())
 
     async def _write_kept(self) -> None:
-        while self._kept and not (self._closed or self.db.closed):
+        while self._kept and not self.db.closed:
             if await self.write_kept():
                 await asyncio.sleep(0.05)  # each try waited up to lock_timeout for the file
 

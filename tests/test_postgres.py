@@ -203,6 +203,10 @@ def _conversation(lab):
     return first.thread_id
 
 
+def lineage_of(lab, thread_id):
+    return lab.sql("SELECT parent_thread_id, kind FROM lineage WHERE thread_id = ?", [thread_id]).values.tolist()
+
+
 def test_a_lab_on_postgresql_keeps_the_logs_frames_replay_fork_and_diff_of_a_lab_on_duckdb(tmp_path, postgres_dsn):
     import json
 
@@ -224,6 +228,7 @@ def test_a_lab_on_postgresql_keeps_the_logs_frames_replay_fork_and_diff_of_a_lab
             fork = lab.fork(thread)
             replay = lab.replay(thread, instructions="Be brief.").run_sync(progress=False)
             diff = lab.diff(thread, replay.thread_id)
+            batch = lab.replay_many_sync([thread, fork], concurrency=2, progress=False, instructions="Be brief.")
             seen[kind] = {
                 "threads": sorted(lab.threads_df()["items"].tolist()),
                 "lineage": sorted(str(x) for x in lab.threads_df().lineage.tolist()),
@@ -232,6 +237,7 @@ def test_a_lab_on_postgresql_keeps_the_logs_frames_replay_fork_and_diff_of_a_lab
                 "spans": sorted(lab.spans_df(thread).span_type.tolist()),
                 "inputs": [json.loads(x) for x in lab.model_inputs_df(thread).input],
                 "fork_items": lab.items_df(fork).type.tolist(),
+                "batch": [(lab.items_df(r.thread_id).type.tolist(), lineage_of(lab, r.thread_id) == [[r.source, "replay"]]) for r in batch],
                 "diff": diff.df.drop(columns=[c for c in diff.df.columns if c.startswith("latency")]).map(str).values.tolist(),
                 "inspected": lab.inspect(thread).tools,
                 "sql": lab.sql("SELECT count(*) AS n FROM turns WHERE thread_id = ?", [thread]).n[0],
@@ -242,6 +248,7 @@ def test_a_lab_on_postgresql_keeps_the_logs_frames_replay_fork_and_diff_of_a_lab
         assert duck.pop("health") and pg.pop("health")
         assert pg == duck
         assert pg["turns"][1][5] == ["add"] and pg["sql"] == 3 and pg["lineage"].count("fork") == 1
+        assert [(len(types), linked) for types, linked in pg["batch"]] == [(len(pg["fork_items"]), True)] * 2
         assert any(m["role"] == "user" for m in pg["inputs"][0] if isinstance(m, dict) and "role" in m)
     finally:
         for lab in labs.values():

@@ -144,6 +144,43 @@ def test_batch_replay_keeps_to_its_concurrency_limit(make_lab):
     assert lab.replay_many_sync(sources[:1], concurrency=1, progress=False)[0].done
 
 
+def test_a_batch_writes_its_threads_whole_in_order_and_everything_it_holds_when_interrupted(make_lab):
+    from chatkit_lab import replay
+
+    lab = make_lab()
+    short = record(lab, "/words 3", "/words 2")
+    slow = record(lab, "/words 300", "/words 5")
+    attachment = lab.request_sync({"type": "attachments.create", "params": {"name": "notes.txt", "size": 11, "mime_type": "text/plain"}})
+    lab.runtime.loop.call(lab.store.write_attachment_bytes(attachment["id"], b"pinned note", RequestContext(user_id="local")))
+    body = {"type": "threads.create", "params": {"input": {"content": [{"type": "input_text", "text": "read it"}], "attachments": [attachment["id"]], "inference_options": {}}}}
+    attached = next(e["thread"]["id"] for e in lab.request_sync(body) if e["type"] == "thread.created")
+    threads_before = len(lab.threads_df())
+
+    batch = replay.batch(lab.runtime, [short, slow, attached], 3, model=MirrorModel("slow", chunk_size=4, delay=0.01))
+    assert len(lab.threads_df()) == threads_before + 1  # only the replay with attachments is in the file before it runs (its copies are)
+
+    async def interrupt():
+        task = asyncio.create_task(batch.run(progress=False))
+        await asyncio.sleep(0.5)  # the short ones are done; the slow one is inside its long first turn
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(interrupt())
+    short_r, slow_r, attached_r = batch.replays
+    assert short_r.done and attached_r.done and [s.error for s in slow_r.steps] == ["cancelled"]
+    for r in batch.replays:  # every new thread is in the file with its lineage, whatever its replay reached
+        assert lineage(lab, r.thread_id)["kind"] == "replay" and lab.threads_df().set_index("thread_id").title[r.thread_id].endswith("(replay)")
+    items = lab.items_df(short_r.thread_id)
+    assert items.text.tolist() == ["/words 3", "w1 w2 w3", "/words 2", "w1 w2"] and items.created_at.is_monotonic_increasing
+    assert lab.items_df(slow_r.thread_id).query("type == 'user_message'").text.tolist() == ["/words 300"]
+    assert "pinned note" in lab.model_inputs_df(attached_r.thread_id).input[0]
+    batch.run_sync(progress=False)  # goes on in the file, without repeating a turn
+    assert [s.exchange for s in slow_r.steps] == [1, 2] and slow_r.steps[1].reply == "w1 w2 w3 w4 w5"
+    assert lab.items_df(slow_r.thread_id).query("type == 'user_message'").text.tolist() == ["/words 300", "/words 5"]
+    assert lab.turns_df(slow_r.thread_id).status.tolist() == ["cancelled", "completed"]
+
+
 def test_fork_copies_a_thread_up_to_an_item_and_the_new_thread_goes_its_own_way(make_lab):
     lab = make_lab()
     source = record(lab, "one", "two", "three")

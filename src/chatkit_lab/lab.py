@@ -40,7 +40,7 @@ from .workflows.versions import Resolved
 
 if TYPE_CHECKING:
     from .inspector import Inspection
-    from .replay import Replay, ThreadDiff
+    from .replay import Batch, Replay, ThreadDiff
     from .widget import ChatWidget
 
 DEFAULT_INSTRUCTIONS = "You are a helpful assistant inside a Jupyter notebook. Answer concisely in Markdown."
@@ -544,19 +544,23 @@ class ChatLab:
         """
         chosen = self._chat_workflow(workflow) if workflow is not None else None
         return replay.start(
-            self.runtime, thread_id, instructions=instructions, model=model, tools=tools, context=context,
+            self.runtime, [thread_id], instructions=instructions, model=model, tools=tools, context=context,
             user_id=user_id, strategy=strategy, agent=agent, workflow=chosen,
-        )
+        )[0]
 
     async def replay_many(self, thread_ids: Sequence[str], *, concurrency: int = 4, progress: bool = True, **overrides: Any) -> list[Replay]:
         """Replay many threads with the same overrides, ``concurrency`` at a time, with one
-        progress bar; returns the ``Replay`` of each, in order."""
-        batch = replay.Batch(self.runtime, [self.replay(t, **overrides) for t in thread_ids], concurrency)
-        return await batch.run(progress=progress)
+        progress bar; returns the ``Replay`` of each, in order. The new threads are written to
+        the database as their replays finish (a few at a time, and all when the batch stops)."""
+        return await self._batch(thread_ids, concurrency, overrides).run(progress=progress)
 
     def replay_many_sync(self, thread_ids: Sequence[str], *, concurrency: int = 4, progress: bool = True, **overrides: Any) -> list[Replay]:
-        batch = replay.Batch(self.runtime, [self.replay(t, **overrides) for t in thread_ids], concurrency)
-        return batch.run_sync(progress=progress)
+        return self._batch(thread_ids, concurrency, overrides).run_sync(progress=progress)
+
+    def _batch(self, thread_ids: Sequence[str], concurrency: int, overrides: dict[str, Any]) -> Batch:
+        if overrides.get("workflow") is not None:
+            overrides = {**overrides, "workflow": self._chat_workflow(overrides["workflow"])}
+        return replay.batch(self.runtime, list(thread_ids), concurrency, **overrides)
 
     def fork(self, thread_id: str, at_item: str | None = None) -> str:
         """Copy a thread up to and including the item ``at_item`` (all of it by default) into a

@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from agents import Agent, Tool
-from chatkit.types import ThreadMetadata, UserMessageItem
+from chatkit.types import ThreadItem, ThreadMetadata, UserMessageItem
 
 from ._loop import LoopThread
 from ._runtime import Runtime
@@ -29,7 +29,8 @@ from .errors import ChatLabError
 from .models import resolve_backend
 from .server import LabServer
 from .store.items import item_adapter, item_text, utc_now
-from .store.queries import EXCHANGE_FACTS, REPLAY_PLAN, thread_owner
+from .store.memory import MemoryStore
+from .store.queries import EXCHANGE_FACTS, REPLAY_PLANS, thread_owner, thread_owners
 from .store.rows import stored_json
 from .turn import Turn
 from .workflows.turns import ChatWorkflow
@@ -38,10 +39,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
-async def _new_thread(runtime: Runtime, owner: str, title: str) -> str:
+async def _new_thread(store: Any, owner: str, title: str) -> str:
     context = RequestContext(user_id=owner)
-    thread_id = runtime.store.generate_thread_id(context)
-    await runtime.store.save_thread(ThreadMetadata(id=thread_id, title=title, created_at=datetime.now()), context)
+    thread_id = store.generate_thread_id(context)
+    await store.save_thread(ThreadMetadata(id=thread_id, title=title, created_at=datetime.now()), context)
     return thread_id
 
 
@@ -56,7 +57,7 @@ async def fork(runtime: Runtime, thread_id: str, at_item: str | None, user_id: s
         if at_item and cur.execute("SELECT 1 FROM items WHERE thread_id = ? AND item_id = ?", [thread_id, at_item]).fetchone() is None:
             raise ChatLabError(f"There is no item {at_item!r} in thread {thread_id!r}; lab.items_df({thread_id!r}) lists them.")
         kind = "edit" if before else "fork"
-        new = await _new_thread(runtime, owner, f"{title or 'Untitled'} ({'edited' if before else 'fork'})")
+        new = await _new_thread(runtime.store, owner, f"{title or 'Untitled'} ({'edited' if before else 'fork'})")
         await runtime.store.copy_items(thread_id, new, RequestContext(user_id=owner), up_to=at_item, before=before)
         cur.execute("INSERT INTO lineage (thread_id, parent_thread_id, kind, at_item_id, created_at) VALUES (?, ?, ?, ?, ?)", [new, thread_id, kind, at_item, utc_now()])
     return new
@@ -98,12 +99,14 @@ class Replay:
     """A thread re-run under changed settings into a new thread (``thread_id``), cell by cell:
     ``await r.step()`` runs the next turn, ``await r.run()`` the rest; ``r.diff()`` compares."""
 
-    def __init__(self, runtime: Runtime, source: str, thread_id: str, user_id: str, server: LabServer,
+    def __init__(self, runtime: Runtime, source: str, thread_id: str, user_id: str, server_on: Callable[[Any], LabServer],
                  plan: list[_Planned], attachments: dict[str, str], context: dict[str, Any] | None, strategy: str | None,
-                 user_override: bool) -> None:
-        self.runtime, self.source, self.thread_id, self.user_id, self.server = runtime, source, thread_id, user_id, server
+                 user_override: bool, staged: Staged | None = None) -> None:
+        self.runtime, self.source, self.thread_id, self.user_id = runtime, source, thread_id, user_id
         self._plan, self._attachments = plan, attachments
         self._context, self._strategy, self._user_override = context, strategy, user_override
+        self._server_on, self.staged = server_on, staged
+        self.server = server_on(staged.store if staged is not None else runtime.store)
         self.steps: list[ReplayStep] = []
 
     def __repr__(self) -> str:
@@ -172,6 +175,15 @@ class Replay:
         self.steps.append(step)
         return step
 
+    def unstage(self) -> tuple[tuple[str, ThreadMetadata, list[ThreadItem]], list[Any]] | None:
+        """This replay's thread (owner, metadata, items) and lineage row, taken out of its batch's
+        memory to be written; from then on it runs on the lab's store. None if not staged."""
+        staged, self.staged = self.staged, None
+        if staged is None:
+            return None
+        self.server = self._server_on(self.runtime.store)
+        return staged.store.take_thread(self.thread_id), staged.lineage.pop(self.thread_id)
+
     def _use_context(self, planned: _Planned) -> dict[str, Any]:
         """Point the replay server at this turn's context; returns the request metadata."""
         lab_context = self.runtime.server.injection or ContextInjection()
@@ -191,24 +203,28 @@ class Replay:
         return metadata
 
 
-def start(
-    runtime: Runtime, source: str, *, instructions: str | None = None, model: Any = None, tools: Sequence[Tool] | None = None,
-    context: dict[str, Any] | None = None, user_id: str | None = None, strategy: str | None = None, agent: Agent | None = None,
-    workflow: ChatWorkflow | None = None,
-) -> Replay:
-    """A ``Replay`` of thread ``source`` into a new thread, under these overrides (see ``lab.replay``)."""
+@dataclass
+class Staged:
+    """Threads of a batch of replays kept in memory (``store``), each written with its lineage
+    row when its replay is done: a few statements per batch instead of several per turn."""
+
+    store: MemoryStore
+    lineage: dict[str, list[Any]]  # new thread -> its lineage row, written with the thread
+
+
+def start(runtime: Runtime, sources: Sequence[str], *, staged: Staged | None = None, **overrides: Any) -> list[Replay]:
+    """A ``Replay`` of each thread in ``sources`` into a new thread, under these overrides (see
+    ``lab.replay``), read in one go. ``staged``: where a batch keeps its new threads until each
+    replay is done (a replay of messages with attachments is never staged: its copies are in the file)."""
     runtime.flush()  # the original turns' recorded context is read from model_inputs
-    return runtime.call(_start(
-        runtime, source, instructions=instructions, model=model, tools=tools, context=context,
-        user_id=user_id, strategy=strategy, agent=agent, workflow=workflow,
-    ))
+    return runtime.call(_start(runtime, sources, staged=staged, **overrides))
 
 
 async def _start(
-    runtime: Runtime, source: str, *, instructions: str | None, model: Any, tools: Sequence[Tool] | None,
-    context: dict[str, Any] | None, user_id: str | None, strategy: str | None, agent: Agent | None,
-    workflow: ChatWorkflow | None = None,
-) -> Replay:
+    runtime: Runtime, sources: Sequence[str], *, instructions: str | None = None, model: Any = None, tools: Sequence[Tool] | None = None,
+    context: dict[str, Any] | None = None, user_id: str | None = None, strategy: str | None = None, agent: Agent | None = None,
+    workflow: ChatWorkflow | None = None, staged: Staged | None = None,
+) -> list[Replay]:
     if strategy is not None:
         ContextInjection(strategy)  # a clear error for an unknown strategy, before anything is written
     lab_server = runtime.server
@@ -222,27 +238,39 @@ async def _start(
         "context": context, "user_id": user_id, "strategy": strategy, "agent": agent.name if agent else None,
         "workflow": workflow.resolved.label if workflow is not None else None,
     }
-    overrides = {k: v for k, v in overrides.items() if v is not None}
+    described = runtime.secrets.redact(stored_json({k: v for k, v in overrides.items() if v is not None}))
+    answering = workflow or lab_server.workflow
+    replays = []
     async with runtime.db.transaction() as cur:
-        owner, title = thread_owner(cur, source)
-        rows = cur.execute(REPLAY_PLAN, {"thread": source}).fetchall()
-        plan = [
-            _Planned(n, item_adapter.validate_json(data), reply, json.loads(ctx) if ctx else None, strat)
-            for n, data, reply, ctx, strat in rows
-        ]
-        if not plan:
-            raise ChatLabError(f"Thread {source!r} has no user messages to replay.")
-        new_owner = user_id or owner
-        thread_id = await _new_thread(runtime, new_owner, f"{title or 'Untitled'} (replay)")
-        attachments = await runtime.store.copy_attachments(
-            [a.id for p in plan for a in p.message.attachments], thread_id, RequestContext(user_id=owner), RequestContext(user_id=new_owner)
-        )
-        cur.execute(
-            "INSERT INTO lineage (thread_id, parent_thread_id, kind, overrides, created_at) VALUES (?, ?, 'replay', ?, ?)",
-            [thread_id, source, runtime.secrets.redact(stored_json(overrides)), utc_now()],
-        )
-    server = derived_server(runtime, replay_agent, backend, workflow or lab_server.workflow, {"replay_of": source})
-    return Replay(runtime, source, thread_id, new_owner, server, plan, attachments, context, strategy, user_id is not None)
+        owners = thread_owners(cur, sources)
+        plans: dict[str, list[_Planned]] = {}
+        for source, n, data, reply, ctx, strat in cur.execute(REPLAY_PLANS, {"threads": list(sources)}).fetchall():
+            plans.setdefault(source, []).append(_Planned(n, item_adapter.validate_json(data), reply, json.loads(ctx) if ctx else None, strat))
+        for source in sources:
+            (owner, title), plan = owners[source], plans.get(source)
+            if not plan:
+                raise ChatLabError(f"Thread {source!r} has no user messages to replay.")
+            new_owner, new_title = user_id or owner, f"{title or 'Untitled'} (replay)"
+            attachments: dict[str, str] = {}
+            kept = staged if staged is not None and not any(p.message.attachments for p in plan) else None
+            if kept is not None:
+                thread_id = await _new_thread(kept.store, new_owner, new_title)
+                kept.lineage[thread_id] = [thread_id, source, described, utc_now()]
+            else:
+                thread_id = await _new_thread(runtime.store, new_owner, new_title)
+                attachments = await runtime.store.copy_attachments(
+                    [a.id for p in plan for a in p.message.attachments], thread_id, RequestContext(user_id=owner), RequestContext(user_id=new_owner)
+                )
+                cur.execute(LINEAGE_INSERT, [thread_id, source, described, utc_now()])
+
+            def server_on(store: Any, source: str = source) -> LabServer:
+                return derived_server(runtime, replay_agent, backend, answering, {"replay_of": source}, store=store)
+
+            replays.append(Replay(runtime, source, thread_id, new_owner, server_on, plan, attachments, context, strategy, user_id is not None, kept))
+    return replays
+
+
+LINEAGE_INSERT = "INSERT INTO lineage (thread_id, parent_thread_id, kind, overrides, created_at) VALUES (?, ?, 'replay', ?, ?)"
 
 
 def overridden_agent(base: Agent, backend: Any, *, instructions: str | None = None, model: Any = None,
@@ -270,20 +298,46 @@ def derived_server(runtime: Runtime, agent: Agent, backend: Any, workflow: ChatW
     )
 
 
+def batch(runtime: Runtime, sources: Sequence[str], concurrency: int, **overrides: Any) -> Batch:
+    """Replays of ``sources`` run together, their new threads kept in memory until each is done."""
+    return Batch(runtime, start(runtime, sources, staged=Staged(MemoryStore(), {}), **overrides), concurrency)
+
+
 class Batch:
-    """Many replays run on the lab's loop, at most ``concurrency`` at a time, behind one progress bar."""
+    """Many replays run on the lab's loop, at most ``concurrency`` at a time, behind one progress
+    bar. Staged replays' threads are written as they finish, ``WRITE_EVERY`` together or every
+    half second, and all of them when the batch stops, however it stops."""
+
+    WRITE_EVERY = 64
 
     def __init__(self, runtime: Runtime, replays: list[Replay], concurrency: int) -> None:
         self.runtime, self.replays, self.concurrency = runtime, replays, max(1, concurrency)
 
     async def _run_all(self) -> None:
         gate = asyncio.Semaphore(self.concurrency)
+        done: list[Replay] = []
+        written = [time.monotonic()]
 
         async def one(replay: Replay) -> None:
             async with gate:
                 await replay.run_remaining()
+            done.append(replay)
+            if len(done) >= self.WRITE_EVERY or time.monotonic() - written[0] > 0.5:
+                finished, done[:] = list(done), []
+                written[0] = time.monotonic()
+                await self._write(finished)
 
-        await asyncio.gather(*(one(r) for r in self.replays))
+        try:
+            await asyncio.gather(*(one(r) for r in self.replays))
+        finally:  # an interrupted replay keeps what its thread holds, as a chat would; a rerun goes on from there
+            await self._write(self.replays)
+
+    async def _write(self, replays: Sequence[Replay]) -> None:
+        taken = [t for t in (r.unstage() for r in replays) if t is not None]
+        if taken:
+            await self.runtime.store.add_threads([thread for thread, _ in taken])
+            async with self.runtime.db.transaction() as cur:  # after the threads: no lineage row names a thread not written
+                cur.executemany(LINEAGE_INSERT, [row for _, row in taken])
 
     def _progress(self) -> tuple[Callable[[], int], int]:
         return (lambda: sum(len(r.steps) for r in self.replays)), sum(r.total for r in self.replays)

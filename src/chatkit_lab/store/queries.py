@@ -6,6 +6,7 @@ Each function returns ``(sql, params)`` for one user's rows (``user_id``), or ev
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from ..errors import ChatLabError
@@ -225,17 +226,32 @@ def thread_owner(cur: Any, thread_id: str, user_id: str | None = None) -> tuple[
     return row
 
 
-_LAST_TURN = """tu AS (SELECT DISTINCT ON (user_item_id) user_item_id, turn_id FROM turns
-                WHERE thread_id = $thread AND user_item_id IS NOT NULL ORDER BY user_item_id, started_at DESC)"""
+def thread_owners(cur: Any, thread_ids: Sequence[str]) -> dict[str, tuple[str, str | None]]:
+    """Each thread's owner and title, read in one go; the first that is missing is an error."""
+    found = {t: (user, title) for t, user, title in cur.execute(
+        "SELECT thread_id, user_id, title FROM threads WHERE thread_id IN (SELECT unnest(?::VARCHAR[]))", [list(thread_ids)]).fetchall()}
+    for thread_id in thread_ids:
+        if thread_id not in found:
+            raise ChatLabError(f"There is no thread {thread_id!r} in this lab's database; lab.threads_df() lists them.")
+    return found
 
-# Each user message of a thread with the original reply and the context its turn's model saw.
-REPLAY_PLAN = f"""
-    WITH ex AS ({exchanges_sql("thread_id = $thread")}), {_LAST_TURN}
-    SELECT ex.exchange, i.data, ex.reply_text, m.context, m.strategy
+
+def _last_turn(where: str) -> str:
+    return f"""tu AS (SELECT DISTINCT ON (user_item_id) user_item_id, turn_id FROM turns
+                WHERE {where} AND user_item_id IS NOT NULL ORDER BY user_item_id, started_at DESC)"""
+
+
+_LAST_TURN = _last_turn("thread_id = $thread")
+_ANY_THREAD = "thread_id IN (SELECT unnest($threads::VARCHAR[]))"
+
+# Each user message of the threads with the original reply and the context its turn's model saw.
+REPLAY_PLANS = f"""
+    WITH ex AS ({exchanges_sql(_ANY_THREAD)}), {_last_turn(_ANY_THREAD)}
+    SELECT ex.thread_id, ex.exchange, i.data, ex.reply_text, m.context, m.strategy
     FROM ex JOIN items i ON i.thread_id = ex.thread_id AND i.item_id = ex.user_item_id
     LEFT JOIN tu ON tu.user_item_id = ex.user_item_id
     LEFT JOIN model_inputs m ON m.turn_id = tu.turn_id AND m.call_index = 0
-    ORDER BY ex.exchange"""
+    ORDER BY ex.thread_id, ex.exchange"""
 
 _NONE = "CASE WHEN t.trace_id IS NOT NULL THEN ARRAY[]::VARCHAR[] END"  # no turn recorded: NULL, not "none"
 # One row per exchange of a thread: what a diff compares.

@@ -75,3 +75,20 @@ def test_attachment_names_are_redacted(make_lab, db_path, tmp_path):
     lab.close()
     assert found_in_database(db_path, "crm-AttachName-5531") == []
     assert "crm-AttachName-5531" not in (tmp_path / "all.jsonl").read_text()
+
+
+def test_what_everything_written_passes_through_follows_a_new_secret_or_mask_at_once(make_lab):
+    from chatkit_lab.workflows import Edge, EndNode, GuardrailsNode, StartNode, Workflow
+
+    lab = make_lab()
+    text = "call me on +1 415 555 0132 with the code zq-7781-secret-value"
+    assert lab.runtime.redact(text) == text  # remembered as it is
+    lab.secrets.set("code", "zq-7781-secret-value")
+    assert lab.runtime.redact(text) == "call me on +1 415 555 0132 with the code [REDACTED:code]"
+    masking = Workflow(name="masking", nodes=[StartNode("start"), GuardrailsNode("pii", config={"guardrails": [{"name": "Contains PII", "config": {}}]}),
+                                              EndNode("end")],
+                       edges=[Edge("start", "pii"), Edge("pii", "end", "pass"), Edge("pii", "end", "fail")])
+    lab.use_workflow(masking)
+    assert lab.runtime.redact(text) == "call me on <PHONE_NUMBER> with the code [REDACTED:code]"
+    lab.use_workflow(None)
+    assert lab.runtime.redact(text) == "call me on +1 415 555 0132 with the code [REDACTED:code]"

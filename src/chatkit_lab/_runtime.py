@@ -40,6 +40,7 @@ Events = list[dict[str, Any]]
 
 
 KEEP_ALIVE_S = 65
+MEMO_LONGEST, MEMO_ENTRIES = 4096, 4096  # redacted text remembered: at most 16 MB of it
 
 
 class View(Protocol):
@@ -60,6 +61,8 @@ class Runtime:
         self.secrets, self.auth = secrets, auth
         self.limits = limits or Limits()
         self.masks: list[Callable[[str], str]] = [mask] if mask is not None else []
+        self._masks_version = 0
+        self._memo: tuple[tuple[int, int], dict[str, str]] = ((-1, -1), {})
         self.db: Database | PostgresDatabase
         self.store: DuckDBStore | PostgresStore
         if is_postgres_url(db):  # a shared deployment: the store and the logs in one PostgreSQL database
@@ -83,11 +86,33 @@ class Runtime:
     def redact(self, text: str) -> str:
         """Everything written passes here: secrets out, and with ``masks`` (the PII masking of
         the lab's guardrails and its workflow's guardrails nodes) the masked entities too, so a
-        reply or tool output cannot write them either."""
+        reply or tool output cannot write them either. Text up to ``MEMO_LONGEST`` characters is
+        remembered: a thread's history passes here on every model call."""
+        if len(text) > MEMO_LONGEST:
+            return self._redacted(text)
+        version = (self.secrets.version, self._masks_version)  # read first: the memo never outlives what it was made with
+        made_with, memo = self._memo
+        if made_with != version:
+            memo = {}
+            self._memo = (version, memo)
+        done = memo.get(text)
+        if done is None:
+            done = self._redacted(text)
+            if len(memo) >= MEMO_ENTRIES:
+                memo.clear()
+            memo[text] = done
+        return done
+
+    def _redacted(self, text: str) -> str:
         text = self.secrets.redact(text)
         for mask in self.masks:
             text = mask(text)
         return text
+
+    def set_masks(self, masks: list[Callable[[str], str]]) -> None:
+        """The PII masks everything written passes through from now on."""
+        self.masks = masks
+        self._masks_version += 1  # after the masks, as Secrets.version
 
     @property
     def server(self) -> LabServer:

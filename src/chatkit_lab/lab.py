@@ -248,10 +248,10 @@ class ChatLab:
         server = self.server
         if workflow is None:
             server.workflow = None
-            self.runtime.masks[:] = [m for m in [self.guardrails.redactor() if self.guardrails else None] if m]
+            self.runtime.set_masks([m for m in [self.guardrails.redactor() if self.guardrails else None] if m])
             return None
         server.workflow = self._chat_workflow(workflow)
-        self.runtime.masks[:] = [m for m in [self.guardrails.redactor() if self.guardrails else None] if m] + redactors(server.workflow.resolved.workflow)
+        self.runtime.set_masks([m for m in [self.guardrails.redactor() if self.guardrails else None] if m] + redactors(server.workflow.resolved.workflow))
         return server.workflow.resolved
 
     def _chat_workflow(self, workflow: Any) -> ChatWorkflow:

@@ -35,6 +35,7 @@ class Secrets:
         self._values: dict[tuple[str | None, str], str] = {}
         self._pattern: re.Pattern[str] | None = None
         self._names: dict[str, str] = {}
+        self.version = 0  # counts the values watched; a memo of redacted text is good for one version
         key = os.environ.get("OPENAI_API_KEY", "")
         if len(key.strip()) >= MIN_LENGTH:  # a shorter one is no real key, and no reason to fail
             self.watch(key, "OPENAI_API_KEY")
@@ -63,6 +64,7 @@ class Secrets:
             word = len(form) < WORD_LENGTH  # a short value only as a whole word, not inside others
             parts.append(rf"(?<![\w]){re.escape(form)}(?![\w])" if word else re.escape(form))
         self._pattern = re.compile("|".join(parts))
+        self.version += 1  # after the pattern: whoever reads this version redacts with it
 
     def for_user(self, user_id: str) -> dict[str, str]:
         shared = {name: v for (who, name), v in self._values.items() if who is None}

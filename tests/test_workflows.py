@@ -424,3 +424,16 @@ def test_run_from_a_cell_with_a_lab_uses_its_tools_and_writes_its_traces(make_la
     assert result.status == "completed" and result["clerk"].output["output_text"] == "Tool `lookup_order` returned: order 42: shipped"
     spans = lab.sql("SELECT name FROM spans WHERE trace_id = ?", [result.trace_id]).name.tolist()
     assert "clerk" in spans and "lookup_order" in spans  # the node span, the agent's and the tool's, in the lab's file
+
+
+def test_a_chat_workflow_builds_an_agent_once_for_each_instructions_it_renders(make_lab):
+    lab = make_lab()
+    echo = Workflow(name="echo", nodes=[StartNode("start"), AgentNode("answer", instructions="Answer {{ workflow.input_as_text }} briefly."),
+                                        EndNode("end")], edges=chain("start", "answer", "end"))
+    lab.use_workflow(echo)
+    replies = [lab.send_sync(text).text for text in ("apples", "pears", "apples")]
+    assert all(f"Answer {text} briefly." in reply for text, reply in zip(("apples", "pears", "apples"), replies, strict=True))
+    built = lab.server.workflow.agents
+    assert sorted(instructions for _, instructions in built) == ["Answer apples briefly.", "Answer pears briefly."]
+    lab.use_workflow(echo)  # another chat workflow builds its own
+    assert lab.server.workflow.agents == {}

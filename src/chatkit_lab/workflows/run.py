@@ -47,6 +47,7 @@ from .expressions import Compiled, ExpressionError, as_text
 
 TRACE_SOURCE = "agent-builder"  # Agent Builder's ``__trace_source__``: tools that read its traces find ours
 OUTPUT_LIMIT = 500
+AGENTS_KEPT = 256  # agents a chat workflow keeps built (instructions templated per turn would grow it)
 
 
 class NodeFailed(StreamSentenceError):
@@ -244,10 +245,11 @@ class Execution:
         self, workflow: Any, services: Services, *, input_text: str, history: list[Any] | None = None,
         compiled: Compiled | None = None, version: int | None = None, trace_id: str | None = None, group_id: str | None = None,
         metadata: dict[str, Any] | None = None, run_config: RunConfig | None = None, context: Any = None,
-        hooks: Any = None, paused: Paused | None = None, tracing_disabled: bool = False,
+        hooks: Any = None, paused: Paused | None = None, tracing_disabled: bool = False, agents: dict[tuple[str, str], Agent] | None = None,
     ) -> None:
         self.workflow, self.services, self.version = workflow, services, version
         self.compiled = compiled or workflow.compiled()
+        self.agents = agents if agents is not None else {}  # (node id, instructions) -> its Agent: runs of one graph and services share it
         self.input_text = paused.input_as_text if paused else input_text
         self.history = list(history if history is not None else [{"role": "user", "content": input_text}])
         self.state: dict[str, Any] = paused.state if paused else workflow.state_defaults()
@@ -432,11 +434,14 @@ class Execution:
     async def _agent(self, node: Any, run: NodeRun, span: Span[Any]) -> AsyncIterator[Step]:
         run.model = node.model
         instructions = self.compiled.templates[node.id, "instructions"].render(self._scope())
-        settings = _model_settings(node)
-        agent = Agent(
-            name=node.name, instructions=instructions or None, model=self.services.model_for(node.model), model_settings=settings,
-            tools=self._tools(node), output_type=JsonSchemaOutput(node.output_schema, f"{node.id}_output") if node.output_schema else None,
-        )
+        agent = self.agents.get((node.id, instructions))
+        if agent is None:  # building one checks its settings and output schema: a millisecond
+            if len(self.agents) >= AGENTS_KEPT:
+                self.agents.clear()
+            agent = self.agents[node.id, instructions] = Agent(
+                name=node.name, instructions=instructions or None, model=self.services.model_for(node.model), model_settings=_model_settings(node),
+                tools=self._tools(node), output_type=JsonSchemaOutput(node.output_schema, f"{node.id}_output") if node.output_schema else None,
+            )
         given: list[Any] = [*self.history, *self.added_history] if node.include_history else [{"role": "user", "content": self.input_text}]
         if (node.id, "message") in self.compiled.templates:
             given.append({"role": "user", "content": self.compiled.templates[node.id, "message"].render(self._scope())})

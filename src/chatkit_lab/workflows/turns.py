@@ -29,6 +29,7 @@ class ChatWorkflow:
     ) -> None:
         self.resolved, self.services, self.db, self.row_log, self.redact = resolved, services, db, row_log, redact
         self.compiled = resolved.workflow.compiled()
+        self.agents: dict[tuple[str, str], Any] = {}  # its agent nodes' Agents, built once (see Execution)
 
     @property
     def name(self) -> str:
@@ -43,7 +44,7 @@ class ChatWorkflow:
             resolved.workflow, self.services, input_text=input_text, history=history, version=resolved.version,
             compiled=self.compiled if resolved is self.resolved else None, trace_id=run_config.trace_id, group_id=run_config.group_id,
             metadata=run_config.trace_metadata, run_config=run_config, context=context, hooks=hooks, paused=paused,
-            tracing_disabled=run_config.tracing_disabled,
+            tracing_disabled=run_config.tracing_disabled, agents=self.agents if resolved is self.resolved else None,
         )
 
     async def events(

@@ -40,7 +40,7 @@ Events = list[dict[str, Any]]
 
 
 KEEP_ALIVE_S = 65
-MEMO_LONGEST, MEMO_ENTRIES = 4096, 4096  # redacted text remembered: at most 16 MB of it
+MEMO_LONGEST, MEMO_ENTRIES = 4096, 4096  # redacted text remembered: up to 4096 texts of up to 4096 characters
 
 
 class View(Protocol):

@@ -1,7 +1,7 @@
 """Typed rows of the log tables, written by column name.
 
 A row class names its table and its columns; ``insert`` writes a batch by column name (a DuckDB
-appender, or multi-row PostgreSQL ``INSERT``\ s), so a migration that adds a column (with a
+appender, or PostgreSQL's multi-row INSERTs), so a migration that adds a column (with a
 default) never breaks a log write, and a test pins each class to the table it fills.
 """
 

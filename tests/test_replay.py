@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import time
 
 import pytest
 from agents import Agent, function_tool, handoff
@@ -308,3 +309,32 @@ def test_the_diff_view_folds_unchanged_text_renders_markdown_and_lists_only_what
     assert "text-align:left !important" in view
     assert '<span class="ckl-diff-fact">tokens: ' in view  # the replies' tokens differ
     assert '<span class="ckl-diff-fact">tools:' not in view  # no tools either side: not listed
+
+
+def test_a_batch_whose_write_fails_stops_every_replay_and_still_writes_what_it_holds(make_lab, monkeypatch):
+    from chatkit_lab import replay
+
+    lab = make_lab()
+    sources = [record(lab, "/words 3"), record(lab, "/words 200", "/words 2")]
+    batch = replay.batch(lab.runtime, sources, 2, model=MirrorModel("slow", chunk_size=4, delay=0.01))
+    batch.WRITE_EVERY = 1  # the first finished replay is written at once
+    store, calls = lab.runtime.store, []
+    add_threads = store.add_threads
+
+    async def failing_once(threads):
+        calls.append(len(threads))
+        if len(calls) == 1:
+            raise ChatLabError("The disk is full.")
+        await add_threads(threads)
+
+    monkeypatch.setattr(store, "add_threads", failing_once)
+    with pytest.raises(ChatLabError, match="disk is full"):
+        batch.run_sync(progress=False)
+    slow = batch.replays[1]
+    steps = len(slow.steps)
+    assert steps == 1 and slow.steps[0].error == "cancelled"  # stopped inside its long first turn, not left running
+    time.sleep(0.3)
+    assert len(slow.steps) == steps and calls == [1, 2]
+    for r in batch.replays:  # the second write took both threads, whole
+        assert lineage(lab, r.thread_id)["kind"] == "replay"
+    assert lab.items_df(batch.replays[0].thread_id).text.tolist() == ["/words 3", "w1 w2 w3"]

@@ -175,14 +175,20 @@ class Replay:
         self.steps.append(step)
         return step
 
-    def unstage(self) -> tuple[tuple[str, ThreadMetadata, list[ThreadItem]], list[Any]] | None:
-        """This replay's thread (owner, metadata, items) and lineage row, taken out of its batch's
-        memory to be written; from then on it runs on the lab's store. None if not staged."""
-        staged, self.staged = self.staged, None
-        if staged is None:
+    def staged_thread(self) -> tuple[tuple[str, ThreadMetadata, list[ThreadItem]], list[Any]] | None:
+        """This replay's thread (owner, metadata, items) and lineage row while its batch holds
+        them in memory; None once they are written (or if they never were in memory)."""
+        if self.staged is None:
             return None
-        self.server = self._server_on(self.runtime.store)
-        return staged.store.take_thread(self.thread_id), staged.lineage.pop(self.thread_id)
+        return self.staged.store.thread(self.thread_id), self.staged.lineage[self.thread_id]
+
+    def unstage(self) -> None:
+        """Its thread is written: the batch's memory lets it go, and it runs on the lab's store."""
+        staged, self.staged = self.staged, None
+        if staged is not None:
+            staged.store.take_thread(self.thread_id)
+            del staged.lineage[self.thread_id]
+            self.server = self._server_on(self.runtime.store)
 
     def _use_context(self, planned: _Planned) -> dict[str, Any]:
         """Point the replay server at this turn's context; returns the request metadata."""
@@ -327,17 +333,26 @@ class Batch:
                 written[0] = time.monotonic()
                 await self._write(finished)
 
+        running = [asyncio.ensure_future(one(r)) for r in self.replays]
         try:
-            await asyncio.gather(*(one(r) for r in self.replays))
+            await asyncio.gather(*running)
         finally:  # an interrupted replay keeps what its thread holds, as a chat would; a rerun goes on from there
+            for task in running:  # a failed write stops the others too, before their threads are taken
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
             await self._write(self.replays)
 
     async def _write(self, replays: Sequence[Replay]) -> None:
-        taken = [t for t in (r.unstage() for r in replays) if t is not None]
-        if taken:
-            await self.runtime.store.add_threads([thread for thread, _ in taken])
-            async with self.runtime.db.transaction() as cur:  # after the threads: no lineage row names a thread not written
-                cur.executemany(LINEAGE_INSERT, [row for _, row in taken])
+        """The staged threads of ``replays`` with their lineage (one transaction on DuckDB); they
+        leave memory only once written, so a write that fails loses nothing and the next tries again."""
+        held = [(r, staged) for r in replays if (staged := r.staged_thread()) is not None]
+        if not held:
+            return
+        async with self.runtime.db.transaction() as cur:
+            await self.runtime.store.add_threads([thread for _, (thread, _) in held])
+            cur.executemany(LINEAGE_INSERT, [row for _, (_, row) in held])
+        for r, _ in held:
+            r.unstage()
 
     def _progress(self) -> tuple[Callable[[], int], int]:
         return (lambda: sum(len(r.steps) for r in self.replays)), sum(r.total for r in self.replays)

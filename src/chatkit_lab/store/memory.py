@@ -66,11 +66,16 @@ class MemoryStore(Store[Any]):
     def thread_ids(self) -> list[str]:
         return list(self._threads)
 
+    def thread(self, thread_id: str) -> tuple[str, ThreadMetadata, list[ThreadItem]]:
+        """A thread's owner, metadata and items in order (to be written elsewhere)."""
+        user, _, meta = self._threads[thread_id]
+        return user, meta, [item for _, _, item in sorted(self._items[thread_id].values(), key=lambda entry: entry[:2])]
+
     def take_thread(self, thread_id: str) -> tuple[str, ThreadMetadata, list[ThreadItem]]:
-        """Remove a thread and return its owner, metadata and items in order (to be written elsewhere)."""
-        user, _, meta = self._threads.pop(thread_id)
-        items = [item for _, _, item in sorted(self._items.pop(thread_id).values(), key=lambda entry: entry[:2])]
-        return user, meta, items
+        """Remove a thread and return its owner, metadata and items in order."""
+        found = self.thread(thread_id)
+        del self._threads[thread_id], self._items[thread_id]
+        return found
 
     async def load_thread_items(
         self, thread_id: str, after: str | None, limit: int, order: str, context: Any

@@ -10,6 +10,7 @@ from chatkit_lab.errors import ChatLabError
 from chatkit_lab.evals import from_threads, to_finetuning
 from chatkit_lab.workflows import templates
 
+from .helpers.failing import fail_once
 from .test_guardrails import Scripted
 
 HAS = {"type": "string_check", "name": "has", "input": "{{ sample.output_text }}", "reference": "{{ item.expected }}", "operation": "like"}
@@ -273,3 +274,23 @@ def test_eval_runs_travel_in_a_jsonl_export_each_with_only_its_users_rows(make_l
         assert copy.eval_run(theirs.id).summary == theirs.summary
         with pytest.raises(ChatLabError, match="There is no eval run"):
             copy.eval_run(mine.id)
+
+
+def test_a_run_whose_write_fails_stops_every_worker_loses_no_answer_and_resumes(make_lab, monkeypatch):
+    lab = make_lab(warm=False)
+    items = [{"input": "hello", "expected": "hello"}] + [{"input": f"/words {200 + n} slow", "expected": "1"} for n in range(3)]
+    calls = fail_once(monkeypatch, lab.runtime.store, "add_threads")
+    monkeypatch.setattr("chatkit_lab.evals.runs.BATCH", 1)  # the first answer is written at once
+    with pytest.raises(ChatLabError, match="disk is full"):
+        lab.evaluate_sync(items, graders=[HAS], concurrency=2, progress=False)
+    (run_id, status), = lab.sql("SELECT run_id, status FROM eval_runs").values.tolist()
+    kept = lab.sql("SELECT item_index, thread_id FROM eval_items WHERE run_id = ?", [run_id])
+    assert status == "interrupted" and 0 in kept.item_index.tolist()  # the answer whose write failed was written as the run stopped
+    assert len(calls) == 2  # the write that failed, then the one as the run stopped
+    time.sleep(0.3)
+    assert lab.sql("SELECT count(*) FROM eval_items").iloc[0, 0] == len(kept)  # no worker went on answering
+    orphans = lab.sql("SELECT count(*) FROM eval_items i WHERE NOT EXISTS (SELECT 1 FROM threads t WHERE t.thread_id = i.thread_id)").iloc[0, 0]
+    assert orphans == 0
+    summary = lab.resume_eval_sync(run_id, progress=False).summary
+    assert summary["status"] == "completed" and summary["result_counts"]["total"] == 4
+    assert lab.sql("SELECT count(DISTINCT thread_id) FROM eval_items WHERE run_id = ?", [run_id]).iloc[0, 0] == 4

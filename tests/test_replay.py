@@ -9,6 +9,7 @@ from agents import Agent, function_tool, handoff
 
 from chatkit_lab import ChatLabError, MirrorModel, RequestContext
 
+from .helpers.failing import fail_once
 from .test_tracing import not_empty
 from .test_widget import custom, frontend_sends, recording, wait_for  # noqa: F401 (recording: a fixture)
 
@@ -318,23 +319,14 @@ def test_a_batch_whose_write_fails_stops_every_replay_and_still_writes_what_it_h
     sources = [record(lab, "/words 3"), record(lab, "/words 200", "/words 2")]
     batch = replay.batch(lab.runtime, sources, 2, model=MirrorModel("slow", chunk_size=4, delay=0.01))
     batch.WRITE_EVERY = 1  # the first finished replay is written at once
-    store, calls = lab.runtime.store, []
-    add_threads = store.add_threads
-
-    async def failing_once(threads):
-        calls.append(len(threads))
-        if len(calls) == 1:
-            raise ChatLabError("The disk is full.")
-        await add_threads(threads)
-
-    monkeypatch.setattr(store, "add_threads", failing_once)
+    calls = fail_once(monkeypatch, lab.runtime.store, "add_threads")
     with pytest.raises(ChatLabError, match="disk is full"):
         batch.run_sync(progress=False)
     slow = batch.replays[1]
     steps = len(slow.steps)
     assert steps == 1 and slow.steps[0].error == "cancelled"  # stopped inside its long first turn, not left running
     time.sleep(0.3)
-    assert len(slow.steps) == steps and calls == [1, 2]
+    assert len(slow.steps) == steps and [len(threads) for threads in calls] == [1, 2]
     for r in batch.replays:  # the second write took both threads, whole
         assert lineage(lab, r.thread_id)["kind"] == "replay"
     assert lab.items_df(batch.replays[0].thread_id).text.tolist() == ["/words 3", "w1 w2 w3"]

@@ -101,20 +101,25 @@ async def answer_all(runtime: Any, run_id: str, dataset: Dataset, target: Target
     todo = ((n, item) for n, item in enumerate(dataset.items) if n not in finished)  # shared by the workers: memory does not grow with the items
     answered: list[dict[str, Any]] = []
     written = [time.monotonic()]
+    writing = asyncio.Lock()  # one write at a time: each takes what the one before left
 
     async def write(everything: bool = False) -> None:
-        rows, answered[:] = list(answered), []
-        written[0] = time.monotonic()
-        if target.staged is not None:  # the threads first, so every stored item's thread exists
-            staged = set(target.staged.thread_ids())
-            ids = list(staged) if everything else [r["thread_id"] for r in rows if r["thread_id"] in staged]
-            await runtime.store.add_threads([target.staged.take_thread(t) for t in ids])
-        if rows:
-            frame = pd.DataFrame(rows, columns=ANSWER_COLUMNS).astype({"latency_ms": "Float64"})
-            frame.insert(0, "run_id", run_id)
-            frame["created_at"] = utc_now()
-            async with runtime.db.acursor() as cur:
-                insert_frame(cur, "eval_items", frame)
+        async with writing:
+            rows, staged = list(answered), target.staged or MemoryStore()
+            written[0] = time.monotonic()
+            held = set(staged.thread_ids())
+            ids = list(held) if everything else [r["thread_id"] for r in rows if r["thread_id"] in held]
+            async with runtime.db.transaction() as cur:  # the threads first, so every stored item's thread exists
+                await runtime.store.add_threads([staged.thread(t) for t in ids])
+                if rows:
+                    frame = pd.DataFrame(rows, columns=ANSWER_COLUMNS).astype({"latency_ms": "Float64"})
+                    frame.insert(0, "run_id", run_id)
+                    frame["created_at"] = utc_now()
+                    insert_frame(cur, "eval_items", frame)
+            # Out of memory only once written: a write that fails loses nothing, and the next tries again.
+            del answered[: len(rows)]
+            for thread_id in ids:
+                staged.take_thread(thread_id)
 
     async def worker() -> None:
         for index, item in todo:
@@ -125,9 +130,13 @@ async def answer_all(runtime: Any, run_id: str, dataset: Dataset, target: Target
             if len(answered) >= BATCH or time.monotonic() - written[0] > 0.5:
                 await write()
 
+    workers = [asyncio.ensure_future(worker()) for _ in range(max(1, concurrency))]
     try:
-        await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+        await asyncio.gather(*workers)
     except BaseException:  # Ctrl-C, or a write that failed: keep what is finished, so the run resumes
+        for task in workers:  # the others stop too, before what they hold is written
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
         try:
             await write(everything=True)  # an item stopped mid-turn keeps what its thread holds, as a chat would
             async with runtime.db.acursor() as cur:

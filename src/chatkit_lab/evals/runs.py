@@ -105,7 +105,7 @@ async def answer_all(runtime: Any, run_id: str, dataset: Dataset, target: Target
 
     async def write(everything: bool = False) -> None:
         async with writing:
-            rows, staged = list(answered), target.staged or MemoryStore()
+            rows, staged = list(answered), target.staged if target.staged is not None else MemoryStore()
             written[0] = time.monotonic()
             held = set(staged.thread_ids())
             ids = list(held) if everything else [r["thread_id"] for r in rows if r["thread_id"] in held]

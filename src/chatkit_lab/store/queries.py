@@ -220,16 +220,15 @@ def model_inputs(user_id: str | None, thread_id: str | None, dialect: str = "duc
 # -- one thread, for replay, fork and diff ----------------------------------------------------
 def thread_owner(cur: Any, thread_id: str, user_id: str | None = None) -> tuple[str, str | None]:
     """The thread's owner and title; ``user_id``: only that user's thread (others' look missing)."""
-    row = cur.execute("SELECT user_id, title FROM threads WHERE thread_id = ?", [thread_id]).fetchone()
-    if row is None or (user_id is not None and row[0] != user_id):
-        raise ChatLabError(f"There is no thread {thread_id!r} in this lab's database; lab.threads_df() lists them.")
-    return row
+    return thread_owners(cur, [thread_id], user_id)[thread_id]
 
 
-def thread_owners(cur: Any, thread_ids: Sequence[str]) -> dict[str, tuple[str, str | None]]:
-    """Each thread's owner and title, read in one go; the first that is missing is an error."""
+def thread_owners(cur: Any, thread_ids: Sequence[str], user_id: str | None = None) -> dict[str, tuple[str, str | None]]:
+    """Each thread's owner and title, read in one go; the first that is missing (or, with
+    ``user_id``, another user's) is an error."""
     found = {t: (user, title) for t, user, title in cur.execute(
-        "SELECT thread_id, user_id, title FROM threads WHERE thread_id IN (SELECT unnest(?::VARCHAR[]))", [list(thread_ids)]).fetchall()}
+        "SELECT thread_id, user_id, title FROM threads WHERE thread_id IN (SELECT unnest(?::VARCHAR[]))", [list(thread_ids)]).fetchall()
+        if user_id is None or user == user_id}
     for thread_id in thread_ids:
         if thread_id not in found:
             raise ChatLabError(f"There is no thread {thread_id!r} in this lab's database; lab.threads_df() lists them.")

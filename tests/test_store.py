@@ -2,6 +2,7 @@
 
 from datetime import timedelta
 
+import duckdb
 import pytest
 from chatkit.store import NotFoundError
 from chatkit.types import (
@@ -217,17 +218,69 @@ def test_duckdb_rows_are_relational_and_queryable(db_path):
     run(store.save_thread(thread(title="Q"), ALICE))
     for item in every_item_type("thr_1")[:3]:
         run(store.add_thread_item("thr_1", item, ALICE))
-    with store.db.cursor() as cur:
-        rows = cur.execute("SELECT item_id, user_id, type, role, text FROM items ORDER BY seq").fetchall()
-        title, status = cur.execute("SELECT title, status FROM threads").fetchone()
-        json_text = cur.execute("SELECT data->>'$.content[0].text' FROM items WHERE item_id = 'a1'").fetchone()[0]
-    store.close()
+    store.close()  # the file as another program reads it, with the task list the store held for a reply
+    with duckdb.connect(str(db_path), read_only=True) as con:
+        rows = con.execute("SELECT item_id, user_id, type, role, text FROM items ORDER BY seq").fetchall()
+        title, status = con.execute("SELECT title, status FROM threads").fetchone()
+        json_text = con.execute("SELECT data->>'$.content[0].text' FROM items WHERE item_id = 'a1'").fetchone()[0]
     assert rows == [
         ("u1", "alice", "user_message", "user", "hi@sales"),
         ("a1", "alice", "assistant_message", "assistant", "See docs"),
         ("w1", "alice", "workflow", None, "Load ok"),
     ]
     assert (title, status, json_text) == ("Q", "active", "See docs")
+
+
+def test_a_task_list_is_written_with_the_reply_after_it_and_never_waits_long(db_path):
+    import asyncio
+    import time
+
+    from chatkit_lab.errors import ConflictError
+    from chatkit_lab.store.duckdb import HOLD_SECONDS
+
+    store = DuckDBStore(db_path)
+
+    def in_file(thread_id):
+        with store.db.cursor() as cur:  # the file itself, not through the store
+            return [i for (i,) in cur.execute("SELECT item_id FROM items WHERE thread_id = ? ORDER BY seq", [thread_id]).fetchall()]
+
+    def task_list(item_id, tid):
+        return next(i for i in every_item_type(tid) if i.type == "workflow").model_copy(update={"id": item_id})
+
+    async def scenario():
+        for tid in ("thr_1", "thr_2", "thr_3"):
+            await store.save_thread(thread(tid), ALICE)
+            await store.add_thread_item(tid, user_message(f"u_{tid}", tid, "hi"), ALICE)
+        # A turn's task list, then its reply: both in the file, in order, once the reply is.
+        await store.add_thread_item("thr_1", task_list("w1", "thr_1"), ALICE)
+        assert in_file("thr_1") == ["u_thr_1"] and store.kept == 1
+        await store.add_thread_item("thr_1", assistant_message("a1", "thr_1", "done"), ALICE)
+        assert in_file("thr_1") == ["u_thr_1", "w1", "a1"] and store.kept == 0
+        # Any other call of the store writes it first: what it reads includes it.
+        await store.add_thread_item("thr_2", task_list("w2", "thr_2"), ALICE)
+        page = await store.load_thread_items("thr_2", None, 10, "asc", ALICE)
+        assert [i.id for i in page.data] == ["u_thr_2", "w2"] and in_file("thr_2") == ["u_thr_2", "w2"]
+        # A reply with an id the thread has: refused as always, and the task list is still written.
+        await store.add_thread_item("thr_2", task_list("w3", "thr_2"), ALICE)
+        with pytest.raises(ConflictError):
+            await store.add_thread_item("thr_2", assistant_message("u_thr_2", "thr_2", "clash"), ALICE)
+        assert in_file("thr_2") == ["u_thr_2", "w2", "w3"] and store.kept == 0
+        # Another user's thread: refused at once, never held.
+        with pytest.raises(NotFoundError):
+            await store.add_thread_item("thr_3", task_list("w4", "thr_3"), BOB)
+        # Nothing after it: written within HOLD_SECONDS all the same.
+        await store.add_thread_item("thr_3", task_list("w5", "thr_3"), ALICE)
+        started = time.monotonic()
+        while in_file("thr_3") != ["u_thr_3", "w5"]:
+            assert time.monotonic() - started < HOLD_SECONDS + 2, "the held task list was never written"
+            await asyncio.sleep(0.05)
+        await store.add_thread_item("thr_3", task_list("w6", "thr_3"), ALICE)
+
+    run(scenario())
+    store.close()  # the last one, held when the loop ended, is written at close
+    store = DuckDBStore(db_path)
+    assert in_file("thr_3") == ["u_thr_3", "w5", "w6"]
+    store.close()
 
 
 def test_migrations_are_recorded_in_order_and_applied_once(db_path):

@@ -251,9 +251,15 @@ class Runtime:
 
     # -- logs ------------------------------------------------------------------------------
     def flush(self) -> None:
-        """Write the rows queued behind the stream (turns, spans, model inputs) before a read."""
+        """Write what waits in memory before a read: the rows queued behind the stream (turns,
+        spans, model inputs) and the store's waiting items (a task list held for its reply)."""
         if not self.loop.on_loop() and self.loop.running:
-            self.loop.call(self.tracer.aflush())
+            self.loop.call(self._flush())
+
+    async def _flush(self) -> None:
+        if self.store.kept:
+            await self.store.write_kept()
+        await self.tracer.aflush()
 
     def health(self) -> dict[str, Any]:
         """Whether the lab works and its logs are being written."""

@@ -41,8 +41,11 @@ from .rows import stored_json
 log = logging.getLogger(__name__)
 
 _attachment_adapter: TypeAdapter[Any] = TypeAdapter(Attachment)
+Kept = tuple[str, ThreadItem, dict[str, Any], bool]  # an item waiting to be written: thread, item, its row, replace
 DELETE_PAUSE = 0.003  # seconds between two chunks
 DELETE_CHUNK = 500  # items per DELETE statement (about 45 ms with DuckDB's index)
+HOLD_SECONDS = 1.0  # longest a task list waits in memory for the item after it
+ITEM_VALUES = "(?, ?, ?, ?, make_timestamp(epoch_us(now())), ?, ?, ?, ?)"  # an items row in _item_row's order
 
 
 def user_of(context: Any) -> str:
@@ -79,7 +82,7 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
         self.upload_url = upload_url
         self._redact = redact  # applied to titles, text and item JSON before they are written
         self._cache = LeaseCache()
-        self._kept: list[tuple[str, ThreadItem, dict[str, Any], bool]] = []
+        self._kept: list[Kept] = []
         self._writing_kept: asyncio.Task[None] | None = None
 
     def _known(self) -> LeaseCache:
@@ -90,6 +93,12 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
         return self._redact(text) if self._redact is not None and text else text
 
     def close(self) -> None:
+        if self._kept and not self.db.closed:  # a task list still held, or a reply kept: one more try
+            try:
+                with self.db.cursor() as cur:
+                    self._write_waiting(cur)
+            except DatabaseBusyError:
+                pass
         if self._kept:
             log.error("%d items (replies users saw) could not be saved: the database file %s stayed locked.", len(self._kept), self.db.path)
         self.db.close()
@@ -223,7 +232,12 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
         return page_of([(i, d) for i, d, _ in rows[:limit]], len(rows) > limit, item_adapter.validate_json)
 
     async def add_thread_item(self, thread_id: str, item: ThreadItem, context: Any) -> None:
-        """A new item: an id that the thread has already is refused, never overwritten."""
+        """A new item: an id that the thread has already is refused, never overwritten.
+
+        A task list (a ``workflow`` item) is held in memory and written with the item ChatKit
+        stores after it, the reply, in one statement instead of two (each costs DuckDB a
+        millisecond or more); any other call of this store writes it first, and it waits at most
+        ``HOLD_SECONDS``."""
         await self._write_item(thread_id, item, context, replace=False)
 
     async def save_item(self, thread_id: str, item: ThreadItem, context: Any) -> None:
@@ -233,9 +247,13 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
 
     async def _write_item(self, thread_id: str, item: ThreadItem, context: Any, *, replace: bool) -> None:
         row = self._item_row(thread_id, user_of(context), item)
+        if item.type == "workflow" and not replace and not self.db.closed and self._known().owned(thread_id, row["user"]):
+            self._kept.append((thread_id, item, row, False))
+            self._keep_trying(delay=HOLD_SECONDS)
+            return
         try:
-            async with self._cursor() as cur:
-                done = self._write_row(cur, thread_id, item, row, replace=replace)
+            async with self.db.acursor() as cur:
+                done = self._write_waiting(cur, (thread_id, item, row, replace))
         except DatabaseBusyError:
             # The user has seen this reply stream: keep it and write it once the file is free,
             # rather than lose it. A user message is the model's input, so its turn fails instead.
@@ -247,6 +265,35 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
             return
         if done is None:
             raise NotFoundError(f"Thread {thread_id} not found")
+
+    def _write_waiting(self, cur: duckdb.DuckDBPyConnection, mine: Kept | None = None) -> Any:
+        """Write the items waiting in memory (``kept``), then ``mine``, and return what
+        ``_write_row`` does for it. New items of the user's own threads go in one statement; a
+        kept item that cannot be written is logged and dropped, never failing the call. (Not
+        inside a transaction, whose rollback would take the kept items along.)"""
+        waiting = [] if self.db.in_transaction() else self._kept
+        batch = [*waiting, *([mine] if mine else [])]
+        known = self._known()
+        if len(batch) > 1 and all(not replace and known.owned(thread_id, row["user"]) for thread_id, _, row, replace in batch):
+            try:
+                cur.execute(f"INSERT INTO items (item_id, thread_id, user_id, created_at, updated_at, type, role, text, data) VALUES "
+                            f"{', '.join([ITEM_VALUES] * len(batch))}", [v for _, _, row, _ in batch for v in row.values()])
+            except duckdb.ConstraintException:
+                pass  # an id its thread has already: one at a time, to tell which
+            else:
+                for thread_id, item, row, _ in batch:
+                    known.added(thread_id, item.id, row["created"], row["data"])
+                del waiting[:]
+                return True
+        while waiting:
+            thread_id, item, row, replace = waiting[0]
+            try:
+                if self._write_row(cur, thread_id, item, row, replace=replace) is None:
+                    log.error("Kept item %s could not be written: thread %s is gone.", item.id, thread_id)
+            except Exception:  # never let one kept item fail every later call
+                log.error("Kept item %s of thread %s could not be written.", item.id, thread_id, exc_info=True)
+            waiting.pop(0)
+        return self._write_row(cur, mine[0], mine[1], mine[2], replace=mine[3]) if mine else None
 
     def _write_row(self, cur: duckdb.DuckDBPyConnection, thread_id: str, item: ThreadItem, row: dict[str, Any], *, replace: bool) -> Any:
         """Insert the item (the common case); a key conflict means it exists. None: not the user's thread."""
@@ -285,39 +332,34 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
                 known.replaced(thread_id, item.id, row["data"])
         return done
 
-    # -- items kept while the file was locked ------------------------------------------------
+    # -- items waiting in memory: kept while the file was locked, or a task list held --------
     @asynccontextmanager
     async def _cursor(self) -> AsyncIterator[duckdb.DuckDBPyConnection]:
-        """The loop's cursor, after the kept items are written: what this process reads next
-        includes every reply it has shown. (Not inside a transaction, whose rollback would take
-        them along.)"""
+        """The loop's cursor, after the items waiting in memory are written: what this process
+        reads next includes every item it has shown."""
         async with self.db.acursor() as cur:
-            while self._kept and not self.db.in_transaction():
-                thread_id, item, row, replace = self._kept[0]
-                try:
-                    if self._write_row(cur, thread_id, item, row, replace=replace) is None:
-                        log.error("Kept item %s could not be written: thread %s is gone.", item.id, thread_id)
-                except Exception:  # never let one kept item fail every later call
-                    log.error("Kept item %s of thread %s could not be written.", item.id, thread_id, exc_info=True)
-                self._kept.pop(0)
+            if self._kept:
+                self._write_waiting(cur)
             yield cur
 
     @property
     def kept(self) -> int:
-        """How many items (replies the user saw) wait in memory for the locked file."""
+        """How many items wait in memory: replies users saw while the file stayed locked, and a
+        task list held for the reply after it."""
         return len(self._kept)
 
-    def _keep_trying(self) -> None:
+    def _keep_trying(self, delay: float = 0.0) -> None:
         if self._writing_kept is None or self._writing_kept.done():
-            self._writing_kept = asyncio.get_running_loop().create_task(self._write_kept())
+            self._writing_kept = asyncio.get_running_loop().create_task(self._write_kept(delay))
 
-    async def _write_kept(self) -> None:
+    async def _write_kept(self, delay: float) -> None:
+        await asyncio.sleep(delay)
         while self._kept and not self.db.closed:
             if await self.write_kept():
                 await asyncio.sleep(0.05)  # each try waited up to lock_timeout for the file
 
     async def write_kept(self) -> int:
-        """One more try (waiting up to ``lock_timeout``) to write the kept items; how many are left."""
+        """One more try (waiting up to ``lock_timeout``) to write the waiting items; how many are left."""
         try:
             async with self._cursor():
                 pass

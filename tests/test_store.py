@@ -283,6 +283,30 @@ def test_a_task_list_is_written_with_the_reply_after_it_and_never_waits_long(db_
     store.close()
 
 
+def test_the_store_remembers_only_the_threads_used_last_and_still_answers_the_others(db_path):
+    from chatkit_lab.store.cache import THREADS_KEPT, LeaseCache
+
+    cache = LeaseCache().fresh(1)
+    for n in range(THREADS_KEPT + 10):
+        cache.put_thread(f"thr_{n}", "alice", "{}")
+        cache.put_newest(f"thr_{n}", [(f"i_{n}", T0, "{}")], complete=True)
+        if n == THREADS_KEPT - 1:
+            assert cache.owned("thr_0", "alice")  # used again: kept over the ones after it
+    assert cache.owned("thr_0", "alice") and cache.newest("thr_0", 10) is not None
+    assert not cache.owned("thr_1", "alice") and cache.newest("thr_1", 10) is None  # forgotten, tail and all
+    assert cache.owned(f"thr_{THREADS_KEPT + 9}", "alice")
+    # Through the store: a forgotten thread is read from the file and written as before.
+    store = DuckDBStore(db_path)
+    for n in range(THREADS_KEPT + 2):
+        run(store.save_thread(thread(f"thr_{n}"), ALICE))
+        run(store.add_thread_item(f"thr_{n}", user_message(f"u_{n}", f"thr_{n}", "hi"), ALICE))
+    run(store.add_thread_item("thr_0", assistant_message("a_0", "thr_0", "hello again"), ALICE))
+    assert [i.id for i in run(store.load_thread_items("thr_0", None, 10, "asc", ALICE)).data] == ["u_0", "a_0"]
+    with pytest.raises(NotFoundError):
+        run(store.add_thread_item("thr_0", assistant_message("a_1", "thr_0", "not yours"), BOB))
+    store.close()
+
+
 def test_migrations_are_recorded_in_order_and_applied_once(db_path):
     from chatkit_lab.store.schema import MIGRATIONS
 

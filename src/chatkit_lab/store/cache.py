@@ -5,7 +5,8 @@ until the lease ends (``Database.generation`` changes then, and when a synchrono
 have written is used). Within a lease, the store answers ``load_thread`` and the newest page of a
 thread's items from here, and knows which threads a user owns, which saves three of a turn's
 five statements. Rows are kept as the JSON text the database holds, so every read parses afresh
-and no caller can change a cached row.
+and no caller can change a cached row. Only the ``THREADS_KEPT`` threads used last are kept: a
+server's memory does not grow with the threads it has served (a lease can last for days).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 TAIL = 200  # the newest items kept per thread
+THREADS_KEPT = 256  # threads kept, the ones used last (a forgotten one costs a statement or two)
 
 
 @dataclass
@@ -40,14 +42,20 @@ class LeaseCache:
 
     # -- threads -------------------------------------------------------------------------------
     def thread(self, thread_id: str, user_id: str) -> str | None:
-        entry = self._threads.get(thread_id)
-        return entry[1] if entry is not None and entry[0] == user_id else None
+        entry = self._threads.pop(thread_id, None)
+        if entry is None:
+            return None
+        self._threads[thread_id] = entry  # used last now (a dict keeps insertion order)
+        return entry[1] if entry[0] == user_id else None
 
     def owned(self, thread_id: str, user_id: str) -> bool:
         return self.thread(thread_id, user_id) is not None
 
     def put_thread(self, thread_id: str, user_id: str, data: str) -> None:
+        self._threads.pop(thread_id, None)
         self._threads[thread_id] = (user_id, data)
+        while len(self._threads) > THREADS_KEPT:
+            self.drop_thread(next(iter(self._threads)))
 
     def drop_thread(self, thread_id: str) -> None:
         self._threads.pop(thread_id, None)
@@ -65,7 +73,8 @@ class LeaseCache:
         return [(i, d) for i, _, d in tail.rows[:limit]], len(tail.rows) > limit
 
     def put_newest(self, thread_id: str, rows: list[tuple[str, datetime, str]], complete: bool) -> None:
-        self._tails[thread_id] = _Tail(rows[:TAIL], complete and len(rows) <= TAIL)
+        if thread_id in self._threads:  # a thread forgotten is not read from here: neither are its items
+            self._tails[thread_id] = _Tail(rows[:TAIL], complete and len(rows) <= TAIL)
 
     def added(self, thread_id: str, item_id: str, created_at: datetime, data: str) -> None:
         """A new item (the highest seq): the newest one unless it claims an earlier time."""

@@ -73,6 +73,10 @@ def detect_urls(text: str) -> list[str]:
     starts: list[int] = []  # the found URLs' spans, sorted, so an anchor inside one is skipped
     ends: list[int] = []
 
+    def inside(at: int) -> bool:  # within a URL found already
+        i = bisect.bisect_right(starts, at)
+        return bool(i) and at < ends[i - 1]
+
     def add(start: int, end: int) -> None:
         url = text[start:end].rstrip(_TRAILING)
         i = bisect.bisect_right(starts, start)
@@ -96,7 +100,7 @@ def detect_urls(text: str) -> list[str]:
         for m in _HOSTLESS_START.finditer(lower):
             add(m.start(), rest(m.end()))
     for m in _DOT_LABEL.finditer(lower):
-        if m.group(1) not in _TLDS:
+        if m.group(1) not in _TLDS or inside(m.start()):  # most are the host of a URL with a scheme
             continue
         start = m.start()
         while start > 0 and lower[start - 1] in _HOST:
@@ -107,6 +111,8 @@ def detect_urls(text: str) -> list[str]:
             continue
         add(start, rest(m.end()) if text[m.end() : m.end() + 1] in ("/", ":") else m.end())
     for m in _IPV4.finditer(text):
+        if inside(m.start()):
+            continue
         add(m.start(), rest(m.end()) if text[m.end() : m.end() + 1] in ("/", ":") else m.end())
     return list(dict.fromkeys(url for _, url in sorted(found)))
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from chatkit_lab.errors import ChatLabError
-from chatkit_lab.guardrails import Guardrails, ModelJudge, acheck, check, load_config
+from chatkit_lab.guardrails import Guardrails, ModelJudge, acheck, check, load_config, pii
 from chatkit_lab.models import MirrorModel
 
 from .conftest import run
@@ -87,6 +87,31 @@ def test_a_config_file_loads_by_path(tmp_path):
 def test_pii_is_masked_with_presidio_entity_names(text, masked):
     report = check(text, PII)
     assert report.checked_text == masked and not report.tripwire_triggered
+
+
+ONE_OF_EACH = {
+    "EMAIL_ADDRESS": "mail ada@example.com", "PHONE_NUMBER": "call +1 (415) 555-0132", "CREDIT_CARD": "card 4111-1111-1111-1111",
+    "US_SSN": "ssn 111-22-3333", "US_ITIN": "itin 912-70-1234", "IBAN_CODE": "iban GB82 WEST 1234 5698 7654 32",
+    "IP_ADDRESS": "host dead:beef::cafe", "URL": "see www.example.org/page", "US_BANK_NUMBER": "account 12345678901",
+    "US_PASSPORT": "passport 912803456", "US_DRIVER_LICENSE": "driver's license D1234567", "CRYPTO": "to 1BoatSLRHtKNngkdXEeobR76b53LETtpyT",
+    "CVV": "cvv 123", "BIC_SWIFT": "swift code DEUTDEFF", "UK_NHS": "nhs number 943 476 5919", "UK_NINO": "nino AB 12 34 56 C",
+}
+
+
+def full_width(text):
+    return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in text)
+
+
+@pytest.mark.parametrize("entity", sorted(ONE_OF_EACH))
+def test_what_the_lab_stores_is_masked_for_every_entity_as_written_full_width_and_inside_json(entity):
+    # The stored rows pass a quick test of whether a text can hold PII at all before they are
+    # scanned: a letters-only BIC, a hex-letter IPv6 address or full-width digits must pass it.
+    assert set(ONE_OF_EACH) == set(pii.SUPPORTED)  # a new entity needs a sample
+    redact = Guardrails(pipeline(("Contains PII", {"entities": [entity]}))).redactor()
+    text = ONE_OF_EACH[entity]
+    for written in (text, full_width(text)):
+        assert redact(written).endswith(f"<{entity}>"), written
+        assert json.loads(redact(json.dumps({"id": "msg_1", "text": written})))["text"].endswith(f"<{entity}>")
 
 
 @pytest.mark.parametrize("text", [

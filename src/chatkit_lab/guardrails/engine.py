@@ -323,7 +323,7 @@ def _mask_json_or_text(value: str, entities: list[str]) -> str:
     # Every row the lab writes passes here (with a mask-mode PII check): JSON is masked value by
     # value, strings seen before (a thread's history, re-sent on every call) come from a cache,
     # and a value nothing was found in is returned as it came.
-    if _ID.fullmatch(value) or not _MAYBE_PII.search(value):
+    if _ID.fullmatch(value) or not pii.may_hold(value):
         return value
     if value.lstrip()[:1] in ("{", "["):
         try:
@@ -336,10 +336,6 @@ def _mask_json_or_text(value: str, entities: list[str]) -> str:
     return mask_text(value, entities)
 
 
-# Every entity a finder detects has a digit or an "@", but URL (found by "://" or "www.").
-_MAYBE_PII = re.compile(r"[0-9@]|://|www\.", re.IGNORECASE)
-
-
 def mask_text(value: str, entities: list[str] | tuple[str, ...]) -> str:
     if len(value) <= _CACHED_LENGTH:
         return _mask_cached(value, tuple(entities))
@@ -350,7 +346,7 @@ _CACHED_LENGTH = 8192
 
 
 def _mask(value: str, entities: tuple[str, ...]) -> str:
-    if not _MAYBE_PII.search(value):
+    if not pii.may_hold(value):
         return value
     normal = pii.normalise(value)
     hits = pii.find(normal, entities)

@@ -24,6 +24,8 @@ _ZERO_WIDTH = re.compile("[\u200b\u200c\u200d\u2060\ufeff\u00ad]")
 
 def normalise(text: str) -> str:
     """NFKC with zero-width characters removed: full-width digits and split spellings match."""
+    if text.isascii():  # NFKC leaves ASCII as it is, and no zero-width character is ASCII
+        return text
     return _ZERO_WIDTH.sub("", unicodedata.normalize("NFKC", text))
 
 
@@ -40,18 +42,52 @@ class Hit:
         return f"<{self.entity}_ENCODED>" if self.encoded else f"<{self.entity}>"
 
 
-Finder = Callable[[str], Iterator[tuple[int, int]]]
+# A text's shape: each digit is 0 and each capital A, and the separators numbers are written
+# with are left out, so "+1 (415) 555-0132" is "00000000000" and "GB82 WEST 1234" is "AA00AAAA0000".
+_SHAPE = str.maketrans({**dict.fromkeys("0123456789", "0"), **dict.fromkeys("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "A"),
+                        **dict.fromkeys(" .-()+")})
 
 
-# Speed: a pattern that starts with a character class lets the regex engine skip ahead to where
-# a match can start; one that starts with a lookbehind is tried at every position (4-6x slower).
-# So patterns begin with their first character and look behind it, and ``needs`` skips a finder
-# at once when the text lacks a substring every match holds.
-def _pattern(regex: str, valid: Callable[[str], bool] | None = None, *, group: int = 0, needs: tuple[str, ...] = ()) -> Finder:
+class Scan:
+    """One text as the finders read it; what several of them need is made once, when first asked."""
+
+    __slots__ = ("_lower", "_shape", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._lower: str | None = None
+        self._shape: str | None = None
+
+    @property
+    def lower(self) -> str:
+        if self._lower is None:
+            self._lower = self.text.lower()
+        return self._lower
+
+    def has_shape(self, shape: str) -> bool:
+        """Whether a run of this shape is in the text: a match whose digits and capitals make that
+        run, with only those separators between them, cannot be there otherwise."""
+        if self._shape is None:
+            self._shape = self.text.translate(_SHAPE)
+        return shape in self._shape
+
+
+Finder = Callable[[Scan], Iterator[tuple[int, int]]]
+
+
+# Speed: each regex scan of 10 KB costs ~65 us, so a finder is skipped before its scan when the
+# text lacks what every match holds: a substring (``needs``) or a run of digits and capitals
+# (``shape``, "0" * 13 for a card number). And a pattern that starts with a character class lets
+# the regex engine skip ahead to where a match can start, where one that starts with a lookbehind
+# is tried at every position (4-6x slower): patterns begin with their first character and look
+# behind it.
+def _pattern(regex: str, valid: Callable[[str], bool] | None = None, *, group: int = 0, needs: tuple[str, ...] = (),
+             shape: str = "") -> Finder:
     compiled = re.compile(regex)
 
-    def find(text: str) -> Iterator[tuple[int, int]]:
-        if needs and not any(n in text for n in needs):
+    def find(scan: Scan) -> Iterator[tuple[int, int]]:
+        text = scan.text
+        if (needs and not any(n in text for n in needs)) or (shape and not scan.has_shape(shape)):
             return
         for m in compiled.finditer(text):
             if valid is None or valid(m.group(group)):
@@ -60,16 +96,18 @@ def _pattern(regex: str, valid: Callable[[str], bool] | None = None, *, group: i
     return find
 
 
-def _after_cue(cues: tuple[str, ...], value: str, valid: Callable[[str], bool] | None = None, gap: int = 25) -> Finder:
+def _after_cue(cues: tuple[str, ...], value: str, valid: Callable[[str], bool] | None = None, gap: int = 25, shape: str = "") -> Finder:
     """``value`` within ``gap`` characters after a context word (as Presidio's context words);
     the words are looked for first, as plain lower-case text (``words``)."""
     words = tuple(re.sub(r"[^a-z/ ]", "", c.split("?")[0].split("[")[0]) for c in cues)
-    inner = _pattern(rf"(?i:\b(?:{'|'.join(cues)}))\b[^\n]{{0,{gap}}}?(?<![\w-])({value})(?![\w-])", valid, group=1)
+    inner = _pattern(rf"(?i:\b(?:{'|'.join(cues)}))\b[^\n]{{0,{gap}}}?(?<![\w-])({value})(?![\w-])", valid, group=1, shape=shape)
 
-    def find(text: str) -> Iterator[tuple[int, int]]:
-        lower = text.lower()
+    def find(scan: Scan) -> Iterator[tuple[int, int]]:
+        if shape and not scan.has_shape(shape):  # cheaper than the words, once the shape is made
+            return
+        lower = scan.lower
         if any(w in lower for w in words):
-            yield from inner(text)
+            yield from inner(scan)
 
     return find
 
@@ -147,19 +185,22 @@ def _phone(s: str, region: str | None) -> bool:
     return phonenumbers.is_valid_number(number)
 
 
+# A phone number has 8 to 15 digits (``_phone``).
 _PHONE_INTERNATIONAL = _pattern(r"\+(?<![\w+]\+)(?<![0-9][ -]\+)[0-9]{1,3}(?:[ .-]?\(?[0-9]{1,5}\)?){1,6}(?![\w-])",
-                                lambda s: _phone(s, None), needs=("+",))
-_PHONE_US_AREA = _pattern(r"\((?<![\w-]\()(?<![0-9] \()[0-9]{3}\) ?[0-9]{3}[ .-][0-9]{4}(?![\w-])", lambda s: _phone(s, "US"), needs=("(",))
-_PHONE_US = _pattern(r"[0-9](?<![\w-][0-9])(?<![0-9] [0-9])[0-9]{2}[ .-][0-9]{3}[ .-][0-9]{4}(?![\w-])", lambda s: _phone(s, "US"))
+                                lambda s: _phone(s, None), needs=("+",), shape="0" * 8)
+_PHONE_US_AREA = _pattern(r"\((?<![\w-]\()(?<![0-9] \()[0-9]{3}\) ?[0-9]{3}[ .-][0-9]{4}(?![\w-])", lambda s: _phone(s, "US"), needs=("(",),
+                          shape="0" * 10)
+_PHONE_US = _pattern(r"[0-9](?<![\w-][0-9])(?<![0-9] [0-9])[0-9]{2}[ .-][0-9]{3}[ .-][0-9]{4}(?![\w-])", lambda s: _phone(s, "US"),
+                     shape="0" * 10)
 _PHONE_TRUNK = _pattern(r"0(?<![\w-]0)(?<![0-9] 0)[0-9]{1,4}[ -][0-9]{3,4}[ -]?[0-9]{3,4}(?![\w-])(?! [0-9])",
-                        lambda s: _phone(s, "GB") or _phone(s, "DE") or _phone(s, "FR"))
+                        lambda s: _phone(s, "GB") or _phone(s, "DE") or _phone(s, "FR"), shape="0" * 8)
 _PHONE_CUED = _after_cue(("phone", "tel", "telephone", "call", "mobile", "cell", "whatsapp", "text me", "sms"), r"[0-9]{10,11}",
-                         lambda s: _phone(s, "US"), gap=12)
+                         lambda s: _phone(s, "US"), gap=12, shape="0" * 10)
 
 
-def _phones(text: str) -> Iterator[tuple[int, int]]:
+def _phones(scan: Scan) -> Iterator[tuple[int, int]]:
     for find in (_PHONE_INTERNATIONAL, _PHONE_US_AREA, _PHONE_US, _PHONE_TRUNK, _PHONE_CUED):
-        yield from find(text)
+        yield from find(scan)
 
 
 _BASE58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
@@ -183,15 +224,39 @@ def _nhs(s: str) -> bool:
     return (0 if check == 11 else check) == int(n[9])
 
 
-_IPV4 = _pattern(r"[0-9](?<![\w.][0-9])[0-9]{0,2}\.(?:[0-9]{1,3}\.){2}[0-9]{1,3}(?!\w|\.\w)", _ip, needs=(".",))
+_IPV4 = _pattern(r"[0-9](?<![\w.][0-9])[0-9]{0,2}\.(?:[0-9]{1,3}\.){2}[0-9]{1,3}(?!\w|\.\w)", _ip, needs=(".",), shape="0000")
 _IPV6 = _pattern(r"(?<![\w:.])(?=[0-9A-Fa-f:]*:[0-9A-Fa-f]*:)[0-9A-Fa-f:]{2,39}(?![\w:])", _ip)
 _IPV6_HINT = re.compile(r":[0-9A-Fa-f]{0,4}:")
 
 
-def _ips(text: str) -> Iterator[tuple[int, int]]:
-    yield from _IPV4(text)
-    if ":" in text and _IPV6_HINT.search(text):  # the full IPv6 scan is slow; most text has no colon groups
-        yield from _IPV6(text)
+def _ips(scan: Scan) -> Iterator[tuple[int, int]]:
+    yield from _IPV4(scan)
+    if ":" in scan.text and _IPV6_HINT.search(scan.text):  # the full IPv6 scan is slow; most text has no colon groups
+        yield from _IPV6(scan)
+
+
+_URL = re.compile(r"(?:[Hh](?<![\w][Hh])[Tt][Tt][Pp][Ss]?://|[Ww](?<![\w][Ww])[Ww][Ww]\.)[^\s<>\"'`]+[^\s<>\"'`.,;:!?)\]]")
+
+
+def _urls(scan: Scan) -> Iterator[tuple[int, int]]:
+    """URLs, matched only where one can start: 4 or 5 characters before a "://" (http, https) or at
+    a "www." (the lower-cased text keeps the offsets when it is ASCII); a scan of every h and w is slower."""
+    text = scan.text
+    if not text.isascii():
+        yield from ((m.start(), m.end()) for m in _URL.finditer(text))
+        return
+    starts: set[int] = set()
+    for anchor, source, back in (("://", text, (4, 5)), ("www.", scan.lower, (0,))):
+        at = source.find(anchor)
+        while at != -1:
+            starts.update(at - b for b in back if at >= b)
+            at = source.find(anchor, at + len(anchor))
+    end = 0
+    for start in sorted(starts):
+        m = _URL.match(text, start) if start >= end else None
+        if m:
+            yield m.start(), m.end()
+            end = m.end()
 
 
 _BITCOIN = _pattern(r"[13](?<![\w][13])[1-9A-HJ-NP-Za-km-z]{25,34}(?![\w])", _bitcoin)
@@ -200,20 +265,22 @@ FINDERS: dict[str, Finder] = {
     "EMAIL_ADDRESS": _pattern(r"(?<![\w.%+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-])",
                               needs=("@",)),
     "PHONE_NUMBER": _phones,
-    "CREDIT_CARD": _pattern(r"[0-9](?<![0-9-][0-9])(?:[ -]?[0-9]){12,18}(?![0-9-])", _card),
-    "US_SSN": _pattern(r"[0-9](?<![0-9-][0-9])[0-9]{2}([- ])[0-9]{2}\1[0-9]{4}(?![0-9-])", _ssn),
+    "CREDIT_CARD": _pattern(r"[0-9](?<![0-9-][0-9])(?:[ -]?[0-9]){12,18}(?![0-9-])", _card, shape="0" * 13),
+    "US_SSN": _pattern(r"[0-9](?<![0-9-][0-9])[0-9]{2}([- ])[0-9]{2}\1[0-9]{4}(?![0-9-])", _ssn, shape="0" * 9),
     "US_ITIN": _pattern(r"9(?<![0-9-]9)[0-9]{2}([- ])[0-9]{2}\1[0-9]{4}(?![0-9-])", _itin),
-    "IBAN_CODE": _pattern(r"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z][0-9]{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,3})?(?![A-Za-z0-9])", _iban),
+    "IBAN_CODE": _pattern(r"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z][0-9]{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,3})?(?![A-Za-z0-9])", _iban,
+                          shape="AA00"),
     "IP_ADDRESS": _ips,
-    "URL": _pattern(r"(?:[Hh](?<![\w][Hh])[Tt][Tt][Pp][Ss]?://|[Ww](?<![\w][Ww])[Ww][Ww]\.)[^\s<>\"'`]+[^\s<>\"'`.,;:!?)\]]", needs=("://", "www.", "WWW.")),
-    "US_BANK_NUMBER": _after_cue(("account", "acct", "bank", "routing", "checking", "savings", "a/c"), r"[0-9]{8,17}"),
-    "US_PASSPORT": _after_cue(("passport",), r"[A-Z]?[0-9]{8,9}"),
-    "US_DRIVER_LICENSE": _after_cue(("driver'?s? licen[cs]e", "driving licen[cs]e", "dl"), r"[A-Z][0-9]{6,12}|[0-9]{7,9}"),
-    "CRYPTO": lambda text: (span for find in (_BITCOIN, _BECH32) for span in find(text)),
-    "CVV": _after_cue(("cvv2?", "cvc2?", "security code", "card verification"), r"[0-9]{3,4}", gap=12),
+    "URL": _urls,
+    "US_BANK_NUMBER": _after_cue(("account", "acct", "bank", "routing", "checking", "savings", "a/c"), r"[0-9]{8,17}", shape="0" * 8),
+    "US_PASSPORT": _after_cue(("passport",), r"[A-Z]?[0-9]{8,9}", shape="0" * 8),
+    "US_DRIVER_LICENSE": _after_cue(("driver'?s? licen[cs]e", "driving licen[cs]e", "dl"), r"[A-Z][0-9]{6,12}|[0-9]{7,9}", shape="0" * 6),
+    "CRYPTO": lambda scan: (span for find in (_BITCOIN, _BECH32) for span in find(scan)),
+    "CVV": _after_cue(("cvv2?", "cvc2?", "security code", "card verification"), r"[0-9]{3,4}", gap=12, shape="000"),
     "BIC_SWIFT": _after_cue(("bic", "swift"), r"[A-Z]{4}[A-Z]{2}[A-Z0-9]{2}(?:[A-Z0-9]{3})?", gap=15),
-    "UK_NHS": _after_cue(("nhs",), r"[0-9]{3}[ -]?[0-9]{3}[ -]?[0-9]{4}", _nhs),
-    "UK_NINO": _pattern(r"[A-CEGHJ-PR-TW-Z](?<![A-Za-z0-9][A-Z])[A-CEGHJ-NPR-TW-Z](?<!BG|GB|NK|KN|TN|NT|ZZ) ?[0-9]{2} ?[0-9]{2} ?[0-9]{2} ?[A-D](?![A-Za-z0-9])"),
+    "UK_NHS": _after_cue(("nhs",), r"[0-9]{3}[ -]?[0-9]{3}[ -]?[0-9]{4}", _nhs, shape="0" * 10),
+    "UK_NINO": _pattern(r"[A-CEGHJ-PR-TW-Z](?<![A-Za-z0-9][A-Z])[A-CEGHJ-NPR-TW-Z](?<!BG|GB|NK|KN|TN|NT|ZZ) ?[0-9]{2} ?[0-9]{2} ?[0-9]{2} ?[A-D](?![A-Za-z0-9])",
+                        shape="AA000000A"),
 }
 SUPPORTED = tuple(FINDERS)
 
@@ -238,9 +305,20 @@ def _decoded(chunk: str, kind: str) -> str | None:
     return text if text.isprintable() else None
 
 
+# Every entity a finder detects holds a digit or an "@" but URL ("://", "www."), IPv6 written in
+# hex letters (":cafe:") and BIC_SWIFT (its cue word); text that is not ASCII is normalised first.
+_MAY_HOLD = re.compile(r"[0-9@]|://|www\.|:[0-9a-f]{0,4}:|\b(?:bic|swift)\b", re.IGNORECASE)
+
+
+def may_hold(text: str) -> bool:
+    """Whether ``text`` (as written, not normalised) can hold PII of any entity: most text cannot."""
+    return not text.isascii() or _MAY_HOLD.search(text) is not None
+
+
 def find(text: str, entities: tuple[str, ...] | list[str], *, encoded: bool = False) -> list[Hit]:
     """The PII of ``entities`` in ``text`` (already normalised), without overlaps, in order."""
-    hits = [Hit(s, e, entity, text[s:e]) for entity in entities if entity in FINDERS for s, e in FINDERS[entity](text)]
+    scan = Scan(text)
+    hits = [Hit(s, e, entity, text[s:e]) for entity in entities if entity in FINDERS for s, e in FINDERS[entity](scan)]
     if encoded:
         for kind, pattern in (("base64", _BASE64), ("hex", _HEX), ("percent", _PERCENT)):
             for m in pattern.finditer(text):

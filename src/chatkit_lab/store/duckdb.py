@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,8 @@ DELETE_PAUSE = 0.003  # seconds between two chunks
 DELETE_CHUNK = 500  # items per DELETE statement (about 45 ms with DuckDB's index)
 HOLD_SECONDS = 1.0  # longest a task list waits in memory for the item after it
 ITEM_VALUES = "(?, ?, ?, ?, make_timestamp(epoch_us(now())), ?, ?, ?, ?)"  # an items row in _item_row's order
+THREAD_APPENDED = ["thread_id", "user_id", "title", "status", "created_at", "updated_at", "metadata", "data"]
+ITEM_APPENDED = ["item_id", "thread_id", "user_id", "created_at", "updated_at", "type", "role", "text", "data"]
 
 
 def user_of(context: Any) -> str:
@@ -484,20 +487,18 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
         statements in all: how an eval run stores the threads its items ran in."""
         if not threads:
             return
-        rows = [[meta.id, user, self.redact(meta.title), meta.status.type, naive(meta.created_at), self.redact(stored_json(meta.metadata)),
+        now = naive(datetime.now(UTC))
+        rows = [[meta.id, user, self.redact(meta.title), meta.status.type, naive(meta.created_at), now, self.redact(stored_json(meta.metadata)),
                  self.redact(ThreadMetadata.model_validate(meta.model_dump(exclude={"items"})).model_dump_json())] for user, meta, _ in threads]
-        items = [self._item_row(meta.id, user, item) for user, meta, entries in threads for item in entries]
+        items = [[row["id"], row["thread"], row["user"], row["created"], now, row["type"], row["role"], row["text"], row["data"]]
+                 for user, meta, entries in threads for row in (self._item_row(meta.id, user, item) for item in entries)]
         async with self.db.transaction() as cur:
-            for start in range(0, len(rows), 200):
-                chunk = rows[start : start + 200]
-                marks = ", ".join(["(?, ?, ?, ?, ?, make_timestamp(epoch_us(now())), ?, ?)"] * len(chunk))
-                cur.execute(f"INSERT INTO threads (thread_id, user_id, title, status, created_at, updated_at, metadata, data) VALUES {marks}",
-                            [v for row in chunk for v in row])
-            for start in range(0, len(items), 200):
-                part = items[start : start + 200]
-                marks = ", ".join(["(?, ?, ?, ?, make_timestamp(epoch_us(now())), ?, ?, ?, ?)"] * len(part))
-                cur.execute(f"INSERT INTO items (item_id, thread_id, user_id, created_at, updated_at, type, role, text, data) VALUES {marks}",
-                            [v for row in part for v in row.values()])
+            # DuckDB's appender: a multi-row VALUES costs DuckDB ~45 us a value to bind (~40 ms for 200 items)
+            for table, columns, values in (("threads", THREAD_APPENDED, rows), ("items", ITEM_APPENDED, items)):
+                if values:
+                    appender = cur.appender(table, columns=columns)
+                    appender.append_rows(values)
+                    appender.flush()
 
     def _item_row(self, thread_id: str, user_id: str, item: ThreadItem) -> dict[str, Any]:
         """An ``items`` row, redacted, in the column order of the inserts (by name or position)."""

@@ -9,6 +9,8 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import duckdb
 import httpx
@@ -105,6 +107,10 @@ def test_fifty_conversations_on_two_workers_sharing_postgresql_lose_nothing_and_
     assert all(len(threads) == CONVERSATIONS // 10 for threads in listed.values())
 
 
+def children(pid):
+    return {int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+
+
 def test_a_worker_killed_with_sigkill_is_replaced_and_the_port_keeps_answering(postgres_dsn):
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "chatkit_lab.cli", "serve", "--db", postgres_dsn, "--port", str(port), "--workers", "2"],
@@ -113,8 +119,13 @@ def test_a_worker_killed_with_sigkill_is_replaced_and_the_port_keeps_answering(p
         line = server.stdout.readline()
         assert "with 2 workers" in line, server.stderr.read()
         pids = [int(p) for p in line.split("(pids ")[1].split(";")[0].split(", ")]
-        os.kill(pids[0], signal.SIGKILL)
-        assert "exited (code -9); starting another" in server.stderr.readline()
+        os.kill(pids[0], signal.SIGKILL)  # seconds after its start: the next waits, longer each time it dies so soon
+        assert "exited (code -9); starting another in 1 s" in server.stderr.readline()
+        deadline = time.monotonic() + 30
+        while not (replacement := children(server.pid) - set(pids)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        os.kill(replacement.pop(), signal.SIGKILL)
+        assert "exited (code -9); starting another in 2 s" in server.stderr.readline()
         thread_id, errors = converse([port], 0)
         assert errors == [] and thread_id
     finally:

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -61,9 +62,14 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+QUICK_EXIT_S = 10  # a worker that exits sooner after its start is restarted after a wait: 1 s, 2 s, 4 s, ... MAX_RESTART_WAIT_S
+MAX_RESTART_WAIT_S = 30
+
+
 def _supervise(args: argparse.Namespace) -> int:
     """``serve --workers N``: bind the port once, start N worker processes that accept on it (the
-    kernel shares the connections out), replace a worker that dies, stop them all on SIGTERM."""
+    kernel shares the connections out), replace a worker that dies (after a growing wait if it
+    keeps dying at start), stop them all on SIGTERM."""
     from .store.postgres_database import where_of
 
     listener = socket.create_server((args.host, args.port), backlog=2048)
@@ -80,6 +86,7 @@ def _supervise(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     workers = [start() for _ in range(args.workers)]  # started together: each takes seconds to import
+    started = [time.monotonic()] * len(workers)
     try:
         for child in workers:
             said = ready(child)
@@ -92,11 +99,21 @@ def _supervise(args: argparse.Namespace) -> int:
         print(f"chatkit-lab serving {where_of(args.db)} at {url}/chatkit with {args.workers} workers "
               f"(pids {', '.join(str(w.pid) for w in workers)}; health: {url}/health)", flush=True)
         print(said[1].rstrip(), said[2].rstrip(), sep="\n", flush=True)
+        quick_exits, due = [0] * len(workers), [0.0] * len(workers)
         while not stop.wait(0.5):
+            now = time.monotonic()
             for i, child in enumerate(workers):
-                if child.poll() is not None and not stop.is_set():
-                    print(f"worker {child.pid} exited (code {child.returncode}); starting another", file=sys.stderr, flush=True)
-                    workers[i] = start()
+                if child.poll() is None or stop.is_set():
+                    continue
+                if not due[i]:  # just found exited: a worker that keeps dying at start (its database down) waits longer each time
+                    ran = now - started[i]
+                    quick_exits[i] = quick_exits[i] + 1 if ran < QUICK_EXIT_S else 0
+                    wait = min(2 ** (quick_exits[i] - 1), MAX_RESTART_WAIT_S) if quick_exits[i] else 0
+                    due[i] = now + wait
+                    print(f"worker {child.pid} exited (code {child.returncode}); starting another"
+                          + (f" in {wait} s (it ran {ran:.1f} s)" if wait else ""), file=sys.stderr, flush=True)
+                if now >= due[i]:
+                    workers[i], started[i], due[i] = start(), now, 0.0
     except KeyboardInterrupt:
         pass
     finally:

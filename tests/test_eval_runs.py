@@ -294,3 +294,32 @@ def test_a_run_whose_write_fails_stops_every_worker_loses_no_answer_and_resumes(
     summary = lab.resume_eval_sync(run_id, progress=False).summary
     assert summary["status"] == "completed" and summary["result_counts"]["total"] == 4
     assert lab.sql("SELECT count(DISTINCT thread_id) FROM eval_items WHERE run_id = ?", [run_id]).iloc[0, 0] == 4
+
+
+def test_a_run_whose_rows_fail_after_its_threads_were_written_writes_them_once_and_resumes(make_lab, lab_db, monkeypatch):
+    # On PostgreSQL the store's transaction (the threads) commits before the run's rows are
+    # written: the retry meets threads that are there already, and must neither fail nor copy them.
+    from chatkit_lab.evals import runs
+
+    lab = make_lab(db=lab_db, warm=False)
+    original, calls = runs.insert_frame, []
+
+    def failing(cur, table, frame):
+        if table == "eval_items":
+            calls.append(frame)
+            if len(calls) == 1:
+                raise ChatLabError("The disk is full.")
+        return original(cur, table, frame)
+
+    monkeypatch.setattr(runs, "insert_frame", failing)
+    monkeypatch.setattr(runs, "BATCH", 1)
+    items = [{"input": "hello", "expected": "hello"}] + [{"input": f"/words {200 + n} slow", "expected": "1"} for n in range(2)]
+    with pytest.raises(ChatLabError, match="disk is full"):
+        lab.evaluate_sync(items, graders=[HAS], concurrency=2, progress=False)
+    (run_id,), = lab.sql("SELECT run_id FROM eval_runs").values.tolist()
+    assert 0 in lab.sql("SELECT item_index FROM eval_items WHERE run_id = ?", [run_id]).item_index.tolist() and len(calls) == 2
+    summary = lab.resume_eval_sync(run_id, progress=False).summary
+    assert summary["status"] == "completed" and summary["result_counts"]["total"] == 3
+    threads = lab.sql("SELECT thread_id FROM eval_items WHERE run_id = ?", [run_id]).thread_id.tolist()
+    copies = lab.sql("SELECT thread_id, count(*) AS n FROM items WHERE thread_id IN (SELECT unnest(?::VARCHAR[])) GROUP BY thread_id", [threads])
+    assert len(set(threads)) == 3 and len(copies) == 3 and copies.n.tolist() == [2, 2, 2]  # each thread once, its message and reply once

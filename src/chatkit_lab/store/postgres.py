@@ -139,25 +139,30 @@ class PostgresStore(Store[Any], AttachmentStore[Any]):
 
     async def _script(self, steps: list[tuple[str, Any]]) -> list[Any]:
         """Statements in one transaction; each one's rows (or row count)."""
-        return await self._on_loop(self._transaction(steps))
 
-    async def _transaction(self, steps: list[tuple[str, Any]]) -> list[Any]:
+        async def run(con: Any) -> list[Any]:
+            results = []
+            for sql, params in steps:
+                cur = await con.execute(sql, params)
+                results.append(await cur.fetchall() if cur.description is not None else cur.rowcount)
+            return results
+
+        return await self._on_loop(self._transaction(run))
+
+    async def _transaction(self, body: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
+        """``body(connection)`` in one transaction, on the store's loop."""
         import psycopg
 
         pool = await self._ready()
         if self._kept:
             await self._write_kept()
-        results = []
         try:
             async with pool.connection() as con, con.transaction():
-                for sql, params in steps:
-                    cur = await con.execute(sql, params)
-                    results.append(await cur.fetchall() if cur.description is not None else cur.rowcount)
+                return await body(con)
         except (psycopg.OperationalError, OSError) as exc:
             raise unavailable(self.dsn, exc) from None
         except psycopg.errors.InsufficientPrivilege as exc:
             raise refused(exc) from None
-        return results
 
     # -- replies kept while the server was away ---------------------------------------------
     @property
@@ -387,17 +392,29 @@ class PostgresStore(Store[Any], AttachmentStore[Any]):
         return f"INSERT INTO items (item_id, thread_id, user_id, created_at, updated_at, type, role, text, data) VALUES {marks}"
 
     async def add_threads(self, threads: Sequence[tuple[str, ThreadMetadata, Sequence[ThreadItem]]]) -> None:
-        """New threads (owner, metadata, items in order) in one transaction, a few statements in all."""
+        """New threads (owner, metadata, items in order) in one transaction, a few statements in all.
+
+        A thread that is there already is left as it is, items and all: the store's own
+        transaction commits before the caller's rows (lineage, eval items) are written, so a try
+        whose rows then failed is repeated with the same threads."""
+        if not threads:
+            return
         rows = [[meta.id, user, self.redact(meta.title), meta.status.type, naive(meta.created_at), self.redact(stored_json(meta.metadata)),
                  self.redact(ThreadMetadata.model_validate(meta.model_dump(exclude={"items"})).model_dump_json())] for user, meta, _ in threads]
-        items = [self._item_row(meta.id, user, item) for user, meta, entries in threads for item in entries]
         marks = f"(%s, %s, %s, %s, %s, {NOW}, %s::json, %s::json)"
-        steps: list[tuple[str, Any]] = [
-            ("INSERT INTO threads (thread_id, user_id, title, status, created_at, updated_at, metadata, data) VALUES "
-             + ", ".join([marks] * len(part)), [v for row in part for v in row]) for part in _chunks(rows)]
-        steps += [(self._insert_items(len(part)), [v for row in part for v in row.values()]) for part in _chunks(items)]
-        if steps:
-            await self._script(steps)
+
+        async def write(con: Any) -> None:
+            new: set[str] = set()
+            for part in _chunks(rows):
+                cur = await con.execute("INSERT INTO threads (thread_id, user_id, title, status, created_at, updated_at, metadata, data) VALUES "
+                                        + ", ".join([marks] * len(part)) + " ON CONFLICT (thread_id) DO NOTHING RETURNING thread_id",
+                                        [v for row in part for v in row])
+                new.update(thread_id for (thread_id,) in await cur.fetchall())
+            items = [self._item_row(meta.id, user, item) for user, meta, entries in threads if meta.id in new for item in entries]
+            for chunk in _chunks(items):
+                await con.execute(self._insert_items(len(chunk)), [v for row in chunk for v in row.values()])
+
+        await self._on_loop(self._transaction(write))
 
     async def copy_attachments(self, attachment_ids: Sequence[str], thread_id: str, source: Any, target: Any) -> dict[str, str]:
         """Copies (bytes included) of ``source``'s attachments for ``target``'s thread

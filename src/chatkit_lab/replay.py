@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from agents import Agent, Tool
 from chatkit.types import ThreadItem, ThreadMetadata, UserMessageItem
 
+from ._heap import frozen_heap
 from ._loop import LoopThread
 from ._runtime import Runtime
 from .context import ContextInjection, RequestContext
@@ -377,7 +378,8 @@ def _bar(total: int, desc: str, enabled: bool, start: int) -> Any:
 
 class Job:
     """A coroutine on the lab's loop that the caller can interrupt and wait for: an interrupted
-    cell cancels the running turn and returns once the replay has noted it."""
+    cell cancels the running turn and returns once the replay has noted it. It runs with the heap
+    that was there before it frozen (``frozen_heap``: full collections skip the SDK's objects)."""
 
     def __init__(self, loop: LoopThread, coro: Coroutine[Any, Any, Any]) -> None:
         self.loop = loop
@@ -386,7 +388,8 @@ class Job:
 
     async def _run(self, coro: Coroutine[Any, Any, Any]) -> Any:
         self._task = asyncio.current_task()
-        return await coro
+        with frozen_heap():
+            return await coro
 
     async def stop(self) -> None:  # on the lab's loop, after _run has started (call order)
         if self._task is not None:

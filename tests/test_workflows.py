@@ -72,6 +72,8 @@ def _route(condition, state=()):
     (_route("workflow.input == ''"), "reads `workflow.input`, which does not exist (known: input_as_text)"),
     (_shape(edges=[{"source": "s", "target": "e", "label": "yes"}]), "node 's' (start) cannot leave by 'yes'"),
     (_shape(nodes=[{"type": "start", "id": "s"}, {"type": "agent", "id": "a", "temperature": 1}]), "AgentNode('a'): temperature: Extra inputs are not permitted"),
+    (_shape(nodes=[{"type": "start", "id": "s"}, {"type": "agent", "id": "a", "output_schema": {"type": "object", "properties": {"n": {"type": "int"}}}}]),
+     "agent 'a': output_schema is not a valid JSON Schema: 'int' is not valid under any of the given schemas (at properties/n/type)"),
     (_shape(nodes=[{"type": "start", "id": "s"}, {"type": "set_state", "id": "t", "assignments": {"n": "1"}}], edges=[{"source": "s", "target": "t"}]),
      "set_state 't' assigns 'n', which is not a declared state variable"),
     (_shape(nodes=[{"type": "start", "id": "s"}, {"type": "guardrails", "id": "g", "config": {"guardrails": [{"name": "Nope", "config": {}}]}}],

@@ -23,7 +23,7 @@ from ..models import resolve_backend
 from .agent_builder import ImportReport, read_export, write_python
 from .diff import WorkflowDiff, diff
 from .expressions import Compiled, Names, compile_expression, compile_template
-from .run import WorkflowResult, run_workflow, services_for
+from .run import WorkflowResult, run_workflow, schema_problem, services_for
 from .view import GraphView, draw
 
 NODE_TYPES = ("start", "agent", "guardrails", "if_else", "while", "user_approval", "set_state", "transform", "file_search", "mcp", "note", "end")
@@ -152,6 +152,8 @@ class AgentNode(Node):
     def _schema_is_object(self) -> AgentNode:
         if self.output_schema is not None and self.output_schema.get("type") != "object":
             raise WorkflowError(f'agent {self.id!r}: output_schema must be a JSON Schema object ({{"type": "object", "properties": {{...}}}})')
+        if self.output_schema is not None and (problem := schema_problem(self.output_schema)) is not None:
+            raise WorkflowError(f"agent {self.id!r}: output_schema is not a valid JSON Schema: {problem}. Fix it and define the workflow again.")
         return self
 
 

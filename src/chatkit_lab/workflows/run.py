@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-import jsonschema
 from agents import (
     Agent,
     FileSearchTool,
@@ -193,11 +192,25 @@ class Services:
     backend: Any = None  # the lab's Backend, for failure sentences that name the provider
 
 
+def schema_problem(schema: dict[str, Any]) -> str | None:
+    """What makes ``schema`` no valid JSON Schema, or None."""
+    import jsonschema  # here, not at import: with rfc3987-syntax installed (JupyterLab brings it) importing it takes ~1.5 s
+
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.exceptions.SchemaError as exc:
+        return f"{exc.message} (at {'/'.join(map(str, exc.absolute_path)) or 'the top'})"
+    return None
+
+
 class JsonSchemaOutput(AgentOutputSchemaBase):
     """An agent's structured output from a JSON Schema (as Agent Builder stores it)."""
 
     def __init__(self, schema: dict[str, Any], name: str = "output") -> None:
+        import jsonschema  # as in schema_problem
+
         self.schema, self._name = schema, name
+        self._best_match = jsonschema.exceptions.best_match
         # Built once: jsonschema.validate() checks the schema itself on every call (a few ms).
         self._validator = jsonschema.validators.validator_for(schema)(schema)
         try:
@@ -222,7 +235,7 @@ class JsonSchemaOutput(AgentOutputSchemaBase):
             value = json.loads(json_str)
         except ValueError as exc:
             raise ModelBehaviorError(f"the output is not JSON: {exc}") from None
-        error = jsonschema.exceptions.best_match(self._validator.iter_errors(value))
+        error = self._best_match(self._validator.iter_errors(value))
         if error is not None:
             raise ModelBehaviorError(f"the output does not match the node's schema: {error.message}")
         return value

@@ -149,10 +149,12 @@ class AgentNode(Node):
         return self.show_in_chat if self.show_in_chat is not None else self.output_schema is None
 
     @model_validator(mode="after")
-    def _schema_is_object(self) -> AgentNode:
-        if self.output_schema is not None and self.output_schema.get("type") != "object":
+    def _schema_is_a_json_schema_object(self) -> AgentNode:
+        if self.output_schema is None:
+            return self
+        if self.output_schema.get("type") != "object":
             raise WorkflowError(f'agent {self.id!r}: output_schema must be a JSON Schema object ({{"type": "object", "properties": {{...}}}})')
-        if self.output_schema is not None and (problem := schema_problem(self.output_schema)) is not None:
+        if (problem := schema_problem(self.output_schema)) is not None:
             raise WorkflowError(f"agent {self.id!r}: output_schema is not a valid JSON Schema: {problem}. Fix it and define the workflow again.")
         return self
 

@@ -35,6 +35,22 @@ def test_agent_runs_happen_on_the_labs_own_thread_when_awaited_from_another_loop
     assert turn.text == "Tool `where_am_i` returned: chatkit-lab"
 
 
+def test_the_labs_loop_is_uvloops_where_it_is_installed_and_asyncios_where_it_is_not(make_lab, monkeypatch):
+    import asyncio
+
+    from chatkit_lab._loop import new_loop
+
+    lab = make_lab(warm=False)
+    assert type(lab.runtime.loop.loop).__module__.startswith("uvloop")  # a dependency on Linux and macOS
+    assert lab.send_sync("hello").text.startswith("**[mirror]**")
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # as on Windows: the import fails
+    plain = new_loop()
+    try:
+        assert isinstance(plain, asyncio.BaseEventLoop) and not type(plain).__module__.startswith("uvloop")
+    finally:
+        plain.close()
+
+
 def test_a_reply_keeps_streaming_while_the_caller_blocks(make_lab):
     lab = make_lab(model=MirrorModel(delay=0.002))
     future = lab.runtime.loop.submit(lab.runtime.send("/words 300", None, "local"))

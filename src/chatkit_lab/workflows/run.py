@@ -210,7 +210,6 @@ class JsonSchemaOutput(AgentOutputSchemaBase):
         import jsonschema  # as in schema_problem
 
         self.schema, self._name = schema, name
-        self._best_match = jsonschema.exceptions.best_match
         # Built once: jsonschema.validate() checks the schema itself on every call (a few ms).
         self._validator = jsonschema.validators.validator_for(schema)(schema)
         try:
@@ -235,7 +234,9 @@ class JsonSchemaOutput(AgentOutputSchemaBase):
             value = json.loads(json_str)
         except ValueError as exc:
             raise ModelBehaviorError(f"the output is not JSON: {exc}") from None
-        error = self._best_match(self._validator.iter_errors(value))
+        from jsonschema.exceptions import best_match  # imported already: __init__ built the validator
+
+        error = best_match(self._validator.iter_errors(value))
         if error is not None:
             raise ModelBehaviorError(f"the output does not match the node's schema: {error.message}")
         return value

@@ -330,3 +330,54 @@ def test_a_batch_whose_write_fails_stops_every_replay_and_still_writes_what_it_h
     for r in batch.replays:  # the second write took both threads, whole
         assert lineage(lab, r.thread_id)["kind"] == "replay"
     assert lab.items_df(batch.replays[0].thread_id).text.tolist() == ["/words 3", "w1 w2 w3"]
+
+
+def text_deltas(events):
+    return [e["update"]["delta"] for e in events if e["type"] == "thread.item.updated" and e["update"]["type"] == "assistant_message.content_part.text_delta"]
+
+
+@pytest.mark.parametrize("workflow", [False, True])
+def test_a_replay_or_eval_turn_reaches_chatkit_with_its_deltas_merged_and_a_chat_turn_streams_them(make_lab, workflow):
+    from chatkit_lab.replay import derived_server
+    from chatkit_lab.turn import Turn
+    from chatkit_lab.workflows import templates
+
+    lab = make_lab(model=MirrorModel(chunk_size=4), workflow=templates.customer_support() if workflow else None)
+    body = {"type": "threads.create", "params": {"input": {"content": [{"type": "input_text", "text": "hello"}], "attachments": [],
+                                                           "inference_options": {}}}}
+    chat = Turn.of(None, lab.runtime.call(lab.runtime.request(body, lab.user_id)))
+    server = derived_server(lab.runtime, lab.server.agent, lab.server.backend, lab.server.workflow, {})  # what lab.replay and lab.evaluate answer with
+    batch = Turn.of(None, lab.runtime.call(lab.runtime.request(body, lab.user_id, server=server)))
+    assert batch.text == chat.text and len(chat.text) > 100
+    streamed, merged = text_deltas(chat.events), text_deltas(batch.events)
+    assert len(streamed) == -(-len(chat.text) // 4)  # one a chunk
+    assert merged == [streamed[0], "".join(streamed[1:])]  # the first at once (first_token_ms stays true), the rest as one
+    turn = lab.turns_df(batch.thread_id).iloc[0]
+    assert 0 < turn.first_token_ms <= turn.latency_ms
+
+
+def test_merged_deltas_join_runs_of_one_part_only_with_their_logprobs():
+    from agents.stream_events import RawResponsesStreamEvent
+    from openai.types.responses import ResponseTextDeltaEvent, ResponseTextDoneEvent
+
+    from chatkit_lab.run_stream import merged_deltas
+
+    def delta(text, item="m1", part=0, logprob=None):
+        return RawResponsesStreamEvent(data=ResponseTextDeltaEvent(
+            type="response.output_text.delta", delta=text, item_id=item, output_index=0, content_index=part, sequence_number=0,
+            logprobs=[{"token": text, "logprob": logprob, "top_logprobs": []}] if logprob is not None else []))
+
+    done = RawResponsesStreamEvent(data=ResponseTextDoneEvent(type="response.output_text.done", text="abcdxy", item_id="m1", output_index=0,
+                                                              content_index=0, sequence_number=9, logprobs=[]))
+    events = [delta("a"), delta("b", logprob=-0.5), delta("c", logprob=-0.25), delta("x", part=1), delta("d"), delta("y", part=1), done]
+
+    async def merged():
+        async def source():
+            for event in events:
+                yield event
+        return [e.data for e in [e async for e in merged_deltas(source())]]
+
+    out = asyncio.run(merged())
+    assert [(d.type.rsplit(".", 1)[1], getattr(d, "content_index", None), getattr(d, "delta", None)) for d in out] == [
+        ("delta", 0, "a"), ("delta", 0, "bc"), ("delta", 1, "x"), ("delta", 0, "d"), ("delta", 1, "y"), ("done", 0, None)]
+    assert [p.logprob for p in out[1].logprobs] == [-0.5, -0.25]

@@ -4,6 +4,7 @@ import asyncio
 import logging
 import threading
 
+import pytest
 from agents import Agent, function_tool, handoff
 from agents.testing import ModelStep, ScriptedModel, assistant_message
 from chatkit.types import LockedStatus
@@ -189,14 +190,19 @@ def test_a_tool_error_inside_the_stream_ends_with_an_error_event(make_lab):
     assert turn.error.startswith("The agent failed with RuntimeError: boom.")
 
 
-def test_a_reply_with_citations_keeps_them_as_chatkit_annotations(make_lab):
+@pytest.mark.parametrize("in_a_workflow", [False, True])
+def test_a_reply_with_citations_keeps_them_as_chatkit_annotations(make_lab, in_a_workflow):
     from openai.types.responses import ResponseOutputMessage, ResponseOutputText
     from openai.types.responses.response_output_text import AnnotationURLCitation
+
+    from chatkit_lab.workflows import AgentNode, EndNode, StartNode, Workflow, chain
+
+    workflow = Workflow(name="cite", nodes=[StartNode("start"), AgentNode("a"), EndNode("end")], edges=chain("start", "a", "end")) if in_a_workflow else None
 
     text = ResponseOutputText(type="output_text", text="See the docs.", annotations=[
         AnnotationURLCitation(type="url_citation", url="https://docs.example.org/a", title="Doc A", start_index=4, end_index=12)])
     message = ResponseOutputMessage(type="message", id="m1", role="assistant", status="completed", content=[text])
-    turn = make_lab(model=ScriptedModel([[message]])).send_sync("cite something")
+    turn = make_lab(model=ScriptedModel([[message]]), workflow=workflow).send_sync("cite something")
     assert turn.error is None and turn.text == "See the docs."
     reply = [e for e in turn.events if e["type"] == "thread.item.done" and e["item"]["type"] == "assistant_message"][0]
     source = reply["item"]["content"][0]["annotations"][0]["source"]

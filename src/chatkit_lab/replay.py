@@ -294,7 +294,8 @@ def derived_server(runtime: Runtime, agent: Agent, backend: Any, workflow: ChatW
                    store: Any = None, as_the_lab: bool = False) -> LabServer:
     """A server like the lab's, on its logs and ``store`` (the lab's by default), answering with
     ``workflow`` when given, else ``agent`` on ``backend``; its traces carry ``metadata`` besides the
-    lab's. ``as_the_lab``: with the lab's guardrails and context injection too."""
+    lab's. ``as_the_lab``: with the lab's guardrails and context injection too. Its replies reach
+    ChatKit with their deltas merged: nobody watches a replay's or an eval item's stream."""
     lab_server = runtime.server
     return LabServer(
         store if store is not None else runtime.store, agent, backend=backend, history_limit=lab_server.history_limit,
@@ -302,6 +303,7 @@ def derived_server(runtime: Runtime, agent: Agent, backend: Any, workflow: ChatW
         actions=lab_server.actions, secrets=runtime.secrets, input_log=runtime.tracer.record_input,
         row_log=runtime.tracer.record_rows, workflow=workflow,
         guardrails=lab_server.guardrails if as_the_lab else None, injection=lab_server.injection if as_the_lab else None,
+        merge_deltas=True,
     )
 
 

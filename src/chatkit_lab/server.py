@@ -54,6 +54,7 @@ from .guardrails import turn as guarded
 from .guardrails.engine import Guardrails
 from .guardrails.judge import ModelJudge
 from .models import Backend, openai_client
+from .run_stream import RunStream
 from .store.duckdb import user_of
 from .store.items import item_text, utc_now
 from .store.rows import ModelInputRow, TurnRow, stored_json
@@ -169,27 +170,6 @@ async def _own_ids(events: AsyncIterator[ThreadStreamEvent], new_id: Callable[[]
         yield event
 
 
-class _PlainAnnotations:
-    """The run result as ``stream_agent_response`` reads it, with citation annotations as dicts.
-
-    openai 3.x emits annotation objects of classes ChatKit's annotation union does not accept,
-    so a reply with a citation (web or file search) would fail the whole turn.
-    """
-
-    def __init__(self, result: Any) -> None:
-        self._result = result
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._result, name)
-
-    async def stream_events(self) -> AsyncIterator[Any]:
-        async for event in self._result.stream_events():
-            data: Any = getattr(event, "data", None)
-            if getattr(data, "type", None) == "response.output_text.annotation.added" and isinstance(data.annotation, BaseModel):
-                data.annotation = data.annotation.model_dump()
-            yield event
-
-
 @runtime_checkable
 class ItemsAfterStore(Protocol):
     """A store that deletes the items after one in a single operation (both of chatkit-lab's)."""
@@ -206,7 +186,9 @@ class LabServer(ChatKitServer[RequestContext]):
     method's ``context`` is the ``RequestContext`` of one request. ``guardrails``: checks on every
     user message (before it is stored) and reply (see ``chatkit_lab.guardrails``); their verdicts
     go to ``row_log``. ``workflow``: a graph that answers every turn instead of ``agent``, node by
-    node (see ``chatkit_lab.workflows``); its node runs go to ``row_log`` too.
+    node (see ``chatkit_lab.workflows``); its node runs go to ``row_log`` too. ``merge_deltas``:
+    for turns nobody watches (evals, replays), each message part's text deltas after its first
+    reach ChatKit as one (see ``run_stream.RunStream``).
     """
 
     def __init__(
@@ -227,6 +209,7 @@ class LabServer(ChatKitServer[RequestContext]):
         guardrails: Guardrails | None = None,
         row_log: Callable[[list[Any]], None] | None = None,
         workflow: ChatWorkflow | None = None,
+        merge_deltas: bool = False,
     ) -> None:
         super().__init__(store, attachment_store=store if isinstance(store, AttachmentStore) else None)
         self.agent = agent
@@ -242,6 +225,7 @@ class LabServer(ChatKitServer[RequestContext]):
         self.input_log = input_log  # receives one `model_inputs` row per model call, and its items as JSON
         self.row_log = row_log  # receives a turn's guardrail verdicts and workflow node runs
         self.workflow = workflow  # when set, every turn runs this graph instead of ``agent``
+        self.merge_deltas = merge_deltas
         # The model checks' judge is the guardrails' own, else the lab's model when it is a real
         # provider; Moderation uses OpenAI's endpoint when the provider is OpenAI.
         real = backend is not None and backend.kind != "offline"
@@ -402,7 +386,7 @@ class LabServer(ChatKitServer[RequestContext]):
                 )
                 row.agent, row.model = execution.workflow.name, None
                 events = self.workflow.events(execution, agent_ctx, lambda kind: self.store.generate_item_id(cast(Any, kind), thread, context),
-                                              turn_id=row.turn_id, user_id=row.user_id, decision=decision)
+                                              turn_id=row.turn_id, user_id=row.user_id, decision=decision, merge_deltas=self.merge_deltas)
             else:
                 if checked:
                     run_config.input_guardrails = [*(run_config.input_guardrails or []), *guarded.sdk_input_guardrails(checked)]
@@ -410,7 +394,7 @@ class LabServer(ChatKitServer[RequestContext]):
                     run_config.output_guardrails = [*(run_config.output_guardrails or []), *guard.sdk_guardrails()]
                 result = Runner.run_streamed(agent, agent_input, context=agent_ctx, hooks=hooks, max_turns=self.max_turns, run_config=run_config)
                 # A proxy of the run result: stream_agent_response reads its events and attributes only.
-                events = stream_agent_response(agent_ctx, cast(RunResultStreaming, _PlainAnnotations(result)))
+                events = stream_agent_response(agent_ctx, cast(RunResultStreaming, RunStream(result, merge_deltas=self.merge_deltas)))
             if guard is not None:
                 guard.history[:] = guarded.history_of(list(reversed(page.data)))
             events = _own_ids(events, lambda: self.store.generate_item_id("message", thread, context))

@@ -4,7 +4,7 @@ import gc
 import weakref
 
 from chatkit_lab import MirrorModel
-from chatkit_lab._heap import frozen_heap
+from chatkit_lab._heap import frozen_heap, settle
 
 
 class Node:
@@ -72,3 +72,18 @@ def test_eval_runs_and_replays_run_with_the_heap_frozen_and_a_chat_turn_does_not
     assert summary["result_counts"]["passed"] == 2
     assert model.frozen == [False, True, True, True]  # the chat turn, the two items, the replayed turn
     assert gc.get_freeze_count() == 0
+
+
+def test_a_server_settles_its_heap_for_good_after_collecting_its_garbage():
+    cycle = dropped_cycle()
+    gc.disable()
+    try:
+        frozen = settle()
+        assert cycle() is None  # collected before the freeze, not frozen with the rest
+        assert frozen == gc.get_freeze_count() > 0
+        with frozen_heap():  # a batch in a settled process leaves the freeze as it is
+            pass
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
+        gc.enable()

@@ -39,6 +39,7 @@ def test_health_reports_status_and_model(served):
     _, client = served
     health = client.get("/health").json()
     assert health["status"] == "ok" and health["backend"].startswith("offline mirror model")
+    assert health["gc_frozen_objects"] == 0  # a notebook's lab leaves its heap to the collector
 
 
 def test_streaming_requests_get_sse_and_others_json(served):
@@ -143,6 +144,10 @@ def test_the_cli_serves_until_terminated(tmp_path):
                 time.sleep(0.1)
         reply = httpx.post(f"http://127.0.0.1:{port}/chatkit", json={"type": "threads.create", "params": {"input": MESSAGE}}, timeout=30)
         assert "assistant_message" in reply.text
+        # Once started (warm-up turn included), its heap is frozen out of garbage collection for good.
+        while httpx.get(f"http://127.0.0.1:{port}/health").json()["gc_frozen_objects"] < 100_000:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0

@@ -10,6 +10,7 @@ preflight; another type is taken only from the server's own origin). Bodies are 
 
 from __future__ import annotations
 
+import gc
 import math
 import time
 from collections.abc import Sequence
@@ -195,7 +196,8 @@ def create_app(
     async def health(request: Request) -> Response:
         if (refusal := refused(request)) is not None:
             return refusal
-        return JSONResponse({"status": "ok", "version": __version__, "backend": backend, "rate_limit": throttle.described()})
+        return JSONResponse({"status": "ok", "version": __version__, "backend": backend, "rate_limit": throttle.described(),
+                             "gc_frozen_objects": gc.get_freeze_count()})
 
     return Starlette(
         routes=[

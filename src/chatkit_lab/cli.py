@@ -53,7 +53,7 @@ def _serve(args: argparse.Namespace) -> int:
     url = lab.serve(args.host, args.port, allowed_hosts=hosts, allowed_origins=args.allowed_origin or (), sock=sock)
     if lab.warmed is not None:
         concurrent.futures.wait([lab.warmed], timeout=60)  # the warm-up turn's lazily built objects are start-up's too
-    settle()  # a full collection scanned ~420,000 start-up objects: ~170 ms stalls every few hundred turns
+    settle()  # full collections scanned its ~290,000 start-up objects: ~170 ms stalls every few hundred turns
     print(f"chatkit-lab serving {where_of(args.db)} at {url}/chatkit (health: {url}/health)", flush=True)
     print(f"model: {lab.backend.description}", flush=True)
     print(f"auth: Bearer JWT from {args.jwks_url}" if verifier else f"auth: none, every request acts as {args.user_id!r}", flush=True)

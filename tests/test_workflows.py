@@ -161,6 +161,19 @@ def test_a_cel_error_at_run_time_fails_the_node_with_a_sentence():
     assert "CEL does not mix int and double: write 1.0" in mixed.run_sync("x").error
 
 
+def test_an_expression_is_given_only_the_variables_it_reads():
+    from chatkit_lab.workflows.expressions import ExpressionError, Names, compile_expression
+
+    # A value the CEL library cannot convert, in a node's output: only an expression that reads
+    # ``nodes`` meets it (every value given is converted, so a large scope cost every evaluation).
+    scope = {"input": {"n": 1}, "state": {"round": 1.0}, "workflow": {"input_as_text": "x"}, "nodes": {"fetch": {"at": object()}}}
+    names = Names(state=["round"], nodes=["fetch"])
+    assert compile_expression("state.round < 3.0", names, "loop").roots == {"state"}
+    assert compile_expression("state.round < 3.0 && input.n == 1", names, "loop").condition(scope) is True
+    with pytest.raises(ExpressionError, match="failed"):
+        compile_expression("has(nodes.fetch.at)", names, "check").evaluate(scope)
+
+
 def test_a_missing_tool_or_a_hosted_one_offline_fails_that_node_not_the_kernel():
     result = linear(AgentNode("a", tools=["lookup_order"]), EndNode("end")).run_sync("x")
     assert result.status == "failed" and "uses the tool 'lookup_order', which this lab does not have" in result.error

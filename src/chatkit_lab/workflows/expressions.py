@@ -42,14 +42,17 @@ class Names:
 
 @dataclass
 class Expression:
-    """One compiled CEL expression."""
+    """One compiled CEL expression; ``roots``: the variables it reads (``input``, ``state``, ...)."""
 
     source: str
     program: Any = field(repr=False)
+    roots: frozenset[str] = frozenset(ROOTS)
 
     def evaluate(self, scope: dict[str, Any]) -> Any:
+        # Only what it reads: the library converts every value it is given, and ``nodes`` holds
+        # every earlier node's output (5 outputs of 10 KB: 630 us an evaluation, against 3 us).
         try:
-            return self.program.execute(scope)
+            return self.program.execute({k: v for k, v in scope.items() if k in self.roots})
         except KeyError as exc:
             raise ExpressionError(f"`{self.source}` reads {exc.args[0]!r}, which is not there on this turn (test with has(...) first).") from None
         except (TypeError, ValueError, RuntimeError) as exc:
@@ -81,7 +84,7 @@ def compile_expression(source: str, names: Names, where: str) -> Expression:
         if member not in known:
             choices = ", ".join(sorted(known)) or "none declared"
             raise ChatLabError(f"{where}: `{source}` reads `{root}.{member}`, which does not exist (known: {choices}).")
-    return Expression(source, program)
+    return Expression(source, program, frozenset(program.variables()) & frozenset(ROOTS))
 
 
 @dataclass

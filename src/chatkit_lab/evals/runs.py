@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import pandas as pd
 from chatkit.types import (
     AssistantMessageContent,
     AssistantMessageItem,
@@ -66,6 +65,8 @@ def store_dataset(cur: Any, dataset: Dataset, redact: Callable[[str], str] = str
     if cur.execute("INSERT INTO eval_datasets VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING dataset_hash",
                    [dataset.hash, dataset.name, dataset.source, len(dataset), utc_now()]).fetchone() is None:
         return
+    import pandas as pd
+
     insert_frame(cur, "eval_dataset_items", pd.DataFrame({
         "dataset_hash": dataset.hash, "item_index": range(len(dataset)),
         "item": [redact(json.dumps(item, sort_keys=True, default=str)) for item in dataset.items]}))
@@ -112,6 +113,8 @@ async def answer_all(runtime: Any, run_id: str, dataset: Dataset, target: Target
             async with runtime.db.transaction() as cur:  # the threads first, so every stored item's thread exists
                 await runtime.store.add_threads([staged.thread(t) for t in ids])
                 if rows:
+                    import pandas as pd
+
                     frame = pd.DataFrame(rows, columns=ANSWER_COLUMNS).astype({"latency_ms": "Float64"})
                     frame.insert(0, "run_id", run_id)
                     frame["created_at"] = utc_now()
@@ -227,6 +230,8 @@ async def _grade_chunk(runtime: Any, run_id: str, dataset: Dataset, configs: lis
             return [await agrade(c, sample, dataset.items[index], judge=judge, prices=prices) for c in configs]
 
     results = await asyncio.gather(*(one(n) for n, *_ in pending))
+    import pandas as pd
+
     facts = pd.DataFrame([_facts(index, samples[index], prices) for index, *_ in pending], columns=["item_index", *FACTS, "cost_usd"])
     graded_rows = pd.DataFrame([(run_id, index, g.name, g.type, g.score, g.passed, g.error, json.dumps(g.info, default=str) if g.info else None)
                                 for (index, *_), graded in zip(pending, results, strict=True) for g in graded],

@@ -11,13 +11,14 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ChatLabError
 from .engine import Guardrails, run_sync
 from .judge import Judge
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DATA = Path(__file__).with_name("data") / "eval"
 FPR = 0.01  # the false-positive rate "recall at FPR" is read at
@@ -167,6 +168,8 @@ async def aevaluate_guardrails(
                                  "detected_entities": detected, "expected_entities": sample.get("expected_entities")})
         return rows
 
+    import pandas as pd
+
     results = pd.DataFrame([row for rows in await asyncio.gather(*(one(s) for s in samples)) for row in rows],
                            columns=["id", "stage", "check_name", "expected", "triggered", "confidence", "execution_failed", "detected_entities", "expected_entities"])
     return GuardrailEval(results, _metrics(results), _entity_metrics(results))
@@ -182,6 +185,8 @@ def evaluate_guardrails(
 
 
 def _metrics(results: pd.DataFrame) -> pd.DataFrame:
+    import pandas as pd
+
     rows = []
     for name, r in results.groupby("check_name", sort=False):
         expected, got = r.expected.astype(bool), r.triggered.astype(bool)
@@ -202,6 +207,8 @@ def _metrics(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def _entity_metrics(results: pd.DataFrame) -> pd.DataFrame | None:
+    import pandas as pd
+
     named = results[results.check_name.eq("Contains PII") & results.expected_entities.notna()]
     if named.empty:
         return None

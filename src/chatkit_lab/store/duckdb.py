@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import pandas as pd
 from chatkit.store import AttachmentStore, NotFoundError, Store
 from chatkit.types import (
     Attachment,
@@ -464,6 +463,8 @@ class DuckDBStore(Store[Any], AttachmentStore[Any]):
         # A copy sets the item's thread_id as a JSON field, never by rewriting text (which would
         # change what a user wrote); only items carrying attachments pass through Python, to
         # name their new copies. One statement keeps the order and takes 0.4 s for 100,000 items.
+        import pandas as pd  # here, so that importing chatkit_lab does not import pandas
+
         retyped = pd.DataFrame({"item_id": [i.id for i in carrying], "data": [self.redact(item_adapter.dump_json(c).decode())
                                                                             for c in item_copies(carrying, target_id, renamed)]})
         async with self._cursor() as cur:

@@ -15,8 +15,6 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-import cel
-
 from ..errors import ChatLabError
 
 ROOTS = ("input", "state", "workflow", "nodes")
@@ -69,6 +67,8 @@ def compile_expression(source: str, names: Names, where: str) -> Expression:
     """Compile ``source``; a syntax error or an unknown name is a ``ChatLabError`` naming ``where``."""
     if not isinstance(source, str) or not source.strip():
         raise ChatLabError(f"{where}: the expression is empty; write a CEL expression such as `state.count < 3`.")
+    import cel  # here: the package imports its command line (rich, prompt_toolkit: 0.1 s), which a chat without a workflow never needs
+
     try:
         program = cel.compile(source)
     except (ValueError, RuntimeError) as exc:

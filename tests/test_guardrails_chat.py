@@ -114,6 +114,42 @@ def test_pii_in_a_reply_is_masked_while_it_streams(db_path):
     assert found_in_database(db_path, EMAIL) == []  # nor the trace of the model's output
 
 
+def test_a_stopped_turn_nobody_watched_keeps_all_its_reply_masked(db_path):
+    # An eval or a replay merges the reply's deltas and the guard holds the last ones back: a stop
+    # keeps what the model wrote, masked, not only what reached ChatKit (here nothing yet).
+    import asyncio
+
+    from chatkit_lab.context import build_context
+    from chatkit_lab.replay import derived_server
+    from chatkit_lab.transport.requests import handle_request
+
+    reply = f"Hi. Write to {EMAIL} today. " + "filler " * 300
+    model = Scripted(reply)
+    model.delay = 0.005
+    lab = ChatLab(db_path, model=model, guardrails=CONFIG, warm=False)
+    server = derived_server(lab.runtime, lab.server.agent, lab.server.backend, None, {}, as_the_lab=True)
+    body = json.dumps({"type": "threads.create", "params": {"input": {"content": [{"type": "input_text", "text": "who do I write to?"}],
+                                                                      "attachments": [], "inference_options": {}}}})
+
+    async def consume(stream):
+        async for _ in stream:
+            pass
+
+    async def stopped_after(seconds):
+        answer = await handle_request(server, body, build_context(body, user_id="local"))
+        task = asyncio.ensure_future(consume(answer.stream))
+        await asyncio.sleep(seconds)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    lab.runtime.loop.call(stopped_after(0.5), timeout=30)
+    kept = lab.items_df().query("type == 'assistant_message'").text.tolist()
+    assert len(kept) == 1 and kept[0].startswith("Hi. Write to <EMAIL_ADDRESS> today. filler filler") and len(kept[0]) < len(reply), kept
+    assert lab.turns_df().status.tolist() == ["cancelled"]
+    lab.close()
+    assert found_in_database(db_path, EMAIL) == []
+
+
 def test_a_conversation_aware_check_sees_earlier_turns_in_the_chat(make_lab):
     judge_model = Scripted(json.dumps({"flagged": False, "confidence": 0.0, "reason": ""}))
     config = {"version": 1, "input": {"version": 1, "guardrails": [{"name": "Jailbreak", "config": {"max_turns": 4}}]}}

@@ -176,6 +176,9 @@ def test_a_batch_writes_its_threads_whole_in_order_and_everything_it_holds_when_
     items = lab.items_df(short_r.thread_id)
     assert items.text.tolist() == ["/words 3", "w1 w2 w3", "/words 2", "w1 w2"] and items.created_at.is_monotonic_increasing
     assert lab.items_df(slow_r.thread_id).query("type == 'user_message'").text.tolist() == ["/words 300"]
+    # the stopped reply keeps all it streamed, not only the deltas that reached ChatKit (merged: its first)
+    partial = lab.items_df(slow_r.thread_id).query("type == 'assistant_message'").text.tolist()
+    assert len(partial) == 1 and " ".join(f"w{n}" for n in range(1, 301)).startswith(partial[0]) and len(partial[0]) > 40, partial
     assert "pinned note" in lab.model_inputs_df(attached_r.thread_id).input[0]
     batch.run_sync(progress=False)  # goes on in the file, without repeating a turn
     assert [s.exchange for s in slow_r.steps] == [1, 2] and slow_r.steps[1].reply == "w1 w2 w3 w4 w5"

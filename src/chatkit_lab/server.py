@@ -24,6 +24,7 @@ from chatkit.server import ChatKitServer, NonStreamingResult, StreamingResult
 from chatkit.store import AttachmentStore, NotFoundError, Store
 from chatkit.types import (
     AssistantMessageContentPartTextDelta,
+    AssistantMessageItem,
     ChatKitReq,
     CustomTask,
     FeedbackKind,
@@ -54,7 +55,7 @@ from .guardrails import turn as guarded
 from .guardrails.engine import Guardrails
 from .guardrails.judge import ModelJudge
 from .models import Backend, openai_client
-from .run_stream import RunStream
+from .run_stream import Held, RunStream
 from .store.duckdb import user_of
 from .store.items import item_text, utc_now
 from .store.rows import ModelInputRow, TurnRow, stored_json
@@ -226,6 +227,7 @@ class LabServer(ChatKitServer[RequestContext]):
         self.row_log = row_log  # receives a turn's guardrail verdicts and workflow node runs
         self.workflow = workflow  # when set, every turn runs this graph instead of ``agent``
         self.merge_deltas = merge_deltas
+        self._unsent: dict[str, tuple[int, str]] = {}  # a stopped merged turn's text ChatKit has not seen, by thread
         # The model checks' judge is the guardrails' own, else the lab's model when it is a real
         # provider; Moderation uses OpenAI's endpoint when the provider is OpenAI.
         real = backend is not None and backend.kind != "offline"
@@ -320,6 +322,14 @@ class LabServer(ChatKitServer[RequestContext]):
         async for event in self._turn(thread, None, context, resume=(*taken, decision)):
             yield event
 
+    async def handle_stream_cancelled(self, thread: ThreadMetadata, pending_items: list[Any], context: RequestContext) -> None:
+        # A stopped turn nobody watched keeps all the model wrote, not only what reached ChatKit.
+        index, text = self._unsent.pop(thread.id, (0, ""))
+        replies = [item for item in pending_items if isinstance(item, AssistantMessageItem)]
+        if text and replies and index < len(replies[-1].content):
+            replies[-1].content[index].text += text
+        await super().handle_stream_cancelled(thread, pending_items, context)
+
     def agent_for(self, thread: ThreadMetadata, context: RequestContext) -> Agent:
         return self.agent if isinstance(self.agent, Agent) else self.agent(thread, context)
 
@@ -352,6 +362,7 @@ class LabServer(ChatKitServer[RequestContext]):
             # it may still be what a check stops.
             checked = await guarded.check_message(self.guardrails, input_user_message.content, [])
         guard = None
+        held = Held() if self.merge_deltas else None
         if self.guardrails is not None and self.guardrails.has("output"):
             guard = guarded.OutputGuard(self.guardrails, [], lambda: guarded.tool_outputs(result))
         try:
@@ -386,7 +397,7 @@ class LabServer(ChatKitServer[RequestContext]):
                 )
                 row.agent, row.model = execution.workflow.name, None
                 events = self.workflow.events(execution, agent_ctx, lambda kind: self.store.generate_item_id(cast(Any, kind), thread, context),
-                                              turn_id=row.turn_id, user_id=row.user_id, decision=decision, merge_deltas=self.merge_deltas)
+                                              turn_id=row.turn_id, user_id=row.user_id, decision=decision, held=held)
             else:
                 if checked:
                     run_config.input_guardrails = [*(run_config.input_guardrails or []), *guarded.sdk_input_guardrails(checked)]
@@ -394,7 +405,7 @@ class LabServer(ChatKitServer[RequestContext]):
                     run_config.output_guardrails = [*(run_config.output_guardrails or []), *guard.sdk_guardrails()]
                 result = Runner.run_streamed(agent, agent_input, context=agent_ctx, hooks=hooks, max_turns=self.max_turns, run_config=run_config)
                 # A proxy of the run result: stream_agent_response reads its events and attributes only.
-                events = stream_agent_response(agent_ctx, cast(RunResultStreaming, RunStream(result, merge_deltas=self.merge_deltas)))
+                events = stream_agent_response(agent_ctx, cast(RunResultStreaming, RunStream(result, held=held)))
             if guard is not None:
                 guard.history[:] = guarded.history_of(list(reversed(page.data)))
             events = _own_ids(events, lambda: self.store.generate_item_id("message", thread, context))
@@ -423,8 +434,14 @@ class LabServer(ChatKitServer[RequestContext]):
             template = self.guardrails.output_message if self.guardrails else guarded.OUTPUT_MESSAGE
             for event in guarded.stopped(template, None, tripped, self.store.generate_item_id("message", thread, context), thread.id):
                 yield event
-        except (asyncio.CancelledError, GeneratorExit):
+        except (asyncio.CancelledError, GeneratorExit) as stop:
             row.status = "cancelled"
+            if held is not None and isinstance(stop, asyncio.CancelledError):
+                # What ChatKit has not seen of a turn nobody watched: its cancel handler adds it to the partial reply.
+                unsent = guard.unreleased(held.text) if guard is not None else held.text
+                if unsent:
+                    self._unsent[thread.id] = (held.content_index, unsent)
+                    turn.partial_chars += len(unsent)
             raise
         except CustomStreamError as exc:
             row.status, row.error = "error", exc.message

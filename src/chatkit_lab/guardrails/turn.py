@@ -192,6 +192,14 @@ class OutputGuard:
         inside = [pii.Hit(h.start + start - settled, h.end + start - settled, h.entity, h.value) for h in hits if h.end + start <= cut]
         return pii.masked(normal[settled:cut], inside)
 
+    def unreleased(self, more: str) -> str:
+        """The streaming part's text still held back, then ``more`` of it, masked: what a stopped
+        turn that nobody watched keeps (a chat keeps what its user saw)."""
+        if not self.entities or not self._raw:
+            return more
+        key = next(reversed(self._raw))  # the part streamed last
+        return self._mask(self._raw[key][self._settled.get(key, 0):] + pii.normalise(more))
+
     async def filter(self, events: AsyncIterator[ThreadStreamEvent]) -> AsyncIterator[ThreadStreamEvent]:
         async for event in events:
             if isinstance(event, ThreadItemUpdatedEvent) and isinstance(event.update, AssistantMessageContentPartTextDelta):

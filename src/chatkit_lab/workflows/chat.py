@@ -31,7 +31,7 @@ from chatkit.types import (
     WorkflowTaskUpdated,
 )
 
-from ..run_stream import RunStream
+from ..run_stream import Held, RunStream
 from .run import AgentStreaming, ApprovalNeeded, Execution, NodeFinished, NodeRun, NodeStarted, output_text
 
 APPROVE, REJECT = "workflow.approve", "workflow.reject"
@@ -110,11 +110,11 @@ def _finished_task(run: NodeRun) -> CustomTask | FileTask:
 
 async def chat_events(
     execution: Execution, agent_ctx: AgentContext[Any], new_id: Callable[[str], str], *, decision: str | None = None,
-    on_pause: Callable[[ApprovalNeeded], Any] | None = None, merge_deltas: bool = False,
+    on_pause: Callable[[ApprovalNeeded], Any] | None = None, held: Held | None = None,
 ) -> AsyncIterator[ThreadStreamEvent]:
     """The events of ``execution`` as one chat turn. ``new_id(kind)``: an item id ("workflow",
-    "message"); ``on_pause``: stores a paused run and returns its id (awaited); ``merge_deltas``:
-    see ``LabServer``."""
+    "message"); ``on_pause``: stores a paused run and returns its id (awaited); ``held``: given,
+    the shown agent's deltas are merged (see ``run_stream.RunStream``)."""
     thread_id = agent_ctx.thread.id
     tasks = NodeTasks(thread_id, lambda: new_id("workflow"))
     replied = False
@@ -128,7 +128,7 @@ async def chat_events(
                 case AgentStreaming(run=run, result=result, shown=True):
                     tasks.replying(run)
                     agent_ctx.workflow_item = tasks.item  # the reply closes this list; tool calls join it
-                    async for event in stream_agent_response(agent_ctx, cast(Any, RunStream(result, merge_deltas=merge_deltas))):
+                    async for event in stream_agent_response(agent_ctx, cast(Any, RunStream(result, held=held))):
                         if isinstance(event, ThreadItemDoneEvent) and event.item.type == "assistant_message":
                             replied = True
                         yield event

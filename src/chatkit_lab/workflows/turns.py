@@ -10,6 +10,7 @@ from chatkit.agents import AgentContext
 from chatkit.types import ThreadItemReplacedEvent, ThreadStreamEvent, WidgetItem
 
 from ..guardrails.engine import Guardrails
+from ..run_stream import Held
 from ..store.database import Database
 from ..store.rows import NodeRow
 from . import versions
@@ -49,7 +50,7 @@ class ChatWorkflow:
 
     async def events(
         self, execution: Execution, agent_ctx: AgentContext[Any], new_id: Callable[[str], str], *, turn_id: str, user_id: str,
-        decision: str | None = None, merge_deltas: bool = False,
+        decision: str | None = None, held: Held | None = None,
     ) -> AsyncIterator[ThreadStreamEvent]:
         thread_id = agent_ctx.thread.id
         # The graph is in workflow_definitions already (stored when the lab took it, or loaded from
@@ -64,7 +65,7 @@ class ChatWorkflow:
                 return versions.save_paused(cur, thread_id=thread_id, user_id=user_id, turn_id=turn_id, workflow_hash=digest,
                                             version=execution.version, node_id=needed.run.node_id, paused=self.redact(needed.paused.to_json()))
 
-        async for event in chat_events(execution, agent_ctx, new_id, decision=decision, on_pause=pause, merge_deltas=merge_deltas):
+        async for event in chat_events(execution, agent_ctx, new_id, decision=decision, on_pause=pause, held=held):
             yield event
 
     def _digest(self, execution: Execution) -> str:

@@ -73,9 +73,10 @@ def compile_expression(source: str, names: Names, where: str) -> Expression:
         program = cel.compile(source)
     except (ValueError, RuntimeError) as exc:
         raise ChatLabError(f"{where}: `{source}` is not valid CEL: {_syntax(exc)}") from None
+    variables = frozenset(program.variables())
     text = _STRING.sub('""', source)
     bound = set(_BOUND.findall(text))
-    for name in sorted(set(program.variables()) - bound):
+    for name in sorted(variables - bound):
         if name not in ROOTS:
             raise ChatLabError(f"{where}: `{source}` reads `{name}`, which is not a variable here; "
                                f"use input, state.<name>, workflow.input_as_text or nodes.<node_id>.")
@@ -84,7 +85,7 @@ def compile_expression(source: str, names: Names, where: str) -> Expression:
         if member not in known:
             choices = ", ".join(sorted(known)) or "none declared"
             raise ChatLabError(f"{where}: `{source}` reads `{root}.{member}`, which does not exist (known: {choices}).")
-    return Expression(source, program, frozenset(program.variables()) & frozenset(ROOTS))
+    return Expression(source, program, variables & frozenset(ROOTS))
 
 
 @dataclass

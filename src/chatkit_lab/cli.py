@@ -54,13 +54,14 @@ def _serve(args: argparse.Namespace) -> int:
     if lab.warmed is not None:
         concurrent.futures.wait([lab.warmed], timeout=60)  # the warm-up turn's lazily built objects are start-up's too
     settle()  # full collections scanned its ~290,000 start-up objects: ~170 ms stalls every few hundred turns
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())  # before the banner: whoever reads it may stop this at once
     print(f"chatkit-lab serving {where_of(args.db)} at {url}/chatkit (health: {url}/health)", flush=True)
     print(f"model: {lab.backend.description}", flush=True)
     print(f"auth: Bearer JWT from {args.jwks_url}" if verifier else f"auth: none, every request acts as {args.user_id!r}", flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        stop.wait()
+        while not stop.wait(0.5):  # not one endless wait: a signal the kernel hands another thread does not wake this one
+            pass
     except KeyboardInterrupt:
         pass
     lab.close()

@@ -1,6 +1,7 @@
 import asyncio
 import concurrent.futures
 import socket
+import subprocess
 from datetime import datetime, timedelta
 
 import pytest
@@ -58,6 +59,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def exit_code(proc: subprocess.Popen, timeout: float = 20) -> int | None:
+    """``proc``'s exit code, or None if it has not exited within ``timeout`` s: then it is killed,
+    so a failing test leaves no server running."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return None
 
 
 @pytest.fixture

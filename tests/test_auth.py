@@ -19,7 +19,7 @@ import pytest
 from chatkit_lab import ChatLabError
 from chatkit_lab.auth import AuthError, JWKSVerifier, LocalIssuer
 
-from .conftest import free_port
+from .conftest import exit_code, free_port
 
 MESSAGE = {"content": [{"type": "input_text", "text": "hello"}], "attachments": [], "inference_options": {}}
 CREATE = {"type": "threads.create", "params": {"input": MESSAGE}}
@@ -202,7 +202,7 @@ def test_the_cli_with_jwks_url_refuses_requests_without_a_token(tmp_path, issuer
         assert allowed.status_code == 200 and allowed.json()["data"] == []
     finally:
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
+        assert exit_code(proc) == 0
 
 
 def test_the_cli_says_issuer_needs_a_jwks_url(tmp_path):

@@ -14,7 +14,7 @@ from agents.testing import ModelStep, ScriptedModel
 
 from chatkit_lab.errors import ChatLabError
 
-from .conftest import free_port
+from .conftest import exit_code, free_port
 
 MESSAGE = {"content": [{"type": "input_text", "text": "hello"}], "attachments": [], "inference_options": {}}
 
@@ -154,7 +154,7 @@ def test_the_cli_serves_until_terminated(tmp_path):
         # one only, so the signal goes to another, the case that left the server waiting for ever.
         threads = sorted(int(tid) for tid in os.listdir(f"/proc/{proc.pid}/task") if int(tid) != proc.pid)
         assert ctypes.CDLL(None).tgkill(proc.pid, threads[-1], signal.SIGTERM) == 0
-        assert proc.wait(timeout=20) == 0
+        assert exit_code(proc) == 0
 
 
 def test_a_user_over_the_rate_limit_gets_a_429_with_retry_after_and_others_are_not_slowed(make_lab, lab_db):

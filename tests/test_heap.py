@@ -82,7 +82,7 @@ def test_a_server_settles_its_heap_for_good_after_collecting_its_garbage():
     try:
         frozen = settle()
         assert cycle() is None  # collected before the freeze, not frozen with the rest
-        assert frozen == gc.get_freeze_count() > 0
+        assert 0 < frozen // 2 < gc.get_freeze_count() <= frozen  # what it froze, less objects freed since
         with frozen_heap():  # a batch in a settled process leaves the freeze as it is
             pass
         assert gc.get_freeze_count() > frozen // 2  # not unfrozen (a freed frozen object leaves it)

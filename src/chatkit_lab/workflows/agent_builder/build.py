@@ -327,9 +327,12 @@ class _Builder:
         return label
 
     def end(self, stmt: ir.Return, exits: list[Exit]) -> list[Exit]:
-        value = stmt.value
-        if value is None or isinstance(value, ir.Previous) or (isinstance(value, ir.Ref) and not value.keys and self.node_of.get(value.root) == self.last):
+        value = self.resolved(stmt.value) if isinstance(stmt.value, ir.Ref) else stmt.value  # x_result = {"output_text": x_result_temp…}
+        result = value.root if isinstance(value, ir.Ref) and not value.keys and value.root in self.node_of else None
+        if value is None or isinstance(value, ir.Previous) or (result is not None and self.node_of[result] == self.last):
             node_id = self.add(_node("end", "end"), exits, stmt.meta)
+        elif result is not None:  # an earlier node's result: its text (a template of the whole output would be its JSON)
+            node_id = self.add(_node("end", "end", output="{{" + self.ref(ir.Ref(result, ["output_text"])) + "}}"), exits, stmt.meta)
         elif isinstance(value, ir.Op) and value.op == "map" and len(value.args) == 2 and value.args[0] == ir.Const("output_text"):
             node_id = self.add(_node("end", "end", output=self.template(value.args[1])), exits, stmt.meta)
         elif isinstance(value, ir.Op) and value.op == "map" and not _spreads(value):
@@ -394,7 +397,10 @@ class _Builder:
         elif root in self.node_of:
             node_id = self.node_of[root]
             base = "input" if node_id == self.last else f"nodes.{node_id}"
-            keys = ["output_text" if k in ("safe_text", "safeText") and self._is_guardrails(node_id) else k for k in keys]
+            if self._is_guardrails(node_id):
+                if keys and keys[0] in OUTPUTS:
+                    keys = keys[1:]  # result["fail_output"]: the node's output is its pass or fail output
+                keys = ["output_text" if k in ("safe_text", "safeText") else k for k in keys]
         else:
             raise ChatLabError(f"The export reads {root!r}, which the import cannot place (not state, the workflow input or a node's result).")
         path = base

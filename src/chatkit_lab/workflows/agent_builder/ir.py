@@ -70,6 +70,21 @@ class Previous:
 
 Expr = Ref | Const | Op | Format | Unknown | Cel | Template | Previous
 
+GUARDRAIL_HELPERS = (("hastripwire", "has_tripwire"), ("checkedtext", "safe_text"), ("safetext", "safe_text"), ("failoutput", "fail_output"))
+
+
+def guardrail_helper(function: str) -> str | None:
+    """The part of a guardrails result that an export's helper reads, in every generation and
+    both languages: ``guardrails_has_tripwire(r)`` / ``guardrailsHasTripwire(r)`` its tripwire,
+    ``get_guardrail_checked_text(r, text)`` / ``getGuardrailSafeText(r, text)`` its safe text,
+    ``build_guardrail_fail_output(r)`` / ``buildGuardrailFailOutput(r)`` its fail output."""
+    name = function.replace("_", "").lower()
+    if "guardrail" in name:
+        for suffix, key in GUARDRAIL_HELPERS:
+            if name.endswith(suffix):
+                return key
+    return None
+
 
 # -- statements of run_workflow ------------------------------------------------------------------
 @dataclass

@@ -278,8 +278,6 @@ class _Reader:
                 texts = [a for a in call.args if not (isinstance(a, ast.Name) and a.id in ("ctx", "context", *configs, "conversation_history", "workflow"))
                          and not (isinstance(a, ast.Constant))]
                 return ir.RunGuardrails(configs[0], self.expr(texts[0]) if texts else ir.Ref("workflow", ["input_as_text"]), name, line)
-            if _name(call.func).endswith("has_tripwire") and call.args:  # guardrails_has_tripwire(result)
-                return ir.Alias(name, ir.Ref(_name(call.args[0]), ["has_tripwire"]), line)
         searches = [n for n in ast.walk(value) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "search"
                     and _name(n.func.value) == "vector_stores"]
         if searches:
@@ -393,6 +391,8 @@ class _Reader:
                 return ir.Template(template)
             case ast.Call(func=ast.Name(id="text_of")):
                 return ir.Previous()
+            case ast.Call(func=ast.Name(id=fn), args=[results, *_]) if (key := ir.guardrail_helper(fn)) and (root := _first_name(results)):
+                return ir.Ref(root, [key])  # guardrails_has_tripwire(guardrails_result), build_guardrail_fail_output(r or [])
         return ir.Unknown(self.code(node))
 
     def path(self, node: ast.expr) -> ir.Expr:
@@ -448,6 +448,13 @@ def _name(node: ast.AST) -> str:
     if isinstance(node, ast.Call):
         return _name(node.func)
     return ""
+
+
+def _first_name(node: ast.expr) -> str:
+    """``results`` of ``results`` or ``results or []``."""
+    if isinstance(node, ast.BoolOp):
+        node = node.values[0]
+    return node.id if isinstance(node, ast.Name) else ""
 
 
 def _literal(node: ast.expr) -> Any:

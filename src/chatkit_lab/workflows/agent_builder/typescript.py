@@ -416,6 +416,13 @@ class _Reader:
         if kind == "call_expression" and _text(_field(node, "function")) in ("String", "Number") and _field(node, "arguments").named_children:
             fn = "string" if _text(_field(node, "function")) == "String" else "double"
             return ir.Op(fn, [self.expr(_field(node, "arguments").named_children[0])])
+        if kind == "call_expression" and (key := ir.guardrail_helper(_text(_field(node, "function")))):
+            args = _field(node, "arguments").named_children
+            results = args[0] if args else None
+            if results is not None and results.type == "binary_expression":  # guardrailsResult ?? []
+                results = _field(results, "left")
+            if results is not None and results.type == "identifier":
+                return ir.Ref(_text(results), [key])
         if kind == "member_expression" and _text(_field(node, "property")) == "length":
             return ir.Op("size", [self.expr(_field(node, "object"))])
         return ir.Unknown(_text(node))

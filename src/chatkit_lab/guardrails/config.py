@@ -190,7 +190,7 @@ def load_config(config: Any) -> Pipeline:
         return config
     data = _as_data(config)
     if not isinstance(data, dict):
-        raise ChatLabError(f"Guardrails config: it is a JSON object, not {type(data).__name__}. {_SHAPE}")
+        raise ChatLabError(f"Guardrails config: it should be a JSON object, not a {_json_kind(data)}. {_SHAPE}")
     if "guardrails" in data:
         _keys(data, {"version", "guardrails", "config"}, "the bundle")
         return Pipeline(stages={"input": _stage("input", data, "")})
@@ -216,6 +216,10 @@ def _as_data(config: Any) -> Any:
     return config
 
 
+def _json_kind(data: Any) -> str:
+    return {list: "list", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}.get(type(data), type(data).__name__)
+
+
 def _keys(data: dict[str, Any], allowed: set[str], where: str) -> None:
     unknown = sorted(set(data) - allowed)
     if unknown:
@@ -232,7 +236,7 @@ def _stage(name: str, data: Any, where: str) -> Stage:
     # ``where`` is the stage's path in the config ("input.", or "" for a bundle).
     label = f"stage {name!r}" if where else "the bundle"
     if not isinstance(data, dict):
-        raise ChatLabError(f"Guardrails config: {label} is {type(data).__name__}, not an object. {_SHAPE}")
+        raise ChatLabError(f"Guardrails config: {label} is a {_json_kind(data)}, not an object. {_SHAPE}")
     _keys(data, {"version", "guardrails", "config"}, label)
     _version(data, label)
     options = data.get("config") or {}

@@ -102,6 +102,22 @@ def test_a_branch_that_returns_an_agents_result_shows_the_reply_once(make_lab, t
     assert replies == [turn.text] and not turn.text.startswith("{")
 
 
+@pytest.mark.parametrize(("name", "never", "always"), [("support.py", '"require_approval": "never"', '"require_approval": "always"'),
+                                                      ("support.ts", 'requireApproval: "never"', 'requireApproval: "always"')])
+def test_an_mcp_server_that_requires_approval_is_reported(name, never, always):
+    text = (FIXTURES / name).read_text()
+    assert never in text
+    wf, report = Workflow.from_agent_builder(text.replace(never, always))
+    assert [f.message for f in report.bugs if "approval" in f.message] == [
+        "The MCP server 'orders' has require_approval \"always\", which the export never answers: its run stops at the first call. "
+        'Here the node fails, saying which call waits; "never" lets the agent call it.']
+    assert not [f for f in load(name)[1].bugs if "require_approval" in f.message]
+    code = wf.to_python()  # written back, the call is asked about, and reads back as the same graph with no bug
+    assert '"require_approval": "always"' in code and "on_approval_request=approve_mcp_call)" in code and "def approve_mcp_call(" in code
+    again, written = Workflow.from_agent_builder(code)
+    assert again == wf and written.bugs == []
+
+
 def test_returning_an_earlier_agents_result_ends_with_its_text():
     text = (FIXTURES / "single_agent.py").read_text()
     head, run = text.split("    my_agent_result_temp = await Runner.run(", 1)

@@ -191,6 +191,35 @@ def test_a_tool_error_inside_the_stream_ends_with_an_error_event(make_lab):
 
 
 @pytest.mark.parametrize("in_a_workflow", [False, True])
+def test_a_tool_that_needs_approval_is_not_called_and_the_chat_says_so(make_lab, in_a_workflow, caplog):
+    """The Agents SDK stops a run at a ``needs_approval`` tool; the turn used to end with an empty reply and no word."""
+    from chatkit_lab.workflows import AgentNode, EndNode, StartNode, Workflow, chain
+
+    deleted = []
+
+    @function_tool(needs_approval=True)
+    def delete_file(path: str) -> str:
+        """Delete a file."""
+        deleted.append(path)
+        return "deleted"
+
+    workflow = Workflow(name="w", nodes=[StartNode("start"), AgentNode("files", tools=["delete_file"]), EndNode("end")],
+                        edges=chain("start", "files", "end")) if in_a_workflow else None
+    lab = make_lab(tools=[delete_file], workflow=workflow, warm=False)
+    turn = lab.send_sync('call delete_file {"path": "notes.txt"}')
+    assert deleted == [] and turn.text == ""
+    assert turn.error.startswith('The agent stopped to ask approval for `delete_file({"path": "notes.txt"})`, and the call was not made')
+    assert "without needs_approval" in turn.error and "user_approval" in turn.error
+    assert [e for e in turn.events if e["type"] == "error"][0]["allow_retry"] is in_a_workflow  # a node's failure always offers Retry
+    row = lab.sql("SELECT status, error FROM turns").iloc[0]
+    assert (row.status, row.error) == ("error", turn.error)
+    if in_a_workflow:  # the run ended inside the task list, which ChatKit stores as it is; closing it replaces it
+        tasks = [i for i in stored(lab, turn.thread_id) if i.type == "workflow"]
+        assert len(tasks) == 1 and [t.title for t in tasks[0].workflow.tasks] == ["files · agent failed"]
+        assert "could not be written" not in caplog.text
+
+
+@pytest.mark.parametrize("in_a_workflow", [False, True])
 def test_a_reply_with_citations_keeps_them_as_chatkit_annotations(make_lab, in_a_workflow):
     from openai.types.responses import ResponseOutputMessage, ResponseOutputText
     from openai.types.responses.response_output_text import AnnotationURLCitation

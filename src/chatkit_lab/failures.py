@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import openai
 from agents.exceptions import (
     InputGuardrailTripwireTriggered,
@@ -53,4 +56,20 @@ def describe_failure(exc: BaseException, backend: Backend | None) -> tuple[str, 
         f"The agent failed with {type(exc).__name__}: {exc}. "
         "The traceback is in the kernel log (logger 'chatkit_lab').",
         True,
+    )
+
+
+def approvals_needed(interruptions: Sequence[Any]) -> str:
+    """A run that stopped to ask approval (a ``needs_approval`` tool, a hosted MCP server's
+    ``require_approval``) without anyone to give it: which calls were not made, and what to do."""
+    calls = []
+    for item in interruptions:
+        raw = getattr(item, "raw_item", None)
+        arguments = raw.get("arguments") if isinstance(raw, dict) else getattr(raw, "arguments", None)
+        arguments = str(arguments or "")
+        calls.append(f"`{getattr(item, 'tool_name', None) or 'a tool'}({arguments if len(arguments) <= 80 else arguments[:79] + '…'})`")
+    return (
+        f"The agent stopped to ask approval for {', '.join(calls)}, and the call was not made: chatkit-lab does not ask for tool "
+        "approvals in the chat. Give the tool without needs_approval (a hosted MCP server with require_approval \"never\"), "
+        "or ask first with a workflow's user_approval node."
     )

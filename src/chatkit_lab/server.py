@@ -50,7 +50,7 @@ from .auth.mcp import current_secrets
 from .auth.secrets import Secrets
 from .context import ContextInjection, RequestContext, context_tool, inject
 from .errors import InvalidRequestError
-from .failures import describe_failure
+from .failures import approvals_needed, describe_failure
 from .guardrails import turn as guarded
 from .guardrails.engine import Guardrails
 from .guardrails.judge import ModelJudge
@@ -419,6 +419,8 @@ class LabServer(ChatKitServer[RequestContext]):
                 yield event
             if execution is not None and execution.status == "failed":
                 raise wf_run.NodeFailed(execution.error or "The workflow failed.")
+            if result is not None and result.interruptions:
+                raise CustomStreamError(approvals_needed(result.interruptions), allow_retry=False)
             row.status = execution.status if execution is not None else "completed"
         except InputGuardrailTripwireTriggered:
             # The model was never called: the verdicts stopped the run before its first call.

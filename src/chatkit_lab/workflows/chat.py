@@ -22,6 +22,7 @@ from chatkit.types import (
     FileTask,
     ThreadItemAddedEvent,
     ThreadItemDoneEvent,
+    ThreadItemReplacedEvent,
     ThreadItemUpdatedEvent,
     ThreadStreamEvent,
     WidgetItem,
@@ -45,6 +46,7 @@ class NodeTasks:
     def __init__(self, thread_id: str, new_id: Callable[[], str]) -> None:
         self.thread_id, self.new_id = thread_id, new_id
         self.item: WorkflowItem | None = None
+        self.stored = False  # the open item is in the store already: closing it replaces it
         self._task: dict[int, tuple[WorkflowItem, int]] = {}  # run index -> (its item, task index)
 
     def started(self, run: NodeRun, task: CustomTask | FileTask | None = None) -> list[ThreadStreamEvent]:
@@ -78,11 +80,19 @@ class NodeTasks:
             item, index = where
             item.workflow.tasks[index] = CustomTask(title=_title(run), content="Replying in the chat", status_indicator="complete")
 
+    def after_reply(self, open_item: WorkflowItem | None) -> None:
+        """A shown agent's run has ended. A reply closed the list; a run that ended inside it (its
+        last step a tool call) left it open, and ChatKit has stored it as it was."""
+        self.item, self.stored = open_item, open_item is not None
+
     def close(self) -> list[ThreadStreamEvent]:
         if self.item is None:
             return []
         item, self.item = self.item, None
         item.workflow.expanded = False
+        if self.stored:
+            self.stored = False
+            return [ThreadItemReplacedEvent(item=item)]
         return [ThreadItemDoneEvent(item=item)]
 
 
@@ -132,7 +142,7 @@ async def chat_events(
                         if isinstance(event, ThreadItemDoneEvent) and event.item.type == "assistant_message":
                             replied = True
                         yield event
-                    tasks.item = agent_ctx.workflow_item
+                    tasks.after_reply(agent_ctx.workflow_item)
                 case NodeFinished(run=run):
                     for event in tasks.finished(run):
                         yield event

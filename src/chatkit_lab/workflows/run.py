@@ -37,7 +37,7 @@ from agents.tracing import Span, Trace, custom_span, gen_trace_id, trace
 from agents.tracing.scope import Scope
 
 from ..errors import ChatLabError, StreamSentenceError
-from ..failures import describe_failure
+from ..failures import approvals_needed, describe_failure
 from ..guardrails.engine import Guardrails
 from ..guardrails.judge import ModelJudge
 from ..models import Backend
@@ -477,6 +477,8 @@ class Execution:
                 if not result.is_complete:
                     result.cancel()
                 self.usage.append(result.context_wrapper.usage)
+        if result.interruptions:
+            raise NodeFailed(approvals_needed(result.interruptions))
         final = result.final_output
         if node.output_schema is not None:
             run.output = {"output_text": json.dumps(final, ensure_ascii=False), "output_parsed": final}

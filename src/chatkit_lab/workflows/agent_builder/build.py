@@ -72,6 +72,7 @@ class _Builder:
         self.node_of: dict[str, str] = {}  # result variable -> node id
         self.aliases: dict[str, ir.Expr] = {}
         self.tripwires: dict[str, str] = {}  # local name -> guardrails node whose tripwire it is
+        self.asks_approval: set[str] = set()  # MCP tools whose require_approval is reported
         self.last: str | None = "start"  # the node whose output is ``input`` at this point
         self.implicit_ends: set[str] = set()  # branches to_python ended with ``return last`` (no end node)
 
@@ -277,7 +278,13 @@ class _Builder:
             return variable
         if tool.get("type") == "function":
             return str(tool["name"])
-        return {k: v for k, v in tool.items() if k != "variable"}
+        approval = tool.get("require_approval")
+        if tool.get("type") == "mcp" and approval not in (None, "never") and not tool.get("answers_approval") and variable not in self.asks_approval:
+            self.asks_approval.add(variable)
+            self.export.note("bug", spec.line, f"The MCP server {tool.get('server_label')!r} has require_approval {json.dumps(approval)}, which the "
+                                               "export never answers: its run stops at the first call. Here the node fails, saying which call "
+                                               'waits; "never" lets the agent call it.')
+        return {k: v for k, v in tool.items() if k not in ("variable", "answers_approval")}
 
     def guardrails(self, stmt: ir.RunGuardrails, exits: list[Exit]) -> str:
         config = self.export.guardrail_configs.get(stmt.config)

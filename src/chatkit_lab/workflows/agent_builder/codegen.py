@@ -22,7 +22,7 @@ from ...errors import ChatLabError
 MARK = "# chatkit-lab: "
 MODULE_MARK = "# chatkit-lab workflow: "
 RESERVED = {"state", "workflow", "nodes", "last", "scope", "render", "cel", "trace", "client", "conversation_history", "run_config",
-            "approval_request", "approval_message", "text_of", "call_mcp_tool", "run_and_apply_guardrails", "WorkflowInput", "run_workflow"}
+            "approval_request", "approval_message", "approve_mcp_call", "text_of", "call_mcp_tool", "run_and_apply_guardrails", "WorkflowInput", "run_workflow"}
 SCOPE = "scope(last, state, workflow, nodes)"
 
 
@@ -95,8 +95,11 @@ class _Writer:
             lines += ["", "", "client = AsyncOpenAI()"]
         if "mcp" in types:
             lines += ["", "", *MCP_HELPER]
-        if "user_approval" in types:
+        mcp_approvals = any(_asks_approval(t) for n in wf.nodes if n.type == "agent" for t in n.tools)
+        if "user_approval" in types or mcp_approvals:
             lines += ["", "", *APPROVAL_HELPER]
+        if mcp_approvals:
+            lines += ["", "", *MCP_APPROVAL_HELPER]
         if tools:
             lines += ["", "", "# Tool definitions"]
             for name, code in tools:
@@ -139,7 +142,8 @@ class _Writer:
             return "web_search", f"WebSearchTool({', '.join(f'{k}={_py(v)}' for k, v in options.items())})"
         if kind == "mcp":
             name = re.sub(r"\W", "_", str(spec.get("server_label") or "mcp"))
-            return f"mcp_{name}", f"HostedMCPTool(tool_config={_py({'type': 'mcp', **options})})"
+            asks = ", on_approval_request=approve_mcp_call" if _asks_approval(spec) else ""
+            return f"mcp_{name}", f"HostedMCPTool(tool_config={_py({'type': 'mcp', **options})}{asks})"
         if kind == "code_interpreter":
             return "code_interpreter", f"CodeInterpreterTool(tool_config={_py({'type': 'code_interpreter', **options})})"
         raise ChatLabError(f"to_python cannot write the tool {spec!r}.")
@@ -359,5 +363,15 @@ HELPERS = ['def scope(last: Any, state: dict, workflow: dict, nodes: dict) -> di
 GUARDRAIL_HELPERS = ['', '', 'async def run_and_apply_guardrails(input_text: str, config: dict, history: list, workflow: dict) -> dict:', '    """Run a guardrails config; a check that errors raises (it is not swallowed), and the fail', '    output names only the checks that tripped."""', '    from types import SimpleNamespace', '', '    results = await run_guardrails(SimpleNamespace(guardrail_llm=client), input_text, "text/plain",', '                                   instantiate_guardrails(load_config_bundle(config)), suppress_tripwire=True, raise_guardrail_errors=True)', '    safe_text = next((r.info["checked_text"] for r in results if isinstance(r.info, dict) and r.info.get("checked_text")), input_text)', '    tripped = [r for r in results if r.tripwire_triggered]', '    failures = [{"guardrail_name": r.info.get("guardrail_name"), "flagged": True, "confidence": r.info.get("confidence")} for r in tripped]', '    return {"results": results, "has_tripwire": bool(tripped), "safe_text": safe_text,', '            "fail_output": {"failed": True, "failures": failures, "output_text": "Stopped by " + ", ".join(str(f["guardrail_name"]) for f in failures) + "."},', '            "pass_output": {"safe_text": safe_text, "output_text": safe_text}}']
 
 APPROVAL_HELPER = ['def approval_request(message: str) -> bool:', '    """Ask the person running this (the export\'s stub always approved)."""', '    return input(f"{message} [y/N] ").strip().lower() in ("y", "yes")']
+
+MCP_APPROVAL_HELPER = ['def approve_mcp_call(request: Any) -> dict:',
+                       '    """Ask before a hosted MCP server runs a call that needs approval (the export never answered)."""',
+                       '    call = request.data',
+                       '    return {"approve": approval_request(f"Let {call.server_label} run {call.name}({call.arguments})?")}']
+
+
+def _asks_approval(tool: str | dict[str, Any]) -> bool:
+    return isinstance(tool, dict) and tool.get("type") == "mcp" and tool.get("require_approval") not in (None, "never")
+
 
 MCP_HELPER = ['async def call_mcp_tool(server: str, tool: str, arguments: dict) -> dict:', '    """TODO: connect to your MCP server (chatkit-lab calls the lab\'s server of this name)."""', '    raise NotImplementedError(f"connect the MCP server {server!r} to call {tool!r}")']

@@ -167,6 +167,8 @@ class _Reader:
                 literal = _literal(kw.value)
                 if kw.arg == "tool_config" and isinstance(literal, dict):
                     spec.update({k: v for k, v in literal.items() if k != "type"})
+                elif kw.arg == "on_approval_request":
+                    spec["answers_approval"] = True  # as to_python writes it: not part of the graph
                 elif kw.arg is not None and literal is not None:
                     spec[kw.arg] = literal
             self.export.tools[name] = clean_tool(spec, stmt.lineno, self.export)

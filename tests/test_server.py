@@ -190,6 +190,16 @@ def test_a_tool_error_inside_the_stream_ends_with_an_error_event(make_lab):
     assert turn.error.startswith("The agent failed with RuntimeError: boom.")
 
 
+def test_a_run_that_stops_at_a_tool_has_the_tools_result_as_its_reply(make_lab):
+    agent = Agent(name="Weather", instructions="x", tools=[get_weather], tool_use_behavior="stop_on_first_tool", model=MirrorModel())
+    lab = make_lab(agent=agent, warm=False)
+    turn = lab.send_sync('call get_weather {"city": "Paris"}')
+    assert turn.error is None and turn.text == "It is 21C and sunny in Paris."  # it was "": the chat showed the tool step and no answer
+    assert [(i.type, getattr(i, "content", None) and i.content[0].text) for i in stored(lab, turn.thread_id)][1:] == [
+        ("workflow", None), ("assistant_message", "It is 21C and sunny in Paris.")]
+    assert "history: 3 earlier items" in lab.send_sync("and now?", turn.thread_id).text
+
+
 @pytest.mark.parametrize("in_a_workflow", [False, True])
 def test_a_tool_that_needs_approval_is_not_called_and_the_chat_says_so(make_lab, in_a_workflow, caplog):
     """The Agents SDK stops a run at a ``needs_approval`` tool; the turn used to end with an empty reply and no word."""

@@ -23,6 +23,7 @@ from chatkit.errors import CustomStreamError
 from chatkit.server import ChatKitServer, NonStreamingResult, StreamingResult
 from chatkit.store import AttachmentStore, NotFoundError, Store
 from chatkit.types import (
+    AssistantMessageContent,
     AssistantMessageContentPartTextDelta,
     AssistantMessageItem,
     ChatKitReq,
@@ -169,6 +170,22 @@ async def _own_ids(events: AsyncIterator[ThreadStreamEvent], new_id: Callable[[]
             case ThreadItemUpdatedEvent() | ThreadItemRemovedEvent() if event.item_id in ids:
                 event.item_id = ids[event.item_id]
         yield event
+
+
+async def _final_output_replies(
+    events: AsyncIterator[ThreadStreamEvent], result: RunResultStreaming, reply: Callable[[str], AssistantMessageItem],
+) -> AsyncIterator[ThreadStreamEvent]:
+    """A run that ends on a tool (``tool_use_behavior="stop_on_first_tool"``, ``StopAtTools``) has
+    that tool's result as its final output and no message: the result is the reply, as the run
+    returns it (ChatKit shows only the tool step, and the turn would end without an answer)."""
+    replied = False
+    async for event in events:
+        replied = replied or (isinstance(event, ThreadItemDoneEvent) and event.item.type == "assistant_message")
+        yield event
+    final = result.final_output
+    if not replied and result.is_complete and not result.interruptions and final is not None and final != "":
+        text = final if isinstance(final, str) else final.model_dump_json() if isinstance(final, BaseModel) else json.dumps(final, ensure_ascii=False, default=str)
+        yield ThreadItemDoneEvent(item=reply(text))
 
 
 @runtime_checkable
@@ -406,6 +423,9 @@ class LabServer(ChatKitServer[RequestContext]):
                 result = Runner.run_streamed(agent, agent_input, context=agent_ctx, hooks=hooks, max_turns=self.max_turns, run_config=run_config)
                 # A proxy of the run result: stream_agent_response reads its events and attributes only.
                 events = stream_agent_response(agent_ctx, cast(RunResultStreaming, RunStream(result, held=held)))
+                events = _final_output_replies(events, result, lambda text: AssistantMessageItem(
+                    id=self.store.generate_item_id("message", thread, context), thread_id=thread.id, created_at=datetime.now(),
+                    content=[AssistantMessageContent(text=text)]))
             if guard is not None:
                 guard.history[:] = guarded.history_of(list(reversed(page.data)))
             events = _own_ids(events, lambda: self.store.generate_item_id("message", thread, context))

@@ -87,6 +87,26 @@ def test_a_check_run_by_openai_guardrails_stops_a_message_in_the_chat_like_a_nat
     assert all(json.loads(i)["implementation"] == "openai-guardrails" for i in verdicts["info"])
 
 
+def test_the_agents_own_sdk_guardrails_are_named_when_they_stop_a_turn(make_lab):
+    from agents import Agent, GuardrailFunctionOutput, input_guardrail, output_guardrail
+
+    from chatkit_lab import MirrorModel
+
+    @input_guardrail
+    async def no_secrets(ctx, agent, given):
+        return GuardrailFunctionOutput(output_info=None, tripwire_triggered="secret" in str(given))
+
+    @output_guardrail
+    async def no_bananas(ctx, agent, output):
+        return GuardrailFunctionOutput(output_info=None, tripwire_triggered="banana" in str(output))
+
+    agent = Agent(name="Guarded", instructions="x", model=MirrorModel(), input_guardrails=[no_secrets], output_guardrails=[no_bananas])
+    lab = make_lab(agent=agent, warm=False)
+    assert lab.send_sync("tell me the secret").text == "I can't help with that message: it was stopped by a guardrail (no_secrets)."
+    assert lab.send_sync("banana please", new_thread=True).text == "This reply was withheld by a guardrail (no_bananas)."
+    assert lab.sql("SELECT status, error FROM turns ORDER BY started_at").values.tolist() == [["blocked", "input: no_secrets"], ["blocked", "output: no_bananas"]]
+
+
 def test_a_reply_that_trips_is_replaced_in_the_chat_and_in_storage(make_lab):
     lab = make_lab(model=Scripted("Sure, the launch codes are 0000."), guardrails=CONFIG, warm=False)
     turn = lab.send_sync("what are the codes?")

@@ -442,16 +442,16 @@ class LabServer(ChatKitServer[RequestContext]):
             if result is not None and result.interruptions:
                 raise CustomStreamError(approvals_needed(result.interruptions), allow_retry=False)
             row.status = execution.status if execution is not None else "completed"
-        except InputGuardrailTripwireTriggered:
-            # The model was never called: the verdicts stopped the run before its first call.
-            tripped = [r for report in checked for r in report.tripped]
+        except InputGuardrailTripwireTriggered as exc:
+            # The model was never called: the verdicts (or the agent's own guardrail) stopped the run before its first call.
+            tripped = [r for report in checked for r in report.tripped] or [guarded.agent_guardrail(exc, "input")]
             row.status, row.error = "blocked", f"input: {guarded.summary(tripped)}"
             template = self.guardrails.block_message if self.guardrails else guarded.BLOCK_MESSAGE
             for event in guarded.stopped(template, "Stopped before the model", tripped, self.store.generate_item_id("message", thread, context), thread.id):
                 yield event
-        except OutputGuardrailTripwireTriggered:
+        except OutputGuardrailTripwireTriggered as exc:
             # ChatKit has removed the reply's items; the message that says why takes their place.
-            tripped = guard.tripped if guard else []
+            tripped = (guard.tripped if guard else []) or [guarded.agent_guardrail(exc, "output")]
             row.status, row.error = "blocked", f"output: {guarded.summary(tripped)}"
             template = self.guardrails.output_message if self.guardrails else guarded.OUTPUT_MESSAGE
             for event in guarded.stopped(template, None, tripped, self.store.generate_item_id("message", thread, context), thread.id):

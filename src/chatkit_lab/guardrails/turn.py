@@ -33,6 +33,13 @@ __all__ = ["BLOCK_MESSAGE", "HOLDBACK", "OUTPUT_MESSAGE", "OutputGuard", "check_
 HOLDBACK = 64  # characters of a streaming reply held back until no PII pattern can still grow into them
 
 
+def agent_guardrail(exc: Any, stage: str) -> CheckResult:
+    """The agent's own Agents SDK guardrail that stopped its run (``exc`` is the SDK's
+    ``InputGuardrailTripwireTriggered`` or ``OutputGuardrailTripwireTriggered``), as a verdict the
+    chat and the turn row name."""
+    return CheckResult(exc.guardrail_result.guardrail.get_name(), stage, True)
+
+
 def summary(results: list[CheckResult]) -> str:
     """``Jailbreak (confidence 0.98), Keyword Filter``: what tripped."""
     return ", ".join(f"{r.name} (confidence {r.confidence:.2f})" if r.confidence is not None else r.name for r in results)

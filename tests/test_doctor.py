@@ -121,14 +121,17 @@ def test_a_jwks_url_must_serve_keys_and_a_lab_has_its_own_doctor(make_lab, http)
 
 def test_a_postgresql_url_is_checked_for_reach_and_migrations(postgres_cluster, postgres_dsn):
     from chatkit_lab.store import PostgresStore
+    from chatkit_lab.store.postgres_schema import MIGRATIONS as PG_MIGRATIONS
 
     from .conftest import run
 
     fresh = diagnose(postgres_dsn, OFFLINE, cdn_url="http://127.0.0.1:9/x", timeout=1)
-    assert fresh.ok and "reachable, 0 of 3 migrations; m001_threads_items_attachments_feedback, m002_log_tables, m003_rate_hits are applied on first use" in line(fresh, "database")
+    names = ", ".join(name for name, _ in PG_MIGRATIONS)
+    assert fresh.ok and f"reachable, 0 of {len(PG_MIGRATIONS)} migrations; {names} are applied on first use" in line(fresh, "database")
+    assert names.startswith("m001_threads_items_attachments_feedback, m002_log_tables, m003_rate_hits")
     store = PostgresStore(postgres_dsn)
     run(store.open())
     store.close()
-    assert "reachable, 3 of 3 migrations" in line(diagnose(postgres_dsn, OFFLINE, cdn_url="http://127.0.0.1:9/x", timeout=1), "database")
+    assert f"reachable, {len(PG_MIGRATIONS)} of {len(PG_MIGRATIONS)} migrations" in line(diagnose(postgres_dsn, OFFLINE, cdn_url="http://127.0.0.1:9/x", timeout=1), "database")
     gone = diagnose(f"postgresql://postgres@127.0.0.1:{postgres_cluster.port}/nowhere", OFFLINE, cdn_url="http://127.0.0.1:9/x", timeout=1)
     assert not gone.ok and line(gone, "database").endswith('does not exist — create it (createdb) or name another database in the URL')

@@ -1,6 +1,7 @@
 """LabServer behaviour through ChatLab: the same request path every client uses."""
 
 import asyncio
+import json
 import logging
 import threading
 
@@ -9,7 +10,7 @@ from agents import Agent, function_tool, handoff
 from agents.testing import ModelStep, ScriptedModel, assistant_message
 from chatkit.types import LockedStatus
 
-from chatkit_lab import MirrorModel, RequestContext
+from chatkit_lab import ChatLabError, MirrorModel, RequestContext
 from chatkit_lab.context import build_context
 from chatkit_lab.transport.requests import handle_request, parse_sse
 
@@ -200,33 +201,90 @@ def test_a_run_that_stops_at_a_tool_has_the_tools_result_as_its_reply(make_lab):
     assert "history: 3 earlier items" in lab.send_sync("and now?", turn.thread_id).text
 
 
-@pytest.mark.parametrize("in_a_workflow", [False, True])
-def test_a_tool_that_needs_approval_is_not_called_and_the_chat_says_so(make_lab, in_a_workflow, caplog):
-    """The Agents SDK stops a run at a ``needs_approval`` tool; the turn used to end with an empty reply and no word."""
-    from chatkit_lab.workflows import AgentNode, EndNode, StartNode, Workflow, chain
-
-    deleted = []
-
+def _delete_file(deleted):
     @function_tool(needs_approval=True)
     def delete_file(path: str) -> str:
         """Delete a file."""
         deleted.append(path)
-        return "deleted"
+        return f"deleted {path}"
 
-    workflow = Workflow(name="w", nodes=[StartNode("start"), AgentNode("files", tools=["delete_file"]), EndNode("end")],
-                        edges=chain("start", "files", "end")) if in_a_workflow else None
-    lab = make_lab(tools=[delete_file], workflow=workflow, warm=False)
+    return delete_file
+
+
+def _click(lab, turn, label, user_id=None):
+    card = [e["item"] for e in turn.events if e["type"] == "thread.item.done" and e["item"]["type"] == "widget"][-1]
+    button = next(b for b in card["widget"]["children"][-1]["children"] if b["label"] == label)
+    body = {"type": "threads.custom_action", "params": {"thread_id": turn.thread_id, "item_id": card["id"], "action": button["onClickAction"]}}
+    return lab.request_sync(body, user_id=user_id)
+
+
+def test_a_tool_that_needs_approval_waits_for_a_click_and_survives_a_restart(lab_db):
+    """The Agents SDK stops a run at a ``needs_approval`` tool; the turn used to end with an empty reply and no word."""
+    from chatkit_lab import ChatLab
+
+    deleted = []
+    lab = ChatLab(lab_db, tools=[_delete_file(deleted)], warm=False)
     turn = lab.send_sync('call delete_file {"path": "notes.txt"}')
-    assert deleted == [] and turn.text == ""
+    card = [e["item"] for e in turn.events if e["type"] == "thread.item.done"][-1]["widget"]
+    assert [c.get("value") for c in card["children"][:2]] == ["Assistant asks to call a tool", 'delete_file({"path": "notes.txt"})']
+    assert deleted == [] and turn.error is None and lab.turns_df().status.tolist() == ["paused"]
+    assert _click(lab, turn, "Approve", user_id="mallory")[-1]["type"] == "error"  # another user's thread is not found
+    lab.close()
+    lab = ChatLab(lab_db, tools=[_delete_file(deleted)], warm=False)  # a kernel restart
+    try:
+        events = _click(lab, turn, "Approve")
+        replaced = [e["item"]["widget"] for e in events if e["type"] == "thread.item.replaced"][0]
+        assert replaced["children"][-1]["value"] == "Approved by local" and "approval_buttons" not in json.dumps(replaced)
+        assert deleted == ["notes.txt"] and [e["item"]["content"][0]["text"] for e in events if e["type"] == "thread.item.done"
+                                              and e["item"]["type"] == "assistant_message"] == ["Tool `delete_file` returned: deleted notes.txt"]
+        again = _click(lab, turn, "Approve")
+        assert [e["type"] for e in again] == ["stream_options", "notice"] and "answered already" in again[-1]["message"] and deleted == ["notes.txt"]
+        assert lab.sql("SELECT status, decision FROM tool_approvals").values.tolist() == [["decided", "approve"]]
+        assert lab.turns_df().status.tolist() == ["paused", "completed"]
+    finally:
+        lab.close()
+
+
+def test_a_rejected_tool_call_is_not_made_and_the_agent_is_told(make_lab):
+    deleted = []
+    lab = make_lab(tools=[_delete_file(deleted)], warm=False)
+    thread = lab.send_sync('call delete_file {"path": "notes.txt"}').thread_id
+    with pytest.raises(ChatLabError, match="'approve' or 'reject', not 'maybe'"):
+        lab.decide_sync(thread, "maybe")
+    assert lab.decide_sync(thread, "reject").text == "Tool `delete_file` returned: Tool execution was not approved."
+    assert deleted == []
+    with pytest.raises(ChatLabError, match="Nothing in thread .* is waiting for 'local' to approve it"):
+        lab.decide_sync(thread)
+
+
+def test_a_workflow_node_or_a_server_without_approvals_says_which_call_it_did_not_make(make_lab):
+    from chatkit_lab import LabServer
+    from chatkit_lab.store.memory import MemoryStore
+    from chatkit_lab.workflows import AgentNode, EndNode, StartNode, Workflow, chain
+
+    deleted = []
+    tool = _delete_file(deleted)
+    workflow = Workflow(name="w", nodes=[StartNode("start"), AgentNode("files", tools=["delete_file"]), EndNode("end")], edges=chain("start", "files", "end"))
+    lab = make_lab(tools=[tool], workflow=workflow, warm=False)
+    turn = lab.send_sync('call delete_file {"path": "notes.txt"}')
     assert turn.error.startswith('The agent stopped to ask approval for `delete_file({"path": "notes.txt"})`, and the call was not made')
     assert "without needs_approval" in turn.error and "user_approval" in turn.error
-    assert [e for e in turn.events if e["type"] == "error"][0]["allow_retry"] is in_a_workflow  # a node's failure always offers Retry
-    row = lab.sql("SELECT status, error FROM turns").iloc[0]
-    assert (row.status, row.error) == ("error", turn.error)
-    if in_a_workflow:  # the run ended inside the task list, which ChatKit stores as it is; closing it replaces it
-        tasks = [i for i in stored(lab, turn.thread_id) if i.type == "workflow"]
-        assert len(tasks) == 1 and [t.title for t in tasks[0].workflow.tasks] == ["files · agent failed"]
-        assert "could not be written" not in caplog.text
+    assert lab.sql("SELECT status, error FROM turns").values.tolist() == [["error", turn.error]]
+    tasks = [i for i in stored(lab, turn.thread_id) if i.type == "workflow"]  # the run ended inside the task list ChatKit stores itself
+    assert len(tasks) == 1 and [t.title for t in tasks[0].workflow.tasks] == ["files · agent failed"]
+    server = LabServer(MemoryStore(), Agent(name="a", tools=[tool], model=MirrorModel()))  # no place to keep a waiting run
+    body = {"type": "threads.create", "params": {"input": {"content": [{"type": "input_text", "text": 'call delete_file {"path": "x"}'}],
+                                                           "attachments": [], "inference_options": {}}}}
+
+    async def events_of():
+        text = json.dumps(body)
+        reply = await handle_request(server, text, build_context(text, user_id="local"))
+        return [e async for chunk in reply.stream for e in parse_sse(chunk)]
+
+    events = run(events_of())
+    errors = [e for e in events if e["type"] == "error"]
+    assert len(errors) == 1 and errors[0]["message"].startswith("The agent stopped to ask approval for `delete_file(")
+    assert deleted == []
 
 
 @pytest.mark.parametrize("in_a_workflow", [False, True])

@@ -410,7 +410,7 @@ def test_an_approval_can_be_answered_from_a_cell(make_lab):
     with pytest.raises(ChatLabError, match="'approve' or 'reject', not 'maybe'"):
         lab.decide_sync(thread, "maybe")
     assert lab.decide_sync(thread, "reject").text.startswith("The return was not approved")
-    with pytest.raises(ChatLabError, match="No workflow in thread"):
+    with pytest.raises(ChatLabError, match="Nothing in thread .* is waiting for .local. to approve it"):
         lab.decide_sync(thread)
 
 

@@ -14,6 +14,7 @@ from agents.exceptions import (
     UserError,
 )
 
+from .approvals import calls_of
 from .models import Backend
 
 
@@ -61,15 +62,11 @@ def describe_failure(exc: BaseException, backend: Backend | None) -> tuple[str, 
 
 def approvals_needed(interruptions: Sequence[Any]) -> str:
     """A run that stopped to ask approval (a ``needs_approval`` tool, a hosted MCP server's
-    ``require_approval``) without anyone to give it: which calls were not made, and what to do."""
-    calls = []
-    for item in interruptions:
-        raw = getattr(item, "raw_item", None)
-        arguments = raw.get("arguments") if isinstance(raw, dict) else getattr(raw, "arguments", None)
-        arguments = str(arguments or "")
-        calls.append(f"`{getattr(item, 'tool_name', None) or 'a tool'}({arguments if len(arguments) <= 80 else arguments[:79] + '…'})`")
+    ``require_approval``) where nobody can give it (a workflow's agent node, a server without
+    ``approvals``: an eval run's, a replay's): which calls were not made, and what to do."""
+    calls = [f"`{call}`" for call in calls_of(interruptions)]
     return (
-        f"The agent stopped to ask approval for {', '.join(calls)}, and the call was not made: chatkit-lab does not ask for tool "
-        "approvals in the chat. Give the tool without needs_approval (a hosted MCP server with require_approval \"never\"), "
-        "or ask first with a workflow's user_approval node."
+        f"The agent stopped to ask approval for {', '.join(calls)}, and the call was not made: this run cannot wait for an approval "
+        "(a workflow's agent node, an eval run, a replay). Give the tool without needs_approval (a hosted MCP server with "
+        "require_approval \"never\"), or in a workflow ask first with a user_approval node."
     )

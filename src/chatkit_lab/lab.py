@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from agents import Agent, Tool
 
-from . import logs, replay
+from . import approvals, logs, replay
 from ._runtime import Runtime
+from .approvals import ToolApprovals
 from .auth.jwt import Authenticator, JWKSVerifier, LocalIssuer
 from .auth.mcp import MCPConnections
 from .auth.secrets import MIN_LENGTH, Secrets, install_log_redaction
@@ -120,6 +121,7 @@ class ChatLab:
             self.runtime.store, agent, backend=self.backend, history_limit=history_limit,
             trace_metadata={"lab": self.runtime.key}, turn_log=tracer.record_turn, injection=injection,
             secrets=secrets, input_log=tracer.record_input, guardrails=self.guardrails, row_log=tracer.record_rows,
+            approvals=ToolApprovals(self.runtime.db, self.runtime.redact),
         ))
         self._mcp = MCPConnections(agent.mcp_servers, self.runtime.loop)
         self.documents = Documents(self.db, self.runtime.call, user_id=lambda: self.user_id,
@@ -287,8 +289,9 @@ class ChatLab:
             return fn(cur, *args)
 
     async def decide(self, thread_id: str, decision: str = "approve", *, user_id: str | None = None) -> Turn:
-        """Answer the approval a workflow is waiting for in ``thread_id``, as a click on its Approve
-        (``"approve"``) or Reject (``"reject"``) button would; the run goes on and its reply is returned."""
+        """Answer the approval a workflow or an agent's tool call is waiting for in ``thread_id``, as
+        a click on its Approve (``"approve"``) or Reject (``"reject"``) button would; the run goes on
+        and its reply is returned."""
         return await self.runtime.run(self._decide(thread_id, decision, user_id or self.user_id))
 
     def decide_sync(self, thread_id: str, decision: str = "approve", *, user_id: str | None = None) -> Turn:
@@ -299,10 +302,15 @@ class ChatLab:
             raise ChatLabError(f"An approval is answered with 'approve' or 'reject', not {decision!r}.")
         async with self.db.acursor() as cur:
             found = cur.execute(versions.PENDING_SQL, [thread_id, user_id]).fetchone()
-        if found is None:
-            raise ChatLabError(f"No workflow in thread {thread_id!r} is waiting for {user_id!r} to approve anything.")
-        run_id, item_id = found
-        action = {"type": APPROVE if decision == "approve" else REJECT, "payload": {"run_id": run_id}}
+            tools = None if found else cur.execute(approvals.PENDING_SQL, [thread_id, user_id]).fetchone()
+        if found is not None:
+            run_id, item_id = found
+            action = {"type": APPROVE if decision == "approve" else REJECT, "payload": {"run_id": run_id}}
+        elif tools is not None:
+            approval_id, item_id = tools
+            action = {"type": approvals.APPROVE if decision == "approve" else approvals.REJECT, "payload": {"approval_id": approval_id}}
+        else:
+            raise ChatLabError(f"Nothing in thread {thread_id!r} is waiting for {user_id!r} to approve it (a workflow or a tool call).")
         body = {"type": "threads.custom_action", "params": {"thread_id": thread_id, "item_id": item_id, "action": action}}
         return Turn.of(thread_id, await self.runtime.request(body, user_id))
 

@@ -14,7 +14,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from datetime import datetime
 from typing import Any, Protocol, cast, runtime_checkable
 
-from agents import Agent, RunConfig, RunHooks, Runner, RunResultStreaming
+from agents import Agent, RunConfig, RunContextWrapper, RunHooks, Runner, RunResultStreaming, RunState
 from agents.exceptions import InputGuardrailTripwireTriggered, OutputGuardrailTripwireTriggered
 from agents.run_config import CallModelData, ModelInputData
 from agents.tracing import gen_trace_id
@@ -35,6 +35,7 @@ from chatkit.types import (
     ThreadItemAddedEvent,
     ThreadItemDoneEvent,
     ThreadItemRemovedEvent,
+    ThreadItemReplacedEvent,
     ThreadItemUpdatedEvent,
     ThreadMetadata,
     ThreadsAddUserMessageReq,
@@ -47,6 +48,7 @@ from chatkit.types import (
 )
 from pydantic import BaseModel, TypeAdapter
 
+from . import approvals as tool_approvals
 from .auth.mcp import current_secrets
 from .auth.secrets import Secrets
 from .context import ContextInjection, RequestContext, context_tool, inject
@@ -188,6 +190,23 @@ async def _final_output_replies(
         yield ThreadItemDoneEvent(item=reply(text))
 
 
+def _no_context(context: Any) -> dict[str, Any]:
+    """A waiting run's state keeps no run context (ChatKit's: the thread, the store): the turn that
+    resumes it gives its own."""
+    return {}
+
+
+async def _decided(agent: Agent, agent_ctx: AgentContext[Any], state: str, decision: str) -> RunState[Any]:
+    """A run that waited for tool approvals, with every call it waits for approved or rejected."""
+    run_state: RunState[Any] = await RunState.from_string(agent, state, context_override=RunContextWrapper(agent_ctx))
+    for call in run_state.get_interruptions():
+        if decision == "approve":
+            run_state.approve(call)
+        else:
+            run_state.reject(call)
+    return run_state
+
+
 @runtime_checkable
 class ItemsAfterStore(Protocol):
     """A store that deletes the items after one in a single operation (both of chatkit-lab's)."""
@@ -228,6 +247,7 @@ class LabServer(ChatKitServer[RequestContext]):
         row_log: Callable[[list[Any]], None] | None = None,
         workflow: ChatWorkflow | None = None,
         merge_deltas: bool = False,
+        approvals: tool_approvals.ToolApprovals | None = None,
     ) -> None:
         super().__init__(store, attachment_store=store if isinstance(store, AttachmentStore) else None)
         self.agent = agent
@@ -244,6 +264,7 @@ class LabServer(ChatKitServer[RequestContext]):
         self.row_log = row_log  # receives a turn's guardrail verdicts and workflow node runs
         self.workflow = workflow  # when set, every turn runs this graph instead of ``agent``
         self.merge_deltas = merge_deltas
+        self.approvals = approvals  # where a run waiting for a tool approval is kept; without it, that run ends the turn with an error
         self._unsent: dict[str, tuple[int, str]] = {}  # a stopped merged turn's text ChatKit has not seen, by thread
         # The model checks' judge is the guardrails' own, else the lab's model when it is a real
         # provider; Moderation uses OpenAI's endpoint when the provider is OpenAI.
@@ -311,6 +332,10 @@ class LabServer(ChatKitServer[RequestContext]):
             async for event in self._decide(thread, action, sender, context):
                 yield event
             return
+        if action.type in (tool_approvals.APPROVE, tool_approvals.REJECT):
+            async for event in self._decide_tools(thread, action, sender, context):
+                yield event
+            return
         handler = self.actions.get(action.type)
         if handler is not None:
             async for event in handler(thread, action, sender, context):
@@ -339,6 +364,19 @@ class LabServer(ChatKitServer[RequestContext]):
         async for event in self._turn(thread, None, context, resume=(*taken, decision)):
             yield event
 
+    async def _decide_tools(self, thread: ThreadMetadata, action: Any, sender: Any, context: RequestContext) -> AsyncIterator[ThreadStreamEvent]:
+        """Approve or Reject on a tool approval card: the waiting run is taken once and goes on."""
+        decision = "approve" if action.type == tool_approvals.APPROVE else "reject"
+        approval_id = tool_approvals.payload_approval_id(action.payload)
+        state = await self.approvals.take(approval_id, user_of(context), thread.id, decision) if self.approvals and approval_id else None
+        if state is None:
+            yield NoticeEvent(level="info", message="This approval was answered already, or it is not yours to answer.")
+            return
+        if isinstance(sender, WidgetItem):
+            yield ThreadItemReplacedEvent(item=wf_chat.decided_item(sender, decision, context.user.get("name") or user_of(context)))
+        async for event in self._turn(thread, None, context, tools_decided=(state, decision)):
+            yield event
+
     async def handle_stream_cancelled(self, thread: ThreadMetadata, pending_items: list[Any], context: RequestContext) -> None:
         # A stopped turn nobody watched keeps all the model wrote, not only what reached ChatKit.
         index, text = self._unsent.pop(thread.id, (0, ""))
@@ -358,9 +396,10 @@ class LabServer(ChatKitServer[RequestContext]):
 
     async def _turn(
         self, thread: ThreadMetadata, input_user_message: UserMessageItem | None, context: RequestContext,
-        resume: tuple[PausedRun, Resolved, str] | None = None,
+        resume: tuple[PausedRun, Resolved, str] | None = None, tools_decided: tuple[str, str] | None = None,
     ) -> AsyncIterator[ThreadStreamEvent]:
-        """One turn: the agent's run, or the workflow's (from its start, or ``resume``d at an approval)."""
+        """One turn: the agent's run, or the workflow's (from its start, or ``resume``d at an approval);
+        ``tools_decided``: an agent's run that waited for tool approvals goes on (its state, the decision)."""
         if thread.status.type != "active":
             reason = getattr(thread.status, "reason", None)
             raise CustomStreamError(f"This thread is {thread.status.type}{': ' + reason if reason else ''}.", allow_retry=False)
@@ -420,7 +459,10 @@ class LabServer(ChatKitServer[RequestContext]):
                     run_config.input_guardrails = [*(run_config.input_guardrails or []), *guarded.sdk_input_guardrails(checked)]
                 if guard is not None:
                     run_config.output_guardrails = [*(run_config.output_guardrails or []), *guard.sdk_guardrails()]
-                result = Runner.run_streamed(agent, agent_input, context=agent_ctx, hooks=hooks, max_turns=self.max_turns, run_config=run_config)
+                given: list[Any] | RunState[Any] = agent_input
+                if tools_decided is not None:
+                    given = await _decided(agent, agent_ctx, *tools_decided)
+                result = Runner.run_streamed(agent, given, context=agent_ctx, hooks=hooks, max_turns=self.max_turns, run_config=run_config)
                 # A proxy of the run result: stream_agent_response reads its events and attributes only.
                 events = stream_agent_response(agent_ctx, cast(RunResultStreaming, RunStream(result, held=held)))
                 events = _final_output_replies(events, result, lambda text: AssistantMessageItem(
@@ -440,7 +482,17 @@ class LabServer(ChatKitServer[RequestContext]):
             if execution is not None and execution.status == "failed":
                 raise wf_run.NodeFailed(execution.error or "The workflow failed.")
             if result is not None and result.interruptions:
-                raise CustomStreamError(approvals_needed(result.interruptions), allow_retry=False)
+                if self.approvals is None:
+                    raise CustomStreamError(approvals_needed(result.interruptions), allow_retry=False)
+                calls = tool_approvals.calls_of(result.interruptions)
+                item_id = self.store.generate_item_id("message", thread, context)
+                approval_id = await self.approvals.save(
+                    thread_id=thread.id, user_id=row.user_id, turn_id=row.turn_id, item_id=item_id, agent=agent.name, calls=calls,
+                    state=result.to_state().to_string(context_serializer=_no_context),
+                )
+                yield ThreadItemDoneEvent(item=tool_approvals.approval_card(item_id, thread.id, approval_id, agent.name, calls))
+                row.status = "paused"
+                return
             row.status = execution.status if execution is not None else "completed"
         except InputGuardrailTripwireTriggered as exc:
             # The model was never called: the verdicts (or the agent's own guardrail) stopped the run before its first call.

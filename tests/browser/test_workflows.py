@@ -42,9 +42,14 @@ def test_the_graph_view_lays_nodes_out_apart_with_legible_names_and_highlights_a
     assert page.errors == []
 
 
-WORKFLOW_CELL = """from chatkit_lab import ChatLab, MirrorModel
+WORKFLOW_CELL = """from agents import function_tool
+from chatkit_lab import ChatLab, MirrorModel
 from chatkit_lab.workflows import templates
-lab = ChatLab("lab.duckdb", model=MirrorModel(delay=0.01), workflow=templates.customer_service())
+@function_tool(needs_approval=True)
+def delete_file(path: str) -> str:
+    \"\"\"Delete a file.\"\"\"
+    return f"deleted {path}"
+lab = ChatLab("lab.duckdb", model=MirrorModel(delay=0.01), workflow=templates.customer_service(), tools=[delete_file])
 chat = lab.chat()
 chat"""
 
@@ -73,3 +78,14 @@ def test_a_workflow_chat_shows_node_tasks_and_an_approval_clicked_in_jupyterlab_
     assert "Approved by local" in page.locator(f"{CHAT} .ckl-w-card").inner_text()
     out = page.evaluate(EXECUTE, "print(lab.nodes_df().node_id.tolist()[-3:], lab.turns_df().status.tolist())")
     assert out == "['approve_return', 'approved', 'return_done'] ['paused', 'completed']\n"
+    # The agent alone, with a tool that needs approval: the same card, and the run goes on after the click.
+    page.evaluate(EXECUTE, "lab.use_workflow(None)")
+    send(page, 'call delete_file {"path": "notes.txt"}')
+    page.locator(f"{CHAT} .ckl-w-card", has_text="Assistant asks to call a tool").wait_for(timeout=30_000)
+    assert 'delete_file({"path": "notes.txt"})' in page.locator(f"{CHAT} .ckl-w-card").last.inner_text()
+    page.locator(f"{CHAT} .ckl-w-button", has_text="Approve").click()
+    page.wait_for_function("() => [...document.querySelectorAll('.ckl-assistant')].some(e => e.textContent.includes('deleted notes.txt'))",
+                           timeout=30_000)
+    idle(page)
+    assert "Approved by local" in page.locator(f"{CHAT} .ckl-w-card").last.inner_text()
+    assert page.evaluate(EXECUTE, "print(lab.sql('SELECT status, decision FROM tool_approvals').values.tolist())") == "[['decided', 'approve']]\n"

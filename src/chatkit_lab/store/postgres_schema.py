@@ -107,6 +107,12 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE TABLE rate_hits (key TEXT NOT NULL, at TIMESTAMPTZ NOT NULL);
         CREATE INDEX rate_hits_by_key ON rate_hits (key, at);
     """),
+    ("m004_tool_approvals", """
+        CREATE TABLE tool_approvals (
+            approval_id TEXT PRIMARY KEY, thread_id TEXT NOT NULL, user_id TEXT NOT NULL, turn_id TEXT NOT NULL, item_id TEXT NOT NULL,
+            agent TEXT NOT NULL, calls JSON NOT NULL, status TEXT NOT NULL, paused JSON NOT NULL, decision TEXT, created_at TIMESTAMP NOT NULL,
+            decided_at TIMESTAMP);
+    """),
 ]
 ONLY_HERE = ("rate_hits",)  # tables a DuckDB file does not have
 LOCK = 7_215_401  # pg_advisory_xact_lock key: "chatkit-lab migrates"

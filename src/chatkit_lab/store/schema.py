@@ -445,6 +445,27 @@ def m014_eval_rounds(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+@migration
+def m015_tool_approvals(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        """
+        CREATE TABLE tool_approvals (
+            approval_id VARCHAR PRIMARY KEY,
+            thread_id VARCHAR NOT NULL,
+            user_id VARCHAR NOT NULL,
+            turn_id VARCHAR NOT NULL,
+            item_id VARCHAR NOT NULL,
+            agent VARCHAR NOT NULL,
+            calls JSON NOT NULL,
+            status VARCHAR NOT NULL,
+            paused JSON NOT NULL,
+            decision VARCHAR,
+            created_at TIMESTAMP NOT NULL,
+            decided_at TIMESTAMP
+        )"""
+    )
+
+
 def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Apply the migrations this file lacks, in order; return their names."""
     con.execute(

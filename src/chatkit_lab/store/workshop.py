@@ -24,7 +24,7 @@ OWN = "user_id = current_user"
 # (the subqueries are filtered by the parents' own policies).
 READ: dict[str, str] = {
     "threads": OWN, "items": OWN, "attachments": OWN, "feedback": OWN, "turns": OWN, "traces": OWN, "model_inputs": OWN,
-    "guardrail_results": OWN, "workflow_nodes": OWN, "workflow_runs": OWN, "eval_runs": OWN, "eval_rounds": OWN,
+    "guardrail_results": OWN, "workflow_nodes": OWN, "workflow_runs": OWN, "tool_approvals": OWN, "eval_runs": OWN, "eval_rounds": OWN,
     "spans": "trace_id IN (SELECT trace_id FROM traces)",
     "lineage": "thread_id IN (SELECT thread_id FROM threads)", "origins": "thread_id IN (SELECT thread_id FROM threads)",
     "eval_items": "run_id IN (SELECT run_id FROM eval_runs)", "eval_results": "run_id IN (SELECT run_id FROM eval_runs)",

@@ -1,0 +1,105 @@
+"""Tool calls waiting for a person: an agent's run that stopped to ask approval, in the chat.
+
+The Agents SDK stops a run at a tool given with ``needs_approval`` (or a hosted MCP server's
+``require_approval``) and returns the calls it wants to make. The chat shows them on a card with
+Approve and Reject; the run's state (the SDK's ``RunState``) waits in ``tool_approvals`` until a
+click, in this kernel or after a restart, takes it (once: one UPDATE that only a waiting row
+matches) and the run goes on with the calls approved or rejected.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from chatkit.types import WidgetItem
+
+from .store.items import utc_now
+
+APPROVE, REJECT = "tool.approve", "tool.reject"
+
+# The newest call of a thread waiting for this user, and the card that asks.
+PENDING_SQL = """
+    SELECT approval_id, item_id FROM tool_approvals
+    WHERE thread_id = ? AND user_id = ? AND status = 'paused'
+    ORDER BY created_at DESC LIMIT 1"""
+
+
+@dataclass(frozen=True)
+class Call:
+    """One call the run waits to make: the tool and its arguments (JSON text, as the model wrote them)."""
+
+    tool: str
+    arguments: str
+
+    def __str__(self) -> str:
+        arguments = self.arguments if len(self.arguments) <= 200 else self.arguments[:199] + "…"
+        return f"{self.tool}({arguments})"
+
+
+def calls_of(interruptions: Sequence[Any]) -> list[Call]:
+    """The calls of a run's interruptions (``ToolApprovalItem``s)."""
+    calls = []
+    for item in interruptions:
+        raw = getattr(item, "raw_item", None)
+        arguments = raw.get("arguments") if isinstance(raw, dict) else getattr(raw, "arguments", None)
+        calls.append(Call(str(getattr(item, "tool_name", None) or "a tool"), str(arguments or "")))
+    return calls
+
+
+class ToolApprovals:
+    """The waiting runs of one database (DuckDB or PostgreSQL); ``redact`` is the lab's, so a
+    waiting run's state holds no secret or masked PII, like every other row."""
+
+    def __init__(self, db: Any, redact: Callable[[str], str]) -> None:
+        self.db, self.redact = db, redact
+
+    async def save(self, *, thread_id: str, user_id: str, turn_id: str, item_id: str, agent: str, calls: list[Call], state: str) -> str:
+        approval_id = f"approval_{uuid.uuid4().hex}"
+        async with self.db.transaction() as cur:
+            cur.execute(
+                "INSERT INTO tool_approvals (approval_id, thread_id, user_id, turn_id, item_id, agent, calls, status, paused, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, 'paused', ?, ?)",
+                [approval_id, thread_id, user_id, turn_id, item_id, agent,
+                 self.redact(json.dumps([{"tool": c.tool, "arguments": c.arguments} for c in calls], ensure_ascii=False)),
+                 self.redact(state), utc_now()],
+            )
+        return approval_id
+
+    async def take(self, approval_id: str, user_id: str, thread_id: str, decision: str) -> str | None:
+        """The waiting run's state, marked decided; None when it is not this user's waiting run
+        (unknown, another user's, or decided already: a second click resumes nothing)."""
+        async with self.db.transaction() as cur:
+            row = cur.execute(
+                "UPDATE tool_approvals SET status = 'decided', decision = ?, decided_at = ? "
+                "WHERE approval_id = ? AND user_id = ? AND thread_id = ? AND status = 'paused' RETURNING paused::VARCHAR",
+                [decision, utc_now(), approval_id, user_id, thread_id],
+            ).fetchone()
+        return row[0] if row else None
+
+
+def approval_card(item_id: str, thread_id: str, approval_id: str, agent: str, calls: list[Call]) -> WidgetItem:
+    """The card that asks: each call, and Approve / Reject (for all of them) carrying the approval's id."""
+    payload = {"approval_id": approval_id}
+    lines = [{"type": "Text", "id": f"call_{i}", "value": str(call)} for i, call in enumerate(calls)]
+    card = {
+        "type": "Card", "id": "approval", "children": [
+            {"type": "Title", "id": "approval_title", "value": f"{agent} asks to call {'a tool' if len(calls) == 1 else f'{len(calls)} tools'}"},
+            *lines,
+            {"type": "Row", "id": "approval_buttons", "children": [
+                {"type": "Button", "id": "approve", "label": "Approve", "style": "primary", "onClickAction": {"type": APPROVE, "payload": payload}},
+                {"type": "Button", "id": "reject", "label": "Reject", "style": "secondary", "onClickAction": {"type": REJECT, "payload": payload}},
+            ]},
+        ],
+    }
+    return WidgetItem.model_validate({"id": item_id, "thread_id": thread_id, "created_at": datetime.now(), "widget": card,
+                                      "copy_text": f"{agent} asks to call " + ", ".join(map(str, calls))})
+
+
+def payload_approval_id(payload: Any) -> str | None:
+    value = payload.get("approval_id") if isinstance(payload, dict) else None
+    return value if isinstance(value, str) else None

@@ -246,11 +246,14 @@ def test_a_tool_that_needs_approval_waits_for_a_click_and_survives_a_restart(lab
 
 
 def test_a_rejected_tool_call_is_not_made_and_the_agent_is_told(make_lab):
+    from chatkit_lab.workflows import templates
+
     deleted = []
     lab = make_lab(tools=[_delete_file(deleted)], warm=False)
     thread = lab.send_sync('call delete_file {"path": "notes.txt"}').thread_id
     with pytest.raises(ChatLabError, match="'approve' or 'reject', not 'maybe'"):
         lab.decide_sync(thread, "maybe")
+    lab.use_workflow(templates.customer_service())  # the waiting run is the agent's, whatever answers new messages now
     assert lab.decide_sync(thread, "reject").text == "Tool `delete_file` returned: Tool execution was not approved."
     assert deleted == []
     with pytest.raises(ChatLabError, match="Nothing in thread .* is waiting for 'local' to approve it"):

@@ -438,7 +438,7 @@ class LabServer(ChatKitServer[RequestContext]):
             agent_ctx = AgentContext(thread=thread, store=self.store, request_context=context)
             agent_input = await PortableConverter(self.store, context).to_agent_input(list(reversed(page.data)))
             run_config = self._run_config(thread, context, turn, strategy, snapshot)
-            if self.workflow is not None:
+            if self.workflow is not None and tools_decided is None:  # a run waiting for tool approvals is the agent's
                 # The lab's input checks stop the turn before the graph, as they stop an agent.
                 if tripped := [r for report in checked for r in report.tripped]:
                     row.status, row.error = "blocked", f"input: {guarded.summary(tripped)}"

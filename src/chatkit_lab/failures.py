@@ -66,7 +66,8 @@ def approvals_needed(interruptions: Sequence[Any]) -> str:
     ``approvals``: an eval run's, a replay's): which calls were not made, and what to do."""
     calls = [f"`{call}`" for call in calls_of(interruptions)]
     return (
-        f"The agent stopped to ask approval for {', '.join(calls)}, and the call was not made: this run cannot wait for an approval "
+        f"The agent stopped to ask approval for {', '.join(calls)}, and {'the call was' if len(calls) == 1 else 'the calls were'} not made: "
+        "this run cannot wait for an approval "
         "(a workflow's agent node, an eval run, a replay). Give the tool without needs_approval (a hosted MCP server with "
         "require_approval \"never\"), or in a workflow ask first with a user_approval node."
     )

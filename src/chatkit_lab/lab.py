@@ -13,7 +13,6 @@ from agents import Agent, Tool
 
 from . import approvals, logs, replay
 from ._runtime import Runtime
-from .approvals import ToolApprovals
 from .auth.jwt import Authenticator, JWKSVerifier, LocalIssuer
 from .auth.mcp import MCPConnections
 from .auth.secrets import MIN_LENGTH, Secrets, install_log_redaction
@@ -121,7 +120,7 @@ class ChatLab:
             self.runtime.store, agent, backend=self.backend, history_limit=history_limit,
             trace_metadata={"lab": self.runtime.key}, turn_log=tracer.record_turn, injection=injection,
             secrets=secrets, input_log=tracer.record_input, guardrails=self.guardrails, row_log=tracer.record_rows,
-            approvals=ToolApprovals(self.runtime.db, self.runtime.redact),
+            approvals=approvals.ToolApprovals(self.runtime.db, self.runtime.redact),
         ))
         self._mcp = MCPConnections(agent.mcp_servers, self.runtime.loop)
         self.documents = Documents(self.db, self.runtime.call, user_id=lambda: self.user_id,

@@ -201,6 +201,25 @@ def test_a_run_that_stops_at_a_tool_has_the_tools_result_as_its_reply(make_lab):
     assert "history: 3 earlier items" in lab.send_sync("and now?", turn.thread_id).text
 
 
+def test_a_client_tools_call_ends_the_turn_waiting_for_the_browser_with_no_reply(make_lab):
+    from agents import RunContextWrapper, StopAtTools
+    from chatkit.agents import ClientToolCall
+
+    @function_tool
+    async def get_selection(ctx: RunContextWrapper, cell: int) -> str:
+        """Ask the browser for the selection."""
+        ctx.context.client_tool_call = ClientToolCall(name="get_selection", arguments={"cell": cell})
+        return "asked the browser"
+
+    agent = Agent(name="A", tools=[get_selection], tool_use_behavior=StopAtTools(stop_at_tool_names=["get_selection"]), model=MirrorModel())
+    lab = make_lab(agent=agent, warm=False)
+    turn = lab.send_sync('call get_selection {"cell": 3}')
+    assert turn.text == "" and [i.type for i in stored(lab, turn.thread_id)][-1] == "client_tool_call"  # the browser answers next
+    body = {"type": "threads.add_client_tool_output", "params": {"thread_id": turn.thread_id, "result": {"selection": "cell 3"}}}
+    lab.request_sync(body)
+    assert [i.status for i in stored(lab, turn.thread_id) if i.type == "client_tool_call"] == ["completed"]
+
+
 def _delete_file(deleted):
     @function_tool(needs_approval=True)
     def delete_file(path: str) -> str:
@@ -234,7 +253,7 @@ def test_a_tool_that_needs_approval_waits_for_a_click_and_survives_a_restart(lab
     try:
         events = _click(lab, turn, "Approve")
         replaced = [e["item"]["widget"] for e in events if e["type"] == "thread.item.replaced"][0]
-        assert replaced["children"][-1]["value"] == "Approved by local" and "approval_buttons" not in json.dumps(replaced)
+        assert replaced["children"][-1]["value"] == f"Approved by {lab.user_id}" and "approval_buttons" not in json.dumps(replaced)
         assert deleted == ["notes.txt"] and [e["item"]["content"][0]["text"] for e in events if e["type"] == "thread.item.done"
                                               and e["item"]["type"] == "assistant_message"] == ["Tool `delete_file` returned: deleted notes.txt"]
         again = _click(lab, turn, "Approve")

@@ -179,10 +179,11 @@ async def _final_output_replies(
 ) -> AsyncIterator[ThreadStreamEvent]:
     """A run that ends on a tool (``tool_use_behavior="stop_on_first_tool"``, ``StopAtTools``) has
     that tool's result as its final output and no message: the result is the reply, as the run
-    returns it (ChatKit shows only the tool step, and the turn would end without an answer)."""
+    returns it (ChatKit shows only the tool step, and the turn would end without an answer). A
+    client tool's call ends the run that way too, and waits for the browser's answer: no reply."""
     replied = False
     async for event in events:
-        replied = replied or (isinstance(event, ThreadItemDoneEvent) and event.item.type == "assistant_message")
+        replied = replied or (isinstance(event, ThreadItemDoneEvent) and event.item.type in ("assistant_message", "client_tool_call"))
         yield event
     final = result.final_output
     if not replied and result.is_complete and not result.interruptions and final is not None and final != "":

@@ -370,8 +370,8 @@ MCP_APPROVAL_HELPER = ['def approve_mcp_call(request: Any) -> dict:',
                        '    return {"approve": approval_request(f"Let {call.server_label} run {call.name}({call.arguments})?")}']
 
 
+MCP_HELPER = ['async def call_mcp_tool(server: str, tool: str, arguments: dict) -> dict:', '    """TODO: connect to your MCP server (chatkit-lab calls the lab\'s server of this name)."""', '    raise NotImplementedError(f"connect the MCP server {server!r} to call {tool!r}")']
+
+
 def _asks_approval(tool: str | dict[str, Any]) -> bool:
     return isinstance(tool, dict) and tool.get("type") == "mcp" and tool.get("require_approval") not in (None, "never")
-
-
-MCP_HELPER = ['async def call_mcp_tool(server: str, tool: str, arguments: dict) -> dict:', '    """TODO: connect to your MCP server (chatkit-lab calls the lab\'s server of this name)."""', '    raise NotImplementedError(f"connect the MCP server {server!r} to call {tool!r}")']

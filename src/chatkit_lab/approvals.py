@@ -4,7 +4,8 @@ The Agents SDK stops a run at a tool given with ``needs_approval`` (or a hosted 
 ``require_approval``) and returns the calls it wants to make. The chat shows them on a card with
 Approve and Reject; the run's state (the SDK's ``RunState``) waits in ``tool_approvals`` until a
 click, in this kernel or after a restart, takes it (once: one UPDATE that only a waiting row
-matches) and the run goes on with the calls approved or rejected.
+matches) and the run goes on with the calls approved or rejected. A workflow's approval node asks
+with the same card.
 """
 
 from __future__ import annotations
@@ -82,22 +83,37 @@ class ToolApprovals:
         return row[0] if row else None
 
 
-def approval_card(item_id: str, thread_id: str, approval_id: str, agent: str, calls: list[Call]) -> WidgetItem:
-    """The card that asks: each call, and Approve / Reject (for all of them) carrying the approval's id."""
-    payload = {"approval_id": approval_id}
-    lines = [{"type": "Text", "id": f"call_{i}", "value": str(call)} for i, call in enumerate(calls)]
+def approval_card(item_id: str, thread_id: str, title: str, lines: list[str], actions: tuple[str, str], payload: dict[str, Any],
+                  copy_text: str) -> WidgetItem:
+    """An Approve / Reject card (a workflow's approval node, an agent's tool calls): ``title``, a
+    line of text each, and the buttons, whose actions (``actions``: approve, reject) carry ``payload``."""
+    texts = [{"type": "Text", "id": "approval_message" if i == 0 else f"approval_message_{i}", "value": line} for i, line in enumerate(lines)]
     card = {
         "type": "Card", "id": "approval", "children": [
-            {"type": "Title", "id": "approval_title", "value": f"{agent} asks to call {'a tool' if len(calls) == 1 else f'{len(calls)} tools'}"},
-            *lines,
+            {"type": "Title", "id": "approval_title", "value": title},
+            *texts,
             {"type": "Row", "id": "approval_buttons", "children": [
-                {"type": "Button", "id": "approve", "label": "Approve", "style": "primary", "onClickAction": {"type": APPROVE, "payload": payload}},
-                {"type": "Button", "id": "reject", "label": "Reject", "style": "secondary", "onClickAction": {"type": REJECT, "payload": payload}},
+                {"type": "Button", "id": "approve", "label": "Approve", "style": "primary", "onClickAction": {"type": actions[0], "payload": payload}},
+                {"type": "Button", "id": "reject", "label": "Reject", "style": "secondary", "onClickAction": {"type": actions[1], "payload": payload}},
             ]},
         ],
     }
-    return WidgetItem.model_validate({"id": item_id, "thread_id": thread_id, "created_at": datetime.now(), "widget": card,
-                                      "copy_text": f"{agent} asks to call " + ", ".join(map(str, calls))})
+    return WidgetItem.model_validate({"id": item_id, "thread_id": thread_id, "created_at": datetime.now(), "widget": card, "copy_text": copy_text})
+
+
+def decided_item(item: WidgetItem, decision: str, who: str) -> WidgetItem:
+    """An approval card once answered: what it asked and who decided, without buttons."""
+    widget = item.widget.model_dump(exclude_none=True)
+    children = [c for c in widget.get("children", []) if c.get("id") != "approval_buttons"]
+    children.append({"type": "Text", "id": "approval_decision", "value": f"{'Approved' if decision == 'approve' else 'Rejected'} by {who}"})
+    return WidgetItem.model_validate({**item.model_dump(exclude={"widget"}), "widget": {**widget, "children": children}})
+
+
+def tool_card(item_id: str, thread_id: str, approval_id: str, agent: str, calls: list[Call]) -> WidgetItem:
+    """The card that asks about an agent's tool calls: each call, and Approve / Reject for all of them."""
+    title = f"{agent} asks to call {'a tool' if len(calls) == 1 else f'{len(calls)} tools'}"
+    return approval_card(item_id, thread_id, title, [str(call) for call in calls], (APPROVE, REJECT), {"approval_id": approval_id},
+                         f"{title}: " + ", ".join(map(str, calls)))
 
 
 def payload_approval_id(payload: Any) -> str | None:

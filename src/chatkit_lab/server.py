@@ -374,7 +374,7 @@ class LabServer(ChatKitServer[RequestContext]):
             yield NoticeEvent(level="info", message="This approval was answered already, or it is not yours to answer.")
             return
         if isinstance(sender, WidgetItem):
-            yield ThreadItemReplacedEvent(item=wf_chat.decided_item(sender, decision, context.user.get("name") or user_of(context)))
+            yield ThreadItemReplacedEvent(item=tool_approvals.decided_item(sender, decision, context.user.get("name") or user_of(context)))
         async for event in self._turn(thread, None, context, tools_decided=(state, decision)):
             yield event
 
@@ -491,7 +491,7 @@ class LabServer(ChatKitServer[RequestContext]):
                     thread_id=thread.id, user_id=row.user_id, turn_id=row.turn_id, item_id=item_id, agent=agent.name, calls=calls,
                     state=result.to_state().to_string(context_serializer=_no_context),
                 )
-                yield ThreadItemDoneEvent(item=tool_approvals.approval_card(item_id, thread.id, approval_id, agent.name, calls))
+                yield ThreadItemDoneEvent(item=tool_approvals.tool_card(item_id, thread.id, approval_id, agent.name, calls))
                 row.status = "paused"
                 return
             row.status = execution.status if execution is not None else "completed"

@@ -32,6 +32,7 @@ from chatkit.types import (
     WorkflowTaskUpdated,
 )
 
+from ..approvals import approval_card
 from ..run_stream import Held, RunStream
 from .run import AgentStreaming, ApprovalNeeded, Execution, NodeFinished, NodeRun, NodeStarted, output_text
 
@@ -176,27 +177,7 @@ def _end_text(execution: Execution, final: NodeRun | None, replied: bool) -> str
 
 def approval_item(item_id: str, thread_id: str, message: str, run_id: str | None, node_name: str) -> WidgetItem:
     """The Approve / Reject card of a paused run (its buttons carry the run's id)."""
-    payload = {"run_id": run_id}
-    card = {
-        "type": "Card", "id": "approval", "children": [
-            {"type": "Title", "id": "approval_title", "value": node_name},
-            {"type": "Text", "id": "approval_message", "value": message},
-            {"type": "Row", "id": "approval_buttons", "children": [
-                {"type": "Button", "id": "approve", "label": "Approve", "style": "primary", "onClickAction": {"type": APPROVE, "payload": payload}},
-                {"type": "Button", "id": "reject", "label": "Reject", "style": "secondary", "onClickAction": {"type": REJECT, "payload": payload}},
-            ]},
-        ],
-    }
-    return WidgetItem.model_validate({"id": item_id, "thread_id": thread_id, "created_at": datetime.now(), "widget": card,
-                                      "copy_text": f"{node_name}: {message}"})
-
-
-def decided_item(item: WidgetItem, decision: str, who: str) -> WidgetItem:
-    """The approval card once answered: the message and who decided, without buttons."""
-    widget = item.widget.model_dump(exclude_none=True)
-    children = [c for c in widget.get("children", []) if c.get("id") != "approval_buttons"]
-    children.append({"type": "Text", "id": "approval_decision", "value": f"{'Approved' if decision == 'approve' else 'Rejected'} by {who}"})
-    return WidgetItem.model_validate({**item.model_dump(exclude={"widget"}), "widget": {**widget, "children": children}})
+    return approval_card(item_id, thread_id, node_name, [message], (APPROVE, REJECT), {"run_id": run_id}, f"{node_name}: {message}")
 
 
 def decision_of(action_type: str) -> str:
@@ -208,4 +189,4 @@ def payload_run_id(payload: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-__all__ = ["APPROVE", "REJECT", "NodeTasks", "approval_item", "chat_events", "decided_item"]
+__all__ = ["APPROVE", "REJECT", "NodeTasks", "approval_item", "chat_events"]

@@ -9,12 +9,13 @@ from typing import Any
 from chatkit.agents import AgentContext
 from chatkit.types import ThreadItemReplacedEvent, ThreadStreamEvent, WidgetItem
 
+from ..approvals import decided_item
 from ..guardrails.engine import Guardrails
 from ..run_stream import Held
 from ..store.database import Database
 from ..store.rows import NodeRow
 from . import versions
-from .chat import chat_events, decided_item
+from .chat import chat_events
 from .graph import Workflow
 from .run import ApprovalNeeded, Execution, Paused, Services
 from .versions import PausedRun, Resolved

@@ -264,6 +264,27 @@ def test_a_tool_that_needs_approval_waits_for_a_click_and_survives_a_restart(lab
         lab.close()
 
 
+def test_an_approval_waits_while_the_lab_lacks_the_tool_it_calls(db_path):
+    from chatkit_lab import ChatLab
+
+    deleted = []
+    lab = ChatLab(db_path, tools=[_delete_file(deleted)], warm=False)
+    turn = lab.send_sync('call delete_file {"path": "notes.txt"}')
+    lab.close()
+    lab = ChatLab(db_path, warm=False)  # restarted without the tool
+    try:
+        notice = _click(lab, turn, "Approve")[-1]
+        assert notice["type"] == "notice" and notice["message"].startswith("This approval calls delete_file, which the agent no longer has")
+        assert lab.sql("SELECT status FROM tool_approvals").status.tolist() == ["paused"]
+    finally:
+        lab.close()
+    lab = ChatLab(db_path, tools=[_delete_file(deleted)], warm=False)  # the tool is back
+    try:
+        assert lab.decide_sync(turn.thread_id).text == "Tool `delete_file` returned: deleted notes.txt" and deleted == ["notes.txt"]
+    finally:
+        lab.close()
+
+
 def test_a_rejected_tool_call_is_not_made_and_the_agent_is_told(make_lab):
     from chatkit_lab.workflows import templates
 

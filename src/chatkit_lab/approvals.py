@@ -32,10 +32,12 @@ PENDING_SQL = """
 
 @dataclass(frozen=True)
 class Call:
-    """One call the run waits to make: the tool and its arguments (JSON text, as the model wrote them)."""
+    """One call the run waits to make: the tool, its arguments (JSON text, as the model wrote them),
+    and its kind (``function_call``; ``mcp_approval_request`` for a hosted MCP server's tool)."""
 
     tool: str
     arguments: str
+    kind: str = "function_call"
 
     def __str__(self) -> str:
         arguments = self.arguments if len(self.arguments) <= 200 else self.arguments[:199] + "…"
@@ -48,8 +50,18 @@ def calls_of(interruptions: Sequence[Any]) -> list[Call]:
     for item in interruptions:
         raw = getattr(item, "raw_item", None)
         arguments = raw.get("arguments") if isinstance(raw, dict) else getattr(raw, "arguments", None)
-        calls.append(Call(str(getattr(item, "tool_name", None) or "a tool"), str(arguments or "")))
+        kind = raw.get("type") if isinstance(raw, dict) else getattr(raw, "type", None)
+        calls.append(Call(str(getattr(item, "tool_name", None) or "a tool"), str(arguments or ""), str(kind or "function_call")))
     return calls
+
+
+def missing_tools(agent: Any, calls: list[Call]) -> list[str]:
+    """The function tools ``calls`` name that ``agent`` no longer has (a lab restarted without
+    them), when that can be told: an agent with MCP servers gets its tools from them at run time."""
+    if getattr(agent, "mcp_servers", None):
+        return []
+    names = {getattr(tool, "name", None) for tool in getattr(agent, "tools", [])}
+    return sorted({call.tool for call in calls if call.kind == "function_call" and call.tool not in names})
 
 
 class ToolApprovals:
@@ -66,10 +78,17 @@ class ToolApprovals:
                 "INSERT INTO tool_approvals (approval_id, thread_id, user_id, turn_id, item_id, agent, calls, status, paused, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, 'paused', ?, ?)",
                 [approval_id, thread_id, user_id, turn_id, item_id, agent,
-                 self.redact(json.dumps([{"tool": c.tool, "arguments": c.arguments} for c in calls], ensure_ascii=False)),
+                 self.redact(json.dumps([{"tool": c.tool, "arguments": c.arguments, "kind": c.kind} for c in calls], ensure_ascii=False)),
                  self.redact(state), utc_now()],
             )
         return approval_id
+
+    async def waiting(self, approval_id: str, user_id: str, thread_id: str) -> list[Call] | None:
+        """The calls of this user's waiting run, or None (unknown, another user's, or decided)."""
+        async with self.db.acursor() as cur:
+            row = cur.execute("SELECT calls::VARCHAR FROM tool_approvals WHERE approval_id = ? AND user_id = ? AND thread_id = ? AND status = 'paused'",
+                              [approval_id, user_id, thread_id]).fetchone()
+        return [Call(**call) for call in json.loads(row[0])] if row else None
 
     async def take(self, approval_id: str, user_id: str, thread_id: str, decision: str) -> str | None:
         """The waiting run's state, marked decided; None when it is not this user's waiting run

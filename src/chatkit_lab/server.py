@@ -369,7 +369,12 @@ class LabServer(ChatKitServer[RequestContext]):
         """Approve or Reject on a tool approval card: the waiting run is taken once and goes on."""
         decision = "approve" if action.type == tool_approvals.APPROVE else "reject"
         approval_id = tool_approvals.payload_approval_id(action.payload)
-        state = await self.approvals.take(approval_id, user_of(context), thread.id, decision) if self.approvals and approval_id else None
+        calls = await self.approvals.waiting(approval_id, user_of(context), thread.id) if self.approvals and approval_id else None
+        if missing := tool_approvals.missing_tools(self.agent_for(thread, context), calls or []):
+            yield NoticeEvent(level="warning", message=f"This approval calls {', '.join(missing)}, which the agent no longer has; give it back "
+                                                       "(ChatLab(tools=[...])) and click again: the approval waits.")
+            return
+        state = await self.approvals.take(approval_id, user_of(context), thread.id, decision) if calls is not None and self.approvals and approval_id else None
         if state is None:
             yield NoticeEvent(level="info", message="This approval was answered already, or it is not yours to answer.")
             return

@@ -285,6 +285,28 @@ def test_an_approval_waits_while_the_lab_lacks_the_tool_it_calls(db_path):
         lab.close()
 
 
+def test_a_waiting_approval_travels_in_an_export_and_a_merge(tmp_path):
+    """``tool_approvals`` was left out of the exported tables: an imported or merged file lost the waiting run."""
+    from chatkit_lab import ChatLab
+    from chatkit_lab.logs import merge
+
+    deleted = []
+    lab = ChatLab(tmp_path / "ada.duckdb", tools=[_delete_file(deleted)], warm=False)
+    turn = lab.send_sync('call delete_file {"path": "notes.txt"}')
+    try:
+        assert lab.export(tmp_path / "ada.jsonl")["tool_approvals"] == 1
+    finally:
+        lab.close()
+    merged = merge(tmp_path / "class.duckdb", [tmp_path / "ada.duckdb"])
+    assert merged["ada"]["tool_approvals"] == 1
+    copy = ChatLab(tmp_path / "copy.duckdb", tools=[_delete_file(deleted)], warm=False)
+    try:
+        assert copy.import_jsonl(tmp_path / "ada.jsonl")["tool_approvals"] == 1
+        assert copy.decide_sync(turn.thread_id).text == "Tool `delete_file` returned: deleted notes.txt" and deleted == ["notes.txt"]
+    finally:
+        copy.close()
+
+
 def test_a_rejected_tool_call_is_not_made_and_the_agent_is_told(make_lab):
     from chatkit_lab.workflows import templates
 

@@ -27,7 +27,7 @@ from .store.transaction import in_transaction
 
 TABLES = ("threads", "items", "attachments", "turns", "feedback", "traces", "spans", "model_inputs", "input_items", "lineage", "origins",
           "guardrail_results", "workflow_definitions", "workflow_versions", "workflow_defaults", "workflow_nodes", "workflow_runs",
-          "eval_datasets", "eval_dataset_items", "eval_runs", "eval_items", "eval_results", "eval_rounds")
+          "tool_approvals", "eval_datasets", "eval_dataset_items", "eval_runs", "eval_items", "eval_results", "eval_rounds")
 FORMATS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "json", ".ndjson": "json"}
 TAG = "_table"  # the JSONL field naming each row's table
 # JSONL rows come in key order, so exporting an import gives the same file byte for byte.
@@ -38,6 +38,7 @@ ORDER = {
     "origins": "thread_id", "guardrail_results": "created_at, turn_id, stage, check_index",
     "workflow_definitions": "created_at, workflow_hash", "workflow_versions": "workflow_name, version", "workflow_defaults": "workflow_name",
     "workflow_nodes": "started_at, turn_id, node_index", "workflow_runs": "created_at, run_id",
+    "tool_approvals": "created_at, approval_id",
     "eval_datasets": "created_at, dataset_hash", "eval_dataset_items": "dataset_hash, item_index", "eval_runs": "created_at, run_id",
     "eval_items": "run_id, item_index", "eval_results": "run_id, item_index, grader_name", "eval_rounds": "optimization_id, round",
 }

@@ -100,7 +100,11 @@ def test_an_older_file_lists_the_migrations_it_will_get(db_path):
     with open(db_path, "wb") as f:
         f.write(b"not a database")
     broken = diagnose(db_path, OFFLINE, cdn_url="http://127.0.0.1:9/x", timeout=0.5)
-    assert not broken.ok and "is not a DuckDB file this DuckDB can read" in line(broken, "database")
+    assert not broken.ok and "is not a valid DuckDB database file" in line(broken, "database")
+    exported = db_path.with_suffix(".jsonl")  # an export: DuckDB would open it as a view in memory
+    exported.write_text('{"_table": "threads"}\n')
+    export = diagnose(exported, OFFLINE, cdn_url="http://127.0.0.1:9/x", timeout=0.5)
+    assert not export.ok and "is a data file, not a DuckDB database" in line(export, "database")
 
 
 def test_a_jwks_url_must_serve_keys_and_a_lab_has_its_own_doctor(make_lab, http):

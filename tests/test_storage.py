@@ -68,3 +68,26 @@ def test_a_file_made_with_the_old_block_size_still_opens(make_lab, db_path):
     assert lab.send_sync("still here").text
     with lab.db.cursor() as cur:
         assert cur.execute("SELECT block_size FROM pragma_database_size() WHERE database_name = current_database()").fetchone()[0] == 262144
+
+
+def test_a_path_that_is_not_a_lab_database_is_refused_with_a_sentence_and_left_as_it_was(tmp_path):
+    """DuckDB opens an existing JSONL, CSV or Parquet file as a view in memory: a lab on an export
+    seemed to work and lost every message at close. A directory or a broken file was a bare IOException."""
+    import hashlib
+
+    import pytest
+
+    from chatkit_lab import ChatLab
+    from chatkit_lab.errors import ChatLabError
+
+    export = tmp_path / "chats.jsonl"
+    export.write_text('{"_table": "threads", "thread_id": "thr_1"}\n')
+    broken = tmp_path / "old.duckdb"
+    broken.write_bytes(b"not a database")
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (export, broken)}
+    for path, words in ((export, "is a data file, not a DuckDB database"), (broken, "is not a valid DuckDB database file"),
+                        (tmp_path, "is a directory: give a database file in it")):
+        with pytest.raises(ChatLabError, match=words):
+            ChatLab(path, warm=False)
+    assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (export, broken)} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chats.jsonl", "old.duckdb"]

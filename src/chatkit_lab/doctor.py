@@ -23,6 +23,7 @@ import duckdb
 import httpx
 
 from .models import Backend
+from .store.database import unusable
 from .store.schema import MIGRATIONS
 
 PACKAGES = ("chatkit-lab", "openai-chatkit", "openai-agents", "duckdb", "anywidget", "jupyterlab")
@@ -130,7 +131,9 @@ def _database(path: Path, in_use: bool) -> Check:
             pid = _PID.search(text)
             who = f"process {pid.group(1)}" + _command(pid.group(1)) if pid else "another process"
             return Check(name, False, f"{path} is locked by {who}", "close the lab or kernel holding it (lab.close()), or use another file")
-        return Check(name, False, f"{path} is not a DuckDB file this DuckDB can read: {text.splitlines()[0]}", "open another file, or upgrade duckdb")
+        # Read-only, DuckDB refuses a CSV or JSON file it would open as a view in memory.
+        return Check(name, False, str(unusable(str(path), None if "in-memory" in text else exc)).rstrip("."),
+                     "or upgrade duckdb, if a newer one wrote it" if "version" in text.lower() else "")
     try:
         found = {n for (n,) in con.execute("SELECT name FROM _migrations").fetchall()}
     except duckdb.Error:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import duckdb
 
-from ..errors import DatabaseBusyError
+from ..errors import DatabaseBusyError, StreamSentenceError
 from .queue import WaitQueue
 from .schema import migrate
 from .transaction import in_transaction
@@ -63,6 +63,18 @@ def _close_all() -> None:
 def connect(path: str, **kwargs: object) -> duckdb.DuckDBPyConnection:
     """``duckdb.connect`` with this package's settings for a file it creates (``BLOCK_SIZE``)."""
     return duckdb.connect(path, config={"default_block_size": str(BLOCK_SIZE)}, **kwargs)  # type: ignore[arg-type]
+
+
+def unusable(path: str, exc: duckdb.Error | None = None) -> StreamSentenceError:
+    """Why ``path`` cannot be a lab's database: DuckDB's reason, or (``exc`` None) that DuckDB opened
+    an existing CSV, JSON or Parquet file as a view in memory, where every write is lost at close."""
+    if Path(path).is_dir():
+        return StreamSentenceError(f"{path} is a directory: give a database file in it, such as {Path(path) / 'chatkit.duckdb'}.")
+    if exc is None:
+        return StreamSentenceError(f"{path} is a data file, not a DuckDB database: a lab on it would write to memory and lose it all "
+                                   "at close. Give a .duckdb file (a new path starts one); a JSONL export loads with lab.import_jsonl(path).")
+    reason = str(exc).splitlines()[0].removeprefix("IO Error: ").rstrip("!.")
+    return StreamSentenceError(f"Cannot open {path} as a DuckDB database: {reason}. Give a .duckdb file a lab wrote, or a new path to start one.")
 
 
 def is_lock_conflict(exc: Exception) -> bool:
@@ -129,9 +141,12 @@ class Database:
                         if wait:
                             self._signal_waiting()
                         return None
-                    raise
+                    raise unusable(self.path, exc) from None
                 self._queue.leave()
                 if not self._migrated:
+                    if not self.in_memory and con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone() == (None,):
+                        con.close()
+                        raise unusable(self.path)
                     migrate(con)
                     self._migrated = True
                 self._con = con

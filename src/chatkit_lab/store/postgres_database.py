@@ -157,7 +157,10 @@ class PgCursor:
 
 def problem(dsn: str, exc: Exception) -> tuple[str, str]:
     """What is wrong with a database that cannot be used, and what to do (never with the password)."""
-    text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    # libpq's message: 'connection to server at "h", port 5432 failed: <reason>', then a hint line.
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = next((line for line in reversed(lines) if not line.startswith("Is the server")), type(exc).__name__)
+    text = text.rpartition(" failed: ")[2].removeprefix("FATAL:").strip().rstrip(".?")
     where = where_of(dsn).removeprefix("postgresql://")
     lowered = text.lower()
     if "does not exist" in lowered and "database" in lowered:
@@ -166,7 +169,7 @@ def problem(dsn: str, exc: Exception) -> tuple[str, str]:
         todo = "check the user and password in the URL"
     elif "permission denied" in lowered:
         todo = "grant this role the rights to create and use tables in the database"
-    elif "invalid" in lowered or "missing" in lowered or "uri" in lowered:
+    elif any(word in lowered for word in ("invalid", "missing", "uri", "unexpected")):
         todo = "write it as postgresql://user:password@host:5432/database"
     else:
         todo = "check the server is running and the host and port in the URL are right"

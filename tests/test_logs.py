@@ -92,6 +92,10 @@ def test_exports_by_extension_stream_only_the_users_rows(recorded, tmp_path):
         lab.export(tmp_path / "out.xlsx")
     with pytest.raises(ChatLabError, match="There is no table 'messages' to export; choose one of threads, items"):
         lab.export(tmp_path / "x.csv", "messages")
+    (tmp_path / "notes").write_text("a file")
+    for table, frame in ((None, None), ("turns", None), (None, "turns")):  # was a bare FileExistsError
+        with pytest.raises(ChatLabError, match=r"Cannot write .*notes/x\.csv: .*notes is a file, not a folder\."):
+            lab.export(tmp_path / "notes" / "x.csv", table, frame=frame)
 
 
 def test_a_jsonl_export_imports_back_exactly_and_only_once(recorded, tmp_path):

@@ -207,6 +207,22 @@ def test_an_unexpected_value_error_is_a_logged_500_not_a_silent_400(db_path, cap
     assert any(r.exc_info and "a bug" in str(r.exc_info[1]) for r in caplog.records)
 
 
+def test_a_stream_for_an_unknown_thread_is_a_sentence_and_logs_no_traceback(make_lab, caplog):
+    """ChatKit logs every exception of a stream with its traceback: a notebook printed one under
+    the cell for a message to a deleted thread, though the chat had the sentence."""
+    lab = make_lab(warm=False)
+    caplog.set_level(logging.DEBUG)
+    assert lab.send_sync("hello", "thr_gone").error == "Thread thr_gone not found"
+    assert not [r for r in caplog.records if r.exc_info]
+    class BrokenSave(DuckDBStore):
+        async def save_thread(self, thread, context):
+            raise RuntimeError("a bug in the store")
+
+    serve_once(_Echo(BrokenSave(":memory:")), {"type": "threads.create", "params": {"input": {"content": [{"type": "input_text", "text": "hi"}],
+                                                                              "attachments": [], "inference_options": {}}}})
+    assert any(r.exc_info and r.name == "chatkit" for r in caplog.records)  # a failure of the server keeps ChatKit's traceback
+
+
 def test_chatkits_own_bad_request_is_a_400_whatever_its_wording(db_path, caplog):
     store = DuckDBStore(db_path)
     server = _Echo(store)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import io
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -85,12 +86,26 @@ def _quote(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
+@contextmanager
+def _writing(path: Path) -> Iterator[str]:
+    """A temporary folder beside ``path`` to write into (moved into place at the end, so a failed
+    export leaves no half file); a folder that cannot be written is a sentence."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as tmp:
+            yield tmp
+    except (OSError, duckdb.IOException) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+        if any(p.is_file() for p in path.parents):
+            reason = f"{next(p for p in path.parents if p.is_file())} is a file, not a folder"
+        raise ChatLabError(f"Cannot write {path}: {reason}. Choose a path in a folder you can write.") from None
+
+
 def export_query(cur: duckdb.DuckDBPyConnection, path: str | Path, name: str, sql: str, params: dict[str, Any]) -> dict[str, int]:
     """Write what a query returns (a frame, say) to ``path``, streamed: ``{name: rows}``."""
     path = Path(path)
     fmt = format_of(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as tmp:
+    with _writing(path) as tmp:
         part = Path(tmp) / f"{name}.{fmt}"
         count = _count(cur, f"COPY ({sql}) TO {_quote(part)} (FORMAT {fmt})", params)
         shutil.move(part, path)
@@ -108,9 +123,8 @@ def export(
         raise ChatLabError(f"There is no table {table!r} to export; choose one of {', '.join(TABLES)}.")
     tables = [table] if table else (list(TABLES) if fmt == "json" else ["items"])
     params = {"user": user_id} if user_id is not None else {}
-    path.parent.mkdir(parents=True, exist_ok=True)
     counts: dict[str, int] = {}
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as tmp:
+    with _writing(path) as tmp:
         parts = []
         for name in tables:
             select, order = "*", ""  # Parquet and CSV: the table as it is, at COPY's speed

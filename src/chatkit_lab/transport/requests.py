@@ -91,6 +91,13 @@ def _raised_by_chatkit(exc: BaseException) -> bool:
 def classify(exc: BaseException) -> tuple[int, str, str, bool]:
     """(HTTP status, error code, sentence, whether a retry can help) for an exception, by type.
     Every 500 is logged with its traceback; the client gets a sentence without one."""
+    status, code, message, retry = _described(exc)
+    if status >= 500 and status != 501:
+        log.error("request failed: %s", message, exc_info=exc)
+    return status, code, message, retry
+
+
+def _described(exc: BaseException) -> tuple[int, str, str, bool]:
     match exc:
         case ChatLabError():
             status, code, message, retry = exc.status, exc.code, str(exc), exc.retryable
@@ -104,9 +111,18 @@ def classify(exc: BaseException) -> tuple[int, str, str, bool]:
         case _:
             status, code, retry = 500, "internal_error", True
             message = f"The server failed with {type(exc).__name__}; the traceback is in the server log."
-    if status >= 500 and status != 501:
-        log.error("request failed: %s", message, exc_info=exc)
     return status, code, message, retry
+
+
+def _unless_expected(record: logging.LogRecord) -> bool:
+    """ChatKit logs every exception of a stream with its traceback, an unknown thread too; in a
+    notebook Python prints that under the cell. The client gets the sentence (``classify``), and
+    failures of the server (500) keep their traceback."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return exc is None or _described(exc)[0] >= 500
+
+
+logging.getLogger("chatkit").addFilter(_unless_expected)
 
 
 async def handle_request(server: ChatKitServer[Any], body: bytes | str, context: Any, limits: Limits | None = None) -> Reply:

@@ -323,3 +323,36 @@ def test_a_run_whose_rows_fail_after_its_threads_were_written_writes_them_once_a
     threads = lab.sql("SELECT thread_id FROM eval_items WHERE run_id = ?", [run_id]).thread_id.tolist()
     copies = lab.sql("SELECT thread_id, count(*) AS n FROM items WHERE thread_id IN (SELECT unnest(?::VARCHAR[])) GROUP BY thread_id", [threads])
     assert len(set(threads)) == 3 and len(copies) == 3 and copies.n.tolist() == [2, 2, 2]  # each thread once, its message and reply once
+
+
+def test_an_items_approval_answers_the_cards_its_run_stops_at(make_lab):
+    """A run stopping at an approval ended its item with an empty answer and no error; now the item's
+    "approval" clicks, for a workflow's approval node and for a tool that needs approval."""
+    from agents import function_tool
+
+    deleted = []
+
+    @function_tool(needs_approval=True)
+    def delete_file(path: str) -> str:
+        """Delete a file."""
+        deleted.append(path)
+        return f"deleted {path}"
+
+    lab = make_lab(warm=False, tools=[delete_file])
+    returns = [{"input": "I want to return_item my shoes", "expected": "approved", "approval": "approve"},
+               {"input": "I want to return_item my hat", "expected": "not approved", "approval": ["reject"]},
+               {"input": "I want to return_item my scarf", "expected": "approved"}]
+    run = lab.evaluate_sync(returns, target=templates.customer_service(), graders=[HAS], progress=False)
+    items = run.items.sort_values("item_index")
+    assert items.output_text.tolist()[:2] == ["Your return is approved; a label is on its way.", "The return was not approved. Anything else I can do?"]
+    assert items.error.tolist()[2].startswith("The run stopped at an approval (Approve the return), which an eval cannot click")
+    assert run.summary["result_counts"] == {"total": 3, "passed": 2, "failed": 0, "errored": 1}
+    decided = [e for e in lab.items_df(items.thread_id.iloc[0]).data if '"approval_decision"' in e]
+    assert len(decided) == 1 and "Approved by local" in decided[0]  # the item's thread shows the card answered
+
+    calls = [{"input": f'call delete_file {{"path": "{name}"}}', "expected": expected, "approval": decision}
+             for name, expected, decision in (("a.txt", "deleted a.txt", "approve"), ("b.txt", "not approved", "reject"))]
+    tools = lab.evaluate_sync(calls, graders=[HAS], progress=False)
+    assert tools.summary["result_counts"]["passed"] == 2 and deleted == ["a.txt"]
+    with pytest.raises(ChatLabError, match="""Item 0's "approval" is "approve", "reject" or a list of them, not 'yes'"""):
+        lab.evaluate_sync([{"input": "x", "approval": "yes"}], graders=[HAS], progress=False)

@@ -5,7 +5,7 @@ The Agents SDK stops a run at a tool given with ``needs_approval`` (or a hosted 
 Approve and Reject; the run's state (the SDK's ``RunState``) waits in ``tool_approvals`` until a
 click, in this kernel or after a restart, takes it (once: one UPDATE that only a waiting row
 matches) and the run goes on with the calls approved or rejected. A workflow's approval node asks
-with the same card.
+with the same card, and an eval item's ``approval`` clicks it (``asked``).
 """
 
 from __future__ import annotations
@@ -133,6 +133,21 @@ def tool_card(item_id: str, thread_id: str, approval_id: str, agent: str, calls:
     title = f"{agent} asks to call {'a tool' if len(calls) == 1 else f'{len(calls)} tools'}"
     return approval_card(item_id, thread_id, title, [str(call) for call in calls], (APPROVE, REJECT), {"approval_id": approval_id},
                          f"{title}: " + ", ".join(map(str, calls)))
+
+
+def asked(events: Sequence[dict[str, Any]]) -> tuple[str, str, dict[str, Any]] | None:
+    """The Approve / Reject card a turn's stream events leave waiting (a workflow's or a tool
+    call's): its item id, its title, and the action each answer (``approve``, ``reject``) sends."""
+    for event in reversed(events):
+        item = event.get("item") or {}
+        widget = item.get("widget") or {}
+        if event.get("type") == "thread.item.done" and item.get("type") == "widget" and widget.get("id") == "approval":
+            children = widget.get("children", [])
+            buttons: list[dict[str, Any]] = next((c["children"] for c in children if c.get("id") == "approval_buttons"), [])
+            title = next((c.get("value", "") for c in children if c.get("id") == "approval_title"), "")
+            if buttons:  # not one answered already
+                return item["id"], title, {b["id"]: b["onClickAction"] for b in buttons}
+    return None
 
 
 def payload_approval_id(payload: Any) -> str | None:

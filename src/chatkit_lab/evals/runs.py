@@ -28,6 +28,7 @@ from chatkit.types import (
     UserMessageTextContent,
 )
 
+from .. import approvals
 from ..context import RequestContext
 from ..errors import ChatLabError
 from ..store.bulk import insert_frame, update_from_frame
@@ -83,6 +84,8 @@ def new_run(cur: Any, dataset: Dataset, target: Target, graders: Sequence[Any], 
     for n, item in enumerate(dataset.items):
         if target.server is not None and item.get("conversation") is not None:
             conversation_of(item, n)  # a clear error before anything is stored
+        if target.server is not None:
+            decisions_of(item, n)
     run_id = f"evalrun_{uuid.uuid4().hex[:12]}"
     cur.execute("INSERT INTO eval_runs VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, NULL)", [
         run_id, name or f"{dataset.name} × {target.description.get('label', 'lab')}", kind, dataset.hash, json.dumps(target.description),
@@ -162,11 +165,39 @@ async def _answer(runtime: Any, target: Target, user_id: str, item: dict[str, An
             body = {"type": "threads.add_user_message", "params": {"thread_id": thread_id, "input": message}}
         else:
             body = {"type": "threads.create", "params": {"input": message}}
-        turn = Turn.of(thread_id, await runtime.request(body, user_id, server=target.server))
+        events = await runtime.request(body, user_id, server=target.server)
+        thread_id = Turn.of(thread_id, events).thread_id
+        decisions, unanswered = iter(decisions_of(item)), None
+        step = events
+        while (card := approvals.asked(step)) is not None:  # the run waits for a click: the item's decisions answer it
+            card_id, title, actions = card
+            if (decision := next(decisions, None)) is None:
+                unanswered = (f"The run stopped at an approval ({title}), which an eval cannot click: give the item "
+                              '"approval": "approve" or "reject" (a list answers several in order).')
+                break
+            click = {"type": "threads.custom_action", "params": {"thread_id": thread_id, "item_id": card_id, "action": actions[decision]}}
+            step = await runtime.request(click, user_id, server=target.server)
+            events = [*events, *step]
+        turn = Turn.of(thread_id, events)
     except Exception as exc:  # one item's failure is that item's error, not the run's
         return {"thread_id": None, "status": "error", "output_text": None, "latency_ms": None, "error": str(exc)}
-    return {"thread_id": turn.thread_id, "status": "error" if turn.error else "done", "output_text": turn.text,
-            "latency_ms": (time.perf_counter() - started) * 1000, "error": turn.error}
+    error = turn.error or unanswered
+    return {"thread_id": turn.thread_id, "status": "error" if error else "done", "output_text": turn.text,
+            "latency_ms": (time.perf_counter() - started) * 1000, "error": error}
+
+
+MAX_APPROVALS = 100  # one decision answers every approval of a turn, up to this many (a loop that keeps asking)
+
+
+def decisions_of(item: dict[str, Any], index: int | None = None) -> list[str]:
+    """An item's answers to the approvals its run asks, in order: its ``"approval"``, one decision
+    for all of them or a list, one each."""
+    given = item.get("approval")
+    decisions = [] if given is None else [given] * MAX_APPROVALS if isinstance(given, str) else given
+    if not isinstance(decisions, list) or not all(d in ("approve", "reject") for d in decisions):
+        where = f"Item {index}" if index is not None else "An item"
+        raise ChatLabError(f'{where}\'s "approval" is "approve", "reject" or a list of them, not {given!r}.')
+    return decisions
 
 
 def conversation_of(item: dict[str, Any], index: int | None = None) -> list[tuple[str, str]]:

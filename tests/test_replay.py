@@ -384,3 +384,33 @@ def test_merged_deltas_join_runs_of_one_part_only_with_their_logprobs():
     assert [(d.type.rsplit(".", 1)[1], getattr(d, "content_index", None), getattr(d, "delta", None)) for d in out] == [
         ("delta", 0, "a"), ("delta", 0, "bc"), ("delta", 1, "x"), ("delta", 0, "d"), ("delta", 1, "y"), ("done", 0, None)]
     assert [p.logprob for p in out[1].logprobs] == [-0.5, -0.25]
+
+
+def test_a_replay_answers_approvals_as_the_original_did_and_leaves_unanswered_ones_waiting(make_lab):
+    """A replay left every approval waiting, so a thread whose user had approved replayed with no
+    reply, and the diff counted two replyless turns as different."""
+    from chatkit_lab.workflows import templates
+
+    deleted = []
+
+    @function_tool(needs_approval=True)
+    def delete_file(path: str) -> str:
+        """Delete a file."""
+        deleted.append(path)
+        return f"deleted {path}"
+
+    lab = make_lab(warm=False, workflow=templates.customer_service(), tools=[delete_file])
+    thread = lab.send_sync("I want to return_item my shoes").thread_id
+    lab.decide_sync(thread, "reject")
+    lab.send_sync("and my hat? return_item", thread)  # left waiting
+    replay = lab.replay(thread).run_sync(progress=False)
+    assert [s.reply for s in replay.steps] == ["The return was not approved. Anything else I can do?", ""]
+    assert lab.sql("SELECT status, coalesce(decision, '-') FROM workflow_runs WHERE thread_id = ? ORDER BY created_at", [replay.thread_id]).values.tolist() == [
+        ["decided", "reject"], ["paused", "-"]]
+    assert not (~replay.diff().df.same_reply).any()
+
+    lab.use_workflow(None)
+    files = lab.send_sync('call delete_file {"path": "a.txt"}').thread_id
+    lab.decide_sync(files, "approve")
+    again = lab.replay(files).run_sync(progress=False)  # an agent's tool approval, approved as the original was
+    assert again.steps[0].reply == "Tool `delete_file` returned: deleted a.txt" and deleted == ["a.txt", "a.txt"]

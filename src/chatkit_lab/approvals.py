@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -148,6 +148,27 @@ def asked(events: Sequence[dict[str, Any]]) -> tuple[str, str, dict[str, Any]] |
             if buttons:  # not one answered already
                 return item["id"], title, {b["id"]: b["onClickAction"] for b in buttons}
     return None
+
+
+async def answered(events: list[dict[str, Any]], thread_id: str, decisions: Iterator[str],
+                   send: Callable[[dict[str, Any]], Awaitable[list[dict[str, Any]]]]) -> tuple[list[dict[str, Any]], str | None]:
+    """A turn's ``events`` and those of the clicks that answer each card it leaves waiting, one of
+    ``decisions`` each in order (``send`` makes the request); and the title of the card left
+    waiting when the decisions ran out (None: nothing waits)."""
+    step = events
+    while (card := asked(step)) is not None:
+        card_id, title, actions = card
+        if (decision := next(decisions, None)) is None:
+            return events, title
+        step = await send({"type": "threads.custom_action", "params": {"thread_id": thread_id, "item_id": card_id, "action": actions[decision]}})
+        events = [*events, *step]
+    return events, None
+
+
+def decision_of(widget: dict[str, Any]) -> str | None:
+    """What an answered card (``decided_item``) was answered with: approve, reject, or None."""
+    said = next((c.get("value", "") for c in widget.get("children", []) if c.get("id") == "approval_decision"), "")
+    return "approve" if said.startswith("Approved by") else "reject" if said.startswith("Rejected by") else None
 
 
 def payload_approval_id(payload: Any) -> str | None:

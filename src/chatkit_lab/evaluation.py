@@ -89,7 +89,6 @@ class Evaluations:
         derived = replay.derived_server(self.runtime, agent, backend, workflow, {}, store=staged, as_the_lab=described["kind"] in ("lab", "overrides"))
         if injection is not None:
             derived.injection = injection
-        derived.approvals = server.approvals  # a tool call that asks approval waits for the item's "approval"
         return runs.Target(described, derived, staged)
 
     def _stored_workflow(self, described: dict[str, Any]) -> Any:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from agents import Agent, Tool
 from chatkit.types import ThreadItem, ThreadMetadata, UserMessageItem
 
+from . import approvals
 from ._heap import frozen_heap
 from ._loop import LoopThread
 from ._runtime import Runtime
@@ -31,7 +32,7 @@ from .models import resolve_backend
 from .server import LabServer
 from .store.items import item_adapter, item_text, utc_now
 from .store.memory import MemoryStore
-from .store.queries import EXCHANGE_FACTS, REPLAY_PLANS, thread_owner, thread_owners
+from .store.queries import EXCHANGE_FACTS, REPLAY_DECISIONS, REPLAY_PLANS, thread_owner, thread_owners
 from .store.rows import stored_json
 from .turn import Turn
 from .workflows.turns import ChatWorkflow
@@ -72,6 +73,7 @@ class _Planned:
     original: str | None
     context: dict[str, Any] | None  # what the original turn's model saw, when it was recorded
     strategy: str | None
+    decisions: list[str]  # how the original answered the approval cards of this exchange, in order
 
 
 @dataclass(repr=False)
@@ -168,7 +170,9 @@ class Replay:
         }
         started = time.perf_counter()
         try:
-            turn = Turn.of(self.thread_id, await self.runtime.request(body, self.user_id, server=self.server))
+            events, _ = await approvals.answered(await self.runtime.request(body, self.user_id, server=self.server), self.thread_id,
+                                                 iter(planned.decisions), lambda click: self.runtime.request(click, self.user_id, server=self.server))
+            turn = Turn.of(self.thread_id, events)
         except asyncio.CancelledError:  # an interrupted cell: this turn counts as done, so a rerun goes on
             self.steps.append(ReplayStep(planned.exchange, item_text(message) or "", planned.original, "", "cancelled", (time.perf_counter() - started) * 1000))
             raise
@@ -250,9 +254,14 @@ async def _start(
     replays = []
     async with runtime.db.transaction() as cur:
         owners = thread_owners(cur, sources)
+        decided: dict[tuple[str, int], list[str]] = {}
+        for source, n, data in cur.execute(REPLAY_DECISIONS, {"threads": list(sources)}).fetchall():
+            if decision := approvals.decision_of(json.loads(data).get("widget") or {}):
+                decided.setdefault((source, n), []).append(decision)
         plans: dict[str, list[_Planned]] = {}
         for source, n, data, reply, ctx, strat in cur.execute(REPLAY_PLANS, {"threads": list(sources)}).fetchall():
-            plans.setdefault(source, []).append(_Planned(n, item_adapter.validate_json(data), reply, json.loads(ctx) if ctx else None, strat))
+            plans.setdefault(source, []).append(_Planned(n, item_adapter.validate_json(data), reply, json.loads(ctx) if ctx else None, strat,
+                                                         decided.get((source, n), [])))
         for source in sources:
             (owner, title), plan = owners[source], plans.get(source)
             if not plan:
@@ -303,7 +312,7 @@ def derived_server(runtime: Runtime, agent: Agent, backend: Any, workflow: ChatW
         actions=lab_server.actions, secrets=runtime.secrets, input_log=runtime.tracer.record_input,
         row_log=runtime.tracer.record_rows, workflow=workflow,
         guardrails=lab_server.guardrails if as_the_lab else None, injection=lab_server.injection if as_the_lab else None,
-        merge_deltas=True,
+        merge_deltas=True, approvals=lab_server.approvals,
     )
 
 
@@ -462,8 +471,10 @@ class ThreadDiff:
                 frame = cur.execute(EXCHANGE_FACTS, {"thread": thread_id}).df()
                 frames.append(frame.rename(columns={c: f"{c}_{side}" for c in _COLUMNS}))
         df = pd.merge(frames[0], frames[1], on="exchange", how="outer").sort_values("exchange", ignore_index=True)
-        replies = zip(df["reply_a"].fillna(""), df["reply_b"].fillna(""), strict=True)
-        df["same_reply"] = [x == y for x, y in zip(df["reply_a"], df["reply_b"], strict=True)]
+        replies = list(zip(df["reply_a"].fillna(""), df["reply_b"].fillna(""), strict=True))
+        # Two turns without a reply (paused at an approval, failed) reply alike; a missing exchange does not.
+        both = df["user_text_a"].notna() & df["user_text_b"].notna()
+        df["same_reply"] = [bool(there and x == y) for there, (x, y) in zip(both, replies, strict=True)]
         df["similarity"] = [round(difflib.SequenceMatcher(None, x.split(), y.split(), autojunk=False).ratio(), 3) for x, y in replies]
         order = ["exchange", "user_text_a", "user_text_b", "reply_a", "reply_b", "same_reply", "similarity"]
         return cls(a, b, df[order + [c for c in df.columns if c not in order]])

@@ -167,21 +167,14 @@ async def _answer(runtime: Any, target: Target, user_id: str, item: dict[str, An
             body = {"type": "threads.create", "params": {"input": message}}
         events = await runtime.request(body, user_id, server=target.server)
         thread_id = Turn.of(thread_id, events).thread_id
-        decisions, unanswered = iter(decisions_of(item)), None
-        step = events
-        while (card := approvals.asked(step)) is not None:  # the run waits for a click: the item's decisions answer it
-            card_id, title, actions = card
-            if (decision := next(decisions, None)) is None:
-                unanswered = (f"The run stopped at an approval ({title}), which an eval cannot click: give the item "
-                              '"approval": "approve" or "reject" (a list answers several in order).')
-                break
-            click = {"type": "threads.custom_action", "params": {"thread_id": thread_id, "item_id": card_id, "action": actions[decision]}}
-            step = await runtime.request(click, user_id, server=target.server)
-            events = [*events, *step]
+        # A run waiting for a click: the item's decisions answer it.
+        events, waiting = await approvals.answered(events, thread_id, iter(decisions_of(item)),
+                                                   lambda click: runtime.request(click, user_id, server=target.server))
         turn = Turn.of(thread_id, events)
     except Exception as exc:  # one item's failure is that item's error, not the run's
         return {"thread_id": None, "status": "error", "output_text": None, "latency_ms": None, "error": str(exc)}
-    error = turn.error or unanswered
+    error = turn.error or (f"The run stopped at an approval ({waiting}), which an eval cannot click: give the item "
+                           '"approval": "approve" or "reject" (a list answers several in order).' if waiting is not None else None)
     return {"thread_id": turn.thread_id, "status": "error" if error else "done", "output_text": turn.text,
             "latency_ms": (time.perf_counter() - started) * 1000, "error": error}
 

@@ -252,6 +252,15 @@ REPLAY_PLANS = f"""
     LEFT JOIN model_inputs m ON m.turn_id = tu.turn_id AND m.call_index = 0
     ORDER BY ex.thread_id, ex.exchange"""
 
+# The answered approval cards of the threads, each with the exchange it was asked in: what a replay clicks.
+REPLAY_DECISIONS = f"""
+    SELECT thread_id, exchange, data FROM (
+        SELECT thread_id, type, data, created_at, seq,
+               sum(CASE WHEN type = 'user_message' THEN 1 ELSE 0 END) OVER (PARTITION BY thread_id ORDER BY created_at, seq)::INTEGER AS exchange
+        FROM items WHERE {_ANY_THREAD} AND type IN ('user_message', 'widget')) cards
+    WHERE type = 'widget' AND exchange > 0 AND data::VARCHAR LIKE '%approval_decision%'
+    ORDER BY thread_id, created_at, seq"""
+
 _NONE = "CASE WHEN t.trace_id IS NOT NULL THEN ARRAY[]::VARCHAR[] END"  # no turn recorded: NULL, not "none"
 # One row per exchange of a thread: what a diff compares.
 EXCHANGE_FACTS = f"""

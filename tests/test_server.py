@@ -285,6 +285,48 @@ def test_an_approval_waits_while_the_lab_lacks_the_tool_it_calls(db_path):
         lab.close()
 
 
+def test_an_approved_call_gets_the_arguments_the_model_wrote_though_the_file_keeps_them_masked(db_path):
+    """The waiting run was resumed from its stored, masked state: an approved send_email went to "<EMAIL_ADDRESS>"."""
+    from agents.testing import function_call
+
+    from chatkit_lab import ChatLab
+
+    sent = []
+
+    @function_tool
+    def lookup_email(customer: str) -> str:
+        """A customer's e-mail address."""
+        return "ada@example.com"
+
+    @function_tool(needs_approval=True)
+    def send_email(to: str) -> str:
+        """Send an e-mail."""
+        sent.append(to)
+        return f"sent to {to}"
+
+    def asks(n):  # the model looks the address up, then asks to write to it
+        return [[function_call("lookup_email", {"customer": "Ada"}, call_id=f"look{n}")], [function_call("send_email", {"to": "ada@example.com"}, call_id=f"send{n}")]]
+
+    pii = {"version": 1, "input": {"version": 1, "guardrails": [{"name": "Contains PII", "config": {"entities": ["EMAIL_ADDRESS"]}}]}}
+    lab = ChatLab(db_path, model=ScriptedModel([*asks(1), [assistant_message("sent")], *asks(2)]), tools=[lookup_email, send_email], guardrails=pii, warm=False)
+    turn = lab.send_sync("write to Ada")
+    stored_state = lab.sql("SELECT paused::VARCHAR AS paused, redacted FROM tool_approvals").iloc[0]
+    assert "ada@example.com" not in stored_state.paused and "<EMAIL_ADDRESS>" in stored_state.paused and stored_state.redacted
+    assert lab.decide_sync(turn.thread_id).text == "sent" and sent == ["ada@example.com"]
+    lab.send_sync("and again", turn.thread_id)
+    lab.close()
+    lab = ChatLab(db_path, tools=[lookup_email, send_email], guardrails=pii, warm=False)
+    try:  # restarted: only the masked state is left, which the Agents SDK refuses to go on with (its call's arguments changed)
+        events = lab.decide_sync(turn.thread_id).events
+        assert [e["message"] for e in events if e["type"] == "notice"] == [
+            "This run held a secret or masked PII, which the lab never writes to its file, and the lab has restarted since it asked, "
+            "so it cannot go on: send your message again."]
+        assert [e["item"]["widget"]["children"][-1]["value"] for e in events if e["type"] == "thread.item.replaced"] == ["Could not go on after a restart"]
+        assert lab.sql("SELECT status FROM tool_approvals ORDER BY created_at").status.tolist() == ["decided", "expired"] and sent == ["ada@example.com"]
+    finally:
+        lab.close()
+
+
 def test_a_waiting_approval_travels_in_an_export_and_a_merge(tmp_path):
     """``tool_approvals`` was left out of the exported tables: an imported or merged file lost the waiting run."""
     from chatkit_lab import ChatLab

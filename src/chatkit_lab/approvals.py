@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -64,42 +65,75 @@ def missing_tools(agent: Any, calls: list[Call]) -> list[str]:
     return sorted({call.tool for call in calls if call.kind == "function_call" and call.tool not in names})
 
 
+@dataclass(frozen=True)
+class Waiting:
+    """A waiting run's calls, and whether approving them can run them as the model wrote them:
+    not when its stored state lost a secret or masked PII and this process does not hold it whole."""
+
+    calls: list[Call]
+    whole: bool
+
+
 class ToolApprovals:
     """The waiting runs of one database (DuckDB or PostgreSQL); ``redact`` is the lab's, so a
-    waiting run's state holds no secret or masked PII, like every other row."""
+    waiting run's state holds no secret or masked PII, like every other row. A state redaction
+    changed is also kept whole in memory, so an approved call gets the arguments the model wrote,
+    not ``[REDACTED:...]``; after a restart such a call can only be rejected."""
+
+    KEPT = 256  # whole states held at most (the oldest go first)
 
     def __init__(self, db: Any, redact: Callable[[str], str]) -> None:
         self.db, self.redact = db, redact
+        self._whole: OrderedDict[str, str] = OrderedDict()
 
     async def save(self, *, thread_id: str, user_id: str, turn_id: str, item_id: str, agent: str, calls: list[Call], state: str) -> str:
         approval_id = f"approval_{uuid.uuid4().hex}"
+        stored = self.redact(state)
         async with self.db.transaction() as cur:
             cur.execute(
-                "INSERT INTO tool_approvals (approval_id, thread_id, user_id, turn_id, item_id, agent, calls, status, paused, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, 'paused', ?, ?)",
+                "INSERT INTO tool_approvals (approval_id, thread_id, user_id, turn_id, item_id, agent, calls, status, paused, created_at, redacted) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, 'paused', ?, ?, ?)",
                 [approval_id, thread_id, user_id, turn_id, item_id, agent,
                  self.redact(json.dumps([{"tool": c.tool, "arguments": c.arguments, "kind": c.kind} for c in calls], ensure_ascii=False)),
-                 self.redact(state), utc_now()],
+                 stored, utc_now(), stored != state],
             )
+        if stored != state:
+            self._whole[approval_id] = state
+            while len(self._whole) > self.KEPT:
+                self._whole.popitem(last=False)
         return approval_id
 
-    async def waiting(self, approval_id: str, user_id: str, thread_id: str) -> list[Call] | None:
-        """The calls of this user's waiting run, or None (unknown, another user's, or decided)."""
+    async def waiting(self, approval_id: str, user_id: str, thread_id: str) -> Waiting | None:
+        """This user's waiting run, or None (unknown, another user's, or decided)."""
         async with self.db.acursor() as cur:
-            row = cur.execute("SELECT calls::VARCHAR FROM tool_approvals WHERE approval_id = ? AND user_id = ? AND thread_id = ? AND status = 'paused'",
+            row = cur.execute("SELECT calls::VARCHAR, redacted FROM tool_approvals "
+                              "WHERE approval_id = ? AND user_id = ? AND thread_id = ? AND status = 'paused'",
                               [approval_id, user_id, thread_id]).fetchone()
-        return [Call(**call) for call in json.loads(row[0])] if row else None
+        if row is None:
+            return None
+        return Waiting([Call(**call) for call in json.loads(row[0])], not row[1] or approval_id in self._whole)
 
     async def take(self, approval_id: str, user_id: str, thread_id: str, decision: str) -> str | None:
-        """The waiting run's state, marked decided; None when it is not this user's waiting run
-        (unknown, another user's, or decided already: a second click resumes nothing)."""
+        """The waiting run's state (whole, when this process holds it), marked decided; None when it
+        is not this user's waiting run (unknown, another user's, or decided already: a second click
+        resumes nothing)."""
         async with self.db.transaction() as cur:
             row = cur.execute(
                 "UPDATE tool_approvals SET status = 'decided', decision = ?, decided_at = ? "
                 "WHERE approval_id = ? AND user_id = ? AND thread_id = ? AND status = 'paused' RETURNING paused::VARCHAR",
                 [decision, utc_now(), approval_id, user_id, thread_id],
             ).fetchone()
-        return row[0] if row else None
+        whole = self._whole.pop(approval_id, None)
+        return (whole or row[0]) if row else None
+
+    async def expire(self, approval_id: str, user_id: str, thread_id: str) -> bool:
+        """Close a waiting run that cannot go on (``Waiting.whole`` false); whether it was waiting."""
+        async with self.db.transaction() as cur:
+            return cur.execute(
+                "UPDATE tool_approvals SET status = 'expired', decided_at = ? "
+                "WHERE approval_id = ? AND user_id = ? AND thread_id = ? AND status = 'paused' RETURNING approval_id",
+                [utc_now(), approval_id, user_id, thread_id],
+            ).fetchone() is not None
 
 
 def approval_card(item_id: str, thread_id: str, title: str, lines: list[str], actions: tuple[str, str], payload: dict[str, Any],
@@ -122,9 +156,14 @@ def approval_card(item_id: str, thread_id: str, title: str, lines: list[str], ac
 
 def decided_item(item: WidgetItem, decision: str, who: str) -> WidgetItem:
     """An approval card once answered: what it asked and who decided, without buttons."""
+    return closed_item(item, f"{'Approved' if decision == 'approve' else 'Rejected'} by {who}")
+
+
+def closed_item(item: WidgetItem, outcome: str) -> WidgetItem:
+    """An approval card without its buttons, saying ``outcome``."""
     widget = item.widget.model_dump(exclude_none=True)
     children = [c for c in widget.get("children", []) if c.get("id") != "approval_buttons"]
-    children.append({"type": "Text", "id": "approval_decision", "value": f"{'Approved' if decision == 'approve' else 'Rejected'} by {who}"})
+    children.append({"type": "Text", "id": "approval_decision", "value": outcome})
     return WidgetItem.model_validate({**item.model_dump(exclude={"widget"}), "widget": {**widget, "children": children}})
 
 

@@ -369,12 +369,19 @@ class LabServer(ChatKitServer[RequestContext]):
         """Approve or Reject on a tool approval card: the waiting run is taken once and goes on."""
         decision = "approve" if action.type == tool_approvals.APPROVE else "reject"
         approval_id = tool_approvals.payload_approval_id(action.payload)
-        calls = await self.approvals.waiting(approval_id, user_of(context), thread.id) if self.approvals and approval_id else None
-        if missing := tool_approvals.missing_tools(self.agent_for(thread, context), calls or []):
+        waiting = await self.approvals.waiting(approval_id, user_of(context), thread.id) if self.approvals and approval_id else None
+        if missing := tool_approvals.missing_tools(self.agent_for(thread, context), waiting.calls if waiting else []):
             yield NoticeEvent(level="warning", message=f"This approval calls {', '.join(missing)}, which the agent no longer has; give it back "
                                                        "(ChatLab(tools=[...])) and click again: the approval waits.")
             return
-        state = await self.approvals.take(approval_id, user_of(context), thread.id, decision) if calls is not None and self.approvals and approval_id else None
+        if waiting is not None and not waiting.whole and self.approvals and approval_id:
+            # Its stored state lost what redaction took (the SDK refuses a call whose arguments changed), and the whole one went with the restart.
+            if await self.approvals.expire(approval_id, user_of(context), thread.id) and isinstance(sender, WidgetItem):
+                yield ThreadItemReplacedEvent(item=tool_approvals.closed_item(sender, "Could not go on after a restart"))
+            yield NoticeEvent(level="warning", message="This run held a secret or masked PII, which the lab never writes to its file, and the lab "
+                                                       "has restarted since it asked, so it cannot go on: send your message again.")
+            return
+        state = await self.approvals.take(approval_id, user_of(context), thread.id, decision) if waiting is not None and self.approvals and approval_id else None
         if state is None:
             yield NoticeEvent(level="info", message="This approval was answered already, or it is not yours to answer.")
             return

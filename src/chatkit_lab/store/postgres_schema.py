@@ -113,6 +113,7 @@ MIGRATIONS: list[tuple[str, str]] = [
             agent TEXT NOT NULL, calls JSON NOT NULL, status TEXT NOT NULL, paused JSON NOT NULL, decision TEXT, created_at TIMESTAMP NOT NULL,
             decided_at TIMESTAMP);
     """),
+    ("m005_tool_approvals_redacted", "ALTER TABLE tool_approvals ADD COLUMN redacted BOOLEAN DEFAULT false;"),
 ]
 ONLY_HERE = ("rate_hits",)  # tables a DuckDB file does not have
 LOCK = 7_215_401  # pg_advisory_xact_lock key: "chatkit-lab migrates"

@@ -466,6 +466,13 @@ def m015_tool_approvals(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+@migration
+def m016_tool_approvals_redacted(con: duckdb.DuckDBPyConnection) -> None:
+    # Whether a waiting run's stored state lost a secret or masked PII to redaction: its calls
+    # are then approved only by the process that holds the state whole.
+    con.execute("ALTER TABLE tool_approvals ADD COLUMN redacted BOOLEAN DEFAULT false")
+
+
 def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Apply the migrations this file lacks, in order; return their names."""
     con.execute(

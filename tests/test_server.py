@@ -319,9 +319,9 @@ def test_an_approved_call_gets_the_arguments_the_model_wrote_though_the_file_kee
     try:  # restarted: only the masked state is left, which the Agents SDK refuses to go on with (its call's arguments changed)
         events = lab.decide_sync(turn.thread_id).events
         assert [e["message"] for e in events if e["type"] == "notice"] == [
-            "This run held a secret or masked PII, which the lab never writes to its file, and the lab has restarted since it asked, "
-            "so it cannot go on: send your message again."]
-        assert [e["item"]["widget"]["children"][-1]["value"] for e in events if e["type"] == "thread.item.replaced"] == ["Could not go on after a restart"]
+            "This run held a secret or masked PII, which the lab never writes to its file, and only the process that asked holds it whole "
+            "(this one restarted, or is another worker), so it cannot go on: send your message again."]
+        assert [e["item"]["widget"]["children"][-1]["value"] for e in events if e["type"] == "thread.item.replaced"] == ["Could not go on in this process"]
         assert lab.sql("SELECT status FROM tool_approvals ORDER BY created_at").status.tolist() == ["decided", "expired"] and sent == ["ada@example.com"]
     finally:
         lab.close()

@@ -377,9 +377,10 @@ class LabServer(ChatKitServer[RequestContext]):
         if waiting is not None and not waiting.whole and self.approvals and approval_id:
             # Its stored state lost what redaction took (the SDK refuses a call whose arguments changed), and the whole one went with the restart.
             if await self.approvals.expire(approval_id, user_of(context), thread.id) and isinstance(sender, WidgetItem):
-                yield ThreadItemReplacedEvent(item=tool_approvals.closed_item(sender, "Could not go on after a restart"))
-            yield NoticeEvent(level="warning", message="This run held a secret or masked PII, which the lab never writes to its file, and the lab "
-                                                       "has restarted since it asked, so it cannot go on: send your message again.")
+                yield ThreadItemReplacedEvent(item=tool_approvals.closed_item(sender, "Could not go on in this process"))
+            yield NoticeEvent(level="warning", message="This run held a secret or masked PII, which the lab never writes to its file, and only the "
+                                                       "process that asked holds it whole (this one restarted, or is another worker), so it cannot "
+                                                       "go on: send your message again.")
             return
         state = await self.approvals.take(approval_id, user_of(context), thread.id, decision) if waiting is not None and self.approvals and approval_id else None
         if state is None:

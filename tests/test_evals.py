@@ -144,6 +144,13 @@ def test_label_model_passes_on_a_passing_label_and_refuses_a_bad_config():
     ("def grade(sample):\n    return 1.0", 0.0, "grade takes exactly two arguments"),
     ("def grade(sample, item)\n    return 1.0", 0.0, "SyntaxError"),
     ("import socket\ndef grade(sample, item):\n    socket.create_connection(('127.0.0.1', 9))\n    return 1.0", 0.0, "no network"),
+    # urllib failed with "TypeError: function() argument 'code' must be code", a subprocess reached the network,
+    # and a print() took the place of the result
+    ("import urllib.request\ndef grade(sample, item):\n    urllib.request.urlopen('http://127.0.0.1:9/')", 0.0, "<urlopen error the python grader has no network>"),
+    ("import subprocess, sys\ndef grade(sample, item):\n    subprocess.run([sys.executable, '-c', 'print(1)'])", 0.0,
+     "PermissionError: the python grader cannot start processes"),
+    ("def grade(sample, item):\n    print('checking', sample['output_text'])\n    return 0.25", 0.25, None),
+    ("def grade(sample, item):\n    x = bytearray(3 * 1024 ** 3)", 0.0, "the python grader ran out of memory (its limit is 2 GB)"),
 ])
 def test_the_python_grader_runs_apart_and_any_failure_is_an_errored_zero(source, score, error):
     result = grade({"type": "python", "name": "py", "source": source}, SAMPLE, ITEM)

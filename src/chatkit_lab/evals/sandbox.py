@@ -17,17 +17,25 @@ from typing import Any
 TIMEOUT_S = 120.0  # OpenAI's limit: 2 minutes
 MEMORY_BYTES = 2 << 30  # and 2 GB of memory
 
-# Runs in the child: no sockets, limits set, the source defined, grade(sample, item) called once.
+# Runs in the child: limits set, no sockets and no child processes (an audit hook refuses them
+# where they are made, so urllib or a subprocess cannot get round it, and importing ssl still
+# works), the source defined, grade(sample, item) called once. What the grader prints goes to
+# stderr: stdout carries the result.
 RUNNER = r"""
-import json, math, resource, socket, sys
+import json, math, resource, sys
 request = json.loads(sys.stdin.read())
 resource.setrlimit(resource.RLIMIT_AS, (request["memory"], request["memory"]))
 resource.setrlimit(resource.RLIMIT_CPU, (int(request["cpu"]), int(request["cpu"]) + 1))
-def _no_network(*args, **kwargs):
-    raise OSError("the python grader has no network")
-socket.socket = socket.create_connection = socket.getaddrinfo = _no_network  # type: ignore
+PROCESSES = {"subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty"}
+def _refuse(event, args):
+    if event.startswith("socket."):
+        raise OSError("the python grader has no network")
+    if event in PROCESSES:
+        raise PermissionError("the python grader cannot start processes")
+sys.addaudithook(_refuse)
+out, sys.stdout = sys.stdout, sys.stderr
 def reply(**fields):
-    sys.stdout.write(json.dumps(fields))
+    out.write(json.dumps(fields))
 try:
     scope = {"__name__": "grader"}
     exec(compile(request["source"], "<grader>", "exec"), scope)
@@ -44,6 +52,8 @@ try:
             reply(error=f"grade returned {value}, not a finite number")
         else:
             reply(score=float(value))
+except MemoryError:
+    reply(error=f"the python grader ran out of memory (its limit is {request['memory'] >> 30} GB)")
 except BaseException as exc:  # the grader's own failure, reported as a sentence
     reply(error=f"{type(exc).__name__}: {exc}"[:500])
 """

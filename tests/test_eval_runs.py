@@ -356,3 +356,17 @@ def test_an_items_approval_answers_the_cards_its_run_stops_at(make_lab):
     assert tools.summary["result_counts"]["passed"] == 2 and deleted == ["a.txt"]
     with pytest.raises(ChatLabError, match="""Item 0's "approval" is "approve", "reject" or a list of them, not 'yes'"""):
         lab.evaluate_sync([{"input": "x", "approval": "yes"}], graders=[HAS], progress=False)
+
+
+def test_a_recorded_thread_with_an_approval_makes_an_item_and_inspects_its_model_call(make_lab):
+    """The click's turn has no user message: from_threads took it as the last exchange ("Item 0 has no
+    input text"), and lab.inspect(thread) picked it and said the turn had failed before the model."""
+    lab = make_lab(warm=False, workflow=templates.customer_service())
+    thread = lab.send_sync("I want to return_item my shoes").thread_id
+    lab.decide_sync(thread, "approve")  # a turn of its own, no user message, no model call
+    items = from_threads(lab.turns_df()).items
+    assert [(i["input"], i["recorded_reply"]) for i in items] == [("I want to return_item my shoes", "Your return is approved; a label is on its way.")]
+    assert lab.inspect(thread).instructions.startswith("Classify the request")
+    clicked = lab.turns_df().turn_id.iloc[-1]
+    with pytest.raises(ChatLabError, match=f"Turn {clicked} made no model call: it failed before reaching the model, or nothing on its path"):
+        lab.inspect(clicked)

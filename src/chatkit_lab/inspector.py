@@ -62,7 +62,8 @@ class Inspection:
                 [turn_id],
             ).fetchall()
         if not rows:
-            raise ChatLabError(f"No model call was recorded for turn {turn_id} (it failed before reaching the model).")
+            raise ChatLabError(f"Turn {turn_id} made no model call: it failed before reaching the model, or nothing on its path calls one "
+                               "(a workflow's fixed reply, say).")
         calls = [ModelCall(r[1], r[2], r[3], r[4], json.loads(r[5]), list(r[6] or []), json.loads(r[7] or "{}")) for r in rows]
         return cls(turn_id=turn_id, thread_id=rows[0][0], calls=calls)
 
@@ -90,8 +91,9 @@ def _turn_id(cur: Any, turn: Any) -> str:
         row = cur.execute("SELECT turn_id FROM model_inputs ORDER BY created_at DESC LIMIT 1").fetchone()
     elif isinstance(turn, str) and turn.startswith("turn_"):
         return turn
-    elif isinstance(turn, str):  # a thread id: its newest turn
-        row = cur.execute("SELECT turn_id FROM turns WHERE thread_id = ? ORDER BY started_at DESC LIMIT 1", [turn]).fetchone()
+    elif isinstance(turn, str):  # a thread id: its newest turn that called the model (an approval's click may call none)
+        row = (cur.execute("SELECT turn_id FROM model_inputs WHERE thread_id = ? ORDER BY created_at DESC LIMIT 1", [turn]).fetchone()
+               or cur.execute("SELECT turn_id FROM turns WHERE thread_id = ? ORDER BY started_at DESC LIMIT 1", [turn]).fetchone())
     else:  # a Turn from lab.send: found by its user message
         ids = getattr(turn, "item_ids", [])
         row = cur.execute(

@@ -119,9 +119,11 @@ def _plain(row: dict[str, Any]) -> dict[str, Any]:
 
 def from_threads(turns: Any) -> Dataset:
     """Multi-turn items from recorded threads (``lab.turns_df()`` rows): each thread's last user
-    message is the input, its earlier exchanges the conversation."""
+    message is the input, its earlier exchanges the conversation. A turn that answered a click
+    (an approval) rather than a message has no exchange; its reply is its exchange's already."""
     items = []
-    for thread_id, group in turns.sort_values(["thread_id", "exchange"]).groupby("thread_id", sort=False):
+    exchanges = turns[turns["exchange"].notna()]
+    for thread_id, group in exchanges.sort_values(["thread_id", "exchange"]).groupby("thread_id", sort=False):
         rows = group.to_dict(orient="records")
         conversation = [m for r in rows[:-1] for m in ({"role": "user", "content": r["user_text"] or ""},
                                                           {"role": "assistant", "content": r["reply_text"] or ""})]

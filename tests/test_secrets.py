@@ -92,3 +92,20 @@ def test_what_everything_written_passes_through_follows_a_new_secret_or_mask_at_
     assert lab.runtime.redact(text) == "call me on <PHONE_NUMBER> with the code [REDACTED:code]"
     lab.use_workflow(None)
     assert lab.runtime.redact(text) == "call me on +1 415 555 0132 with the code [REDACTED:code]"
+
+
+def test_a_tools_error_shown_in_the_chat_names_the_tool_and_holds_no_secret(make_lab):
+    """The error event carried the raw secret to the chat (only the turns row was redacted), and a tool's
+    own exception was called "The agent is misconfigured"."""
+    token = "tok-9f8e7d6c5b4a3210"
+
+    @function_tool(failure_error_function=None)  # the tool's exception ends the turn
+    def deploy(env: str) -> str:
+        """Deploy."""
+        raise RuntimeError(f"deploy with token {token} was refused")
+
+    lab = make_lab(tools=[deploy], warm=False)
+    lab.secrets.set("DEPLOY_TOKEN", token)
+    turn = lab.send_sync('call deploy {"env": "prod"}')
+    assert turn.error == "The tool `deploy` failed: deploy with token [REDACTED:DEPLOY_TOKEN] was refused"
+    assert token not in json.dumps(turn.events) and [e["allow_retry"] for e in turn.events if e["type"] == "error"] == [True]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +17,9 @@ from agents.exceptions import (
 
 from .approvals import calls_of
 from .models import Backend
+
+
+_TOOL_FAILED = re.compile(r"Error running tool (\S+): (.*)", re.DOTALL)
 
 
 def describe_failure(exc: BaseException, backend: Backend | None) -> tuple[str, bool]:
@@ -51,6 +55,8 @@ def describe_failure(exc: BaseException, backend: Backend | None) -> tuple[str, 
             return f"The agent stopped: {exc.message}. Raise max_turns or simplify the task.", True
         case ModelBehaviorError():
             return f"The model returned something the agent could not use: {exc.message}", True
+        case UserError() if (failed := _TOOL_FAILED.match(exc.message)):  # the SDK's wrapping of a tool's own exception
+            return f"The tool `{failed[1]}` failed: {failed[2]}", True
         case UserError():
             return f"The agent is misconfigured: {exc.message}", False
     return (

@@ -51,6 +51,7 @@ from pydantic import BaseModel, TypeAdapter
 from . import approvals as tool_approvals
 from .auth.mcp import current_secrets
 from .auth.secrets import Secrets
+from .auth.secrets import redact as redact_secrets
 from .context import ContextInjection, RequestContext, context_tool, inject
 from .errors import InvalidRequestError
 from .failures import approvals_needed, describe_failure
@@ -532,13 +533,14 @@ class LabServer(ChatKitServer[RequestContext]):
                     turn.partial_chars += len(unsent)
             raise
         except CustomStreamError as exc:
+            exc.message = redact_secrets(exc.message)  # the chat shows it: an operator's secret in a tool's error is not the user's to see
             row.status, row.error = "error", exc.message
             raise
         except Exception as exc:
             message, retry = describe_failure(exc, self.backend)
             log.exception("turn failed in thread %s: %s", thread.id, message)
-            row.status, row.error = "error", message
-            raise CustomStreamError(message, allow_retry=retry) from exc
+            row.status, row.error = "error", redact_secrets(message)
+            raise CustomStreamError(row.error, allow_retry=retry) from exc
         finally:
             usage = None
             if result is not None:

@@ -18,7 +18,6 @@ from agents.exceptions import (
 from .approvals import calls_of
 from .models import Backend
 
-
 _TOOL_FAILED = re.compile(r"Error running tool (\S+): (.*)", re.DOTALL)
 
 

@@ -342,18 +342,25 @@ def test_an_items_approval_answers_the_cards_its_run_stops_at(make_lab):
     returns = [{"input": "I want to return_item my shoes", "expected": "approved", "approval": "approve"},
                {"input": "I want to return_item my hat", "expected": "not approved", "approval": ["reject"]},
                {"input": "I want to return_item my scarf", "expected": "approved"}]
-    run = lab.evaluate_sync(returns, target=templates.customer_service(), graders=[HAS], progress=False)
+    approved = {"type": "trajectory:branch", "name": "approved", "value": {"node": "approve_return", "edge": "approve"}}
+    run = lab.evaluate_sync(returns, target=templates.customer_service(), graders=[HAS, approved], progress=False)
     items = run.items.sort_values("item_index")
     assert items.output_text.tolist()[:2] == ["Your return is approved; a label is on its way.", "The return was not approved. Anything else I can do?"]
     assert items.error.tolist()[2].startswith("The run stopped at an approval (Approve the return), which an eval cannot click")
-    assert run.summary["result_counts"] == {"total": 3, "passed": 2, "failed": 0, "errored": 1}
+    assert run.summary["result_counts"] == {"total": 3, "passed": 1, "failed": 1, "errored": 1}
+    assert list(run.df().approved) == [1.0, 0.0, 0.0]  # the approval node's edge is in the click's turn
     decided = [e for e in lab.items_df(items.thread_id.iloc[0]).data if '"approval_decision"' in e]
     assert len(decided) == 1 and "Approved by local" in decided[0]  # the item's thread shows the card answered
 
+
     calls = [{"input": f'call delete_file {{"path": "{name}"}}', "expected": expected, "approval": decision}
              for name, expected, decision in (("a.txt", "deleted a.txt", "approve"), ("b.txt", "not approved", "reject"))]
-    tools = lab.evaluate_sync(calls, graders=[HAS], progress=False)
-    assert tools.summary["result_counts"]["passed"] == 2 and deleted == ["a.txt"]
+    # the click's turn is part of the item's answer: its tool call, its tokens
+    ran = {"type": "trajectory:tool-args-match", "name": "ran", "value": {"name": "delete_file", "args": {"path": "a.txt"}}}
+    tools = lab.evaluate_sync(calls, graders=[HAS, ran], progress=False)
+    assert tools.summary["per_testing_criteria_results"] == [{"testing_criteria": "has", "passed": 2, "failed": 0, "errored": 0},
+                                                            {"testing_criteria": "ran", "passed": 1, "failed": 1, "errored": 0}]
+    assert deleted == ["a.txt"]
     with pytest.raises(ChatLabError, match="""Item 0's "approval" is "approve", "reject" or a list of them, not 'yes'"""):
         lab.evaluate_sync([{"input": "x", "approval": "yes"}], graders=[HAS], progress=False)
 

@@ -36,8 +36,28 @@ def recorded_samples(cur: Any, thread_ids: list[str], user_id: str | None = None
     rows = [dict(zip(names, values, strict=True)) for values in found.fetchall()]
     for row in rows:
         del row["newest"]
-    steps = _trajectories(cur, rows)
-    return {row["thread_id"]: _sample(row, *steps[row["thread_id"]]) for row in rows}
+    # A click on an approval card goes on with the run in a turn of its own, with no exchange:
+    # those after the newest exchange are the rest of its answer (its tools, nodes, tokens).
+    clicked = cur.execute(f"SELECT * FROM ({sql}) t WHERE exchange IS NULL ORDER BY started_at", params)
+    names = [column[0] for column in clicked.description]
+    newest = {row["thread_id"]: row["started_at"] for row in rows}
+    clicks: dict[str, list[dict[str, Any]]] = {}
+    for values in clicked.fetchall():
+        click = dict(zip(names, values, strict=True))
+        if click["thread_id"] in newest and click["started_at"] > newest[click["thread_id"]]:
+            clicks.setdefault(click["thread_id"], []).append(click)
+    steps = _trajectories(cur, rows, clicks)
+    return {row["thread_id"]: _sample(_went_on(row, clicks.get(row["thread_id"], [])), *steps[row["thread_id"]]) for row in rows}
+
+
+def _went_on(row: dict[str, Any], clicks: list[dict[str, Any]]) -> dict[str, Any]:
+    """An exchange's turn row with the turns its approvals' clicks ran added: their latency and
+    tokens, and the last one's status and error."""
+    if not clicks:
+        return row
+    turns = [row, *clicks]
+    total = {key: sum(t[key] for t in turns if t[key] is not None) for key in ("latency_ms", "input_tokens", "output_tokens")}
+    return {**row, **total, "status": clicks[-1]["status"], "error": clicks[-1]["error"]}
 
 
 def _sample(row: dict[str, Any], steps: list[dict[str, Any]], nodes: dict[str, Any]) -> dict[str, Any]:
@@ -59,10 +79,12 @@ def _sample(row: dict[str, Any], steps: list[dict[str, Any]], nodes: dict[str, A
 Steps = tuple[list[dict[str, Any]], dict[str, Any]]
 
 
-def _trajectories(cur: Any, rows: list[dict[str, Any]]) -> dict[str, Steps]:
-    """Each turn row's steps in start order (spans by trace, node rows and verdicts by turn) and its node outputs, by thread."""
-    turn_ids = [r["turn_id"] for r in rows if r["turn_id"]]
-    trace_ids = [r["trace_id"] for r in rows if r["trace_id"]]
+def _trajectories(cur: Any, rows: list[dict[str, Any]], clicks: dict[str, list[dict[str, Any]]]) -> dict[str, Steps]:
+    """Each turn row's steps in start order (spans by trace, node rows and verdicts by turn), with
+    those of its ``clicks``' turns, and its node outputs (a node's last), by thread."""
+    every = [*rows, *(c for followed in clicks.values() for c in followed)]
+    turn_ids = [r["turn_id"] for r in every if r["turn_id"]]
+    trace_ids = [r["trace_id"] for r in every if r["trace_id"]]
     # (start, step) lists in query order: spans, then node rows, then verdicts; the stable sort by
     # start below keeps that order between steps that started at the same time.
     timed: dict[str, list[tuple[datetime, dict[str, Any]]]] = {}
@@ -87,8 +109,10 @@ def _trajectories(cur: Any, rows: list[dict[str, Any]]) -> dict[str, Steps]:
                                                           "execution_failed": failed, "confidence": confidence}))
     result: dict[str, Steps] = {}
     for row in rows:
-        steps = timed.get(row["trace_id"], []) + by_turn.get(row["turn_id"], [])
-        result[row["thread_id"]] = ([step for _, step in sorted(steps, key=lambda t: t[0])], outputs.get(row["turn_id"], {}))
+        turns = [row, *clicks.get(row["thread_id"], [])]
+        steps = [step for t in turns for step in timed.get(t["trace_id"], []) + by_turn.get(t["turn_id"], [])]
+        nodes = {node: output for t in turns for node, output in outputs.get(t["turn_id"], {}).items()}
+        result[row["thread_id"]] = ([step for _, step in sorted(steps, key=lambda t: t[0])], nodes)
     return result
 
 

@@ -327,6 +327,19 @@ def test_an_approved_call_gets_the_arguments_the_model_wrote_though_the_file_kee
         lab.close()
 
 
+def test_a_card_deleted_by_a_retry_is_no_longer_what_decide_answers(make_lab):
+    """decide took the newest waiting run whether or not its card was still in the thread: after a retry
+    and one answer, the next decide picked the deleted card's run and failed with "Item ... not found"."""
+    deleted = []
+    lab = make_lab(tools=[_delete_file(deleted)], warm=False)
+    turn = lab.send_sync('call delete_file {"path": "a.txt"}')
+    message = next(e["item"]["id"] for e in turn.events if e["type"] == "thread.item.done" and e["item"]["type"] == "user_message")
+    lab.request_sync({"type": "threads.retry_after_item", "params": {"thread_id": turn.thread_id, "item_id": message}})
+    assert lab.decide_sync(turn.thread_id).text == "Tool `delete_file` returned: deleted a.txt" and deleted == ["a.txt"]
+    with pytest.raises(ChatLabError, match="Nothing in thread .* is waiting for 'local' to approve it"):
+        lab.decide_sync(turn.thread_id)
+
+
 def test_a_waiting_approval_travels_in_an_export_and_a_merge(tmp_path):
     """``tool_approvals`` was left out of the exported tables: an imported or merged file lost the waiting run."""
     from chatkit_lab import ChatLab

@@ -24,11 +24,13 @@ from .store.items import utc_now
 
 APPROVE, REJECT = "tool.approve", "tool.reject"
 
-# The newest call of a thread waiting for this user, and the card that asks.
+# The newest call of a thread waiting for this user, and the card that asks (still there: a
+# retry deletes the cards after the message it retries, and their runs with them, in effect).
 PENDING_SQL = """
-    SELECT approval_id, item_id FROM tool_approvals
-    WHERE thread_id = ? AND user_id = ? AND status = 'paused'
-    ORDER BY created_at DESC LIMIT 1"""
+    SELECT a.approval_id, a.item_id FROM tool_approvals a
+    JOIN items i ON i.thread_id = a.thread_id AND i.item_id = a.item_id
+    WHERE a.thread_id = ? AND a.user_id = ? AND a.status = 'paused'
+    ORDER BY a.created_at DESC LIMIT 1"""
 
 
 @dataclass(frozen=True)

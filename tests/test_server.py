@@ -260,6 +260,8 @@ def test_a_tool_that_needs_approval_waits_for_a_click_and_survives_a_restart(lab
         assert [e["type"] for e in again] == ["stream_options", "notice"] and "answered already" in again[-1]["message"] and deleted == ["notes.txt"]
         assert lab.sql("SELECT status, decision FROM tool_approvals").values.tolist() == [["decided", "approve"]]
         assert lab.turns_df().status.tolist() == ["paused", "completed"]
+        with pytest.raises(ChatLabError, match="Nothing in thread .* is waiting"):
+            lab.decide_sync(turn.thread_id)
     finally:
         lab.close()
 

@@ -205,6 +205,8 @@ def test_the_eval_command_prints_the_summary_and_fails_below_the_pass_rate(make_
     assert main(["eval", str(dataset), "--db", str(db_path), "--workflow", "customer-support@1", "--graders", str(graders), "--min-pass-rate", "0.6"]) == 0
     graders.write_text('[{"type": "string_check", "name": "x"}]')
     assert main(["eval", str(dataset), "--db", str(db_path), "--graders", str(graders)]) == 1  # a bad grader: one sentence, no run
+    percent = subprocess.run([*command[:-1], "90"], capture_output=True, text=True, timeout=120)  # 90 meant 90%: it passed every run
+    assert percent.returncode == 2 and "--min-pass-rate: 90 is not between 0 and 1 (write 0.9 for 90%)" in percent.stderr
     reopened = make_lab(warm=False)
     assert list(reopened.eval_runs_df().status) == ["completed", "completed"]
 

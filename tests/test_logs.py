@@ -181,9 +181,11 @@ def test_merge_upgrades_an_older_file_in_a_copy_and_refuses_what_it_cannot_read(
 
     duckdb.connect(str(tmp_path / "plain.duckdb")).close()
     (tmp_path / "notes.txt").write_text("not a database")
+    (tmp_path / "chats.jsonl").write_text('{"_table": "threads"}\n')
     for source, sentence in [
         (tmp_path / "plain.duckdb", "is not a chatkit-lab database (it has no _migrations table)."),
-        (tmp_path / "notes.txt", "is not a DuckDB database"),
+        (tmp_path / "notes.txt", "is not a valid DuckDB database file"),
+        (tmp_path / "chats.jsonl", "is a data file, not a DuckDB database: DuckDB opens it as a view in memory"),  # was "Catalog Error: ..."
         (tmp_path / "missing.duckdb", "There is no database file"),
     ]:
         run = cli("merge", tmp_path / "out.duckdb", source)

@@ -190,6 +190,16 @@ def _merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1 (write 0.9 for 90%)")
+    return value
+
+
 def _eval(args: argparse.Namespace) -> int:
     import json
 
@@ -337,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--db", default="chats.duckdb", help="DuckDB file the run is stored in (default: chats.duckdb)")
     evaluate.add_argument("--graders", required=True, help="OpenAI grader JSON: a list, {\"testing_criteria\": [...]}, one grader, or JSONL")
     evaluate.add_argument("--workflow", default=None, help="answer with this workflow: NAME@VERSION (published in --db), NAME, or a .json file")
-    evaluate.add_argument("--min-pass-rate", type=float, default=None, help="exit 1 when fewer items pass every grader (0 to 1)")
+    evaluate.add_argument("--min-pass-rate", type=_fraction, default=None, help="exit 1 when fewer items pass every grader (0 to 1)")
     evaluate.add_argument("--concurrency", type=int, default=16, help="items answered at once (default: %(default)s)")
     evaluate.add_argument("--model", default=None, help="model name (default: offline mirror, or OpenAI with OPENAI_API_KEY)")
     evaluate.add_argument("--base-url", default=None, help="an OpenAI-compatible server, e.g. http://localhost:11434/v1")

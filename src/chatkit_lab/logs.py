@@ -18,7 +18,7 @@ import duckdb
 
 from .errors import ChatLabError
 from .store import queries
-from .store.database import Database, connect, is_lock_conflict
+from .store.database import Database, connect, is_lock_conflict, unusable
 from .store.items import utc_now
 from .store.postgres_database import PostgresDatabase
 from .store.queries import user_scope
@@ -221,7 +221,7 @@ class _readable:
         except duckdb.Error as exc:
             if is_lock_conflict(exc):
                 raise ChatLabError(f"{self.path} is open for writing in another process (a running lab?); close it and merge again.") from None
-            raise ChatLabError(f"{self.path} is not a DuckDB database: {str(exc).splitlines()[0]}") from None
+            raise unusable(str(self.path), None if "in-memory" in str(exc) else exc) from None
         try:
             try:
                 applied = {n for (n,) in con.execute("SELECT name FROM _migrations").fetchall()}

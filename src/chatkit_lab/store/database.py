@@ -71,8 +71,9 @@ def unusable(path: str, exc: duckdb.Error | None = None) -> StreamSentenceError:
     if Path(path).is_dir():
         return StreamSentenceError(f"{path} is a directory: give a database file in it, such as {Path(path) / 'chatkit.duckdb'}.")
     if exc is None:
-        return StreamSentenceError(f"{path} is a data file, not a DuckDB database: a lab on it would write to memory and lose it all "
-                                   "at close. Give a .duckdb file (a new path starts one); a JSONL export loads with lab.import_jsonl(path).")
+        return StreamSentenceError(f"{path} is a data file, not a DuckDB database: DuckDB opens it as a view in memory, so what a lab "
+                                   "wrote there would be lost at close. Give a .duckdb file (a new path starts one); a JSONL export "
+                                   "loads with lab.import_jsonl(path) or chatkit-lab import.")
     reason = str(exc).splitlines()[0].removeprefix("IO Error: ").rstrip("!.")
     return StreamSentenceError(f"Cannot open {path} as a DuckDB database: {reason}. Give a .duckdb file a lab wrote, or a new path to start one.")
 

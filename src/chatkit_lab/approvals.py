@@ -5,7 +5,8 @@ The Agents SDK stops a run at a tool given with ``needs_approval`` (or a hosted 
 Approve and Reject; the run's state (the SDK's ``RunState``) waits in ``tool_approvals`` until a
 click, in this kernel or after a restart, takes it (once: one UPDATE that only a waiting row
 matches) and the run goes on with the calls approved or rejected. A workflow's approval node asks
-with the same card, and an eval item's ``approval`` clicks it (``asked``).
+with the same card. An eval item's ``approval``, or a replay following its original, clicks it
+(``answered``).
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ class ToolApprovals:
     """The waiting runs of one database (DuckDB or PostgreSQL); ``redact`` is the lab's, so a
     waiting run's state holds no secret or masked PII, like every other row. A state redaction
     changed is also kept whole in memory, so an approved call gets the arguments the model wrote,
-    not ``[REDACTED:...]``; after a restart such a call can only be rejected."""
+    not ``[REDACTED:...]``; after a restart such a run cannot go on (``expire``)."""
 
     KEPT = 256  # whole states held at most (the oldest go first)
 

@@ -296,6 +296,16 @@ def test_published_versions_are_numbered_immutable_and_can_be_rolled_back(make_l
     assert lab.workflow is None and "offline model" in lab.send_sync("hi").text
 
 
+def test_publish_takes_a_json_path_as_use_workflow_does_and_refuses_anything_else(make_lab, tmp_path):
+    """lab.publish("support.json") failed with AttributeError: 'str' object has no attribute 'content_hash'."""
+    lab = make_lab(warm=False)
+    path = tmp_path / "support.json"
+    support().save(path)
+    assert lab.publish(str(path)) == 1 and lab.publish(path) == 1
+    with pytest.raises(ChatLabError, match="lab.publish takes a Workflow or a .json path, not 'customer-support'."):
+        lab.publish("customer-support")
+
+
 def test_a_diff_between_versions_lists_added_removed_and_changed_nodes(make_lab):
     lab = make_lab(warm=False)
     first = support()

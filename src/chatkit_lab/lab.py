@@ -260,8 +260,7 @@ class ChatLab:
         return ChatWorkflow(resolved, self.workflow_services(), self.db, self.runtime.tracer.record_rows, self.runtime.redact)
 
     async def _resolve(self, workflow: Any) -> Resolved:
-        if isinstance(workflow, Path) or (isinstance(workflow, str) and workflow.endswith(".json")):
-            workflow = Workflow.load(workflow)
+        workflow = _loaded(workflow)
         async with self.db.transaction() as cur:
             if isinstance(workflow, Workflow):
                 return Resolved(workflow, None, versions.remember(cur, workflow))
@@ -274,9 +273,14 @@ class ChatLab:
         """The workflow that answers (``.workflow``, ``.version``, ``.label``), or None."""
         return self.server.workflow.resolved if self.server.workflow else None
 
-    def publish(self, workflow: Workflow, note: str | None = None) -> int:
-        """Store ``workflow`` as a new immutable, numbered version and make it the default for its
-        name (publishing an unchanged graph returns the version it already is)."""
+    def publish(self, workflow: Workflow | str | Path, note: str | None = None) -> int:
+        """Store ``workflow`` (a ``Workflow`` or a .json path) as a new immutable, numbered version
+        and make it the default for its name (publishing an unchanged graph returns the version it
+        already is)."""
+        workflow = _loaded(workflow)
+        if not isinstance(workflow, Workflow):
+            raise ChatLabError(f"lab.publish takes a Workflow or a .json path, not {workflow!r}." if isinstance(workflow, str) else
+                               f"lab.publish takes a Workflow or a .json path, not {type(workflow).__name__}.")
         return self.runtime.call(self._in_transaction(versions.publish, workflow, note))
 
     def rollback(self, name: str, version: int) -> None:
@@ -624,3 +628,10 @@ class ChatLab:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _loaded(workflow: Any) -> Any:
+    """A workflow given as a .json path, loaded; anything else as it is."""
+    if isinstance(workflow, Path) or (isinstance(workflow, str) and workflow.endswith(".json")):
+        return Workflow.load(workflow)
+    return workflow

@@ -1,6 +1,7 @@
 """Eval runs: a dataset through the lab, a workflow or overrides, stored, resumed and graded again."""
 
 import _thread
+import json
 import threading
 import time
 
@@ -145,6 +146,18 @@ def test_a_run_is_a_frame_and_a_report_and_two_runs_compare_item_by_item(make_la
     assert list(runs.name[:2]) == ["default prompt", "brief prompt"] and list(runs.passed[:2]) == [3, 3]
     with pytest.raises(ChatLabError, match="no item in common"):
         lab.compare_runs(a, lab.evaluate_sync([{"input": "other"}], graders=[fast], progress=False))
+
+
+def test_graders_may_be_one_grader_openais_eval_config_or_a_file(make_lab, tmp_path):
+    """graders="graders.json" or one grader object failed with 'A grader is a JSON object ..., not str'."""
+    lab = make_lab(warm=False)
+    path = tmp_path / "graders.json"
+    path.write_text(json.dumps({"testing_criteria": [HAS]}))
+    item = [{"input": "hello", "expected": "you said"}]
+    for given in (path, str(path), HAS, {"testing_criteria": [HAS]}):
+        assert lab.evaluate_sync(item, graders=given, progress=False).summary["per_testing_criteria_results"][0]["passed"] == 1
+    with pytest.raises(ChatLabError, match="There is no graders file 'missing.json'"):
+        lab.evaluate_sync(item, graders="missing.json", progress=False)
 
 
 def test_async_evaluate_runs_from_a_cell_that_awaits(make_lab):

@@ -45,6 +45,8 @@ def test_a_short_secret_is_refused_with_a_sentence_and_a_short_word_is_redacted_
     secrets = Secrets()
     with pytest.raises(ChatLabError, match="shorter than 4 characters"):
         secrets.set("pin", "12")
+    with pytest.raises(ChatLabError, match="The secret 'pin' is int, not a string"):  # was "shorter than 4 characters"
+        secrets.set("pin", 12345678)
     secrets.set("pin", "4821")
     assert secrets.redact("the pin is 4821.") == "the pin is [REDACTED:pin]."
     assert secrets.redact("order 948213 ships") == "order 948213 ships"  # not inside other words

@@ -482,7 +482,7 @@ class ChatLab:
     async def evaluate(self, dataset: Any, *, graders: Sequence[Any], target: Any = None, name: str | None = None, concurrency: int = 16,
                        judge: Any = None, prices: Any = None, progress: bool = True) -> EvalRun:
         """Run ``dataset`` through ``target`` and grade every answer with ``graders`` (OpenAI's grader
-        JSON); returns the stored ``EvalRun`` (``.summary`` in OpenAI's shape, ``.df()``, an HTML
+        JSON: a list, one grader, ``{"testing_criteria": [...]}`` or a file's path); returns the stored ``EvalRun`` (``.summary`` in OpenAI's shape, ``.df()``, an HTML
         report in a notebook). ``target``: the lab as it is (None); an ``Agent``; a workflow
         (``Workflow``, ``"name@2"``, a path); overrides of the lab's agent, as ``lab.replay`` takes them
         (``{"instructions", "model", "tools", "context"}``); or

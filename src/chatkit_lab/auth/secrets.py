@@ -52,7 +52,9 @@ class Secrets:
     def watch(self, value: str, name: str = "secret") -> None:
         """Redact ``value`` everywhere without handing it to tools (an API key, a token): as
         written, and in every form JSON gives it, escaped up to four levels deep."""
-        if not isinstance(value, str) or len(value.strip()) < MIN_LENGTH:
+        if not isinstance(value, str):
+            raise ChatLabError(f"The secret {name!r} is {type(value).__name__}, not a string; give the credential as text.")
+        if len(value.strip()) < MIN_LENGTH:
             raise ChatLabError(
                 f"The secret {name!r} is shorter than {MIN_LENGTH} characters, so it could not be told apart from "
                 "ordinary text and redacted; use the real credential."

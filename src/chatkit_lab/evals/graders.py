@@ -149,6 +149,16 @@ def load_graders_file(path: str | Path) -> list[Any]:
     return [load_grader(g) for g in data]
 
 
+def graders_given(graders: Any) -> list[Any]:
+    """``graders=`` as a list: a list of graders, one grader object, OpenAI's eval config
+    (``{"testing_criteria": [...]}``) or a graders file's path (``load_graders_file``)."""
+    if isinstance(graders, str | Path):
+        return load_graders_file(graders)
+    if isinstance(graders, dict):
+        return list(graders.get("testing_criteria", [graders]))
+    return list(graders)
+
+
 def load_grader(config: dict[str, Any] | BaseModel) -> Any:
     """A grader config (OpenAI's JSON), checked."""
     if isinstance(config, BaseModel):

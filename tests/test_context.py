@@ -98,6 +98,22 @@ def test_providers_see_live_state_and_a_failing_one_does_not_fail_the_turn(make_
     assert second.error is None
 
 
+def test_a_failing_providers_error_reaches_the_model_without_a_key_it_quotes(make_lab):
+    """Only the stored copy was redacted: the model read the key the provider's error quoted."""
+    from .test_guardrails import Scripted
+
+    model = Scripted("ok")
+    lab = make_lab(model=model)
+
+    def crm():
+        raise RuntimeError("401 from the CRM: Incorrect API key provided: sk-live-abcdefghijklmnopqrstuv")
+
+    lab.context.provide(crm)
+    lab.send_sync("hi")
+    seen = model.inputs[0]["instructions"]
+    assert "crm_error: The context provider crm failed: RuntimeError: 401 from the CRM" in seen and "sk-live-abcdef" not in seen
+
+
 def test_page_context_from_the_request_reaches_the_template_and_the_record(make_lab):
     lab = make_lab(instructions="You help with the notebook {page.title}.", context_strategy="none")
     events = lab.request_sync(_message("hi", page={"title": "Churn analysis", "headings": ["Load", "Model"]}))

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .auth.secrets import redact
 from .errors import ChatLabError
 
 log = logging.getLogger("chatkit_lab")
@@ -145,7 +146,8 @@ class ContextInjection:
             except Exception as exc:
                 log.warning("context provider %s failed: %s: %s", name, type(exc).__name__, exc)
                 log.debug("context provider %s traceback", name, exc_info=True)
-                values[f"{name}_error"] = f"The context provider {name} failed: {type(exc).__name__}: {exc}"
+                # The model reads it: a provider's error that quotes a key (an API client's, say) must not hand it over.
+                values[f"{name}_error"] = redact(f"The context provider {name} failed: {type(exc).__name__}: {exc}")
         return values
 
 

@@ -319,6 +319,11 @@ def test_a_wrong_dataset_says_which_line(tmp_path):
         evaluate_guardrails([{"id": 1, "data": "x", "expected_triggers": {"Jailbreak": "yes"}}], PII)
     with pytest.raises(ChatLabError, match="There is no dataset file"):
         evaluate_guardrails(tmp_path / "missing.jsonl", PII)
+    # both gave an empty table (or an AttributeError), as if there were nothing to measure
+    with pytest.raises(ChatLabError, match="No sample labels a check this config runs: it runs Contains PII; the samples' expected_triggers name Jailbreak."):
+        evaluate_guardrails([{"id": 1, "data": "x", "expected_triggers": {"Jailbreak": True}}], PII)
+    with pytest.raises(ChatLabError, match="This config has no stage 'outptu'; its stages are input."):
+        evaluate_guardrails([{"id": 1, "data": "x", "expected_triggers": {"Contains PII": False}}], PII, stage="outptu")
 
 
 # -- openai-guardrails as the implementation of a check -------------------------------------------

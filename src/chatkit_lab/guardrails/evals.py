@@ -151,6 +151,13 @@ async def aevaluate_guardrails(
     guardrails = config if isinstance(config, Guardrails) else Guardrails(config, judge=judge)
     stages = [stage] if stage else list(guardrails.pipeline.stages)
     samples = load_dataset(dataset)
+    if stage is not None and guardrails.pipeline.stage(stage) is None:
+        raise ChatLabError(f"This config has no stage {stage!r}; its stages are {', '.join(guardrails.pipeline.stages)}.")
+    running = {check.name for name in stages for check in guardrails.pipeline.stages[name].checks}
+    labelled = {name for sample in samples for name in sample["expected_triggers"]}
+    if samples and not running & labelled:  # nothing would be scored: say why instead of an empty table
+        raise ChatLabError(f"No sample labels a check this config runs: it runs {', '.join(sorted(running))}; the samples' "
+                           f"expected_triggers name {', '.join(sorted(labelled)) or 'none'}.")
     limit = asyncio.Semaphore(concurrency)
 
     async def one(sample: dict[str, Any]) -> list[dict[str, Any]]:

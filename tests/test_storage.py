@@ -86,7 +86,8 @@ def test_a_path_that_is_not_a_lab_database_is_refused_with_a_sentence_and_left_a
     broken.write_bytes(b"not a database")
     before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (export, broken)}
     for path, words in ((export, "is a data file, not a DuckDB database"), (broken, "is not a valid DuckDB database file"),
-                        (tmp_path, "is a directory: give a database file in it")):
+                        (tmp_path, "is a directory: give a database file in it"),
+                        (export / "x.duckdb", r"Cannot make .*chats.jsonl/x.duckdb: .*chats.jsonl is a file, not a folder\.")):
         with pytest.raises(ChatLabError, match=words):
             ChatLab(path, warm=False)
     assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (export, broken)} == before

@@ -65,11 +65,17 @@ def connect(path: str, **kwargs: object) -> duckdb.DuckDBPyConnection:
     return duckdb.connect(path, config={"default_block_size": str(BLOCK_SIZE)}, **kwargs)  # type: ignore[arg-type]
 
 
-def unusable(path: str, exc: duckdb.Error | None = None) -> StreamSentenceError:
-    """Why ``path`` cannot be a lab's database: DuckDB's reason, or (``exc`` None) that DuckDB opened
-    an existing CSV, JSON or Parquet file as a view in memory, where every write is lost at close."""
+def unusable(path: str, exc: duckdb.Error | OSError | None = None) -> StreamSentenceError:
+    """Why ``path`` cannot be a lab's database: DuckDB's or the system's reason, or (``exc`` None) that
+    DuckDB opened an existing CSV, JSON or Parquet file as a view in memory, where every write is lost at close."""
     if Path(path).is_dir():
         return StreamSentenceError(f"{path} is a directory: give a database file in it, such as {Path(path) / 'chatkit.duckdb'}.")
+    if isinstance(exc, OSError) or (exc is not None and "Permission denied" in str(exc)):
+        file = next((p for p in Path(path).parents if p.is_file()), None)
+        reason = f"{file} is a file, not a folder" if file else exc.strerror if isinstance(exc, OSError) else "Permission denied"
+        if Path(path).exists():
+            return StreamSentenceError(f"Cannot open {path}: {reason}. Make it writable for this user, or choose another path.")
+        return StreamSentenceError(f"Cannot make {path}: {reason}. Choose a path in a folder you can write.")
     if exc is None:
         return StreamSentenceError(f"{path} is a data file, not a DuckDB database: DuckDB opens it as a view in memory, so what a lab "
                                    "wrote there would be lost at close. Give a .duckdb file (a new path starts one); a JSONL export "
@@ -120,7 +126,10 @@ class Database:
         self._gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
         self.generation = 0
         if not self.in_memory:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise unusable(self.path, exc) from None
         _OPEN.add(self)
 
     # -- acquiring -------------------------------------------------------------------------

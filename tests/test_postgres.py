@@ -417,6 +417,29 @@ def test_a_workshop_database_keeps_each_student_to_their_rows_and_lets_teachers_
             lab.close()
 
 
+def test_a_student_whose_database_lacks_a_migration_is_told_who_can_apply_it(postgres_dsn):
+    """A student's role may not alter the tables: after an upgrade it was told to check the server is running."""
+    import uuid
+
+    import psycopg
+
+    from chatkit_lab import ChatLab
+    from chatkit_lab.store.workshop import setup
+
+    (cy,) = setup(postgres_dsn, students=[f"cy_{uuid.uuid4().hex[:6]}"])
+    with psycopg.connect(postgres_dsn, autocommit=True) as owner:  # as a database set up by the release before
+        owner.execute("ALTER TABLE tool_approvals DROP COLUMN redacted")
+        owner.execute("DELETE FROM _migrations WHERE name = 'm005_tool_approvals_redacted'")
+    try:
+        with pytest.raises(DatabaseUnavailableError, match="must be owner of table tool_approvals. The database needs an upgrade only its owner "
+                                                           "can apply: run chatkit-lab workshop again"):
+            ChatLab(cy.url, warm=False).send_sync("hi")
+    finally:
+        ChatLab(postgres_dsn, warm=False).close()  # the owner's lab applies it
+    with ChatLab(cy.url, warm=False) as lab:
+        assert lab.send_sync("hi").error is None
+
+
 def test_the_workshop_command_writes_each_persons_url_to_a_private_file_and_prints_no_password(tmp_path, postgres_dsn):
     import csv
     import os

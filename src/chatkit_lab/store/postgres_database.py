@@ -167,6 +167,8 @@ def problem(dsn: str, exc: Exception) -> tuple[str, str]:
         todo = "create it (createdb) or name another database in the URL"
     elif "password" in lowered or "authentication" in lowered or "role" in lowered:
         todo = "check the user and password in the URL"
+    elif "must be owner" in lowered:  # a migration this role may not apply: a workshop student's, after an upgrade
+        todo = "the database needs an upgrade only its owner can apply: run chatkit-lab workshop again, or open a lab as the owner once"
     elif "permission denied" in lowered:
         todo = "grant this role the rights to create and use tables in the database"
     elif any(word in lowered for word in ("invalid", "missing", "uri", "unexpected")):

@@ -279,8 +279,8 @@ class ChatLab:
         already is)."""
         workflow = _loaded(workflow)
         if not isinstance(workflow, Workflow):
-            raise ChatLabError(f"lab.publish takes a Workflow or a .json path, not {workflow!r}." if isinstance(workflow, str) else
-                               f"lab.publish takes a Workflow or a .json path, not {type(workflow).__name__}.")
+            given = repr(workflow) if isinstance(workflow, str) else type(workflow).__name__
+            raise ChatLabError(f"lab.publish takes a Workflow or a .json path, not {given}.")
         return self.runtime.call(self._in_transaction(versions.publish, workflow, note))
 
     def rollback(self, name: str, version: int) -> None:
@@ -482,8 +482,8 @@ class ChatLab:
     async def evaluate(self, dataset: Any, *, graders: Sequence[Any], target: Any = None, name: str | None = None, concurrency: int = 16,
                        judge: Any = None, prices: Any = None, progress: bool = True) -> EvalRun:
         """Run ``dataset`` through ``target`` and grade every answer with ``graders`` (OpenAI's grader
-        JSON: a list, one grader, ``{"testing_criteria": [...]}`` or a file's path); returns the stored ``EvalRun`` (``.summary`` in OpenAI's shape, ``.df()``, an HTML
-        report in a notebook). ``target``: the lab as it is (None); an ``Agent``; a workflow
+        JSON: a list, one grader, ``{"testing_criteria": [...]}`` or a file's path); returns the
+        stored ``EvalRun`` (``.summary`` in OpenAI's shape, ``.df()``, an HTML report in a notebook). ``target``: the lab as it is (None); an ``Agent``; a workflow
         (``Workflow``, ``"name@2"``, a path); overrides of the lab's agent, as ``lab.replay`` takes them
         (``{"instructions", "model", "tools", "context"}``); or
         ``"recorded"`` (items from ``evals.from_threads``, graded as recorded). Items with a

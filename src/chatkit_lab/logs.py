@@ -18,7 +18,7 @@ import duckdb
 
 from .errors import ChatLabError
 from .store import queries
-from .store.database import Database, connect, is_lock_conflict, unusable
+from .store.database import Database, connect, file_in_the_way, is_lock_conflict, unusable
 from .store.items import utc_now
 from .store.postgres_database import PostgresDatabase
 from .store.queries import user_scope
@@ -95,9 +95,8 @@ def _writing(path: Path) -> Iterator[str]:
         with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as tmp:
             yield tmp
     except (OSError, duckdb.IOException) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
-        if any(p.is_file() for p in path.parents):
-            reason = f"{next(p for p in path.parents if p.is_file())} is a file, not a folder"
+        file = file_in_the_way(path)
+        reason = f"{file} is a file, not a folder" if file else exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
         raise ChatLabError(f"Cannot write {path}: {reason}. Choose a path in a folder you can write.") from None
 
 

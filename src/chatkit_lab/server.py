@@ -75,6 +75,7 @@ AgentFactory = Callable[[ThreadMetadata, Any], Agent]
 # (thread, action, sender widget item or None, context) -> stream events
 ActionHandler = Callable[[ThreadMetadata, Any, Any, Any], AsyncIterator[ThreadStreamEvent]]
 TITLE_LENGTH = 60
+ANSWERED = "This approval was answered already, or it is not yours to answer."  # a click that finds no waiting run
 request_adapter: TypeAdapter[ChatKitReq] = TypeAdapter(ChatKitReq)
 
 
@@ -359,7 +360,7 @@ class LabServer(ChatKitServer[RequestContext]):
         run_id = wf_chat.payload_run_id(action.payload)
         taken = await self.workflow.take(run_id, user_of(context), thread.id, decision) if run_id else None
         if taken is None:
-            yield NoticeEvent(level="info", message="This approval was answered already, or it is not yours to answer.")
+            yield NoticeEvent(level="info", message=ANSWERED)
             return
         for event in self.workflow.decided(sender if isinstance(sender, WidgetItem) else None, decision, context.user.get("name") or user_of(context)):
             yield event
@@ -369,26 +370,29 @@ class LabServer(ChatKitServer[RequestContext]):
     async def _decide_tools(self, thread: ThreadMetadata, action: Any, sender: Any, context: RequestContext) -> AsyncIterator[ThreadStreamEvent]:
         """Approve or Reject on a tool approval card: the waiting run is taken once and goes on."""
         decision = "approve" if action.type == tool_approvals.APPROVE else "reject"
-        approval_id = tool_approvals.payload_approval_id(action.payload)
-        waiting = await self.approvals.waiting(approval_id, user_of(context), thread.id) if self.approvals and approval_id else None
-        if missing := tool_approvals.missing_tools(self.agent_for(thread, context), waiting.calls if waiting else []):
+        approvals, approval_id, user = self.approvals, tool_approvals.payload_approval_id(action.payload), user_of(context)
+        waiting = await approvals.waiting(approval_id, user, thread.id) if approvals and approval_id else None
+        if approvals is None or approval_id is None or waiting is None:
+            yield NoticeEvent(level="info", message=ANSWERED)
+            return
+        if missing := tool_approvals.missing_tools(self.agent_for(thread, context), waiting.calls):
             yield NoticeEvent(level="warning", message=f"This approval calls {', '.join(missing)}, which the agent no longer has; give it back "
                                                        "(ChatLab(tools=[...])) and click again: the approval waits.")
             return
-        if waiting is not None and not waiting.whole and self.approvals and approval_id:
+        if not waiting.whole:
             # Its stored state lost what redaction took (the SDK refuses a call whose arguments changed), and the whole one went with the restart.
-            if await self.approvals.expire(approval_id, user_of(context), thread.id) and isinstance(sender, WidgetItem):
+            if await approvals.expire(approval_id, user, thread.id) and isinstance(sender, WidgetItem):
                 yield ThreadItemReplacedEvent(item=tool_approvals.closed_item(sender, "Could not go on in this process"))
             yield NoticeEvent(level="warning", message="This run held a secret or masked PII, which the lab never writes to its file, and only the "
                                                        "process that asked holds it whole (this one restarted, or is another worker), so it cannot "
                                                        "go on: send your message again.")
             return
-        state = await self.approvals.take(approval_id, user_of(context), thread.id, decision) if waiting is not None and self.approvals and approval_id else None
-        if state is None:
-            yield NoticeEvent(level="info", message="This approval was answered already, or it is not yours to answer.")
+        state = await approvals.take(approval_id, user, thread.id, decision)
+        if state is None:  # another click took it meanwhile
+            yield NoticeEvent(level="info", message=ANSWERED)
             return
         if isinstance(sender, WidgetItem):
-            yield ThreadItemReplacedEvent(item=tool_approvals.decided_item(sender, decision, context.user.get("name") or user_of(context)))
+            yield ThreadItemReplacedEvent(item=tool_approvals.decided_item(sender, decision, context.user.get("name") or user))
         async for event in self._turn(thread, None, context, tools_decided=(state, decision)):
             yield event
 

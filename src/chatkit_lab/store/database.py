@@ -65,13 +65,18 @@ def connect(path: str, **kwargs: object) -> duckdb.DuckDBPyConnection:
     return duckdb.connect(path, config={"default_block_size": str(BLOCK_SIZE)}, **kwargs)  # type: ignore[arg-type]
 
 
+def file_in_the_way(path: Path) -> Path | None:
+    """A file where ``path`` needs a folder (``mkdir`` says only "File exists")."""
+    return next((p for p in path.parents if p.is_file()), None)
+
+
 def unusable(path: str, exc: duckdb.Error | OSError | None = None) -> StreamSentenceError:
     """Why ``path`` cannot be a lab's database: DuckDB's or the system's reason, or (``exc`` None) that
     DuckDB opened an existing CSV, JSON or Parquet file as a view in memory, where every write is lost at close."""
     if Path(path).is_dir():
         return StreamSentenceError(f"{path} is a directory: give a database file in it, such as {Path(path) / 'chatkit.duckdb'}.")
     if isinstance(exc, OSError) or (exc is not None and "Permission denied" in str(exc)):
-        file = next((p for p in Path(path).parents if p.is_file()), None)
+        file = file_in_the_way(Path(path))
         reason = f"{file} is a file, not a folder" if file else exc.strerror if isinstance(exc, OSError) else "Permission denied"
         if Path(path).exists():
             return StreamSentenceError(f"Cannot open {path}: {reason}. Make it writable for this user, or choose another path.")

@@ -342,6 +342,18 @@ def test_a_card_deleted_by_a_retry_is_no_longer_what_decide_answers(make_lab):
         lab.decide_sync(turn.thread_id)
 
 
+def test_a_forks_copy_of_a_waiting_card_says_the_run_stayed_in_the_original(make_lab):
+    deleted = []
+    lab = make_lab(tools=[_delete_file(deleted)], warm=False)
+    turn = lab.send_sync('call delete_file {"path": "a.txt"}')
+    fork = lab.fork(turn.thread_id)
+    card = [e["item"] for e in turn.events if e["type"] == "thread.item.done" and e["item"]["type"] == "widget"][-1]
+    approve = card["widget"]["children"][-1]["children"][0]["onClickAction"]
+    events = lab.request_sync({"type": "threads.custom_action", "params": {"thread_id": fork, "item_id": card["id"], "action": approve}})
+    assert "was asked in another thread (a fork copies the card, not the run)" in events[-1]["message"] and deleted == []
+    assert lab.decide_sync(turn.thread_id).text == "Tool `delete_file` returned: deleted a.txt"  # the original still answers
+
+
 def test_a_waiting_approval_travels_in_an_export_and_a_merge(tmp_path):
     """``tool_approvals`` was left out of the exported tables: an imported or merged file lost the waiting run."""
     from chatkit_lab import ChatLab

@@ -75,7 +75,8 @@ AgentFactory = Callable[[ThreadMetadata, Any], Agent]
 # (thread, action, sender widget item or None, context) -> stream events
 ActionHandler = Callable[[ThreadMetadata, Any, Any, Any], AsyncIterator[ThreadStreamEvent]]
 TITLE_LENGTH = 60
-ANSWERED = "This approval was answered already, or it is not yours to answer."  # a click that finds no waiting run
+# A click that finds no waiting run: answered, asked in another thread (a fork copies the card, not the run), or another user's.
+ANSWERED = "This approval was answered already, was asked in another thread (a fork copies the card, not the run), or is not yours to answer."
 request_adapter: TypeAdapter[ChatKitReq] = TypeAdapter(ChatKitReq)
 
 

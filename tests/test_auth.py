@@ -209,6 +209,23 @@ def test_the_cli_says_issuer_needs_a_jwks_url(tmp_path):
     done = subprocess.run([sys.executable, "-m", "chatkit_lab.cli", "serve", "--db", str(tmp_path / "x.duckdb"), "--issuer", "me"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "--jwks-url" in done.stderr
+    # uvicorn served --port 99999 on 99999 % 65536, a port nobody asked for
+    done = subprocess.run([sys.executable, "-m", "chatkit_lab.cli", "serve", "--db", str(tmp_path / "x.duckdb"), "--port", "99999"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--port: 99999 is not a port: give 1 to 65535, or 0 for any free one" in done.stderr
+
+
+def test_serve_warns_at_start_when_its_jwks_serves_no_keys(tmp_path):
+    """It started as if all were well, and refused every request."""
+    jwks = f"http://127.0.0.1:{free_port()}/jwks.json"
+    proc = subprocess.Popen([sys.executable, "-m", "chatkit_lab.cli", "serve", "--db", str(tmp_path / "x.duckdb"), "--port", "0", "--jwks-url", jwks],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = [proc.stdout.readline() for _ in range(4)]
+        assert lines[3].startswith(f"warning: {jwks} gave no key set (ConnectError); every request is refused until it serves keys")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert exit_code(proc) == 0
 
 
 def test_login_with_a_token_from_the_labs_own_identity_provider(make_lab, issuer):

@@ -43,6 +43,13 @@ def test_health_reports_status_and_model(served):
     assert health["gc_frozen_objects"] == 0  # a notebook's lab leaves its heap to the collector
 
 
+def test_a_port_out_of_range_is_refused_not_wrapped(make_lab):
+    from chatkit_lab import ChatLabError
+
+    with pytest.raises(ChatLabError, match="70000 is not a port: give 1 to 65535, or 0 for any free one."):
+        make_lab(warm=False).serve(port=70000)  # uvicorn served 70000 % 65536
+
+
 def test_streaming_requests_get_sse_and_others_json(served):
     _, client = served
     created = post(client, {"type": "threads.create", "params": {"input": MESSAGE}})

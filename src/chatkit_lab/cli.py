@@ -19,6 +19,7 @@ from typing import Any
 
 def _serve(args: argparse.Namespace) -> int:
     from ._heap import settle
+    from .doctor import jwks_check
     from .lab import ChatLab
     from .store.postgres_database import is_postgres_url, where_of
 
@@ -59,6 +60,8 @@ def _serve(args: argparse.Namespace) -> int:
     print(f"chatkit-lab serving {where_of(args.db)} at {url}/chatkit (health: {url}/health)", flush=True)
     print(f"model: {lab.backend.description}", flush=True)
     print(f"auth: Bearer JWT from {args.jwks_url}" if verifier else f"auth: none, every request acts as {args.user_id!r}", flush=True)
+    if verifier is not None and not (keys := jwks_check(args.jwks_url, timeout=3.0)).ok:  # it may come up later: warn, do not stop
+        print(f"warning: {keys.detail}; every request is refused until it serves keys ({keys.fix})", file=sys.stderr, flush=True)
     try:
         while not stop.wait(0.5):  # not one endless wait: a signal the kernel hands another thread does not wake this one
             pass
@@ -190,6 +193,13 @@ def _merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _port(text: str) -> int:
+    # uvicorn takes 99999 as 99999 % 65536 and serves on a port nobody asked for
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port: give 1 to 65535, or 0 for any free one")
+    return int(text)
+
+
 def _fraction(text: str) -> float:
     try:
         value = float(text)
@@ -302,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--workers", type=int, default=1, help="worker processes sharing the port; more than 1 needs PostgreSQL (default: 1)")
     serve.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)  # a worker of --workers: accept on this socket
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=_port, default=8000)
     serve.add_argument("--model", default=None, help="model name (default: offline mirror, or OpenAI with OPENAI_API_KEY)")
     serve.add_argument("--base-url", default=None, help="an OpenAI-compatible server, e.g. http://localhost:11434/v1")
     serve.add_argument("--user-id", default="local", help="the user every request acts as (without --jwks-url)")
@@ -323,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     proxy = sub.add_parser("proxy", help="a web page with the chat; the token lives in an httpOnly cookie")
     proxy.add_argument("--upstream", required=True, help="the ChatKit endpoint, e.g. http://127.0.0.1:8000/chatkit")
     proxy.add_argument("--host", default="127.0.0.1")
-    proxy.add_argument("--port", type=int, default=8080)
+    proxy.add_argument("--port", type=_port, default=8080)
     proxy.add_argument("--issuer", default="chatkit-lab-proxy", help="the iss claim of the tokens it issues")
     proxy.add_argument("--audience", default="chatkit-lab", help="the aud claim of the tokens it issues")
     proxy.set_defaults(run=_proxy)

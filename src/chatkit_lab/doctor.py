@@ -83,7 +83,7 @@ def diagnose(db: str | Path | None, backend: Backend, *, jwks_url: str | None = 
         checks.append(_postgres(str(db), timeout) if str(db).startswith(("postgresql://", "postgres://")) else _database(Path(db), database_in_use))
     checks.append(_backend(backend, timeout))
     if jwks_url:
-        checks.append(_jwks(jwks_url, timeout))
+        checks.append(jwks_check(jwks_url, timeout))
     if cdn_url is not None:
         checks.append(_cdn(cdn_url, timeout))
     checks += [_program("Chromium (browser tests)", shutil.which("chromium"), "apt-get install chromium"),
@@ -192,7 +192,8 @@ def _backend(backend: Backend, timeout: float) -> Check:
     return Check(name, True, f"{backend.description}: reachable ({reply.status_code} from {url})")
 
 
-def _jwks(url: str, timeout: float) -> Check:
+def jwks_check(url: str, timeout: float) -> Check:
+    """Whether ``url`` serves a key set (``doctor``, and ``serve`` as it starts)."""
     try:
         keys = httpx.get(url, timeout=timeout).json().get("keys")
     except (httpx.HTTPError, ValueError, AttributeError) as exc:

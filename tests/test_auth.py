@@ -215,6 +215,23 @@ def test_the_cli_says_issuer_needs_a_jwks_url(tmp_path):
     assert done.returncode == 2 and "--port: 99999 is not a port: give 1 to 65535, or 0 for any free one" in done.stderr
 
 
+def test_the_proxy_command_prints_the_port_it_got_and_refuses_an_upstream_that_is_no_url():
+    """With --port 0 it printed http://127.0.0.1:0 and a serve command whose --jwks-url could not work."""
+    bad = subprocess.run([sys.executable, "-m", "chatkit_lab.cli", "proxy", "--upstream", "localhost:8000"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--upstream 'localhost:8000' is not a URL" in bad.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "chatkit_lab.cli", "proxy", "--upstream", "http://127.0.0.1:9/chatkit", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        proc.stdout.readline()
+        jwks = proc.stdout.readline().split("--jwks-url ")[1].split()[0]
+        assert not jwks.startswith("http://127.0.0.1:0/")
+        keys = httpx.get(jwks, timeout=30).json()["keys"]  # the printed command works as printed
+        assert keys and keys[0]["kty"] == "RSA"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        exit_code(proc)
+
+
 def test_serve_warns_at_start_when_its_jwks_serves_no_keys(tmp_path):
     """It started as if all were well, and refused every request."""
     jwks = f"http://127.0.0.1:{free_port()}/jwks.json"

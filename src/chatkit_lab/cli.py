@@ -144,12 +144,16 @@ def _proxy(args: argparse.Namespace) -> int:
     from .auth.jwt import LocalIssuer
     from .auth.proxy import create_proxy_app
 
+    if not args.upstream.startswith(("http://", "https://")):
+        print(f"--upstream {args.upstream!r} is not a URL: give the chat server's, such as http://127.0.0.1:8000/chatkit.", file=sys.stderr)
+        return 2
     issuer = LocalIssuer(issuer=args.issuer, audience=args.audience)
     app = create_proxy_app(args.upstream, issuer=issuer)
-    base = f"http://{args.host}:{args.port}"
+    listening = socket.create_server((args.host, args.port))  # bound first: with --port 0 the URLs below name the port it got
+    base = f"http://{args.host}:{listening.getsockname()[1]}"
     print(f"chatkit-lab proxy at {base} -> {args.upstream}", flush=True)
     print(f"run the chat server with: chatkit-lab serve --jwks-url {base}/.well-known/jwks.json --issuer {args.issuer} --audience {args.audience}", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[listening])
     return 0
 
 

@@ -460,6 +460,9 @@ def test_the_workshop_command_writes_each_persons_url_to_a_private_file_and_prin
     bad = subprocess.run([sys.executable, "-m", "chatkit_lab.cli", "workshop", "--db", postgres_dsn, "--students", "robert'); DROP TABLE items;--"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "cannot be a role name" in bad.stderr and "Traceback" not in bad.stderr
+    file = subprocess.run([sys.executable, "-m", "chatkit_lab.cli", "workshop", "--db", str(tmp_path / "class.duckdb"), "--students", "ann"],
+                          capture_output=True, text=True, timeout=120)  # was: 'PostgreSQL at .../class.duckdb cannot be used: missing "="'
+    assert file.returncode == 2 and "A workshop is one PostgreSQL database for the class" in file.stderr
 
 
 def test_jsonl_imports_and_file_merges_into_postgresql_add_each_row_once(tmp_path, postgres_dsn):

@@ -253,8 +253,12 @@ def _workshop(args: argparse.Namespace) -> int:
     import csv
     import os
 
+    from .store.postgres_database import is_postgres_url
     from .store.workshop import setup
 
+    if not is_postgres_url(args.db):
+        print(f"A workshop is one PostgreSQL database for the class, not {args.db!r}: give --db postgresql://owner@host/class.", file=sys.stderr)
+        return 2
     names = [n.strip() for n in (args.students or "").split(",") if n.strip()]
     teachers = [n.strip() for n in (args.teachers or "").split(",") if n.strip()]
     members = setup(args.db, names, teachers)

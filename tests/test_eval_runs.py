@@ -218,10 +218,14 @@ def test_the_eval_command_prints_the_summary_and_fails_below_the_pass_rate(make_
     assert main(["eval", str(dataset), "--db", str(db_path), "--workflow", "customer-support@1", "--graders", str(graders), "--min-pass-rate", "0.6"]) == 0
     graders.write_text('[{"type": "string_check", "name": "x"}]')
     assert main(["eval", str(dataset), "--db", str(db_path), "--graders", str(graders)]) == 1  # a bad grader: one sentence, no run
+    graders.write_text(json.dumps([{"type": "string_check", "name": "typo", "input": "{{ sample.output_txt }}", "reference": "x", "operation": "eq"}]))
+    nothing = subprocess.run(command[:-2], capture_output=True, text=True, timeout=120)  # every result errored: it exited 0, saying only "3 errored"
+    assert nothing.returncode == 1 and "every item errored, so the run measured nothing" in nothing.stderr
+    assert "  3 × {{ sample.output_txt }}: sample.output_txt is not in the data." in nothing.stdout
     percent = subprocess.run([*command[:-1], "90"], capture_output=True, text=True, timeout=120)  # 90 meant 90%: it passed every run
     assert percent.returncode == 2 and "--min-pass-rate: 90 is not between 0 and 1 (write 0.9 for 90%)" in percent.stderr
     reopened = make_lab(warm=False)
-    assert list(reopened.eval_runs_df().status) == ["completed", "completed"]
+    assert list(reopened.eval_runs_df().status) == ["completed"] * 3
 
 
 def test_the_lab_target_runs_with_the_labs_guardrails_and_no_masked_pii_reaches_the_file(make_lab, db_path):

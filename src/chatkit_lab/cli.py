@@ -234,10 +234,24 @@ def _eval(args: argparse.Namespace) -> int:
         print(f"  {counts['passed']}/{counts['total']} passed ({run.pass_rate:.1%}), {counts['failed']} failed, {counts['errored']} errored")
         for c in summary["per_testing_criteria_results"]:
             print(f"  {c['testing_criteria']}: {c['passed']} passed, {c['failed']} failed, {c['errored']} errored")
+        for error, n in _errors(run).items():  # the counts alone do not say what to fix
+            print(f"  {n} × {error}")
+    if counts["total"] and counts["errored"] == counts["total"]:
+        print("every item errored, so the run measured nothing", file=sys.stderr)
+        return 1
     if args.min_pass_rate is not None and run.pass_rate < args.min_pass_rate:
         print(f"pass rate {run.pass_rate:.1%} is below --min-pass-rate {args.min_pass_rate:.1%}", file=sys.stderr)
         return 1
     return 0
+
+
+def _errors(run: Any, most: int = 3) -> dict[str, int]:
+    """The commonest error sentences of a run: its items' (no answer), then its graders' own."""
+    graders = [e for e in run.results.error.dropna() if not e.startswith("the item has no answer to grade")]
+    found: dict[str, int] = {}
+    for error in [*run.items.error.dropna(), *graders]:
+        found[error] = found.get(error, 0) + 1
+    return dict(sorted(found.items(), key=lambda kv: -kv[1])[:most])
 
 
 def _doctor(args: argparse.Namespace) -> int:

@@ -43,11 +43,20 @@ def test_health_reports_status_and_model(served):
     assert health["gc_frozen_objects"] == 0  # a notebook's lab leaves its heap to the collector
 
 
-def test_a_port_out_of_range_is_refused_not_wrapped(make_lab):
+def test_a_port_out_of_range_or_taken_is_a_sentence_and_the_lab_can_still_serve(make_lab):
+    import socket
+
     from chatkit_lab import ChatLabError
 
+    lab = make_lab(warm=False)
     with pytest.raises(ChatLabError, match="70000 is not a port: give 1 to 65535, or 0 for any free one."):
-        make_lab(warm=False).serve(port=70000)  # uvicorn served 70000 % 65536
+        lab.serve(port=70000)  # uvicorn served 70000 % 65536
+    with socket.create_server(("127.0.0.1", 0)) as taken:  # uvicorn raised SystemExit(1), which ends a script or a `serve` process
+        port = taken.getsockname()[1]
+        with pytest.raises(ChatLabError, match=f"Cannot listen on 127.0.0.1:{port}: Address already in use; choose another port"):
+            lab.serve(port=port)
+    url = lab.serve(port=0)
+    assert httpx.get(url + "/health", timeout=30).json()["status"] == "ok"
 
 
 def test_streaming_requests_get_sse_and_others_json(served):

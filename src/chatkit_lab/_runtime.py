@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import time
 import uuid
 import weakref
@@ -206,6 +208,8 @@ class Runtime:
 
         if self._http is not None:
             raise ChatLabError("This lab is already serving; call lab.stop_serving() first.")
+        if sock is None:  # bound here: uvicorn would serve port % 65536, and exits the process when the port is taken
+            sock = listening(host, port)
         # Keep idle connections longer than uvicorn's 5 s: a client that comes back to a
         # connection the server is closing just then gets "connection reset" on its POST
         # (seen in a CI run: 4 serve processes sharing a file, 500 turns), and a chat client
@@ -311,3 +315,16 @@ class Runtime:
         tracing.unregister(self.key)
         self.db.close()
         self.store.close()  # after the database (a DuckDBStore's is the same one): says what it still kept
+
+
+def listening(host: str, port: int, backlog: int | None = None) -> socket.socket:
+    """A socket listening on ``host:port``, or a sentence saying why there is none."""
+    if not 0 <= port <= 65535:
+        raise ChatLabError(f"{port} is not a port: give 1 to 65535, or 0 for any free one.")
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((host, port), family=family, backlog=backlog)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)  # create_server's own text repeats the address
+        raise ChatLabError(f"Cannot listen on {host}:{port}: {reason}; choose another port (0 takes any free one), "
+                           "or stop what is using it.") from None

@@ -79,9 +79,10 @@ def _supervise(args: argparse.Namespace) -> int:
     """``serve --workers N``: bind the port once, start N worker processes that accept on it (the
     kernel shares the connections out), replace a worker that dies (after a growing wait if it
     keeps dying at start), stop them all on SIGTERM."""
+    from ._runtime import listening
     from .store.postgres_database import where_of
 
-    listener = socket.create_server((args.host, args.port), backlog=2048)
+    listener = listening(args.host, args.port, backlog=2048)
     listener.set_inheritable(True)
     worker = [sys.executable, "-m", "chatkit_lab.cli", *args.argv, "--workers", "1", "--listen-fd", str(listener.fileno())]
 
@@ -141,6 +142,7 @@ def _supervise(args: argparse.Namespace) -> int:
 def _proxy(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from ._runtime import listening
     from .auth.jwt import LocalIssuer
     from .auth.proxy import create_proxy_app
 
@@ -149,11 +151,11 @@ def _proxy(args: argparse.Namespace) -> int:
         return 2
     issuer = LocalIssuer(issuer=args.issuer, audience=args.audience)
     app = create_proxy_app(args.upstream, issuer=issuer)
-    listening = socket.create_server((args.host, args.port))  # bound first: with --port 0 the URLs below name the port it got
-    base = f"http://{args.host}:{listening.getsockname()[1]}"
+    sock = listening(args.host, args.port)  # bound first: with --port 0 the URLs below name the port it got
+    base = f"http://{args.host}:{sock.getsockname()[1]}"
     print(f"chatkit-lab proxy at {base} -> {args.upstream}", flush=True)
     print(f"run the chat server with: chatkit-lab serve --jwks-url {base}/.well-known/jwks.json --issuer {args.issuer} --audience {args.audience}", flush=True)
-    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[listening])
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
     return 0
 
 

@@ -599,8 +599,6 @@ class ChatLab:
         from .transport.http import LOOPBACK, create_app
         from .transport.shared_window import SharedWindow
 
-        if sock is None and not 0 <= port <= 65535:  # uvicorn would serve on port % 65536
-            raise ChatLabError(f"{port} is not a port: give 1 to 65535, or 0 for any free one.")
         hosts = allowed_hosts if allowed_hosts is not None else [*LOOPBACK, host]
         shared = SharedWindow(self.db) if isinstance(self.db, PostgresDatabase) else None  # every process on the database counts together
         app = create_app(self.server, auth=self.auth, backend=self.backend.description, limits=self.runtime.limits,

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -250,10 +251,7 @@ def _eval(args: argparse.Namespace) -> int:
 def _errors(run: Any, most: int = 3) -> dict[str, int]:
     """The commonest error sentences of a run: its items' (no answer), then its graders' own."""
     graders = [e for e in run.results.error.dropna() if not e.startswith("the item has no answer to grade")]
-    found: dict[str, int] = {}
-    for error in [*run.items.error.dropna(), *graders]:
-        found[error] = found.get(error, 0) + 1
-    return dict(sorted(found.items(), key=lambda kv: -kv[1])[:most])
+    return dict(Counter([*run.items.error.dropna(), *graders]).most_common(most))
 
 
 def _doctor(args: argparse.Namespace) -> int:

@@ -161,6 +161,21 @@ def test_a_cel_error_at_run_time_fails_the_node_with_a_sentence():
     assert "CEL does not mix int and double: write 1.0" in mixed.run_sync("x").error
 
 
+
+def test_set_state_keeps_each_variables_type_and_arithmetic_errors_are_sentences():
+    state = [StateVariable("n", "number", 0), StateVariable("done", "boolean", False), StateVariable("tags", "list", [])]
+    counted = linear(SetStateNode("set", assignments={"n": "size(workflow.input_as_text)", "done": "true", "tags": "['a']"}),
+                     SetStateNode("inc", assignments={"n": "state.n + 1.0"}), EndNode("end"), state=state)
+    result = counted.run_sync("four")
+    assert result.status == "completed" and result.state == {"n": 5.0, "done": True, "tags": ["a"]}  # an int becomes a double
+    wrong = linear(SetStateNode("set", assignments={"done": "1"}), EndNode("end"), state=state)
+    result = wrong.run_sync("x")
+    assert result.status == "failed" and result.state["done"] is False
+    assert "Node 'set': state.done is a boolean, but `1` gave 1; convert it" in result.error
+    for expression, said in (("1 / 0", "division by zero"), ("9223372036854775807 + 1", "overflow")):
+        failed = linear(SetStateNode("set", assignments={"n": expression}), EndNode("end"), state=state).run_sync("x")
+        assert failed.error.startswith(f"Node 'set': `{expression}` failed:") and said in failed.error
+
 def test_an_expression_is_given_only_the_variables_it_reads():
     from chatkit_lab.workflows.expressions import ExpressionError, Names, compile_expression
 

@@ -53,7 +53,7 @@ class Expression:
             return self.program.execute({k: v for k, v in scope.items() if k in self.roots})
         except KeyError as exc:
             raise ExpressionError(f"`{self.source}` reads {exc.args[0]!r}, which is not there on this turn (test with has(...) first).") from None
-        except (TypeError, ValueError, RuntimeError) as exc:
+        except (TypeError, ValueError, RuntimeError, ArithmeticError) as exc:  # ArithmeticError: 1 / 0, int overflow
             raise ExpressionError(f"`{self.source}` failed: {_first_line(exc)}") from None
 
     def condition(self, scope: dict[str, Any]) -> bool:

@@ -60,10 +60,17 @@ class StateVariable(_Model):
 
     @model_validator(mode="after")
     def _default_has_type(self) -> StateVariable:
-        expected = STATE_TYPES[self.type]
-        if self.default is not None and (not isinstance(self.default, expected) or (self.type == "number" and isinstance(self.default, bool))):
+        if not self.holds(self.default):
             raise WorkflowError(f"state variable {self.name!r} is a {self.type}, but its default is {json.dumps(self.default)}")
         return self
+
+    def holds(self, value: Any) -> bool:
+        """Whether ``value`` has this variable's type (null fits every type, as in Agent Builder)."""
+        return value is None or (isinstance(value, STATE_TYPES[self.type]) and not (self.type == "number" and isinstance(value, bool)))
+
+    def held(self, value: Any) -> Any:
+        """``value`` as the state keeps it: a number as a double (CEL does not mix int and double)."""
+        return float(value) if self.type == "number" and value is not None else value
 
 
 class Edge(_Model):
@@ -378,7 +385,7 @@ class Workflow(_Model):
 
     def state_defaults(self) -> dict[str, Any]:
         """The state a run starts with; numbers are doubles, as in Agent Builder (CEL: ``state.n + 1.0``)."""
-        return {v.name: float(v.default) if v.type == "number" and v.default is not None else json.loads(json.dumps(v.default)) for v in self.state}
+        return {v.name: v.held(json.loads(json.dumps(v.default))) for v in self.state}
 
     def compiled(self) -> Compiled:
         """Every expression and template compiled once (a run reuses it)."""

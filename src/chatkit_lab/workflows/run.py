@@ -428,8 +428,13 @@ class Execution:
                     run.output = {"iterations": count, "stopped_at_max_iterations": holds}
                     self.loops[node.id], run.edge = 0, "done"
             case "set_state":
+                declared = {v.name: v for v in self.workflow.state}
                 for variable in node.assignments:
-                    self.state[variable] = self._expression(node.id, f"assignment to {variable!r}")
+                    value, kind = self._expression(node.id, f"assignment to {variable!r}"), declared[variable]
+                    if not kind.holds(value):
+                        raise NodeFailed(f"Node {node.name!r}: state.{variable} is a {kind.type}, but `{node.assignments[variable]}` gave "
+                                         f"{as_text(value)[:200]}; convert it (string(x), int(x), double(x)) or change the variable's type.")
+                    self.state[variable] = kind.held(value)
                 run.output = self.last_output
             case "transform":
                 if node.expression is not None:

@@ -1,6 +1,7 @@
 """Guardrails: openai-guardrails configs, the native offline checks, judges and their failures."""
 
 import json
+import re
 
 import pytest
 
@@ -70,6 +71,14 @@ def test_a_config_file_loads_by_path(tmp_path):
     path = tmp_path / "guardrails.json"
     path.write_text(json.dumps(PII))
     assert check("mail ada@example.com", str(path)).checked_text == "mail <EMAIL_ADDRESS>"
+
+
+def test_check_refuses_what_would_check_nothing():
+    # A reply checked against a bundle (the input stage) or a typo'd stage reported "not tripped".
+    for args, sentence in (((None, PII), "not NoneType"), (("x", PII, "inptu"), "There is no guardrails stage 'inptu'"),
+                           (("mail ada@example.com", PII["input"], "output"), "This config has no 'output' stage (it has input)")):
+        with pytest.raises(ChatLabError, match=re.escape(sentence)):
+            check(*args)
 
 
 # -- Contains PII ------------------------------------------------------------------------------

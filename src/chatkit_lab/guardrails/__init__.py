@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ..errors import ChatLabError
 from .config import CHECKS, DEFAULT_CONFIG, PII_ENTITIES, STAGES, Pipeline, load_config
 from .engine import CheckResult, Guardrails, Report, run_sync
 from .evals import GuardrailEval, aevaluate_guardrails, dataset_path, evaluate_guardrails
@@ -35,7 +36,16 @@ async def acheck(
     """Run ``stage`` of ``config`` (either JSON form, a dict, a path or a ``Guardrails``) on
     ``text``. ``history``: recent turns ``[{"role", "content"}]`` for conversation-aware checks;
     ``tool_outputs``: what the turn's tools returned (Prompt Injection and Hallucination Detection)."""
-    return await _guardrails(config, judge).run(stage, text, history=history, tool_outputs=tool_outputs)
+    if not isinstance(text, str):
+        raise ChatLabError(f"check() takes the text to check as a string, not {type(text).__name__}.")
+    if stage not in STAGES:
+        raise ChatLabError(f"There is no guardrails stage {stage!r}; the stages are {', '.join(STAGES)}.")
+    guardrails = _guardrails(config, judge)
+    if not guardrails.has(stage):  # nothing would be checked, and the report would say "not tripped"
+        has = [name for name in STAGES if guardrails.has(name)]
+        raise ChatLabError(f"This config has no {stage!r} stage (it has {', '.join(has)}), so nothing would be checked; "
+                           f"a bundle ({{\"guardrails\": [...]}}) is the input stage.")
+    return await guardrails.run(stage, text, history=history, tool_outputs=tool_outputs)
 
 
 def check(

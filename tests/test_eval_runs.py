@@ -133,6 +133,9 @@ def test_a_run_is_a_frame_and_a_report_and_two_runs_compare_item_by_item(make_la
     passing = a.as_dataset(passed=True)
     assert [item["input"] for item in passing.items] == ["question 0", "question 2", "question 4"] and passing.items[0]["expected"] == "helpful"
     assert to_finetuning(passing, tmp_path / "train.jsonl", reply="output") == {"written": 3, "skipped": 0, "reply": "output"}
+    failing = lab.evaluate_sync(items[1:2], graders=[HAS], progress=False)
+    with pytest.raises(ChatLabError, match=f"No item of {failing.id} passed \\(of 1\\), so there is no dataset"):
+        failing.as_dataset(passed=True)
     report = a._repr_html_()
     assert "default prompt" in report and "Worst items" in report and "has" in report and "50%" in report and "$" in report
     assert "<script" not in lab.evaluate_sync([{"input": "<script>alert(1)</script>", "expected": "x"}], graders=[HAS], progress=False)._repr_html_()

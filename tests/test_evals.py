@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import re
 
 import pytest
 
@@ -229,12 +230,30 @@ def test_datasets_load_from_every_source_with_one_content_hash(tmp_path):
 @pytest.mark.parametrize(("rows", "message"), [
     ([{"question": "no input"}], "has no input text"),
     (["just a string"], "is a str"),
+    ([], "has no items"),  # a run of nothing reported "0/0 passed"
+    ({"input": "one item"}, "this is one item: give \\[item\\]"),  # was read as its keys: "Item 0 is a str"
 ])
 def test_a_dataset_without_inputs_is_one_sentence(rows, message):
     from chatkit_lab.evals import load_dataset
 
-    with pytest.raises(Exception, match=message):
+    with pytest.raises(ChatLabError, match=message):
         load_dataset(rows)
+
+
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("bad.json", '{"input": "a"', "Cannot read the dataset bad.json: Expecting ',' delimiter"),
+    ("empty.csv", "", "Cannot read the dataset empty.csv: No columns to parse"),
+    ("bad.csv", 'input\n"unterminated\n', "Cannot read the dataset bad.csv: Error tokenizing data"),
+    ("latin1.jsonl", b'{"input": "caf\xe9"}', "Cannot read the dataset latin1.jsonl: 'utf-8' codec can't decode"),
+    ("blank.jsonl", "\n\n", "The dataset 'blank' has no items"),
+])
+def test_a_dataset_file_that_cannot_be_read_is_one_sentence(tmp_path, name, content, message):
+    from chatkit_lab.evals import load_dataset
+
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(ChatLabError, match=re.escape(message)):
+        load_dataset(path)
 
 
 def test_recorded_threads_become_multi_turn_items(make_lab):
@@ -250,6 +269,8 @@ def test_recorded_threads_become_multi_turn_items(make_lab):
     assert item["input"] == "second question" and [m["role"] for m in item["conversation"]] == ["user", "assistant"]
     assert item["conversation"][0]["content"] == "first question" and "you said" in item["recorded_reply"]
     assert len(data) == 2
+    with pytest.raises(ChatLabError, match="These turns hold no recorded exchange"):
+        from_threads(lab.turns_df(all_users=True).head(0))
 
 
 # -- trace grading ------------------------------------------------------------------------

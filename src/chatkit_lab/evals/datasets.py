@@ -35,6 +35,8 @@ class Dataset:
             if not isinstance(item.get("input"), str) or not item["input"].strip():
                 raise ChatLabError(f"Item {i} of {self.name!r} has no input text: each item needs \"input\" (what is sent), e.g. "
                                    '{"input": "Where is my order?", "expected_type": "shipping"}.')
+        if not self.items:  # a run of nothing would report 0/0 passed, as if all were well
+            raise ChatLabError(f"The dataset {self.name!r} has no items; each line or row is one item such as {{\"input\": \"...\"}}.")
         self.hash = content_hash(self.items)
 
     def __len__(self) -> int:
@@ -63,9 +65,15 @@ def load_dataset(source: Any, *, name: str | None = None) -> Dataset:
         path = Path(source)
         if not path.is_file():
             raise ChatLabError(f"There is no dataset file {str(path)!r}.")
-        return Dataset(_read(path), name or path.stem, str(path))
+        try:
+            items = _read(path)
+        except (ValueError, OSError) as exc:  # JSON, CSV and Parquet parsers, a file that is not UTF-8 or cannot be read
+            raise ChatLabError(f"Cannot read the dataset {path.name}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}.") from None
+        return Dataset(items, name or path.stem, str(path))
     if hasattr(source, "to_dict") and hasattr(source, "columns"):  # a pandas DataFrame
         return Dataset([_plain(row) for row in source.to_dict(orient="records")], name or "dataframe", "DataFrame")
+    if isinstance(source, dict):
+        raise ChatLabError("A dataset is a list of items; this is one item: give [item].")
     if isinstance(source, Iterable):
         return Dataset([dict(item) if isinstance(item, dict) else item for item in source], name or "items", "list")
     raise ChatLabError(f"A dataset is a path, a DataFrame or a list of items, not {type(source).__name__}.")
@@ -130,4 +138,6 @@ def from_threads(turns: Any) -> Dataset:
         last = rows[-1]
         items.append({"input": last["user_text"], "conversation": conversation, "thread_id": thread_id,
                       "recorded_reply": last["reply_text"]})
+    if not items:
+        raise ChatLabError("These turns hold no recorded exchange (a user's message and its reply), so there is no item to make.")
     return Dataset(items, "threads", "recorded threads")

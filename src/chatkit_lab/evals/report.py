@@ -79,6 +79,8 @@ class EvalRun:
         for ``to_finetuning(run.as_dataset(passed=True), path, reply="output")`` or another run.
         ``passed``: only the items that passed (True) or failed (False)."""
         rows = self.items if passed is None else self.items[self.items.passed == passed]
+        if rows.empty:
+            raise ChatLabError(f"No item of {self.id} {'passed' if passed else 'failed'} (of {len(self.items)}), so there is no dataset to make.")
         items = [{**json.loads(r.item), "output": r.output_text or "", "score": float(r.score), "passed": bool(r.passed)} for r in rows.itertuples()]
         return Dataset(items, f"{self.name} ({'passed' if passed else 'failed'})" if passed is not None else self.name, f"eval run {self.id}")
 

@@ -143,7 +143,6 @@ def test_label_model_passes_on_a_passing_label_and_refuses_a_bad_config():
     ("def grade(sample, item):\n    return 'high'", 0.0, "grade returned str, not a float"),
     ("def grade(sample, item):\n    return float('nan')", 0.0, "grade returned nan, not a finite number"),
     ("def grade(sample):\n    return 1.0", 0.0, "grade takes exactly two arguments"),
-    ("def grade(sample, item)\n    return 1.0", 0.0, "SyntaxError"),
     ("import socket\ndef grade(sample, item):\n    socket.create_connection(('127.0.0.1', 9))\n    return 1.0", 0.0, "no network"),
     # urllib failed with "TypeError: function() argument 'code' must be code", a subprocess reached the network,
     # and a print() took the place of the result
@@ -157,6 +156,14 @@ def test_the_python_grader_runs_apart_and_any_failure_is_an_errored_zero(source,
     result = grade({"type": "python", "name": "py", "source": source}, SAMPLE, ITEM)
     assert result.score == score
     assert (result.error is None) if error is None else (error in result.error)
+
+
+def test_a_python_grader_that_cannot_run_is_refused_when_it_loads_before_any_item_is_sent():
+    with pytest.raises(GraderError, match=re.escape("Grader 'py': source is not Python: expected ':' on line 1.")):
+        load_grader({"type": "python", "name": "py", "source": "def grade(sample, item)\n    return 1.0"})
+    with pytest.raises(GraderError, match=re.escape("Grader 'py': source defines no grade(sample, item) function.")):
+        load_grader({"type": "python", "name": "py", "source": "def score(sample, item):\n    return 1.0"})
+    assert grade({"type": "python", "name": "py", "source": "grade = lambda sample, item: 0.5"}, SAMPLE, ITEM).score == 0.5
 
 
 def test_a_python_grader_that_hangs_is_stopped():

@@ -20,6 +20,7 @@ Choices where OpenAI's documentation is silent, so the tests pin them:
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 from collections.abc import Awaitable, Callable
@@ -107,6 +108,19 @@ class PythonGrader(_Strict):
     source: str
     image_tag: str | None = None
     pass_threshold: float | None = None
+
+    @model_validator(mode="after")
+    def _defines_grade(self) -> PythonGrader:
+        # Parsed, never run, here: a typo is found before a run sends every item to the model.
+        try:
+            tree = ast.parse(self.source, "<grader>")
+        except SyntaxError as exc:
+            raise ValueError(f"source is not Python: {exc.msg} on line {exc.lineno}") from None
+        bound = {n.name if isinstance(n, ast.FunctionDef) else n.id if isinstance(n, ast.Name) else (n.asname or n.name)
+                 for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.alias) or (isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store))}
+        if "grade" not in bound:
+            raise ValueError("source defines no grade(sample, item) function")
+        return self
 
 
 class Metric(_Strict):

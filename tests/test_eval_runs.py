@@ -2,6 +2,7 @@
 
 import _thread
 import json
+import re
 import threading
 import time
 
@@ -84,21 +85,26 @@ def test_an_interrupted_run_keeps_its_finished_items_and_resumes(make_lab):
 def test_bad_runs_are_one_sentence(make_lab):
     lab = make_lab(warm=False)
     with pytest.raises(ChatLabError, match="Two graders share a name"):
-        lab.evaluate_sync([{"input": "x"}], graders=[HAS, HAS], progress=False)
+        lab.evaluate_sync([{"input": "x", "expected": "x"}], graders=[HAS, HAS], progress=False)
+    # Each item would have errored, after the target had answered them all.
+    with pytest.raises(ChatLabError, match=re.escape("Grader 'has' reads item.expected, which no item of the dataset has (its fields: answer, input).")):
+        lab.evaluate_sync([{"input": "x", "answer": "x"}], graders=[HAS], progress=False)
+    with pytest.raises(ChatLabError, match=re.escape("Grader 'has': {{ output_text }} reads the namespace 'output_text'; the namespaces are item and sample.")):
+        lab.evaluate_sync([{"input": "x"}], graders=[{**HAS, "input": "{{ output_text }}"}], progress=False)
     with pytest.raises(ChatLabError, match="There is no eval run 'evalrun_nope'"):
         lab.resume_eval_sync("evalrun_nope")
     with pytest.raises(ChatLabError, match='each item needs a "thread_id"'):
-        lab.evaluate_sync([{"input": "x"}], target="recorded", graders=[HAS], progress=False)
+        lab.evaluate_sync([{"input": "x", "expected": "x"}], target="recorded", graders=[HAS], progress=False)
     assert lab.sql("SELECT count(*) FROM eval_runs").iloc[0, 0] == 0  # refused before anything was stored
     with pytest.raises(ChatLabError, match='Item 1\'s "conversation" is a list of'):
-        lab.evaluate_sync([{"input": "x"}, {"input": "x", "conversation": [{"role": "system", "content": "hi"}]}], graders=[HAS], progress=False)
+        lab.evaluate_sync([{"input": "x", "expected": "x"}, {"input": "x", "conversation": [{"role": "system", "content": "hi"}]}], graders=[HAS], progress=False)
     lab.login("bob")
     theirs = lab.send_sync("mine", new_thread=True).thread_id
     lab.login("alice")
-    summary = lab.evaluate_sync([{"input": "mine", "thread_id": theirs}], target="recorded", graders=[HAS], progress=False).summary
+    summary = lab.evaluate_sync([{"input": "mine", "expected": "x", "thread_id": theirs}], target="recorded", graders=[HAS], progress=False).summary
     assert summary["result_counts"] == {"total": 1, "passed": 0, "failed": 0, "errored": 1}  # another user's thread: an errored item
     with pytest.raises(ChatLabError, match="takes instructions, model, tools, context, not temperature"):
-        lab.evaluate_sync([{"input": "x"}], target={"temperature": 0.2}, graders=[HAS], progress=False)
+        lab.evaluate_sync([{"input": "x", "expected": "x"}], target={"temperature": 0.2}, graders=[HAS], progress=False)
 
 
 def test_a_multi_turn_item_starts_from_its_conversation_and_the_sample_reads_node_outputs(make_lab):
@@ -384,7 +390,7 @@ def test_an_items_approval_answers_the_cards_its_run_stops_at(make_lab):
                                                             {"testing_criteria": "ran", "passed": 1, "failed": 1, "errored": 0}]
     assert deleted == ["a.txt"]
     with pytest.raises(ChatLabError, match="""Item 0's "approval" is "approve", "reject" or a list of them, not 'yes'"""):
-        lab.evaluate_sync([{"input": "x", "approval": "yes"}], graders=[HAS], progress=False)
+        lab.evaluate_sync([{"input": "x", "expected": "x", "approval": "yes"}], graders=[HAS], progress=False)
 
 
 def test_a_recorded_thread_with_an_approval_makes_an_item_and_inspects_its_model_call(make_lab):

@@ -22,7 +22,7 @@ from .errors import ChatLabError
 from .evals import runs
 from .evals.compare import RunComparison
 from .evals.datasets import Dataset, load_dataset
-from .evals.graders import graders_given, model_judge
+from .evals.graders import check_item_fields, graders_given, model_judge
 from .evals.optimize import Optimization, failures, improves, propose
 from .evals.report import EvalRun, load_run
 from .models import Backend
@@ -122,6 +122,7 @@ class Evaluations:
     def plan(self, dataset: Any, graders: Sequence[Any], target: Any, name: str | None, concurrency: int,
              kind: str = "evaluate", parent: str | None = None) -> Planned:
         data, graders = load_dataset(dataset), graders_given(graders)
+        check_item_fields(graders, data.items)
         chosen = target if isinstance(target, runs.Target) else self.target(target)
         run_id = self.runtime.call(self._stored(data, chosen, graders, name, concurrency, kind, parent))
         return Planned(run_id, data, chosen, list(graders))

@@ -23,7 +23,7 @@ from __future__ import annotations
 import ast
 import json
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ..errors import ChatLabError
 from . import formula, sandbox
-from .templating import TemplateError, render
+from .templating import TemplateError, fields_read, render
 from .trajectory import KINDS, Trajectory, grade_trajectory
 
 METRICS = ("fuzzy_match", "bleu", "gleu", "meteor", "rouge_1", "rouge_2", "rouge_3", "rouge_4", "rouge_5", "rouge_l", "cosine")
@@ -197,7 +197,35 @@ def load_grader(config: dict[str, Any] | BaseModel) -> Any:
             formula.parse(grader.calculate_output, list(grader.graders))
         except formula.FormulaError as exc:
             raise GraderError(f"Grader {grader.name!r}: {exc}") from None
+    try:
+        item_fields(grader)
+    except TemplateError as exc:
+        raise GraderError(f"Grader {grader.name!r}: {exc}") from None
     return grader
+
+
+def item_fields(grader: Any) -> set[str]:
+    """The item fields ``grader``'s templates read (``{{ item.expected }}``: expected)."""
+    def strings(value: Any) -> Iterator[str]:
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, dict | list):
+            for inner in value.values() if isinstance(value, dict) else value:
+                yield from strings(inner)
+
+    config = grader.model_dump(exclude={"source"}) if isinstance(grader, BaseModel) else grader
+    return {str(field) for text in strings(config) for namespace, field in fields_read(text) if namespace == "item" and field is not None}
+
+
+def check_item_fields(graders: Sequence[Any], items: Sequence[dict[str, Any]]) -> None:
+    """Refuse, before a run, a grader that reads an item field no item has: each item would error."""
+    have = {key for item in items for key in item}
+    for given in graders:
+        grader = load_grader(given)
+        missing = sorted(item_fields(grader) - have)
+        if missing:
+            raise GraderError(f"Grader {grader.name!r} reads item.{missing[0]}, which no item of the dataset has "
+                              f"(its fields: {', '.join(sorted(have))}).")
 
 
 @dataclass

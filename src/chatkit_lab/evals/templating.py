@@ -25,6 +25,28 @@ class TemplateError(ChatLabError):
 
 def lookup(path: str, values: dict[str, Any]) -> Any:
     """The value at ``namespace.path`` (``item.answer``, ``sample.output_tools[0].function.name``)."""
+    steps = _steps(path)
+    value: Any = values
+    for i, step in enumerate(steps):
+        try:
+            value = value[step]
+        except (KeyError, IndexError, TypeError):
+            where = "".join(f"[{s}]" if isinstance(s, int) else (f".{s}" if j else s) for j, s in enumerate(steps[: i + 1]))
+            raise TemplateError(f"{{{{ {path} }}}}: {where} is not in the data.") from None
+    return value
+
+
+def fields_read(template: str) -> set[tuple[str, str | int | None]]:
+    """(namespace, first field) of each ``{{ path }}`` in ``template``; a part that is not a path,
+    or reads another namespace, is a ``TemplateError`` (found when a grader loads, not per item)."""
+    read = set()
+    for m in _PART.finditer(template):
+        steps = _steps(m.group(1))
+        read.add((str(steps[0]), steps[1] if len(steps) > 1 else None))
+    return read
+
+
+def _steps(path: str) -> list[str | int]:
     steps: list[str | int] = []
     at = 0
     while at < len(path):
@@ -36,14 +58,7 @@ def lookup(path: str, values: dict[str, Any]) -> Any:
         at = m.end()
     if not steps or steps[0] not in NAMESPACES:
         raise TemplateError(f"{{{{ {path} }}}} reads the namespace {steps[0] if steps else path!r}; the namespaces are item and sample.")
-    value: Any = values
-    for i, step in enumerate(steps):
-        try:
-            value = value[step]
-        except (KeyError, IndexError, TypeError):
-            where = "".join(f"[{s}]" if isinstance(s, int) else (f".{s}" if j else s) for j, s in enumerate(steps[: i + 1]))
-            raise TemplateError(f"{{{{ {path} }}}}: {where} is not in the data.") from None
-    return value
+    return steps
 
 
 def render(template: str, values: dict[str, Any]) -> str:

@@ -233,6 +233,10 @@ def test_documents_are_chunked_stored_and_ranked_with_bm25(make_lab, tmp_path):
     assert "express takes two" in turn.text  # the agent was given the excerpt
     with pytest.raises(ChatLabError, match="no file or folder"):
         lab.documents.add(tmp_path / "missing.md")
+    (tmp_path / "pdfs").mkdir()
+    (tmp_path / "pdfs" / "manual.pdf").write_bytes(b"%PDF-1.7\x00")
+    with pytest.raises(ChatLabError, match="There is no text file under .*pdfs' to add \\(it takes .csv"):  # it returned an empty frame
+        lab.documents.add(tmp_path / "pdfs")
 
 
 def test_an_imported_support_export_runs_end_to_end_offline_on_local_documents(make_lab, tmp_path):

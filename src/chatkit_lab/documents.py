@@ -88,7 +88,10 @@ class Documents:
         files: list[Path] = []
         for target in map(Path, targets):
             if target.is_dir():
-                files += sorted(p for p in target.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
+                found = sorted(p for p in target.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
+                if not found:  # a wrong folder (or PDFs only) added nothing, silently
+                    raise ChatLabError(f"There is no text file under {str(target)!r} to add (it takes {', '.join(sorted(TEXT_SUFFIXES))}).")
+                files += found
             elif target.is_file():
                 files.append(target)
             else:

@@ -183,6 +183,24 @@ def test_lab_login_makes_python_requests_verify_like_the_widget(make_lab):
         lab.request_sync(LIST, headers={})
 
 
+def test_a_user_id_that_is_not_a_name_is_refused_where_it_is_given(make_lab):
+    # lab.user_id = "" (or 5, or None) was taken, and every later send failed with "The request
+    # context has no user_id; pass a chatkit_lab.RequestContext" and a traceback under the cell.
+    lab = make_lab(warm=False)
+    thread = lab.send_sync("mine").thread_id
+    for given in ("", "  ", 5, None, " alice", "a" * 257):
+        with pytest.raises(ChatLabError, match="A user id "):
+            lab.user_id = given
+        with pytest.raises(ChatLabError, match="A user id "):
+            lab.login(given) if given is not None else lab.send_sync("x", user_id=given or "")
+    for call in (lambda: lab.send_sync("x", user_id=""), lambda: lab.request_sync(LIST, user_id=7), lambda: lab.replay(thread, user_id=""),
+                 lambda: lab.decide_sync(thread, user_id="")):
+        with pytest.raises(ChatLabError, match="A user id is a non-empty string"):
+            call()
+    assert lab.user_id == "local" and lab.send_sync("still works", thread).error is None
+    assert lab.replay_many_sync(thread, progress=False)[0].source == thread  # one id, not its characters
+
+
 def test_the_cli_with_jwks_url_refuses_requests_without_a_token(tmp_path, issuer):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}

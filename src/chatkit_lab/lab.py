@@ -13,7 +13,7 @@ from agents import Agent, Tool
 
 from . import approvals, logs, replay
 from ._runtime import Runtime
-from .auth.jwt import Authenticator, JWKSVerifier, LocalIssuer
+from .auth.jwt import Authenticator, JWKSVerifier, LocalIssuer, checked_user_id
 from .auth.mcp import MCPConnections
 from .auth.secrets import MIN_LENGTH, Secrets, install_log_redaction
 from .context import ContextInjection
@@ -217,19 +217,22 @@ class ChatLab:
         With ``headers``, the request is authenticated exactly as a widget's or an HTTP client's
         would be (``{"Authorization": "Bearer ..."}``); a bad token raises ``AuthError``.
         """
-        return await self.runtime.run(self.runtime.request(body, user_id or self.user_id, headers=headers))
+        return await self.runtime.run(self.runtime.request(body, self._acting(user_id), headers=headers))
 
     def request_sync(self, body: dict[str, Any] | str, *, user_id: str | None = None, headers: dict[str, str] | None = None) -> Any:
-        return self.runtime.call(self.runtime.request(body, user_id or self.user_id, headers=headers))
+        return self.runtime.call(self.runtime.request(body, self._acting(user_id), headers=headers))
 
     async def send(self, text: str, thread_id: str | None = None, *, user_id: str | None = None, new_thread: bool = False) -> Turn:
         """Send a user message and wait for the reply. It goes to ``thread_id``; without one, to
         the thread the chat shows (so it appears there, live), or to a new thread when no chat
         is open, the chat shows "New chat", or ``new_thread=True``."""
-        return await self.runtime.run(self.runtime.send(text, thread_id, user_id or self.user_id, new_thread=new_thread))
+        return await self.runtime.run(self.runtime.send(text, thread_id, self._acting(user_id), new_thread=new_thread))
 
     def send_sync(self, text: str, thread_id: str | None = None, *, user_id: str | None = None, new_thread: bool = False) -> Turn:
-        return self.runtime.call(self.runtime.send(text, thread_id, user_id or self.user_id, new_thread=new_thread))
+        return self.runtime.call(self.runtime.send(text, thread_id, self._acting(user_id), new_thread=new_thread))
+
+    def _acting(self, user_id: str | None) -> str:
+        return self.user_id if user_id is None else checked_user_id(user_id)
 
     def on_action(self, action_type: str) -> Any:
         """Register a widget action handler: ``@lab.on_action("approve")`` over an async generator
@@ -295,10 +298,10 @@ class ChatLab:
         """Answer the approval a workflow or an agent's tool call is waiting for in ``thread_id``, as
         a click on its Approve (``"approve"``) or Reject (``"reject"``) button would; the run goes on
         and its reply is returned."""
-        return await self.runtime.run(self._decide(thread_id, decision, user_id or self.user_id))
+        return await self.runtime.run(self._decide(thread_id, decision, self._acting(user_id)))
 
     def decide_sync(self, thread_id: str, decision: str = "approve", *, user_id: str | None = None) -> Turn:
-        return self.runtime.call(self._decide(thread_id, decision, user_id or self.user_id))
+        return self.runtime.call(self._decide(thread_id, decision, self._acting(user_id)))
 
     async def _decide(self, thread_id: str, decision: str, user_id: str) -> Turn:
         if decision not in ("approve", "reject"):
@@ -353,6 +356,7 @@ class ChatLab:
         elif user_id is None:
             raise ChatLabError("Say who logs in: lab.login('alice'), or lab.login(token=...).")
         else:
+            user_id = checked_user_id(user_id)
             if self.auth.verifier is None:
                 self.issuer = LocalIssuer()
                 self.auth.verifier = self.issuer.verifier()
@@ -571,7 +575,8 @@ class ChatLab:
     def _batch(self, thread_ids: Sequence[str], concurrency: int, overrides: dict[str, Any]) -> Batch:
         if overrides.get("workflow") is not None:
             overrides = {**overrides, "workflow": self._chat_workflow(overrides["workflow"])}
-        return replay.batch(self.runtime, list(thread_ids), concurrency, **overrides)
+        ids = [thread_ids] if isinstance(thread_ids, str) else list(thread_ids)  # one id: not its characters
+        return replay.batch(self.runtime, ids, concurrency, **overrides)
 
     def fork(self, thread_id: str, at_item: str | None = None) -> str:
         """Copy a thread up to and including the item ``at_item`` (all of it by default) into a

@@ -26,6 +26,7 @@ from . import approvals
 from ._heap import frozen_heap
 from ._loop import LoopThread
 from ._runtime import Runtime
+from .auth.jwt import checked_user_id
 from .context import ContextInjection, RequestContext
 from .errors import ChatLabError
 from .models import resolve_backend
@@ -238,6 +239,10 @@ async def _start(
 ) -> list[Replay]:
     if strategy is not None:
         ContextInjection(strategy)  # a clear error for an unknown strategy, before anything is written
+    if user_id is not None:
+        checked_user_id(user_id)
+    if instructions is not None and not isinstance(instructions, str):
+        raise ChatLabError(f"instructions= is a string, not {type(instructions).__name__}.")
     lab_server = runtime.server
     base = agent or lab_server.agent
     if not isinstance(base, Agent):

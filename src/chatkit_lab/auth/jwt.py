@@ -24,7 +24,7 @@ from typing import Any
 from joserfc import errors, jwt
 from joserfc.jwk import KeySet, RSAKey
 
-from ..errors import AuthError
+from ..errors import AuthError, ChatLabError
 
 ALGORITHMS = ["RS256", "ES256"]
 
@@ -168,12 +168,32 @@ class JWKSVerifier:
         return Identity(user_id=str(decoded.claims["sub"]), claims=decoded.claims)
 
 
+def checked_user_id(value: Any) -> str:
+    """A user id as the store keys rows by it: a non-empty string. Anything else made every
+    later request fail with "The request context has no user_id" and a traceback."""
+    if not isinstance(value, str) or not value.strip():
+        raise ChatLabError(f"A user id is a non-empty string such as 'alice', not {value!r}.")
+    if value != value.strip():
+        raise ChatLabError(f"A user id has no spaces around it: {value.strip()!r}, not {value!r}.")
+    if len(value) > 256:
+        raise ChatLabError(f"A user id has at most 256 characters, not {len(value)}.")
+    return value
+
+
 class Authenticator:
     """Who is asking: the verified ``sub`` of a Bearer token when ``verifier`` is set, else
     ``user_id``. The comm tunnel and the HTTP endpoint both ask this one object."""
 
     def __init__(self, verifier: JWKSVerifier | None = None, user_id: str = "local") -> None:
         self.verifier, self.user_id = verifier, user_id
+
+    @property
+    def user_id(self) -> str:
+        return self._user_id
+
+    @user_id.setter
+    def user_id(self, value: str) -> None:
+        self._user_id = checked_user_id(value)
 
     async def identify(self, headers: Mapping[str, str] | None) -> Identity:
         if self.verifier is None:

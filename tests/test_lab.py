@@ -1,5 +1,6 @@
 """ChatLab's own loop thread: where work runs, concurrency with the caller, clean shutdown."""
 
+import re
 import subprocess
 import sys
 import threading
@@ -115,6 +116,34 @@ def test_unknown_threads_are_a_sentence_not_a_traceback(make_lab):
     assert lab.send_sync("hello", "thr_nope").error == "Thread thr_nope not found"
     with pytest.raises(ChatLabError, match="^Thread thr_nope not found$"):
         lab.request_sync({"type": "threads.get_by_id", "params": {"thread_id": "thr_nope"}})
+
+
+@pytest.mark.parametrize(("setting", "sentence"), [
+    ({"tools": [print]}, "tools[0] is a builtin_function_or_method, not an Agents SDK tool: decorate print with @function_tool"),
+    ({"tools": "where_am_i"}, "tools= is a list of Agents SDK tools, not str"),
+    ({"model": 4}, "model= is a model name such as 'gpt-4.1-mini'"),
+    ({"instructions": 5}, "instructions= is a string"),
+    ({"history_limit": 0}, "history_limit= is how many stored items"),
+    ({"history_limit": "5"}, "history_limit= is how many stored items"),  # every turn failed with a TypeError
+    ({"mcp_servers": ["http://127.0.0.1:9/mcp"]}, "mcp_servers[0] is a str, not an MCP server"),
+    ({"limits": {"rate": "5/second"}}, "limits= is a chatkit_lab.Limits"),
+])
+def test_a_wrong_setting_is_a_sentence_when_the_lab_is_made(make_lab, setting, sentence):
+    # A plain function or a tool's name ran silently on the offline model and failed on a real one;
+    # the rest were TypeErrors or AttributeErrors from inside the SDK.
+    with pytest.raises(ChatLabError, match=re.escape(sentence)):
+        make_lab(warm=False, **setting)
+
+
+def test_replay_checks_its_tools_as_the_lab_does(make_lab):
+    lab = make_lab(warm=False, tools=[where_am_i])
+    thread = lab.send_sync("hi").thread_id
+    with pytest.raises(ChatLabError, match=re.escape("tools[0] is a function, not an Agents SDK tool: decorate len_of with @function_tool")):
+        lab.replay(thread, tools=[len_of])
+
+
+def len_of(text: str) -> int:
+    return len(text)
 
 
 def test_the_warm_up_rehearses_offline_and_writes_nothing(make_lab):

@@ -10,6 +10,7 @@ from .logs import merge
 from .models import MirrorModel
 from .server import LabServer
 from .store.duckdb import DuckDBStore
+from .transport.limits import Limits
 from .turn import Turn
 from .widget import ChatWidget
 
@@ -17,4 +18,4 @@ from .widget import ChatWidget
 # last-resort handler would print them (tracebacks included) into the running notebook cell.
 logging.getLogger("chatkit_lab").addHandler(logging.NullHandler())
 
-__all__ = ["ChatLab", "ChatLabError", "ChatWidget", "DuckDBStore", "LabServer", "MirrorModel", "RequestContext", "Turn", "__version__", "merge"]
+__all__ = ["ChatLab", "ChatLabError", "ChatWidget", "DuckDBStore", "LabServer", "Limits", "MirrorModel", "RequestContext", "Turn", "__version__", "merge"]

@@ -26,7 +26,7 @@ from .evals.report import EvalRun
 from .evaluation import Evaluations
 from .guardrails import Guardrails
 from .models import Backend, openai_client, resolve_backend
-from .server import LabServer
+from .server import LabServer, agent_tools
 from .store import queries
 from .store.postgres_database import PostgresDatabase
 from .transport.limits import Limits
@@ -97,6 +97,8 @@ class ChatLab:
         guardrails: Any = None,
         workflow: Any = None,
     ) -> None:
+        _check_settings(instructions, history_limit, mcp_servers, limits)
+        tools = agent_tools(tools)
         secrets = Secrets()
         if api_key and len(api_key.strip()) >= MIN_LENGTH:  # a shorter one is no real key: the provider says so
             secrets.watch(api_key, "api_key")
@@ -633,6 +635,21 @@ class ChatLab:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _check_settings(instructions: Any, history_limit: Any, mcp_servers: Any, limits: Any) -> None:
+    """What the SDK would refuse with a TypeError, or a turn fail on much later, as a sentence now."""
+    from agents.mcp import MCPServer
+
+    if instructions is not None and not isinstance(instructions, str) and not callable(instructions):
+        raise ChatLabError(f"instructions= is a string (or a function of the context), not {type(instructions).__name__}.")
+    if not isinstance(history_limit, int) or isinstance(history_limit, bool) or history_limit < 1:
+        raise ChatLabError(f"history_limit= is how many stored items a turn sends the model, a whole number from 1; not {history_limit!r}.")
+    for i, server in enumerate(mcp_servers):
+        if not isinstance(server, MCPServer):
+            raise ChatLabError(f"mcp_servers[{i}] is a {type(server).__name__}, not an MCP server (agents.mcp.MCPServerStdio, MCPServerStreamableHttp, ...).")
+    if limits is not None and not isinstance(limits, Limits):
+        raise ChatLabError(f"limits= is a chatkit_lab.Limits(...), not {type(limits).__name__}.")
 
 
 def _loaded(workflow: Any) -> Any:

@@ -30,7 +30,7 @@ from .auth.jwt import checked_user_id
 from .context import ContextInjection, RequestContext
 from .errors import ChatLabError
 from .models import resolve_backend
-from .server import LabServer
+from .server import LabServer, agent_tools
 from .store.items import item_adapter, item_text, utc_now
 from .store.memory import MemoryStore
 from .store.queries import EXCHANGE_FACTS, REPLAY_DECISIONS, REPLAY_PLANS, thread_owner, thread_owners
@@ -299,7 +299,7 @@ def overridden_agent(base: Agent, backend: Any, *, instructions: str | None = No
     """``base`` with what is given changed, and the backend it then runs on (``model`` resolved)."""
     if model is not None:
         backend = resolve_backend(model)
-    changes = {"instructions": instructions, "tools": list(tools) if tools is not None else None, "model": backend.model if model is not None else None}
+    changes = {"instructions": instructions, "tools": agent_tools(tools) if tools is not None else None, "model": backend.model if model is not None else None}
     changes = {k: v for k, v in changes.items() if v is not None}
     return (base.clone(**changes) if changes else base), backend
 

@@ -53,7 +53,7 @@ from .auth.mcp import current_secrets
 from .auth.secrets import Secrets
 from .auth.secrets import redact as redact_secrets
 from .context import ContextInjection, RequestContext, context_tool, inject
-from .errors import InvalidRequestError
+from .errors import ChatLabError, InvalidRequestError
 from .failures import approvals_needed, describe_failure
 from .guardrails import turn as guarded
 from .guardrails.engine import Guardrails
@@ -78,6 +78,24 @@ TITLE_LENGTH = 60
 # A click that finds no waiting run: answered, asked in another thread (a fork copies the card, not the run), or another user's.
 ANSWERED = "This approval was answered already, was asked in another thread (a fork copies the card, not the run), or is not yours to answer."
 request_adapter: TypeAdapter[ChatKitReq] = TypeAdapter(ChatKitReq)
+
+
+def agent_tools(tools: Any) -> list[Any]:
+    """``tools=`` checked: Agents SDK tools, in a list. A plain function, or one name, ran
+    silently offline and failed only on a real provider."""
+    from typing import get_args
+
+    from agents import Tool
+
+    if isinstance(tools, str) or not hasattr(tools, "__iter__"):
+        raise ChatLabError(f"tools= is a list of Agents SDK tools, not {type(tools).__name__}.")
+    kinds = tuple(getattr(kind, "__origin__", kind) for kind in get_args(Tool))
+    given = list(tools)
+    for i, tool in enumerate(given):
+        if not isinstance(tool, kinds):
+            hint = f": decorate {getattr(tool, '__name__', 'it')} with @function_tool (from agents)" if callable(tool) else ""
+            raise ChatLabError(f"tools[{i}] is a {type(tool).__name__}, not an Agents SDK tool{hint}.")
+    return given
 
 
 def title_from(text: str) -> str:

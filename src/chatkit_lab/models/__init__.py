@@ -9,6 +9,7 @@ from typing import Any
 from agents import ModelSettings
 from agents.models.interface import Model
 
+from ..errors import ChatLabError
 from .mirror import MirrorModel
 
 __all__ = ["Backend", "MirrorModel", "openai_client", "resolve_backend"]
@@ -65,6 +66,8 @@ def resolve_backend(
     the environment says (lessons pin it: the same transcript every run); ``base_url`` (or
     ``OPENAI_BASE_URL``) for an OpenAI-compatible server over Chat Completions;
     ``OPENAI_API_KEY`` for OpenAI; otherwise the deterministic offline ``MirrorModel``."""
+    if model is not None and not isinstance(model, str | Model):
+        raise ChatLabError(f"model= is a model name such as 'gpt-4.1-mini', 'offline' or an Agents SDK Model, not {type(model).__name__}.")
     if model == OFFLINE:
         return Backend(MirrorModel(), 'offline mirror model (deterministic; pinned by model="offline")', "offline")
     if isinstance(model, Model):

@@ -50,6 +50,14 @@ def test_a_short_secret_is_refused_with_a_sentence_and_a_short_word_is_redacted_
     secrets.set("pin", "4821")
     assert secrets.redact("the pin is 4821.") == "the pin is [REDACTED:pin]."
     assert secrets.redact("order 948213 ships") == "order 948213 ships"  # not inside other words
+    with pytest.raises(ChatLabError, match="shorter than 4 characters"):
+        secrets.set("pin", "12")
+    assert secrets.for_user("alice") == {"pin": "4821"}  # a refused value was kept, and handed to tools unredacted
+    for name, user_id, sentence in (("", None, "A secret's name is what tools read it by"), ("crm", "", "A user id is a non-empty string"),
+                                    ("crm", 7, "A user id is a non-empty string")):  # stored under a key no request matches
+        with pytest.raises(ChatLabError, match=sentence):
+            secrets.set(name, "tok_abcdefghijkl", user_id=user_id)
+    assert secrets.for_user("alice") == {"pin": "4821"}
 
 
 def test_a_secret_with_quotes_in_tool_arguments_reaches_no_column(make_lab, db_path):

@@ -17,6 +17,7 @@ import weakref
 from typing import Any
 
 from ..errors import ChatLabError
+from .jwt import checked_user_id
 
 MIN_LENGTH = 4  # shorter values cannot be told from ordinary text: set() refuses them
 WORD_LENGTH = 8  # values shorter than this are redacted only as whole words
@@ -46,8 +47,12 @@ class Secrets:
 
     def set(self, name: str, value: str, *, user_id: str | None = None) -> None:
         """Give tools ``value`` as ``context.secrets[name]`` (for ``user_id`` only, if given)."""
+        if not isinstance(name, str) or not name.strip():
+            raise ChatLabError(f"A secret's name is what tools read it by (context.secrets['crm_token']): a non-empty string, not {name!r}.")
+        if user_id is not None:
+            checked_user_id(user_id)  # another value would match no request: the tool would find no secret
+        self.watch(value, name)  # first: a value it refuses must not reach the tools unredacted
         self._values[(user_id, name)] = value
-        self.watch(value, name)
 
     def watch(self, value: str, name: str = "secret") -> None:
         """Redact ``value`` everywhere without handing it to tools (an API key, a token): as

@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -159,6 +160,30 @@ def test_key_rotation_is_picked_up_and_a_down_key_server_keeps_cached_keys_worki
     refused = call(client, LIST, newest)
     assert refused.status_code == 401
     assert "could not be fetched" in refused.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(("given", "sentence"), [
+    (None, "JWKSVerifier takes the key set's URL (https://...) or the key set as a dict, not NoneType."),  # was a TypeError
+    ('{"keys": []}', "JWKSVerifier takes the key set's URL (https://...) or the key set as a dict, not '{\"keys\": []}'."),  # was fetched as a URL
+    ({}, "The key set is not a JWKS with usable keys (KeyError: 'keys')"),  # was a KeyError
+    ({"keys": [{"kty": "XX"}]}, "The key set is not a JWKS with usable keys (MissingKeyError"),
+])
+def test_a_key_set_that_cannot_verify_anything_is_refused_when_it_is_given(given, sentence):
+    with pytest.raises(ChatLabError, match=re.escape(sentence)):
+        JWKSVerifier(given)
+
+
+def test_login_keeps_the_issuers_claims_and_mcp_server_wants_a_url(make_lab):
+    from chatkit_lab.auth import mcp_server
+
+    lab = make_lab(warm=False)
+    with pytest.raises(ChatLabError, match="The claim 'sub' is the issuer's to set"):  # a token for bob, while the lab said alice
+        lab.login("alice", sub="bob")
+    lab.login("alice", name="Alice")
+    claims = lab.auth.verifier.verify(f"Bearer {lab.token}").claims
+    assert claims["sub"] == "alice" and claims["name"] == "Alice"
+    with pytest.raises(ChatLabError, match="mcp_server takes the server's http\\(s\\) URL"):
+        mcp_server(None, credential="crm_token")
 
 
 def test_jwks_verifier_rejects_symmetric_keys_even_when_the_jwks_offers_one():

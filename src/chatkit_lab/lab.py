@@ -359,6 +359,9 @@ class ChatLab:
             raise ChatLabError("Say who logs in: lab.login('alice'), or lab.login(token=...).")
         else:
             user_id = checked_user_id(user_id)
+            reserved = sorted(set(claims) & {"iss", "aud", "sub", "iat", "nbf", "exp"})
+            if reserved:  # sub="bob" signed a token for bob while the lab said alice
+                raise ChatLabError(f"The claim {reserved[0]!r} is the issuer's to set (from the user id and ttl=); give others, such as name or email.")
             if self.auth.verifier is None:
                 self.issuer = LocalIssuer()
                 self.auth.verifier = self.issuer.verifier()

@@ -56,6 +56,8 @@ class LocalIssuer:
         return {"keys": [k.as_dict(private=False) for k in self.keys]}
 
     def issue(self, user_id: str, *, ttl: float = 3600, **claims: Any) -> str:
+        """A signed token for ``user_id``; ``claims`` are added as given, registered ones too
+        (``nbf=``, ``iss=``): tests forge tokens with them. ``lab.login`` refuses those."""
         now = int(time.time())
         payload = {"iss": self.issuer, "aud": self.audience, "sub": user_id, "iat": now, "nbf": now, "exp": now + int(ttl), **claims}
         key = self.keys[0]
@@ -90,6 +92,14 @@ class LocalIssuer:
         return JWKSVerifier(self.jwks, issuer=self.issuer, audience=self.audience)
 
 
+def _key_set(document: Any) -> KeySet:
+    try:
+        return KeySet.import_key_set(document)
+    except (errors.JoseError, KeyError, TypeError, ValueError) as exc:
+        raise ChatLabError(f"The key set is not a JWKS with usable keys ({type(exc).__name__}: {exc}); "
+                           'it looks like {"keys": [{"kty": "RSA", "kid": ..., "n": ..., "e": ...}]}.') from None
+
+
 class JWKSVerifier:
     """Verifies ``Authorization: Bearer`` tokens against a JWKS document or URL."""
 
@@ -103,11 +113,15 @@ class JWKSVerifier:
         refetch_after: float = 30.0,
         timeout: float = 5.0,
     ) -> None:
+        if isinstance(jwks, str) and not jwks.startswith(("https://", "http://")):
+            raise ChatLabError(f"JWKSVerifier takes the key set's URL (https://...) or the key set as a dict, not {jwks[:60]!r}.")
+        if not isinstance(jwks, str | dict):
+            raise ChatLabError(f"JWKSVerifier takes the key set's URL (https://...) or the key set as a dict, not {type(jwks).__name__}.")
         self.url = jwks if isinstance(jwks, str) else None
         self.issuer, self.audience, self.leeway = issuer, audience, leeway
         self.refetch_after, self.timeout = refetch_after, timeout
         self._lock = threading.Lock()
-        self._keys: KeySet | None = None if self.url else KeySet.import_key_set(jwks)  # type: ignore[arg-type]
+        self._keys: KeySet | None = None if isinstance(jwks, str) else _key_set(jwks)
         self._fetched_at = float("-inf")
         registry: dict[str, Any] = {"sub": {"essential": True}, "exp": {"essential": True}}
         if issuer:
@@ -118,7 +132,7 @@ class JWKSVerifier:
 
     def _fetch(self) -> KeySet:
         with urllib.request.urlopen(self.url, timeout=self.timeout) as response:  # type: ignore[arg-type]
-            return KeySet.import_key_set(json.load(response))
+            return _key_set(json.load(response))
 
     def _keyset(self, refresh: bool = False) -> KeySet:
         with self._lock:

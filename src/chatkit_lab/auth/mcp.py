@@ -45,6 +45,8 @@ def mcp_server(url: str, *, credential: str | None = None, name: str | None = No
     the secret named ``credential``. Pass it to ``ChatLab(mcp_servers=[...])``."""
     from agents.mcp import MCPServerStreamableHttp, MCPServerStreamableHttpParams
 
+    if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+        raise ChatLabError(f"mcp_server takes the server's http(s) URL, such as http://127.0.0.1:8000/mcp, not {url!r}.")
     params = MCPServerStreamableHttpParams(url=url, timeout=timeout)
     if credential:
         params["auth"] = SecretAuth(credential)

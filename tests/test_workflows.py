@@ -96,9 +96,13 @@ def test_a_loop_through_a_while_nodes_body_is_allowed_and_strings_are_not_read_a
     assert ok.node("route").branches["a"].startswith('"state.nothing"')
 
 
-def test_a_bad_file_says_so():
+def test_a_bad_file_says_so(tmp_path):
     with pytest.raises(ChatLabError, match="Cannot read the workflow file"):
         Workflow.load("/nonexistent/wf.json")
+    with pytest.raises(ChatLabError, match="Cannot write the workflow file .*: Is a directory"):  # was an IsADirectoryError
+        support().save(tmp_path)
+    with pytest.raises(ChatLabError, match="wf.run takes the user's message as text, not NoneType"):  # None ran as the message
+        support().run_sync(None)
 
 
 # -- running -----------------------------------------------------------------------------------

@@ -407,6 +407,8 @@ class Workflow(_Model):
         ``approvals`` answers approval nodes (``{"approve_refund": "approve"}``); an unanswered
         one pauses the run (``await result.resume("approve")``).
         """
+        if not isinstance(text, str):
+            raise WorkflowError(f"wf.run takes the user's message as text, not {type(text).__name__}.")
         if lab is not None:
             services, metadata = lab.workflow_services(), {"lab": lab.runtime.key}
             return await lab.runtime.run(run_workflow(self, text, services, approvals=approvals, metadata=metadata))
@@ -462,7 +464,10 @@ class Workflow(_Model):
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        path.write_text(self.to_json(), encoding="utf-8")
+        try:
+            path.write_text(self.to_json(), encoding="utf-8")
+        except OSError as exc:
+            raise WorkflowError(f"Cannot write the workflow file {str(path)!r}: {exc.strerror or exc}.") from None
         return path
 
     @classmethod

@@ -126,6 +126,8 @@ def test_page_context_from_the_request_reaches_the_template_and_the_record(make_
 
 def test_the_inspector_escapes_html_and_explains_a_missing_turn(make_lab):
     lab = make_lab()
+    with pytest.raises(ChatLabError, match="No turn has called the model yet: send a message first"):  # was "No turn found for None"
+        lab.inspect()
     turn = lab.send_sync("<img src=x onerror=alert(1)>")
     html = lab.inspect(turn)._repr_html_()
     assert "<img" not in html and "&lt;img" in html

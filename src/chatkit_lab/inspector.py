@@ -101,7 +101,7 @@ def _turn_id(cur: Any, turn: Any) -> str:
             [ids, getattr(turn, "thread_id", "")],
         ).fetchone()
     if row is None:
-        raise ChatLabError(f"No turn found for {turn!r}.")
+        raise ChatLabError("No turn has called the model yet: send a message first." if turn is None else f"No turn found for {turn!r}.")
     return str(row[0])
 
 

@@ -93,6 +93,10 @@ def test_bad_runs_are_one_sentence(make_lab):
         lab.evaluate_sync([{"input": "x"}], graders=[{**HAS, "input": "{{ output_text }}"}], progress=False)
     with pytest.raises(ChatLabError, match="There is no eval run 'evalrun_nope'"):
         lab.resume_eval_sync("evalrun_nope")
+    with pytest.raises(ChatLabError, match="graders= is empty: give at least one grader"):  # reported "0/0 passed"
+        lab.evaluate_sync([{"input": "x"}], graders=[], progress=False)
+    with pytest.raises(ChatLabError, match=re.escape("prices['mirror'] is 5; give two numbers")):  # a TypeError after every item ran
+        lab.evaluate_sync([{"input": "x", "expected": "x"}], graders=[HAS], prices={"mirror": 5}, progress=False)
     with pytest.raises(ChatLabError, match='each item needs a "thread_id"'):
         lab.evaluate_sync([{"input": "x", "expected": "x"}], target="recorded", graders=[HAS], progress=False)
     assert lab.sql("SELECT count(*) FROM eval_runs").iloc[0, 0] == 0  # refused before anything was stored

@@ -22,7 +22,7 @@ from .errors import ChatLabError
 from .evals import runs
 from .evals.compare import RunComparison
 from .evals.datasets import Dataset, load_dataset
-from .evals.graders import check_item_fields, graders_given, model_judge
+from .evals.graders import GraderError, check_item_fields, checked_prices, graders_given, model_judge
 from .evals.optimize import Optimization, failures, improves, propose
 from .evals.report import EvalRun, load_run
 from .models import Backend
@@ -120,8 +120,11 @@ class Evaluations:
 
     # -- runs ------------------------------------------------------------------------------
     def plan(self, dataset: Any, graders: Sequence[Any], target: Any, name: str | None, concurrency: int,
-             kind: str = "evaluate", parent: str | None = None) -> Planned:
+             kind: str = "evaluate", parent: str | None = None, prices: Any = None) -> Planned:
+        checked_prices(prices)  # before the run is stored
         data, graders = load_dataset(dataset), graders_given(graders)
+        if not graders:  # a run would report "0/0 passed" however its answers were
+            raise GraderError('graders= is empty: give at least one grader, such as {"type": "string_check", ...}.')
         check_item_fields(graders, data.items)
         chosen = target if isinstance(target, runs.Target) else self.target(target)
         run_id = self.runtime.call(self._stored(data, chosen, graders, name, concurrency, kind, parent))
@@ -158,6 +161,7 @@ class Evaluations:
         return planned.run_id
 
     def _job(self, planned: Planned, judge: Any, prices: Any, concurrency: int) -> tuple[replay.Job, Callable[[], int], int, str]:
+        prices = checked_prices(prices)
         done = [0]
         return replay.Job(self.runtime.loop, self._go(planned, judge, prices, concurrency, done)), lambda: done[0], len(planned.data), f"eval {planned.data.name}"
 

@@ -500,13 +500,13 @@ class ChatLab:
         ``prices``: per-model $ per million tokens (``evals.DEFAULT_PRICES``). Interrupted, the
         finished items are kept: ``lab.resume_eval(run_id)`` goes on."""
         evals = self._evals()
-        planned = evals.plan(dataset, graders, target, name, concurrency)
+        planned = evals.plan(dataset, graders, target, name, concurrency, prices=prices)
         return await evals.finish(planned, judge=judge, prices=prices, concurrency=concurrency, progress=progress)
 
     def evaluate_sync(self, dataset: Any, *, graders: Sequence[Any], target: Any = None, name: str | None = None, concurrency: int = 16,
                       judge: Any = None, prices: Any = None, progress: bool = True) -> EvalRun:
         evals = self._evals()
-        planned = evals.plan(dataset, graders, target, name, concurrency)
+        planned = evals.plan(dataset, graders, target, name, concurrency, prices=prices)
         return evals.finish_sync(planned, judge=judge, prices=prices, concurrency=concurrency, progress=progress)
 
     async def resume_eval(self, run_id: str, *, target: Any = None, judge: Any = None, prices: Any = None, concurrency: int = 16,

@@ -394,6 +394,20 @@ DEFAULT_PRICES: dict[str, tuple[float, float]] = {  # US dollars per million inp
 }
 
 
+def checked_prices(prices: Any) -> dict[str, tuple[float, float]] | None:
+    """``prices=`` as ``{model: (input, output)}`` US dollars per million tokens, or a sentence."""
+    if prices is None:
+        return None
+    example = 'such as {"gpt-4.1-mini": (0.40, 1.60)}'
+    if not isinstance(prices, dict):
+        raise GraderError(f"prices= maps a model name to its (input, output) US dollars per million tokens, {example}; not {type(prices).__name__}.")
+    for model, price in prices.items():
+        if (not isinstance(price, list | tuple) or len(price) != 2
+                or not all(isinstance(p, int | float) and not isinstance(p, bool) and math.isfinite(p) and p >= 0 for p in price)):
+            raise GraderError(f"prices[{model!r}] is {price!r}; give two numbers, input and output US dollars per million tokens, {example}.")
+    return {str(model): (float(price[0]), float(price[1])) for model, price in prices.items()}
+
+
 def cost_of(sample: dict[str, Any], prices: dict[str, tuple[float, float]] | None = None) -> float | None:
     """US dollars of a sample's tokens at ``prices`` (None when its model has no price)."""
     table = {**DEFAULT_PRICES, **(prices or {})}

@@ -217,6 +217,17 @@ def test_a_failing_judge_is_reported_and_fails_open_unless_closed():
     assert garbled.results[0].execution_failed
 
 
+def test_a_judge_or_message_that_cannot_work_is_refused_when_given():
+    # judge="gpt-4.1" failed every judged check, and so let everything through (fail-open).
+    for kwargs, sentence in (({"judge": "gpt-4.1"}, "judge= is a judge such as ModelJudge('gpt-4.1-mini')"),
+                             ({"fail_closed": "yes"}, "fail_closed= is True or False"),
+                             ({"block_message": ""}, "block_message= is the sentence the chat shows instead")):
+        with pytest.raises(ChatLabError, match=re.escape(sentence)):
+            Guardrails(PII, **kwargs)
+    with pytest.raises(ChatLabError, match="ModelJudge takes a model name"):
+        ModelJudge(None)
+
+
 def test_checks_that_need_a_model_say_so_offline():
     report = check("hello", pipeline(("Moderation", {}), ("NSFW Text", {}), ("Hallucination Detection", {"knowledge_source": "vs_1"})))
     moderation, nsfw, hallucination = (r.info["error"] for r in report.results)

@@ -111,6 +111,13 @@ class Guardrails:
 
         if output_action not in ("replace", "flag"):
             raise ChatLabError(f"output_action is 'replace' or 'flag', not {output_action!r}.")
+        if judge is not None and not callable(judge):  # a model name: every judged check failed, and failed open
+            raise ChatLabError(f"judge= is a judge such as ModelJudge('gpt-4.1-mini') or ModelJudge(model), not {judge!r}.")
+        if not isinstance(fail_closed, bool):
+            raise ChatLabError(f"fail_closed= is True or False, not {fail_closed!r}.")
+        for what, message in (("block_message", block_message), ("output_message", output_message)):
+            if not isinstance(message, str) or not message.strip():  # the chat would show an empty message
+                raise ChatLabError(f"{what}= is the sentence the chat shows instead, not {message!r}.")
         self.pipeline: Pipeline = load_config(config)
         self.judge, self.moderation, self.fail_closed = judge, moderation, fail_closed
         self.block_message, self.output_message, self.output_action = block_message, output_message, output_action

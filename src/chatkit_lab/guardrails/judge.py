@@ -28,6 +28,10 @@ class ModelJudge:
     with structured output; tracing is off, so verdicts are not turns of the chat."""
 
     def __init__(self, model: Model | str, *, name: str | None = None) -> None:
+        if not isinstance(model, Model) and not (isinstance(model, str) and model.strip()):
+            from ..errors import ChatLabError
+
+            raise ChatLabError(f"ModelJudge takes a model name such as 'gpt-4.1-mini' or an Agents SDK Model, not {model!r}.")
         self.model = model
         self.name = name or (model if isinstance(model, str) else getattr(model, "model", None) or getattr(model, "name", None) or type(model).__name__)
 

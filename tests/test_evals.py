@@ -121,6 +121,24 @@ def test_a_judge_that_gives_no_number_scores_zero_with_the_reason():
     assert result.score == 0.0 and not result.passed and 'the judge\'s result "excellent" is not a number' in result.error
 
 
+def test_a_judge_that_fails_errors_the_item_with_a_sentence_and_the_run_goes_on(make_lab, monkeypatch):
+    # Without a key, the judge's OpenAIError ended the whole run (left 'running') with a traceback.
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    no_key = grade(SCORE, SAMPLE, ITEM, model="gpt-4.1-mini")
+    assert no_key.score == 0.0 and no_key.error.startswith("The judge could not grade: No API key is set, so")
+
+    async def broken(messages, schema, model):
+        raise ConnectionResetError("judge went away")
+
+    from chatkit_lab.evals import agrade
+
+    assert asyncio.run(agrade(SCORE, SAMPLE, ITEM, judge=broken)).error == "ConnectionResetError: judge went away"
+    lab = make_lab(warm=False)
+    run = lab.evaluate_sync([{"input": "a"}, {"input": "b"}], graders=[SCORE], judge="gpt-4.1-mini", progress=False)
+    assert run.summary["status"] == "completed" and run.summary["result_counts"]["errored"] == 2
+    assert run.results.error.str.startswith("The judge could not grade").all()
+
+
 def test_the_judge_receives_the_rendered_messages():
     model = Scripted(json.dumps({"result": 5, "steps": []}))
     grade(SCORE, SAMPLE, ITEM, model=model)

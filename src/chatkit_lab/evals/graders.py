@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import json
+import logging
 import math
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ from ..errors import ChatLabError
 from . import formula, sandbox
 from .templating import TemplateError, fields_read, render
 from .trajectory import KINDS, Trajectory, grade_trajectory
+
+log = logging.getLogger("chatkit_lab")
 
 METRICS = ("fuzzy_match", "bleu", "gleu", "meteor", "rouge_1", "rouge_2", "rouge_3", "rouge_4", "rouge_5", "rouge_l", "cosine")
 Embedder = Callable[[list[str]], Awaitable[list[list[float]]]]
@@ -251,8 +254,11 @@ async def agrade(grader: Any, sample: dict[str, Any], item: dict[str, Any], *, j
     values = {"item": item, "sample": sample}
     try:
         return await _grade(config, values, judge, embedder, prices)
-    except (TemplateError, formula.FormulaError) as exc:
+    except (TemplateError, formula.FormulaError, GraderError) as exc:
         return Graded(config.name, config.type, 0.0, False, str(exc))
+    except Exception as exc:  # a judge or embedder of the user's: this item errors, the run goes on
+        log.warning("Grader %r failed on an item", config.name, exc_info=True)
+        return Graded(config.name, config.type, 0.0, False, f"{type(exc).__name__}: {exc}")
 
 
 def grade(grader: Any, sample: dict[str, Any], item: dict[str, Any], model: Any = None, *, embedder: Embedder | None = None) -> Graded:
@@ -446,7 +452,12 @@ def model_judge(model: Any) -> Judge:
         rest: list[Any] = [m for m in messages if m["role"] not in ("system", "developer")] or [{"role": "user", "content": "Grade."}]
         agent = Agent(name="grader", instructions=system or None, model=backend.model_named(name) if name else backend.model,
                       output_type=JsonSchemaOutput(schema, "grade"))
-        result = await Runner.run(agent, rest, run_config=RunConfig(tracing_disabled=True))  # a grade, not a turn of the lab
+        try:
+            result = await Runner.run(agent, rest, run_config=RunConfig(tracing_disabled=True))  # a grade, not a turn of the lab
+        except Exception as exc:  # no key, an unreachable provider: the item's grade says so, the run goes on
+            from ..failures import describe_failure
+
+            raise GraderError(f"The judge could not grade: {describe_failure(exc, backend)[0]}") from exc
         return dict(result.final_output)
 
     return judge

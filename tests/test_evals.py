@@ -125,7 +125,7 @@ def test_a_judge_that_fails_errors_the_item_with_a_sentence_and_the_run_goes_on(
     # Without a key, the judge's OpenAIError ended the whole run (left 'running') with a traceback.
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     no_key = grade(SCORE, SAMPLE, ITEM, model="gpt-4.1-mini")
-    assert no_key.score == 0.0 and no_key.error.startswith("The judge could not grade: No API key is set, so")
+    assert no_key.score == 0.0 and no_key.error.startswith("The judge model failed: No API key is set, so")
 
     async def broken(messages, schema, model):
         raise ConnectionResetError("judge went away")
@@ -136,7 +136,7 @@ def test_a_judge_that_fails_errors_the_item_with_a_sentence_and_the_run_goes_on(
     lab = make_lab(warm=False)
     run = lab.evaluate_sync([{"input": "a"}, {"input": "b"}], graders=[SCORE], judge="gpt-4.1-mini", progress=False)
     assert run.summary["status"] == "completed" and run.summary["result_counts"]["errored"] == 2
-    assert run.results.error.str.startswith("The judge could not grade").all()
+    assert run.results.error.str.startswith("The judge model failed").all()
 
 
 def test_the_judge_receives_the_rendered_messages():

@@ -457,7 +457,7 @@ def model_judge(model: Any) -> Judge:
         except Exception as exc:  # no key, an unreachable provider: the item's grade says so, the run goes on
             from ..failures import describe_failure
 
-            raise GraderError(f"The judge could not grade: {describe_failure(exc, backend)[0]}") from exc
+            raise GraderError(f"The judge model failed: {describe_failure(exc, backend)[0]}") from exc
         return dict(result.final_output)
 
     return judge

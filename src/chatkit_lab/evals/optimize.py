@@ -61,7 +61,8 @@ async def propose(judge: Judge, instructions: str, failed: list[dict[str, Any]])
     try:
         answer = await judge(prompt(instructions, failed), SCHEMA, None)
     except Exception as exc:  # a provider failure is a sentence, and nothing is stored
-        raise ChatLabError(f"The judge model could not propose instructions: {exc}") from exc
+        said = str(exc).removeprefix("The judge model failed: ")  # model_judge's own sentence
+        raise ChatLabError(f"The judge model could not propose instructions: {said}") from exc
     revised = answer.get("instructions") if isinstance(answer, dict) else None
     if not isinstance(revised, str) or not revised.strip():
         raise ChatLabError("The judge model proposed no instructions (an empty answer); nothing was run.")

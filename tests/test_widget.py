@@ -11,7 +11,7 @@ import pytest
 import traitlets
 from comm.base_comm import BaseComm
 
-from chatkit_lab import ChatWidget
+from chatkit_lab import ChatLabError, ChatWidget
 from chatkit_lab.widget import STATIC
 
 ROOT = Path(__file__).parent.parent
@@ -81,6 +81,12 @@ def test_widget_assets_traits_and_display(make_lab, recording):
     assert "application/vnd.jupyter.widget-view+json" in widget._repr_mimebundle_()[0]
     with pytest.raises(traitlets.TraitError):
         widget.ui = "fancy"
+    lab = make_lab()
+    with pytest.raises(ChatLabError, match="The chat takes no 'thread'; it takes ui, thread_id"):  # a typo was dropped silently
+        lab.chat(thread="thr_1")
+    with pytest.raises(ChatLabError, match="client_tools= maps a name to a Python function"):  # failed only when the tool was called
+        lab.chat(client_tools={"pick": "pick"})
+    assert lab.chat(layout={"height": "400px"}).layout.height == "400px"  # ipywidgets' own traits still pass
 
 
 def test_requests_through_the_comm_are_answered_from_the_labs_thread(make_lab, recording):

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import anywidget
 import traitlets
 
+from ..errors import ChatLabError
 from ..replay import fork
 from ..transport.comm import CommTunnel
 
@@ -65,6 +66,13 @@ class ChatWidget(anywidget.AnyWidget):
         **kwargs: Any,
     ) -> None:
         """``runtime``: the lab's (``lab.chat()`` passes it); a ``ChatLab`` is accepted too."""
+        unknown = sorted(set(kwargs) - set(type(self).class_trait_names()))
+        if unknown:  # a typo (thread=) was dropped silently
+            raise ChatLabError(f"The chat takes no {unknown[0]!r}; it takes ui, thread_id, options, client_tools, client_effects, "
+                               "chatkit_url, domain_key, share_page, share_active_cell (and ipywidgets' layout).")
+        for what, handlers in (("client_tools", client_tools), ("client_effects", client_effects)):
+            if handlers is not None and (not isinstance(handlers, dict) or not all(isinstance(k, str) and callable(v) for k, v in handlers.items())):
+                raise ChatLabError(f"{what}= maps a name to a Python function, such as {{\"get_selection\": get_selection}}.")
         super().__init__(**kwargs)
         self._runtime: Runtime = getattr(runtime, "runtime", runtime)
         self._client_tools = dict(client_tools or {})

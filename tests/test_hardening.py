@@ -128,7 +128,7 @@ def test_cross_site_posts_and_non_json_bodies_are_refused(served):
 
 def test_allowed_hosts_and_origins_are_configurable(make_lab):
     lab = make_lab()
-    url = lab.serve(port=0, allowed_hosts=["chat.internal"], allowed_origins=["https://app.internal"])
+    url = lab.serve(port=0, allowed_hosts="chat.internal", allowed_origins="https://app.internal")  # one name: not its letters
     with httpx.Client(base_url=url, timeout=30) as client:
         assert client.get("/health").status_code == 421  # only what was configured
         ok = client.post("/chatkit", content=json.dumps({"type": "threads.list", "params": {}}),

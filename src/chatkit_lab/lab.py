@@ -609,7 +609,9 @@ class ChatLab:
         from .transport.http import LOOPBACK, create_app
         from .transport.shared_window import SharedWindow
 
-        hosts = allowed_hosts if allowed_hosts is not None else [*LOOPBACK, host]
+        # One name given as a string is that name, not its letters (every request got a 421).
+        allowed_origins = [allowed_origins] if isinstance(allowed_origins, str) else allowed_origins
+        hosts = [allowed_hosts] if isinstance(allowed_hosts, str) else allowed_hosts if allowed_hosts is not None else [*LOOPBACK, host]
         shared = SharedWindow(self.db) if isinstance(self.db, PostgresDatabase) else None  # every process on the database counts together
         app = create_app(self.server, auth=self.auth, backend=self.backend.description, limits=self.runtime.limits,
                          allowed_hosts=hosts, allowed_origins=allowed_origins, shared_window=shared)

@@ -79,6 +79,11 @@ def _route(condition, state=()):
     (_shape(nodes=[{"type": "start", "id": "s"}, {"type": "guardrails", "id": "g", "config": {"guardrails": [{"name": "Nope", "config": {}}]}}],
             edges=[{"source": "s", "target": "g"}]), "Guardrails node 'g': Guardrails config: guardrails[0] names an unknown check 'Nope'"),
     (_shape(state=[{"name": "n", "type": "number", "default": "three"}]), "state variable 'n' is a number, but its default is \"three\""),
+    # The SDK dropped an unknown setting silently, and checked the values only when the node ran.
+    (_shape(nodes=[{"type": "start", "id": "s"}, {"type": "agent", "id": "a", "model_settings": {"temprature": 0.2}}]),
+     "agent 'a': model_settings has no 'temprature'; the Agents SDK's settings are temperature, top_p"),
+    (_shape(nodes=[{"type": "start", "id": "s"}, {"type": "agent", "id": "a", "model_settings": {"temperature": "hot"}}]),
+     "agent 'a': model_settings: temperature: Input should be a valid number"),
     (_shape(nodes=[{"type": "start", "id": "s"}, {"type": "while", "id": "w", "condition": "true"}, {"type": "end", "id": "e"}],
             edges=[{"source": "s", "target": "w"}, {"source": "w", "target": "e", "label": "done"}]), "while 'w' has no body edge"),
 ])

@@ -7,6 +7,7 @@ error, an unknown variable) is a ``ChatLabError`` when it loads, naming the node
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -14,6 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 
+from agents import ModelSettings
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import ChatLabError
@@ -163,6 +165,20 @@ class AgentNode(Node):
             raise WorkflowError(f'agent {self.id!r}: output_schema must be a JSON Schema object ({{"type": "object", "properties": {{...}}}})')
         if (problem := schema_problem(self.output_schema)) is not None:
             raise WorkflowError(f"agent {self.id!r}: output_schema is not a valid JSON Schema: {problem}. Fix it and define the workflow again.")
+        return self
+
+    @model_validator(mode="after")
+    def _settings_are_the_sdks(self) -> AgentNode:
+        # The SDK drops a key it does not know ("temprature" ran without a temperature) and checks
+        # the values only when the node runs.
+        known = [f.name for f in dataclasses.fields(ModelSettings)]
+        unknown = sorted(set(self.model_settings) - set(known))
+        if unknown:
+            raise WorkflowError(f"agent {self.id!r}: model_settings has no {unknown[0]!r}; the Agents SDK's settings are {', '.join(known)}.")
+        try:
+            ModelSettings(**self.model_settings)
+        except ValidationError as exc:
+            raise WorkflowError(f"agent {self.id!r}: model_settings: {_first_error(exc)}") from None
         return self
 
 

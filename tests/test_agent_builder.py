@@ -34,6 +34,16 @@ def test_a_single_agent_export_becomes_start_agent_end(language):
     assert wf.run_sync("hello").path == ["start", "my_agent", "end"]
 
 
+def test_model_settings_in_the_js_sdks_spelling_map_and_an_unknown_one_is_left_out_with_a_note():
+    # gpt-5 exports write text: {verbosity}; the graph now refuses a setting the Python SDK would drop.
+    source = (FIXTURES / "single_agent.ts").read_text().replace(
+        "store: true", 'store: true,\n    text: { verbosity: "low" },\n    providerData: { service_tier: "flex" },\n    cacheHint: 3')
+    wf, report = Workflow.from_agent_builder(source)
+    assert wf.node("my_agent").model_settings == {"temperature": 1, "top_p": 1, "max_tokens": 2048, "store": True, "verbosity": "low",
+                                                  "extra_args": {"service_tier": "flex"}}
+    assert any("model setting 'cache_hint' is not one the Agents SDK has; it was left out" in f.message for f in report.of("note"))
+
+
 @pytest.mark.parametrize("language", ["py", "ts"])
 def test_guardrails_a_classifier_nested_branches_file_search_and_mcp_map_to_the_graph(language):
     wf, report = load(f"support.{language}")

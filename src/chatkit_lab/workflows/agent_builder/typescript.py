@@ -185,7 +185,13 @@ class _Reader:
                 case "model":
                     spec.model = _string(value) if value.type == "string" else None
                 case "modelSettings":
-                    spec.model_settings = {_snake(k): v for k, v in (_literal(value) or {}).items()}
+                    settings = {_snake(k): v for k, v in (_literal(value) or {}).items()}
+                    # The JS SDK's spellings of the Python SDK's verbosity and extra_args.
+                    if isinstance(settings.get("text"), dict) and set(settings["text"]) == {"verbosity"}:
+                        settings["verbosity"] = settings.pop("text")["verbosity"]
+                    if "provider_data" in settings:
+                        settings["extra_args"] = settings.pop("provider_data")
+                    spec.model_settings = settings
                 case "tools":
                     spec.tools = [_text(t) for t in value.named_children if t.type == "identifier"]
                 case "outputType":

@@ -169,6 +169,22 @@ def test_merge_combines_students_files_with_their_origin_and_is_idempotent(tmp_p
         assert sorted(o for (o,) in con.execute("SELECT origin FROM origins").fetchall()) == ["ada", "bo", "cy"]
 
 
+def test_a_path_in_the_home_folder_is_written_there(tmp_path, monkeypatch):
+    # DuckDB expanded "~" itself, but the folder made for the file (and an export's) was a "~" in the cwd.
+    home, cwd = tmp_path / "home", tmp_path / "work"
+    home.mkdir(), cwd.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(cwd)
+    with ChatLab("~/labs/chats.duckdb", warm=False) as lab:
+        lab.send_sync("hello")
+        assert lab.export("~/items.parquet")["items"] == 2 and lab.export("~/all.jsonl")["threads"] == 1
+    assert merge("~/class.duckdb", ["~/labs/chats.duckdb"])["chats"]["threads"] == 1
+    with ChatLab("~/copy.duckdb", warm=False) as copy:
+        assert copy.import_jsonl("~/all.jsonl")["items"] == 2
+    assert sorted(p.name for p in home.iterdir()) == ["all.jsonl", "class.duckdb", "copy.duckdb", "items.parquet", "labs"]
+    assert list(cwd.iterdir()) == []
+
+
 def test_merge_upgrades_an_older_file_in_a_copy_and_refuses_what_it_cannot_read(tmp_path):
     from chatkit_lab.store.schema import MIGRATIONS
 

@@ -102,7 +102,7 @@ def _writing(path: Path) -> Iterator[str]:
 
 def export_query(cur: duckdb.DuckDBPyConnection, path: str | Path, name: str, sql: str, params: dict[str, Any]) -> dict[str, int]:
     """Write what a query returns (a frame, say) to ``path``, streamed: ``{name: rows}``."""
-    path = Path(path)
+    path = Path(path).expanduser()
     fmt = format_of(path)
     with _writing(path) as tmp:
         part = Path(tmp) / f"{name}.{fmt}"
@@ -116,7 +116,7 @@ def export(
 ) -> dict[str, int]:
     """Write ``table`` (Parquet and CSV: ``items`` by default) or, to JSONL, every table; only
     ``user_id``'s rows unless it is None. Returns the rows written per table."""
-    path = Path(path)
+    path = Path(path).expanduser()
     fmt = format_of(path)
     if table is not None and table not in TABLES:
         raise ChatLabError(f"There is no table {table!r} to export; choose one of {', '.join(TABLES)}.")
@@ -148,7 +148,7 @@ def export(
 def import_jsonl(cur: duckdb.DuckDBPyConnection, path: str | Path) -> dict[str, int]:
     """Load a JSONL export into the database, in one transaction. Rows whose key is already
     there are kept as they are (importing twice adds nothing). Returns rows added per table."""
-    path = Path(path)
+    path = Path(path).expanduser()
     if not path.is_file():
         raise ChatLabError(f"There is no file {str(path)!r} to import.")
     source = f"read_json({_quote(path)}, format = 'newline_delimited', columns = {{%s}})"
@@ -194,9 +194,9 @@ def merge(target: str | Path, sources: Sequence[str | Path], *, names: Sequence[
     summary: dict[str, dict[str, int]] = {}
     try:
         for i, given in enumerate(sources):
-            source = Path(given)
+            source = Path(given).expanduser()
             origin = names[i] if names else source.stem
-            if source.resolve() == Path(target).resolve():
+            if source.resolve() == Path(target).expanduser().resolve():
                 raise ChatLabError(f"{source} is the target file itself.")
             with db.cursor() as cur, _readable(source) as readable:
                 summary[origin] = _merge_one(cur, readable, origin, str(source))

@@ -112,8 +112,9 @@ class Database:
         release_after: float = 0.5,
         lock_timeout: float = 30.0,
     ) -> None:
-        self.path = str(path)
-        self.in_memory = self.path == ":memory:"
+        self.in_memory = str(path) == ":memory:"
+        # "~/chats.duckdb": DuckDB expands it, and the folder made for it was a "~" in the cwd.
+        self.path = str(path) if self.in_memory else str(Path(path).expanduser())
         self.release_after = release_after
         self.lock_timeout = lock_timeout
         self._lock = threading.RLock()

@@ -169,7 +169,7 @@ def test_merge_combines_students_files_with_their_origin_and_is_idempotent(tmp_p
         assert sorted(o for (o,) in con.execute("SELECT origin FROM origins").fetchall()) == ["ada", "bo", "cy"]
 
 
-def test_a_path_in_the_home_folder_is_written_there(tmp_path, monkeypatch):
+def test_a_path_under_the_home_folder_is_read_and_written_there(tmp_path, monkeypatch):
     # DuckDB expanded "~" itself, but the folder made for the file (and an export's) was a "~" in the cwd.
     home, cwd = tmp_path / "home", tmp_path / "work"
     home.mkdir(), cwd.mkdir()
@@ -182,6 +182,21 @@ def test_a_path_in_the_home_folder_is_written_there(tmp_path, monkeypatch):
     with ChatLab("~/copy.duckdb", warm=False) as copy:
         assert copy.import_jsonl("~/all.jsonl")["items"] == 2
     assert sorted(p.name for p in home.iterdir()) == ["all.jsonl", "class.duckdb", "copy.duckdb", "items.parquet", "labs"]
+    assert list(cwd.iterdir()) == []
+    # Every other path a user gives: "There is no dataset file '~/data.jsonl'" and the like.
+    from chatkit_lab.evals import load_dataset
+    from chatkit_lab.guardrails import load_config
+    from chatkit_lab.workflows import Workflow, templates
+
+    (home / "data.jsonl").write_text('{"input": "hi"}\n')
+    (home / "guardrails.json").write_text(json.dumps({"guardrails": [{"name": "Contains PII", "config": {}}]}))
+    (home / "docs").mkdir()
+    (home / "docs" / "a.md").write_text("Refunds take five days.")
+    assert len(load_dataset("~/data.jsonl")) == 1 and load_config("~/guardrails.json").stage("input") is not None
+    templates.customer_support().save("~/wf.json")
+    assert Workflow.load("~/wf.json").name == "customer-support"
+    with ChatLab("~/copy.duckdb", warm=False) as lab:
+        assert lab.documents.add("~/docs").filename.tolist() == ["a.md"]
     assert list(cwd.iterdir()) == []
 
 

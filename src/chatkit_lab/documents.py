@@ -86,7 +86,7 @@ class Documents:
         with the same content is skipped; a changed file replaces its old version."""
         targets = [paths] if isinstance(paths, str | Path) else list(paths)
         files: list[Path] = []
-        for target in map(Path, targets):
+        for target in (Path(t).expanduser() for t in targets):
             if target.is_dir():
                 found = sorted(p for p in target.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
                 if not found:  # a wrong folder (or PDFs only) added nothing, silently

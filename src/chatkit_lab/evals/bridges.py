@@ -32,7 +32,7 @@ def _target_field(dataset: Dataset, field: str | None) -> str | None:
 
 
 def _write_jsonl(path: str | Path, rows: list[dict[str, Any]]) -> None:
-    with Path(path).open("w", encoding="utf-8") as out:
+    with Path(path).expanduser().open("w", encoding="utf-8") as out:
         for row in rows:
             out.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
 
@@ -87,7 +87,7 @@ def to_promptfoo(dataset: Any, path: str | Path, graders: Sequence[Any] = ()) ->
             asserts.append(assertion)
     tests = [{"description": str(item.get("id", n)), "vars": {k: v for k, v in item.items() if k != "conversation"},
               **({"assert": asserts} if asserts else {})} for n, item in enumerate(data.items)]
-    Path(path).write_text(json.dumps(tests, ensure_ascii=False, indent=1, default=str), encoding="utf-8")
+    Path(path).expanduser().write_text(json.dumps(tests, ensure_ascii=False, indent=1, default=str), encoding="utf-8")
     return {"written": len(tests), "assertions": len(asserts), "unmapped": unmapped}
 
 

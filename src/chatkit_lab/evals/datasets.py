@@ -62,7 +62,7 @@ def load_dataset(source: Any, *, name: str | None = None) -> Dataset:
     if isinstance(source, Dataset):
         return source
     if isinstance(source, str | Path):
-        path = Path(source)
+        path = Path(source).expanduser()
         if not path.is_file():
             raise ChatLabError(f"There is no dataset file {str(path)!r}.")
         try:

@@ -150,7 +150,7 @@ TYPES = ("string_check", "text_similarity", "score_model", "label_model", "pytho
 def load_graders_file(path: str | Path) -> list[Any]:
     """Graders from a file: a JSON list, OpenAI's eval config (``{"testing_criteria": [...]}``),
     one grader object, or JSONL (one grader per line); each checked."""
-    file = Path(path)
+    file = Path(path).expanduser()
     if not file.is_file():
         raise GraderError(f"There is no graders file {str(file)!r}.")
     text = file.read_text(encoding="utf-8")

@@ -204,7 +204,7 @@ def load_config(config: Any) -> Pipeline:
 
 def _as_data(config: Any) -> Any:
     if isinstance(config, Path) or (isinstance(config, str) and not config.lstrip().startswith(("{", "["))):
-        path = Path(config)
+        path = Path(config).expanduser()
         if not path.is_file():
             raise ChatLabError(f"There is no guardrails config file {str(path)!r} (or give the config as a dict or a JSON string).")
         config = path.read_text()

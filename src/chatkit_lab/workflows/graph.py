@@ -479,7 +479,7 @@ class Workflow(_Model):
         return self.model_dump_json(indent=2, by_alias=True) + "\n"
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
+        path = Path(path).expanduser()
         try:
             path.write_text(self.to_json(), encoding="utf-8")
         except OSError as exc:
@@ -489,7 +489,7 @@ class Workflow(_Model):
     @classmethod
     def load(cls, path: str | Path) -> Workflow:
         """A workflow from a JSON file; what is wrong with it is one ``ChatLabError``."""
-        path = Path(path)
+        path = Path(path).expanduser()
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:

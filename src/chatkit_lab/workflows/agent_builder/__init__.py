@@ -25,7 +25,7 @@ def read_export(source: str | Path) -> tuple[dict[str, Any], ImportReport]:
 
 
 def _source(source: str | Path) -> tuple[str, str]:
-    path = Path(source) if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source and len(source) < 4096) else None
+    path = Path(source).expanduser() if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source and len(source) < 4096) else None
     if path is not None:
         try:
             text = path.read_text(encoding="utf-8")

@@ -339,6 +339,9 @@ def test_a_wrong_dataset_says_which_line(tmp_path):
         evaluate_guardrails([{"id": 1, "data": "x", "expected_triggers": {"Jailbreak": "yes"}}], PII)
     with pytest.raises(ChatLabError, match="There is no dataset file"):
         evaluate_guardrails(tmp_path / "missing.jsonl", PII)
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(ChatLabError, match="The dataset has no samples"):  # an empty table, as if there were nothing to measure
+        evaluate_guardrails(tmp_path / "empty.jsonl", PII)
     # both gave an empty table (or an AttributeError), as if there were nothing to measure
     with pytest.raises(ChatLabError, match="No sample labels a check this config runs: it runs Contains PII; the samples' expected_triggers name Jailbreak."):
         evaluate_guardrails([{"id": 1, "data": "x", "expected_triggers": {"Jailbreak": True}}], PII)

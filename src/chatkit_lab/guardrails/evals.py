@@ -35,10 +35,14 @@ def dataset_path(name: str) -> Path:
 
 def load_dataset(dataset: str | Path | Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     if isinstance(dataset, str | Path):
-        path = Path(dataset)
+        path = Path(dataset).expanduser()
         if not path.is_file():
             raise ChatLabError(f"There is no dataset file {str(path)!r}.")
-        lines = [(i, line) for i, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ChatLabError(f"Cannot read the dataset {path.name}: {exc}.") from None
+        lines = [(i, line) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
         rows = []
         for number, line in lines:
             try:
@@ -47,6 +51,8 @@ def load_dataset(dataset: str | Path | Iterable[dict[str, Any]]) -> list[dict[st
                 raise ChatLabError(f"{path.name}, line {number}: not JSON ({exc}).") from None
     else:
         rows = list(dataset)
+    if not rows:  # metrics of nothing: an empty table, as if the config had no checks
+        raise ChatLabError('The dataset has no samples; each line is {"id": ..., "data": "...", "expected_triggers": {"<check name>": true}}.')
     for number, row in enumerate(rows, 1):
         ok = isinstance(row, dict) and "data" in row and isinstance(row.get("expected_triggers"), dict)
         if not ok or not all(isinstance(v, bool) for v in row["expected_triggers"].values()):

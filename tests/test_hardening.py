@@ -9,7 +9,7 @@ import httpx
 import pytest
 from chatkit.types import ThreadMetadata
 
-from chatkit_lab.errors import ConflictError
+from chatkit_lab.errors import ChatLabError, ConflictError
 from chatkit_lab.transport.limits import Limits
 
 from .conftest import ALICE, BOB, STORES, found_in_database, make_store, run, user_message
@@ -239,3 +239,16 @@ def test_retry_after_the_oldest_message_of_a_long_thread_deletes_the_rest_in_one
     assert "the first question" in after.text.iloc[1]
     refused = lab.request_sync({"type": "threads.retry_after_item", "params": {"thread_id": first.thread_id, "item_id": after.item_id.iloc[1]}})
     assert refused[-1]["type"] == "error" and "is not a user message" in refused[-1]["message"]
+
+
+def test_a_file_that_is_not_utf8_is_a_sentence_wherever_a_file_is_read(tmp_path):
+    from chatkit_lab.evals.graders import load_graders_file
+    from chatkit_lab.guardrails import load_config
+    from chatkit_lab.workflows import Workflow
+
+    latin = tmp_path / "latin.json"
+    latin.write_bytes('{"name": "café"}'.encode("latin-1"))  # each was a bare UnicodeDecodeError
+    for load, what in ((load_graders_file, "the graders file"), (load_config, "the guardrails config"), (Workflow.load, "the workflow file"),
+                       (Workflow.from_agent_builder, "the export")):
+        with pytest.raises(ChatLabError, match=f"Cannot read {what} .*'utf-8' codec can't decode"):
+            load(latin)

@@ -153,7 +153,10 @@ def load_graders_file(path: str | Path) -> list[Any]:
     file = Path(path).expanduser()
     if not file.is_file():
         raise GraderError(f"There is no graders file {str(file)!r}.")
-    text = file.read_text(encoding="utf-8")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GraderError(f"Cannot read the graders file {file.name}: {getattr(exc, 'strerror', None) or exc}.") from None
     try:
         data: Any = ([json.loads(line) for line in text.splitlines() if line.strip()] if file.suffix.lower() in (".jsonl", ".ndjson")
                      else json.loads(text))

@@ -207,7 +207,10 @@ def _as_data(config: Any) -> Any:
         path = Path(config).expanduser()
         if not path.is_file():
             raise ChatLabError(f"There is no guardrails config file {str(path)!r} (or give the config as a dict or a JSON string).")
-        config = path.read_text()
+        try:
+            config = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ChatLabError(f"Cannot read the guardrails config {path.name}: {getattr(exc, 'strerror', None) or exc}.") from None
     if isinstance(config, str):
         try:
             return json.loads(config)

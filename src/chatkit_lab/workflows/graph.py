@@ -492,8 +492,8 @@ class Workflow(_Model):
         path = Path(path).expanduser()
         try:
             text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ChatLabError(f"Cannot read the workflow file {str(path)!r}: {exc.strerror or exc}.") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ChatLabError(f"Cannot read the workflow file {str(path)!r}: {getattr(exc, 'strerror', None) or exc}.") from None
         return cls.parse(text, source=str(path))
 
     @classmethod

@@ -29,8 +29,8 @@ def _source(source: str | Path) -> tuple[str, str]:
     if path is not None:
         try:
             text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ChatLabError(f"Cannot read the export {str(path)!r}: {exc.strerror or exc}.") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ChatLabError(f"Cannot read the export {str(path)!r}: {getattr(exc, 'strerror', None) or exc}.") from None
         if path.suffix in (".ts", ".mts", ".js", ".mjs", ".tsx"):
             return text, "typescript"
         if path.suffix == ".py":

@@ -182,6 +182,8 @@ def test_a_python_grader_that_cannot_run_is_refused_when_it_loads_before_any_ite
     with pytest.raises(GraderError, match=re.escape("Grader 'py': source defines no grade(sample, item) function.")):
         load_grader({"type": "python", "name": "py", "source": "def score(sample, item):\n    return 1.0"})
     assert grade({"type": "python", "name": "py", "source": "grade = lambda sample, item: 0.5"}, SAMPLE, ITEM).score == 0.5
+    braces = {"type": "python", "name": "py", "source": 'def grade(sample, item):\n    return len(f"{{x}}") / 10'}  # code, not a template
+    assert grade({"type": "multi", "name": "m", "calculate_output": "py", "graders": {"py": braces}}, SAMPLE, ITEM).score == 0.3
 
 
 def test_a_python_grader_that_hangs_is_stopped():

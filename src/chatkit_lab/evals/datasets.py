@@ -68,7 +68,8 @@ def load_dataset(source: Any, *, name: str | None = None) -> Dataset:
         try:
             items = _read(path)
         except (ValueError, OSError) as exc:  # JSON, CSV and Parquet parsers, a file that is not UTF-8 or cannot be read
-            raise ChatLabError(f"Cannot read the dataset {path.name}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}.") from None
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ChatLabError(f"Cannot read the dataset {path.name}: {reason}.") from None
         return Dataset(items, name or path.stem, str(path))
     if hasattr(source, "to_dict") and hasattr(source, "columns"):  # a pandas DataFrame
         return Dataset([_plain(row) for row in source.to_dict(orient="records")], name or "dataframe", "DataFrame")

@@ -215,11 +215,11 @@ def item_fields(grader: Any) -> set[str]:
     def strings(value: Any) -> Iterator[str]:
         if isinstance(value, str):
             yield value
-        elif isinstance(value, dict | list):
-            for inner in value.values() if isinstance(value, dict) else value:
+        elif isinstance(value, dict | list):  # a python grader's source is code, not a template (f"{{x}}"), at any depth
+            for inner in [v for k, v in value.items() if k != "source"] if isinstance(value, dict) else value:
                 yield from strings(inner)
 
-    config = grader.model_dump(exclude={"source"}) if isinstance(grader, BaseModel) else grader
+    config = grader.model_dump() if isinstance(grader, BaseModel) else grader
     return {str(field) for text in strings(config) for namespace, field in fields_read(text) if namespace == "item" and field is not None}
 
 

@@ -8,6 +8,8 @@ from typing import Any, Protocol
 from agents import Agent, Model, RunConfig, Runner
 from pydantic import BaseModel, Field
 
+from ..errors import ChatLabError
+
 
 class Verdict(BaseModel):
     flagged: bool
@@ -29,8 +31,6 @@ class ModelJudge:
 
     def __init__(self, model: Model | str, *, name: str | None = None) -> None:
         if not isinstance(model, Model) and not (isinstance(model, str) and model.strip()):
-            from ..errors import ChatLabError
-
             raise ChatLabError(f"ModelJudge takes a model name such as 'gpt-4.1-mini' or an Agents SDK Model, not {model!r}.")
         self.model = model
         self.name = name or (model if isinstance(model, str) else getattr(model, "model", None) or getattr(model, "name", None) or type(model).__name__)

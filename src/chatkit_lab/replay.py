@@ -241,8 +241,6 @@ async def _start(
         ContextInjection(strategy)  # a clear error for an unknown strategy, before anything is written
     if user_id is not None:
         checked_user_id(user_id)
-    if instructions is not None and not isinstance(instructions, str):
-        raise ChatLabError(f"instructions= is a string, not {type(instructions).__name__}.")
     lab_server = runtime.server
     base = agent or lab_server.agent
     if not isinstance(base, Agent):
@@ -297,6 +295,8 @@ LINEAGE_INSERT = "INSERT INTO lineage (thread_id, parent_thread_id, kind, overri
 def overridden_agent(base: Agent, backend: Any, *, instructions: str | None = None, model: Any = None,
                      tools: Sequence[Tool] | None = None) -> tuple[Agent, Any]:
     """``base`` with what is given changed, and the backend it then runs on (``model`` resolved)."""
+    if instructions is not None and not isinstance(instructions, str):
+        raise ChatLabError(f"instructions= is a string, not {type(instructions).__name__}.")
     if model is not None:
         backend = resolve_backend(model)
     changes = {"instructions": instructions, "tools": agent_tools(tools) if tools is not None else None, "model": backend.model if model is not None else None}

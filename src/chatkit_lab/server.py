@@ -12,9 +12,9 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from datetime import datetime
-from typing import Any, Protocol, cast, runtime_checkable
+from typing import Any, Protocol, cast, get_args, runtime_checkable
 
-from agents import Agent, RunConfig, RunContextWrapper, RunHooks, Runner, RunResultStreaming, RunState
+from agents import Agent, RunConfig, RunContextWrapper, RunHooks, Runner, RunResultStreaming, RunState, Tool
 from agents.exceptions import InputGuardrailTripwireTriggered, OutputGuardrailTripwireTriggered
 from agents.run_config import CallModelData, ModelInputData
 from agents.tracing import gen_trace_id
@@ -78,21 +78,17 @@ TITLE_LENGTH = 60
 # A click that finds no waiting run: answered, asked in another thread (a fork copies the card, not the run), or another user's.
 ANSWERED = "This approval was answered already, was asked in another thread (a fork copies the card, not the run), or is not yours to answer."
 request_adapter: TypeAdapter[ChatKitReq] = TypeAdapter(ChatKitReq)
+TOOL_TYPES = tuple(getattr(kind, "__origin__", kind) for kind in get_args(Tool))  # the classes of the SDK's Tool union
 
 
 def agent_tools(tools: Any) -> list[Any]:
     """``tools=`` checked: Agents SDK tools, in a list. A plain function, or one name, ran
     silently offline and failed only on a real provider."""
-    from typing import get_args
-
-    from agents import Tool
-
     if isinstance(tools, str) or not hasattr(tools, "__iter__"):
         raise ChatLabError(f"tools= is a list of Agents SDK tools, not {type(tools).__name__}.")
-    kinds = tuple(getattr(kind, "__origin__", kind) for kind in get_args(Tool))
     given = list(tools)
     for i, tool in enumerate(given):
-        if not isinstance(tool, kinds):
+        if not isinstance(tool, TOOL_TYPES):
             hint = f": decorate {getattr(tool, '__name__', 'it')} with @function_tool (from agents)" if callable(tool) else ""
             raise ChatLabError(f"tools[{i}] is a {type(tool).__name__}, not an Agents SDK tool{hint}.")
     return given

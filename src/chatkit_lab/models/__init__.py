@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,7 +13,10 @@ from agents.models.interface import Model
 from ..errors import ChatLabError
 from .mirror import MirrorModel
 
-__all__ = ["Backend", "MirrorModel", "openai_client", "resolve_backend"]
+__all__ = ["SETTINGS", "Backend", "MirrorModel", "openai_client", "resolve_backend"]
+
+# The Agents SDK's model settings: it drops any other key silently.
+SETTINGS = tuple(f.name for f in dataclasses.fields(ModelSettings))
 
 DEFAULT_OPENAI_MODEL = "gpt-4.1-mini"
 

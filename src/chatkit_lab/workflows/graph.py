@@ -7,7 +7,6 @@ error, an unknown variable) is a ``ChatLabError`` when it loads, naming the node
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import itertools
 import json
@@ -21,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ..errors import ChatLabError
 from ..guardrails.config import load_config
 from ..guardrails.engine import run_sync
-from ..models import resolve_backend
+from ..models import SETTINGS, resolve_backend
 from .agent_builder import ImportReport, read_export, write_python
 from .diff import WorkflowDiff, diff
 from .expressions import Compiled, Names, compile_expression, compile_template
@@ -171,10 +170,9 @@ class AgentNode(Node):
     def _settings_are_the_sdks(self) -> AgentNode:
         # The SDK drops a key it does not know ("temprature" ran without a temperature) and checks
         # the values only when the node runs.
-        known = [f.name for f in dataclasses.fields(ModelSettings)]
-        unknown = sorted(set(self.model_settings) - set(known))
+        unknown = sorted(set(self.model_settings) - set(SETTINGS))
         if unknown:
-            raise WorkflowError(f"agent {self.id!r}: model_settings has no {unknown[0]!r}; the Agents SDK's settings are {', '.join(known)}.")
+            raise WorkflowError(f"agent {self.id!r}: model_settings has no {unknown[0]!r}; the Agents SDK's settings are {', '.join(SETTINGS)}.")
         try:
             ModelSettings(**self.model_settings)
         except ValidationError as exc:

@@ -6,15 +6,13 @@ does not import the graph module that calls it.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents import ModelSettings
-
 from ...errors import ChatLabError
+from ...models import SETTINGS
 from . import ir
 
 Exit = tuple[str, str | None]  # (node id, edge label): where the next node attaches
@@ -263,12 +261,11 @@ class _Builder:
         schema = self.export.schemas.get(spec.output_type) if spec.output_type else None
         if spec.output_type and schema is None:
             self.export.note("note", spec.line, f"{spec.name}: output_type {spec.output_type} is not a schema class the import could read; the agent outputs text.")
-        known = {f.name for f in dataclasses.fields(ModelSettings)}
-        for key in sorted(set(spec.model_settings) - known):  # the graph refuses a setting the SDK would drop
+        for key in sorted(set(spec.model_settings) - set(SETTINGS)):  # the graph refuses a setting the SDK would drop
             self.export.note("note", spec.line, f"{spec.name}: model setting {key!r} is not one the Agents SDK has; it was left out.")
         node = _node(
             "agent", _base(stmt.result), spec.name, instructions=self.template(spec.instructions), model=spec.model,
-            model_settings={k: v for k, v in spec.model_settings.items() if k in known}, tools=[self.tool(spec, t) for t in spec.tools], output_schema=schema,
+            model_settings={k: v for k, v in spec.model_settings.items() if k in SETTINGS}, tools=[self.tool(spec, t) for t in spec.tools], output_schema=schema,
             message=self.template(stmt.message) if stmt.message is not None else None, include_history=stmt.history,
         )
         node_id = self.add(node, exits, stmt.meta)

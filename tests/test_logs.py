@@ -163,8 +163,11 @@ def test_merge_combines_students_files_with_their_origin_and_is_idempotent(tmp_p
     assert (turns.reply_text.str.contains("you said")).all()
     lab.close()
 
-    # A merged file merges again with its students' names kept.
-    assert merge(tmp_path / "school.duckdb", [tmp_path / "class.duckdb"])["class"]["threads"] == 3
+    # A merged file merges again with its students' names kept (one path: one source, not its characters).
+    assert merge(tmp_path / "school.duckdb", str(tmp_path / "class.duckdb"))["class"]["threads"] == 3
+    with pytest.raises(ChatLabError, match="Give at least one source database file"):  # made an empty target
+        merge(tmp_path / "empty.duckdb", [])
+    assert not (tmp_path / "empty.duckdb").exists()
     with duckdb.connect(str(tmp_path / "school.duckdb"), read_only=True) as con:
         assert sorted(o for (o,) in con.execute("SELECT origin FROM origins").fetchall()) == ["ada", "bo", "cy"]
 

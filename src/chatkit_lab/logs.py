@@ -188,8 +188,7 @@ def merge(target: str | Path, sources: Sequence[str | Path], *, names: Sequence[
     Rows already in ``target`` (the same key) are kept once, so merging a file again adds
     nothing. Returns the rows added per source and table.
     """
-    if names is not None and len(names) != len(sources):
-        raise ChatLabError("Give one name per source file (or none: the file names are used).")
+    sources = _sources(sources, names)
     db = Database(target)
     summary: dict[str, dict[str, int]] = {}
     try:
@@ -286,11 +285,20 @@ def import_postgres(db: PostgresDatabase, path: str | Path) -> dict[str, int]:
         return push(cur, db, {t: ORDER[t] for t in TABLES if found.get(t)})
 
 
+def _sources(sources: Sequence[str | Path] | str | Path, names: Sequence[str] | None) -> list[str | Path]:
+    # One path is one source, not its characters ("There is no database file '/'", with the target made).
+    given = [sources] if isinstance(sources, str | Path) else list(sources)
+    if not given:
+        raise ChatLabError("Give at least one source database file to merge.")
+    if names is not None and len(names) != len(given):
+        raise ChatLabError("Give one name per source file (or none: the file names are used).")
+    return given
+
+
 def merge_postgres(db: PostgresDatabase, sources: Sequence[str | Path], *, names: Sequence[str] | None = None) -> dict[str, dict[str, int]]:
     """``merge`` into a PostgreSQL database: each source merged into a temporary DuckDB file
     (recording its threads' origin), then added there. Returns the rows added per source and table."""
-    if names is not None and len(names) != len(sources):
-        raise ChatLabError("Give one name per source file (or none: the file names are used).")
+    sources = _sources(sources, names)
     summary: dict[str, dict[str, int]] = {}
     for i, source in enumerate(sources):
         origin = names[i] if names else Path(source).stem

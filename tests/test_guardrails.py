@@ -79,6 +79,8 @@ def test_check_refuses_what_would_check_nothing():
                            (("mail ada@example.com", PII["input"], "output"), "This config has no 'output' stage (it has input)")):
         with pytest.raises(ChatLabError, match=re.escape(sentence)):
             check(*args)
+    with pytest.raises(ChatLabError, match="history= is a list of turns"):
+        check("hi", PII, history="earlier I said hi")
 
 
 # -- Contains PII ------------------------------------------------------------------------------
@@ -286,6 +288,9 @@ def test_conversation_aware_checks_send_the_recent_turns_and_hallucination_the_t
     check("It is 30°C in Paris.", pipeline(("Hallucination Detection", {"knowledge_source": "vs_1"}), stage="output"),
           stage="output", judge=ModelJudge(model), tool_outputs=["Paris: 14°C, rain"])
     assert "Paris: 14°C, rain" in model.inputs[1]["instructions"]
+    check("It is 30°C in Paris.", pipeline(("Hallucination Detection", {"knowledge_source": "vs_1"}), stage="output"),
+          stage="output", judge=ModelJudge(model), tool_outputs="Oslo: 2°C, snow")  # one output, not its characters
+    assert "Oslo: 2°C, snow" in model.inputs[2]["instructions"]
 
 
 def test_check_works_inside_a_running_loop_and_judges_never_see_what_was_masked():

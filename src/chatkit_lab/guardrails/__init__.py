@@ -38,6 +38,9 @@ async def acheck(
     ``tool_outputs``: what the turn's tools returned (Prompt Injection and Hallucination Detection)."""
     if not isinstance(text, str):
         raise ChatLabError(f"check() takes the text to check as a string, not {type(text).__name__}.")
+    if isinstance(history, str) or not all(isinstance(turn, dict) for turn in history):
+        raise ChatLabError('history= is a list of turns such as [{"role": "user", "content": "..."}].')
+    tool_outputs = [tool_outputs] if isinstance(tool_outputs, str) else tool_outputs  # one output, not its characters
     if stage not in STAGES:
         raise ChatLabError(f"There is no guardrails stage {stage!r}; the stages are {', '.join(STAGES)}.")
     guardrails = _guardrails(config, judge)
